@@ -1,0 +1,3 @@
+from reidx.cli import main
+
+main()

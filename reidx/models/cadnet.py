@@ -1,0 +1,86 @@
+"""CAD-Net (Li et al., ICCV 2019): cross-resolution GAN (E, G, D_F, D_I) + cross-modal re-ID (F, C).
+
+x ─E─► f ─G─► x̃_H ─F─► g;  v = [f, g] ─GAP─► C.  D_F judges f (HR vs LR), D_I judges x̃_H vs real HR.
+Retrieval embedding: L2-normalised GAP([f, g]) ("fused"), or GAP(f) / GAP(g) alone (the paper's
+"f only" / "g only" rows).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reidx.models.decoder import HRDecoder
+from reidx.models.discriminators import FeatureDiscriminator, build_image_discriminator
+from reidx.models.heads import IdentityClassifier, global_pool, normalise
+from reidx.models.resnet import Pretrained, ResNetTrunk
+
+EMBEDDING_MODES = ("fused", "f", "g")
+
+
+class CADNet(nn.Module):
+    """The generative dual model. ``generator_parameters`` (E, G, F, C) and ``discriminator_parameters``
+    (D_F, D_I) are optimised separately."""
+
+    embedding_modes = EMBEDDING_MODES
+    can_recover = True
+
+    def __init__(
+        self,
+        num_classes: int,
+        arch: str = "resnet50",
+        pretrained: Pretrained = False,
+        image_discriminator: str = "patchgan",
+        discriminator_width: int = 64,
+        decoder_skips: int = 4,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "name": "cadnet",
+            "num_classes": num_classes,
+            "arch": arch,
+            "image_discriminator": image_discriminator,
+            "discriminator_width": discriminator_width,
+            "decoder_skips": decoder_skips,
+        }
+        self.encoder = ResNetTrunk(arch, pretrained)  # E
+        self.decoder = HRDecoder(self.encoder.channels, decoder_skips)  # G
+        self.hr_encoder = ResNetTrunk(arch, pretrained)  # F
+        dim = self.encoder.out_channels
+        self.classifier = IdentityClassifier(2 * dim, num_classes)  # C
+        self.feature_discriminator = FeatureDiscriminator(dim)  # D_F
+        self.image_discriminator = build_image_discriminator(image_discriminator, discriminator_width)  # D_I
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        modules = (self.encoder, self.decoder, self.hr_encoder, self.classifier)
+        return [p for module in modules for p in module.parameters()]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        modules = (self.feature_discriminator, self.image_discriminator)
+        return [p for module in modules for p in module.parameters()]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All intermediate outputs the losses need: f, recovered, g, pooled v and identity logits."""
+        features = self.encoder(x)
+        f = features[-1]
+        recovered = self.decoder(features)
+        g = self.hr_encoder(recovered)[-1]
+        pooled = torch.cat([global_pool(f), global_pool(g)], dim=1)
+        return {"f": f, "recovered": recovered, "g": g, "pooled": pooled, "logits": self.classifier(pooled)}
+
+    @torch.no_grad()
+    def recover(self, x: torch.Tensor) -> torch.Tensor:
+        """G(E(x)): the recovered HR image in [-1, 1]."""
+        return self.decoder(self.encoder(x))
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, mode: str = "fused") -> torch.Tensor:
+        """The L2-normalised retrieval embedding for ``mode`` in ``fused | f | g``."""
+        if mode not in EMBEDDING_MODES:
+            raise ValueError(f"unknown embedding mode {mode!r}; CAD-Net has {', '.join(EMBEDDING_MODES)}")
+        features = self.encoder(x)
+        f = global_pool(features[-1])
+        if mode == "f":
+            return normalise(f)
+        g = global_pool(self.hr_encoder(self.decoder(features))[-1])
+        return normalise(g if mode == "g" else torch.cat([f, g], dim=1))

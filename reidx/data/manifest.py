@@ -24,7 +24,7 @@ MANIFEST_NAME = "manifest.parquet"
 INFO_NAME = "dataset.json"
 
 #: Column name -> dtype. ``query_set`` is "" outside the query split, else "mixed" (rates drawn from the
-#: seen set) or "r<N>" (every query at the unseen rate N).
+#: seen set), "r<N>" (every query at the unseen rate N) or "native" (genuine LR images, e.g. CAVIAR).
 MANIFEST_COLUMNS: dict[str, str] = {
     "path": "string",
     "pid": "int64",

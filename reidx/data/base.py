@@ -1,0 +1,208 @@
+"""The reader contract: what a dataset reader finds on disk and how it splits it for one trial.
+
+A reader returns a :class:`Source`: either the dataset's standard ``train``/``query``/``gallery`` lists,
+or one ``images`` list that :meth:`DatasetReader.split` divides per trial. Every list holds
+:class:`Record` ``(path, pid, camid)`` with absolute paths, sorted by path; camids are 0-based where the
+dataset numbers cameras from 1 and are compared only for equality.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from reidx.errors import ReidxError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+#: Market-1501 / DukeMTMC-reID names: ``PPPP_cC...`` (pid may be -1 for junk).
+MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+
+
+class Record(NamedTuple):
+    """One image: absolute path, identity, camera."""
+
+    path: str
+    pid: int
+    camid: int
+
+
+@dataclass
+class Source:
+    """What a reader found: standard splits, or ``images`` to split per trial, plus dataset facts."""
+
+    root: Path
+    train: list[Record] = field(default_factory=list)
+    query: list[Record] = field(default_factory=list)
+    gallery: list[Record] = field(default_factory=list)
+    images: list[Record] = field(default_factory=list)
+    facts: dict[str, int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One trial's train (HR), query (to be made LR) and gallery (HR) records."""
+
+    train: list[Record]
+    query: list[Record]
+    gallery: list[Record]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options a reader may use; ``None`` means the reader's default."""
+
+    seed: int = 0
+    test_ids: int | None = None
+    query_camera: int | None = None
+    ids: int = 100
+    cameras: int = 4
+    images_per_camera: int = 4
+    workers: int = 4
+
+
+class DatasetReader(ABC):
+    """One dataset family: its layout on disk and its protocol (protocols.md §2)."""
+
+    name: ClassVar[str] = ""
+    protocol: ClassVar[str] = "multi-shot"
+    trials: ClassVar[int] = 1
+    #: Where the reader looks, in words (shown when the root is in the wrong layout).
+    layout: ClassVar[str] = ""
+    #: How query and gallery are built, in one line (stored in dataset.json).
+    rule: ClassVar[str] = ""
+    #: Optional :class:`Options` fields this reader honours (others are refused when given).
+    uses: ClassVar[frozenset[str]] = frozenset()
+    #: Queries are genuine LR images used as they are, not down-sampled (CAVIAR).
+    native_queries: ClassVar[bool] = False
+    needs_root: ClassVar[bool] = True
+
+    @abstractmethod
+    def read(self, root: Path | None, workdir: Path, options: Options) -> Source:
+        """Find the images; images the reader has to create (synthetic, CUHK03 .mat) go under ``workdir``."""
+
+    @abstractmethod
+    def split(self, source: Source, rng: np.random.Generator, options: Options) -> Split:
+        """Train/query/gallery for one trial; every random choice comes from ``rng``."""
+
+    def lr_camera(self, source: Source, options: Options) -> str:
+        """Which images are the low-resolution side, in words."""
+        return "query images (down-sampled)"
+
+
+class StandardSplitReader(DatasetReader):
+    """A dataset shipped with its own train/query/gallery split (one trial)."""
+
+    rule: ClassVar[str] = "standard query set down-sampled; standard gallery HR"
+
+    def split(self, source: Source, rng: np.random.Generator, options: Options) -> Split:
+        return Split(source.train, source.query, source.gallery)
+
+
+def existing_root(root: Path | None, reader: DatasetReader) -> Path:
+    """``root`` as an absolute existing directory (or file, for a CSV), else a one-line error."""
+    if root is None:
+        raise ReidxError(f"--root is required for {reader.name}", f"point it at the dataset: {reader.layout}")
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ReidxError(
+            f"dataset root {root} does not exist", f"point --root at the dataset: {reader.layout}"
+        )
+    return root.resolve()
+
+
+def find_layout(
+    root: Path, candidates: Sequence[str], required: Sequence[str], reader: DatasetReader
+) -> Path:
+    """The first of ``root / candidate`` holding every ``required`` entry, else a one-line layout error."""
+    for candidate in candidates:
+        base = root / candidate
+        if all((base / entry).exists() for entry in required):
+            return base
+    nested = ", ".join(f"{candidate}/" for candidate in candidates if candidate != ".")
+    raise ReidxError(
+        f"{root} is not a {reader.name} folder: expected {', '.join(required)} in it"
+        + (f" (or in {nested})" if nested else ""),
+        "point --root at the dataset folder",
+    )
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (by suffix), sorted by path."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def parse_market_name(path: Path) -> tuple[int, int]:
+    """``(pid, camera number as written)`` from a Market-style name, else a one-line error."""
+    match = MARKET_NAME.match(path.name)
+    if match is None:
+        raise ReidxError(
+            f"cannot parse {path}: expected a Market-style name PID_cCAM..., e.g. 0002_c1s1_000451_03.jpg",
+            "rename or remove the file",
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def ids_of(records: Iterable[Record]) -> list[int]:
+    """Sorted distinct pids."""
+    return sorted({record.pid for record in records})
+
+
+def held_out_count(n_ids: int, requested: int | None, default: int) -> int:
+    """How many ids go to test: ``requested`` if given, else ``default``; both sides keep >= 1 id."""
+    count = default if requested is None else requested
+    if not 1 <= count < n_ids:
+        raise ReidxError(
+            f"cannot hold out {count} test ids from {n_ids} ids",
+            f"choose --test-ids between 1 and {n_ids - 1}",
+        )
+    return count
+
+
+def split_ids(ids: Sequence[int], n_test: int, rng: np.random.Generator) -> tuple[set[int], set[int]]:
+    """``(train ids, test ids)``: ``n_test`` ids drawn without replacement."""
+    chosen = rng.choice(len(ids), size=n_test, replace=False)
+    test = {ids[i] for i in chosen}
+    return set(ids) - test, test
+
+
+def by_pid(records: Iterable[Record]) -> dict[int, list[Record]]:
+    """Records grouped by pid, each group in input order."""
+    groups: dict[int, list[Record]] = defaultdict(list)
+    for record in records:
+        groups[record.pid].append(record)
+    return groups
+
+
+def per_camera_query_split(
+    records: Sequence[Record], rng: np.random.Generator, n_test: int, query_camera: int | None
+) -> Split:
+    """The Market-style rule for data without a split: half the ids train; for each test id and camera,
+    one random image is a query and the rest gallery. With ``query_camera``, every test image of that
+    camera is a query and the other cameras form the gallery."""
+    train_ids, test_ids = split_ids(ids_of(records), n_test, rng)
+    train = [r for r in records if r.pid in train_ids]
+    query: list[Record] = []
+    gallery: list[Record] = []
+    if query_camera is not None:
+        for record in records:
+            if record.pid in test_ids:
+                (query if record.camid == query_camera else gallery).append(record)
+        return Split(train, query, gallery)
+    groups: dict[tuple[int, int], list[Record]] = defaultdict(list)
+    for record in records:
+        if record.pid in test_ids:
+            groups[record.pid, record.camid].append(record)
+    for key in sorted(groups):
+        group = groups[key]
+        pick = int(rng.integers(len(group)))
+        query.append(group[pick])
+        gallery.extend(group[:pick] + group[pick + 1 :])
+    return Split(train, sorted(query), sorted(gallery))

@@ -1,0 +1,132 @@
+"""Result records: one evaluation, or the mean and standard deviation of several trials, as typed records.
+
+Every number is a plain Python float or int (never a NumPy scalar), so records survive JSON and
+``torch.load(..., weights_only=True)``. A record carries what protocols.md says every result must name:
+dataset, protocol, query set and rates, trials, checkpoint, and which mAP definition it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reidx.metrics.inputs import MetricInputError
+from reidx.metrics.rank import RankingMetrics
+
+METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")
+CMC_LENGTH = 20
+_COUNTS = ("num_queries", "num_valid_queries", "trials", "draws")
+_SHARED = ("dataset", "protocol", "query_set", "rates", "mode", "map_definition", "draws")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One evaluation (``trials == 1``) or the mean over trials, with the standard deviation in ``std``.
+
+    ``std`` maps each of ``METRICS`` to its population standard deviation over trials (0.0 for one trial).
+    ``cmc`` holds the first 20 ranks. ``num_queries`` and ``num_valid_queries`` are summed over trials.
+    """
+
+    dataset: str
+    protocol: str
+    query_set: str  # e.g. "LR {2,3,4} mixed", "LR 8 unseen", "HR"
+    rates: tuple[int, ...]
+    checkpoint: str
+    mode: str  # what was evaluated, e.g. "cadnet" or "baseline"
+    rank1: float
+    rank5: float
+    rank10: float
+    rank20: float
+    mAP: float
+    map_definition: str
+    cmc: tuple[float, ...]
+    num_queries: int
+    num_valid_queries: int
+    trials: int = 1
+    draws: int = 1
+    std: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        plain = {name: float(getattr(self, name)) for name in METRICS}
+        plain |= {name: int(getattr(self, name)) for name in _COUNTS}
+        plain["rates"] = tuple(int(r) for r in self.rates)
+        plain["cmc"] = tuple(float(c) for c in self.cmc)
+        plain["std"] = {name: float(self.std.get(name, 0.0)) for name in METRICS}
+        for name, value in plain.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_metrics(
+        cls, metrics: RankingMetrics, *, dataset: str, query_set: str, rates: Sequence[int], checkpoint: str,
+        mode: str,
+    ) -> EvalResult:
+        """The record of one trial from ``evaluate``'s output (which needs ``max_rank >= 20``)."""
+        cmc = metrics.cmc
+        if len(cmc) < CMC_LENGTH:
+            raise MetricInputError(f"the CMC has {len(cmc)} ranks but a record needs {CMC_LENGTH}",
+                                   f"evaluate with max_rank >= {CMC_LENGTH}")
+        return cls(
+            dataset=dataset, protocol=metrics.protocol, query_set=query_set, rates=tuple(rates),
+            checkpoint=checkpoint, mode=mode, rank1=cmc[0], rank5=cmc[4], rank10=cmc[9], rank20=cmc[19],
+            mAP=metrics.mAP, map_definition=metrics.map_definition, cmc=tuple(cmc[:CMC_LENGTH]),
+            num_queries=metrics.num_queries, num_valid_queries=metrics.num_valid_queries, draws=metrics.draws,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: lists for tuples, plain floats and ints."""
+        out = asdict(self)
+        out["rates"], out["cmc"] = list(self.rates), list(self.cmc)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
+        """Inverse of ``to_dict``; unknown or missing keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise MetricInputError(f"unknown result fields {unknown}", "was the file written by reidx?")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise MetricInputError(f"incomplete result record: {err}", "was it written by reidx?") from err
+
+
+def aggregate_trials(results: Sequence[EvalResult]) -> EvalResult:
+    """Mean over single-trial records of one setting, with each metric's population std in ``std``."""
+    if not results:
+        raise MetricInputError("no trial results to aggregate")
+    first = results[0]
+    for r in results:
+        differing = [name for name in _SHARED if getattr(r, name) != getattr(first, name)]
+        if differing:
+            raise MetricInputError(f"trials differ in {', '.join(differing)}", "aggregate one setting")
+        if r.trials != 1:
+            raise MetricInputError(f"aggregate_trials takes single-trial records, got {r.trials} trials")
+    values = {name: np.array([getattr(r, name) for r in results]) for name in METRICS}
+    checkpoints = list(dict.fromkeys(r.checkpoint for r in results))
+    return EvalResult(
+        **{name: getattr(first, name) for name in _SHARED},
+        checkpoint=", ".join(checkpoints),
+        **{name: v.mean() for name, v in values.items()},
+        cmc=tuple(np.mean([r.cmc for r in results], axis=0)),
+        num_queries=sum(r.num_queries for r in results),
+        num_valid_queries=sum(r.num_valid_queries for r in results),
+        trials=len(results),
+        std={name: v.std() for name, v in values.items()},
+    )
+
+
+def results_to_frame(results: Sequence[EvalResult]) -> pd.DataFrame:
+    """One row per record: labels, metrics and ``<metric>_std`` columns (the CMC stays in the JSON)."""
+    rows = []
+    for r in results:
+        row = r.to_dict()
+        del row["cmc"], row["std"]
+        row["rates"] = ",".join(str(rate) for rate in r.rates)
+        row |= {f"{name}_std": r.std[name] for name in METRICS}
+        rows.append(row)
+    return pd.DataFrame(rows)

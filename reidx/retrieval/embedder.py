@@ -1,0 +1,154 @@
+"""Batched embedding: images decoded in DataLoader workers while the model runs, L2-normalised vectors out.
+
+:func:`embed_to_chunks` persists the vectors in chunks under a state folder so that an interrupted run,
+started again with the same model, mode and image list, continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from reidx.checkpoint import LoadedModel
+from reidx.console import progress
+from reidx.data.loading import iterate_images
+from reidx.errors import ReidxError
+from reidx.io import atomic_path
+
+JOB_NAME = "job.json"
+CHUNK_GLOB = "chunk-*.npy"
+
+
+def check_mode(loaded: LoadedModel, mode: str) -> None:
+    """Refuse an embedding mode the model does not have."""
+    modes = loaded.model.embedding_modes
+    if mode not in modes:
+        raise ReidxError(
+            f"the {loaded.name} model has no {mode!r} embedding", f"use --mode {' or '.join(modes)}"
+        )
+
+
+def embedding_fingerprint(loaded: LoadedModel, mode: str) -> dict[str, object]:
+    """What makes two embeddings comparable: the checkpoint's bytes, the mode and the input size."""
+    return {"checkpoint_sha256": loaded.fingerprint, "mode": mode, "input_size": list(loaded.input_size)}
+
+
+def iter_embeddings(
+    loaded: LoadedModel, paths: Sequence[str], mode: str = "fused", batch_size: int = 64, workers: int = 2
+) -> Iterator[np.ndarray]:
+    """Float32 embeddings batch by batch, in path order; a bad image raises ReidxError naming it."""
+    check_mode(loaded, mode)
+    device = next(loaded.model.parameters()).device
+    for images, _ in iterate_images(paths, loaded.input_size, batch_size, workers):
+        vectors = loaded.model.embed(images.to(device, non_blocking=True), mode)
+        yield vectors.float().cpu().numpy()
+
+
+def embed_paths(
+    loaded: LoadedModel, paths: Sequence[str], mode: str = "fused", batch_size: int = 64, workers: int = 2
+) -> np.ndarray:
+    """The (N, D) float32 embeddings of ``paths`` (rows L2-normalised, in path order)."""
+    check_mode(loaded, mode)
+    if not paths:
+        raise ReidxError("no images to embed", "give at least one image")
+    with progress_counter(len(paths), 0, "embedding", show=len(paths) > batch_size) as advance:
+        batches = []
+        for vectors in iter_embeddings(loaded, paths, mode, batch_size, workers):
+            batches.append(vectors)
+            advance(len(vectors))
+    return np.concatenate(batches)
+
+
+def embed_to_chunks(
+    loaded: LoadedModel,
+    paths: Sequence[str],
+    mode: str,
+    state_dir: Path,
+    *,
+    batch_size: int = 64,
+    workers: int = 2,
+    chunk_size: int = 4096,
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Embed ``paths`` into ``chunk-START-END.npy`` files under ``state_dir``, in order, resuming the
+    chunks a previous run of the same job left there; returns the chunk files covering every path.
+
+    ``on_chunk(done)`` is called after each chunk is safely on disk.
+    """
+    check_mode(loaded, mode)
+    chunks = resume_chunks(state_dir, job_key(loaded, mode, paths), len(paths))
+    done = chunk_range(chunks[-1])[1] if chunks else 0
+    pending: list[np.ndarray] = []
+    start = done
+    with progress_counter(len(paths), done, "embedding", show=True) as advance:
+        for vectors in iter_embeddings(loaded, paths[done:], mode, batch_size, workers):
+            pending.append(vectors)
+            done += len(vectors)
+            advance(len(vectors))
+            if done - start >= chunk_size or done == len(paths):
+                chunks.append(write_chunk(state_dir, start, np.concatenate(pending)))
+                pending, start = [], done
+                if on_chunk is not None:
+                    on_chunk(done)
+    return chunks
+
+
+def job_key(loaded: LoadedModel, mode: str, paths: Sequence[str]) -> str:
+    """A hash naming one embedding job: model fingerprint, mode, input size and the exact path list."""
+    job = {"fingerprint": embedding_fingerprint(loaded, mode), "paths": list(map(str, paths))}
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+
+
+def resume_chunks(state_dir: Path, key: str, total: int) -> list[Path]:
+    """The contiguous chunks from 0 left by the same job; any other job's state is discarded."""
+    job_file = state_dir / JOB_NAME
+    job = {"key": key, "total": total}
+    try:
+        same = json.loads(job_file.read_text()) == job
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        state_dir.mkdir(parents=True)
+        with atomic_path(job_file) as tmp:
+            tmp.write_text(json.dumps(job))
+        return []
+    chunks, end = [], 0
+    for chunk in sorted(state_dir.glob(CHUNK_GLOB)):
+        first, last = chunk_range(chunk)
+        if first != end:
+            break
+        chunks.append(chunk)
+        end = last
+    return chunks
+
+
+def chunk_range(chunk: Path) -> tuple[int, int]:
+    """``(start, end)`` path indices covered by a chunk file."""
+    _, start, end = chunk.stem.split("-")
+    return int(start), int(end)
+
+
+def write_chunk(state_dir: Path, start: int, vectors: np.ndarray) -> Path:
+    """Save one chunk atomically (a crash never leaves a truncated chunk)."""
+    path = state_dir / f"chunk-{start:010d}-{start + len(vectors):010d}.npy"
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, vectors)
+    return path
+
+
+@contextlib.contextmanager
+def progress_counter(total: int, done: int, description: str, show: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (when ``show``), yielded as an ``advance(n)`` function."""
+    if not show:
+        yield lambda n: None
+        return
+    with progress(transient=True) as bar:
+        task = bar.add_task(description, total=total, completed=done)
+        yield lambda n: bar.advance(task, n)

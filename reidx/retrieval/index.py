@@ -1,0 +1,273 @@
+"""The gallery index directory and the FAISS indexes inside it.
+
+An index directory holds
+
+* ``header.json``: :class:`IndexHeader` (format, reidx version, the embedding fingerprint = checkpoint
+  SHA-256 + mode + input size, checkpoint path, model name, dim, metric, count, index type and params);
+* ``index.faiss``: the FAISS index (always written from a CPU copy), id i = row i of the metadata;
+* ``metadata.parquet``: one row per vector: ``path`` (absolute), ``pid``, ``camid`` and, for a dataset
+  split, every other manifest column;
+* ``.partial/`` (only while ``reidx embed`` runs or after it was interrupted): embedding chunks to resume.
+
+Similarity is the inner product of L2-normalised embeddings (cosine), as in the evaluator
+(protocols.md §3). Index types: ``flat`` (``IndexFlatIP``, exact) and ``ivfpq`` (``IndexIVFPQ``, trained on
+the gallery, approximate). FAISS is imported lazily; indexes go to every GPU FAISS sees unless the device
+is ``cpu``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reidx import __version__
+from reidx.errors import ReidxError
+from reidx.io import atomic_dir
+
+FORMAT = "reidx-index"
+VERSION = 1
+HEADER_NAME = "header.json"
+INDEX_NAME = "index.faiss"
+METADATA_NAME = "metadata.parquet"
+PARTIAL_NAME = ".partial"
+METRIC = "inner_product"
+INDEX_TYPES = ("flat", "ivfpq")
+#: Bits per PQ sub-vector code (256 centroids per sub-quantizer).
+PQ_BITS = 8
+#: FAISS warns below 39 training points per k-means centroid; reidx refuses below it.
+MIN_POINTS_PER_CENTROID = 39
+MIN_IVFPQ_VECTORS = MIN_POINTS_PER_CENTROID * 2**PQ_BITS
+REBUILD = "rebuild it with `reidx embed ... --out DIR --overwrite`"
+
+
+@dataclass
+class IndexHeader:
+    """The ``header.json`` of an index directory."""
+
+    fingerprint: dict[str, Any]
+    checkpoint: str
+    model: str
+    dim: int
+    count: int
+    index_type: str = "flat"
+    params: dict[str, int] = field(default_factory=dict)
+    metric: str = METRIC
+    reidx_version: str = __version__
+    format: str = FORMAT
+    version: int = VERSION
+
+    @property
+    def mode(self) -> str:
+        return self.fingerprint["mode"]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        height, width = self.fingerprint["input_size"]
+        return height, width
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def fingerprint_mismatch(expected: dict[str, Any], actual: dict[str, Any]) -> str | None:
+    """A short description of how two embedding fingerprints differ, or None when they match."""
+    names = {"checkpoint_sha256": "checkpoint", "mode": "mode", "input_size": "input size"}
+    differ = [
+        f"{names[key]} {expected[key]} vs {actual.get(key)}"
+        for key in names
+        if expected[key] != actual.get(key)
+    ]
+    return "; ".join(differ) or None
+
+
+def ivf_lists(count: int, nlist: int = 0) -> int:
+    """The number of inverted lists for ``count`` training vectors (0: about 4·sqrt(count), at most
+    count / 39); galleries too small to train IVF-PQ are refused."""
+    if count < MIN_IVFPQ_VECTORS:
+        raise ReidxError(
+            f"ivfpq needs at least {MIN_IVFPQ_VECTORS} gallery images to train, this gallery has {count}",
+            "use --index flat (exact search, fast at this size)",
+        )
+    most = count // MIN_POINTS_PER_CENTROID
+    if nlist > most:
+        raise ReidxError(
+            f"--nlist {nlist} is too many lists for {count} images", f"use --nlist {most} or fewer"
+        )
+    return nlist or max(1, min(round(4 * math.sqrt(count)), most))
+
+
+def ivfpq_params(dim: int, nlist: int, pq_m: int = 0, nprobe: int = 0) -> dict[str, int]:
+    """Checked IVF-PQ parameters; 0 means automatic: pq_m = the largest divisor of dim up to
+    min(64, dim / 4), nprobe = max(8, nlist / 16) (at most nlist)."""
+    pq_m = pq_m or max(m for m in range(1, min(64, max(1, dim // 4)) + 1) if dim % m == 0)
+    if dim % pq_m:
+        raise ReidxError(
+            f"--pq-m {pq_m} does not divide the embedding dimension {dim}", "pick a divisor of it"
+        )
+    nprobe = min(nlist, nprobe or max(8, nlist // 16))
+    return {"nlist": nlist, "pq_m": pq_m, "nprobe": nprobe}
+
+
+def new_faiss_index(dim: int, index_type: str, params: dict[str, int]) -> Any:
+    """An empty CPU index for normalised vectors under the inner product."""
+    import faiss
+
+    if index_type == "flat":
+        return faiss.IndexFlatIP(dim)
+    if index_type == "ivfpq":
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(
+            quantizer, dim, params["nlist"], params["pq_m"], PQ_BITS, faiss.METRIC_INNER_PRODUCT
+        )
+        index.nprobe = params["nprobe"]
+        return index
+    raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
+
+
+def to_device(index: Any, device: str = "auto") -> tuple[Any, bool]:
+    """``(index, on_gpu)``: the index cloned to every GPU FAISS sees, unless ``device`` is ``cpu``."""
+    import faiss
+
+    gpus = faiss.get_num_gpus()
+    if device == "cpu" or (device == "auto" and gpus == 0):
+        return index, False
+    if gpus == 0:
+        raise ReidxError(
+            "--device cuda was asked for but FAISS sees no GPU", "install faiss-gpu or use --device cpu"
+        )
+    options = faiss.GpuMultipleClonerOptions()
+    # float16 lookup tables let a large pq_m fit the GPU's shared memory; flat vectors stay float32 (exact)
+    options.useFloat16 = isinstance(index, faiss.IndexIVFPQ)
+    return faiss.index_cpu_to_all_gpus(index, co=options), True
+
+
+def to_cpu(index: Any, on_gpu: bool) -> Any:
+    """A CPU copy of a (possibly GPU) index."""
+    import faiss
+
+    return faiss.index_gpu_to_cpu(index) if on_gpu else index
+
+
+def set_nprobe(index: Any, nprobe: int, on_gpu: bool) -> None:
+    """Set the number of inverted lists an IVF index visits per query."""
+    import faiss
+
+    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+    space.set_index_parameter(index, "nprobe", nprobe)
+
+
+def ranked(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows re-ordered by score descending, ties by gallery id ascending (missing ids, -1, last).
+
+    FAISS's ``IndexFlatIP`` already keeps the lowest ids among ties at the k-th place, but lists tied
+    entries in descending id order; after this the top-k equals a stable descending sort of the full
+    similarity row, which is the evaluator's rule (protocols.md §3).
+    """
+    missing = ids < 0
+    order = np.lexsort(
+        (np.where(missing, np.iinfo(np.int64).max, ids), np.where(missing, np.inf, -scores)), axis=1
+    )
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+@dataclass
+class GalleryIndex:
+    """An opened index directory: header, metadata and the FAISS index (on the GPU when available)."""
+
+    directory: Path
+    header: IndexHeader
+    metadata: pd.DataFrame
+    index: Any
+    on_gpu: bool = False
+
+    def __len__(self) -> int:
+        return self.header.count
+
+    @classmethod
+    def open(cls, directory: str | Path, device: str = "auto") -> GalleryIndex:
+        """Read and validate an index directory; anything wrong is a one-line ReidxError."""
+        import faiss
+
+        directory = Path(directory)
+        header = read_header(directory)
+        index_path, metadata_path = directory / INDEX_NAME, directory / METADATA_NAME
+        for path in (index_path, metadata_path):
+            if not path.is_file():
+                raise ReidxError(f"index {directory} is incomplete: {path.name} is missing", REBUILD)
+        try:
+            index = faiss.read_index(str(index_path))
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[-1][:160]
+            raise ReidxError(
+                f"cannot read {index_path}: {reason}", f"the file is corrupt; {REBUILD}"
+            ) from None
+        try:
+            metadata = pd.read_parquet(metadata_path)
+        except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file to the user
+            raise ReidxError(
+                f"cannot read {metadata_path}: {exc}", f"the file is corrupt; {REBUILD}"
+            ) from None
+        counts = {"header.json": header.count, INDEX_NAME: index.ntotal, METADATA_NAME: len(metadata)}
+        if len(set(counts.values())) != 1 or index.d != header.dim:
+            found = ", ".join(f"{name} {count}" for name, count in counts.items())
+            raise ReidxError(f"index {directory} is inconsistent (entries: {found}; dim {index.d})", REBUILD)
+        index, on_gpu = to_device(index, device)
+        return cls(directory, header, metadata, index, on_gpu)
+
+    def search(
+        self, queries: np.ndarray, k: int = 10, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)``, each (Q, min(k, len)), ranked by inner product, ties by gallery order.
+
+        ``ids`` index the metadata rows; an approximate index may return fewer than k hits (id -1).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.header.dim:
+            raise ReidxError(
+                f"query embeddings have shape {queries.shape}, the index holds {self.header.dim}-d vectors",
+                "embed the queries with the index's model and mode",
+            )
+        if self.header.index_type == "ivfpq":
+            set_nprobe(self.index, nprobe or self.header.params["nprobe"], self.on_gpu)
+        scores, ids = self.index.search(queries, max(1, min(k, self.header.count)))
+        return ranked(scores, ids)
+
+
+def read_header(directory: Path) -> IndexHeader:
+    """The header of an index directory, checked for format and version."""
+    if not directory.is_dir():
+        raise ReidxError(f"no index at {directory}", f"build one with `reidx embed --out {directory}`")
+    path = directory / HEADER_NAME
+    if not path.is_file():
+        raise ReidxError(
+            f"{directory} is not a reidx index (no {HEADER_NAME})",
+            "point at a folder written by `reidx embed`",
+        )
+    try:
+        fields = json.loads(path.read_text())
+        header = IndexHeader(**fields)
+    except (ValueError, TypeError) as exc:
+        raise ReidxError(f"cannot read {path}: {exc}", f"the file is corrupt; {REBUILD}") from None
+    if header.format != FORMAT or header.version != VERSION:
+        raise ReidxError(f"{path} is not a version-{VERSION} reidx index header", REBUILD)
+    if header.index_type not in INDEX_TYPES or header.metric != METRIC:
+        raise ReidxError(
+            f"{path}: unsupported index {header.index_type!r} / metric {header.metric!r}", REBUILD
+        )
+    return header
+
+
+def write_index_dir(directory: Path, header: IndexHeader, index: Any, metadata: pd.DataFrame) -> None:
+    """Write the three files into a fresh folder that then replaces ``directory`` in one rename."""
+    import faiss
+
+    with atomic_dir(directory, overwrite=True) as tmp:
+        faiss.write_index(index, str(tmp / INDEX_NAME))
+        metadata.reset_index(drop=True).to_parquet(tmp / METADATA_NAME, index=False, engine="pyarrow")
+        (tmp / HEADER_NAME).write_text(header.to_json())

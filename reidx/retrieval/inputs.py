@@ -1,0 +1,92 @@
+"""What to embed: loose images and folders, or a split of a prepared dataset, as a metadata table.
+
+Every table has at least ``path`` (absolute), ``pid`` and ``camid``, one row per distinct image in input
+order. Loose images take pid and camid from Market-style names (``PID_cCAM...``, camid = CAM - 1 as in
+torchreid) and -1 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from reidx.data.base import MARKET_NAME, list_images
+from reidx.data.manifest import SPLITS, read_dataset
+from reidx.errors import ReidxError
+
+UNKNOWN = -1
+
+
+def identity_from_name(path: str | Path) -> tuple[int, int]:
+    """``(pid, camid)`` from a Market-style file name, ``(-1, -1)`` when the name is not one."""
+    match = MARKET_NAME.match(Path(path).name)
+    if match is None:
+        return UNKNOWN, UNKNOWN
+    return int(match.group(1)), int(match.group(2)) - 1
+
+
+def expand_images(items: Sequence[str | Path]) -> list[Path]:
+    """Files as given and the images below folders (recursively, sorted), resolved, duplicates dropped."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = list_images(item, recursive=True)
+            if not found:
+                raise ReidxError(
+                    f"{item} holds no images (.jpg, .jpeg, .png, .bmp)", "point at a folder of images"
+                )
+            paths.extend(found)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise ReidxError(f"image not found: {item}", "check the path")
+    return list(dict.fromkeys(path.resolve() for path in paths))
+
+
+def images_table(items: Sequence[str | Path]) -> pd.DataFrame:
+    """The metadata table of loose images and folders."""
+    paths = expand_images(items)
+    identities = [identity_from_name(path) for path in paths]
+    return pd.DataFrame(
+        {
+            "path": pd.Series([str(path) for path in paths], dtype="string"),
+            "pid": pd.Series([pid for pid, _ in identities], dtype="int64"),
+            "camid": pd.Series([camid for _, camid in identities], dtype="int64"),
+        }
+    )
+
+
+def gallery_table(
+    items: Sequence[str | Path], dataset: str | Path | None, split: str = "gallery", trial: int | None = None
+) -> pd.DataFrame:
+    """The table for ``reidx embed``: loose images and folders, or a split of a prepared dataset."""
+    if items and dataset is not None:
+        raise ReidxError("both images and --dataset were given", "embed one or the other")
+    if dataset is not None:
+        return dataset_table(dataset, split, trial)
+    if not items:
+        raise ReidxError("nothing to embed", "give images or folders, or --dataset DIR")
+    return images_table(items)
+
+
+def dataset_table(directory: str | Path, split: str = "gallery", trial: int | None = None) -> pd.DataFrame:
+    """The rows of one split (and trial) of a prepared dataset, every manifest column kept.
+
+    A dataset with several trials needs ``trial``; an image listed twice is kept once.
+    """
+    if split not in SPLITS:
+        raise ReidxError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
+    frame, _ = read_dataset(directory)
+    rows = frame[frame["split"] == split]
+    trials = sorted(int(t) for t in rows["trial"].unique())
+    if trial is None and len(trials) > 1:
+        raise ReidxError(f"{directory} has {len(trials)} trials", f"pass --trial N with N in {trials}")
+    if trial is not None:
+        if trial not in trials:
+            raise ReidxError(f"{directory} has no trial {trial} in split {split}", f"use one of {trials}")
+        rows = rows[rows["trial"] == trial]
+    if rows.empty:
+        raise ReidxError(f"{directory} has no {split} images", "choose another --split")
+    return rows.drop_duplicates("path").reset_index(drop=True)

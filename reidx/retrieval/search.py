@@ -1,0 +1,162 @@
+"""Query a gallery index with images of any resolution, embedded exactly as the gallery was."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from reidx.checkpoint import LoadedModel, load_model
+from reidx.console import console
+from reidx.device import resolve_device
+from reidx.errors import ReidxError
+from reidx.retrieval.embedder import embed_paths
+from reidx.retrieval.index import HEADER_NAME, GalleryIndex
+from reidx.retrieval.inputs import UNKNOWN, identity_from_name
+
+
+@dataclass
+class Hit:
+    """One ranked gallery entry; ``index_id`` is its row in the index metadata."""
+
+    rank: int
+    index_id: int
+    path: str
+    score: float
+    pid: int
+    camid: int
+    above_threshold: bool
+
+
+@dataclass
+class QueryResult:
+    """The ranked hits of one query; ``pid`` -1 when unknown."""
+
+    query: str
+    pid: int
+    camid: int
+    hits: list[Hit]
+    min_score: float | None = None
+
+    @property
+    def in_gallery(self) -> bool | None:
+        """Whether the best hit reaches ``min_score`` (None without a threshold)."""
+        if self.min_score is None:
+            return None
+        return bool(self.hits) and self.hits[0].score >= self.min_score
+
+    def to_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "pid": self.pid,
+            "camid": self.camid,
+            "min_score": self.min_score,
+            "in_gallery": self.in_gallery,
+            "results": [asdict(hit) for hit in self.hits],
+        }
+
+
+def load_gallery_model(
+    gallery: GalleryIndex, checkpoint: str | Path | None = None, device: torch.device | str = "cpu"
+) -> LoadedModel:
+    """The model that built ``gallery`` (the checkpoint its header names, or ``checkpoint``); a checkpoint
+    with other bytes than the one the gallery was embedded with is refused."""
+    path = Path(checkpoint or gallery.header.checkpoint)
+    if checkpoint is None and not path.is_file():
+        raise ReidxError(
+            f"the checkpoint recorded in {gallery.directory / HEADER_NAME} is missing: {path}",
+            "pass --checkpoint with that model's file",
+        )
+    loaded = load_model(path, device)
+    expected = gallery.header.fingerprint["checkpoint_sha256"]
+    if loaded.fingerprint != expected:
+        raise ReidxError(
+            f"{path} is not the checkpoint {gallery.directory} was embedded with "
+            f"(sha256 {loaded.fingerprint[:12]}… vs {expected[:12]}…)",
+            "pass that checkpoint, or re-embed the gallery with this one",
+        )
+    return loaded
+
+
+def open_gallery(
+    directory: str | Path, checkpoint: str | Path | None = None, device: str = "auto"
+) -> tuple[GalleryIndex, LoadedModel]:
+    """The index (on the GPU when FAISS sees one, unless ``device`` is cpu) and its model (on ``device``)."""
+    model_device = resolve_device(device)
+    gallery = GalleryIndex.open(directory, device)
+    return gallery, load_gallery_model(gallery, checkpoint, model_device)
+
+
+def rank_vectors(
+    gallery: GalleryIndex,
+    vectors: np.ndarray,
+    queries: Sequence[str],
+    k: int = 10,
+    nprobe: int | None = None,
+    min_score: float | None = None,
+    query_pid: int | None = None,
+) -> list[QueryResult]:
+    """Search ``vectors`` (one row per query path) and attach the gallery metadata to the hits."""
+    scores, ids = gallery.search(vectors, k, nprobe)
+    meta = gallery.metadata
+    paths, pids, camids = meta["path"].to_numpy(), meta["pid"].to_numpy(), meta["camid"].to_numpy()
+    results = []
+    for query, row_scores, row_ids in zip(queries, scores, ids, strict=True):
+        hits: list[Hit] = []
+        for score, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
+            if i >= 0:
+                above = min_score is None or score >= min_score
+                hits.append(Hit(len(hits) + 1, i, str(paths[i]), score, int(pids[i]), int(camids[i]), above))
+        pid, camid = identity_from_name(query)
+        results.append(
+            QueryResult(str(query), pid if query_pid is None else query_pid, camid, hits, min_score)
+        )
+    return results
+
+
+def search_images(
+    gallery: GalleryIndex,
+    loaded: LoadedModel,
+    queries: Sequence[str | Path],
+    k: int = 10,
+    nprobe: int | None = None,
+    min_score: float | None = None,
+    query_pid: int | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+) -> list[QueryResult]:
+    """Embed the query images in batches (the gallery's mode and input size) and rank the gallery."""
+    paths = [str(query) for query in queries]
+    vectors = embed_paths(loaded, paths, gallery.header.mode, batch_size, workers)
+    return rank_vectors(gallery, vectors, paths, k, nprobe, min_score, query_pid)
+
+
+def results_json(results: Sequence[QueryResult]) -> str:
+    """Machine-readable results: one object per query with its ranked ``results`` list."""
+    return json.dumps([result.to_dict() for result in results], indent=2)
+
+
+def print_results(results: Sequence[QueryResult]) -> None:
+    """One rich table per query: rank, score, pid, camid, path (hits under ``--min-score`` dimmed)."""
+    verdict = {
+        None: None,
+        True: "best score reaches --min-score",
+        False: "not in gallery (below --min-score)",
+    }
+    for result in results:
+        title = f"query {result.query}" + (f" (pid {result.pid})" if result.pid != UNKNOWN else "")
+        table = Table(title=title, caption=verdict[result.in_gallery], title_justify="left")
+        for name in ("rank", "score", "pid", "camid"):
+            table.add_column(name, justify="right")
+        table.add_column("path", overflow="fold")
+        for hit in result.hits:
+            style = None if hit.above_threshold else "dim"
+            match = result.pid != UNKNOWN and hit.pid == result.pid
+            pid = f"[green]{hit.pid}[/]" if match else str(hit.pid)
+            table.add_row(str(hit.rank), f"{hit.score:.4f}", pid, str(hit.camid), hit.path, style=style)
+        console.print(table)

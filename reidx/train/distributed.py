@@ -1,0 +1,98 @@
+"""Multi-GPU / multi-node training through ``torchrun``: the same command, detected from RANK/WORLD_SIZE.
+
+NCCL on GPUs, gloo on CPU. One DistributedDataParallel wraps the whole training objective (so both the
+generator and the discriminator phases all-reduce through it) with ``find_unused_parameters``: each phase
+leaves the other side's parameters unused.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from reidx.device import resolve_device
+from reidx.errors import ReidxError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_name: str = "auto") -> DistEnv:
+    """Resolve the device and, under torchrun (WORLD_SIZE > 1), join the process group."""
+    device = resolve_device(device_name)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistEnv(device=device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ReidxError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs",
+                "use --nproc_per_node up to the number of GPUs",
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistEnv(rank, world_size, local_rank, device)
+
+
+def wrap(module: nn.Module, env: DistEnv) -> nn.Module:
+    """DDP around ``module`` when distributed, else ``module`` itself."""
+    if not env.enabled:
+        return module
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
+def all_ranks_agree(flag: bool, env: DistEnv) -> bool:
+    """True when ``flag`` is true on every rank."""
+    if not env.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def check_in_sync(module: nn.Module, env: DistEnv) -> None:
+    """Raise when the ranks' parameters have drifted apart (a DDP bug would show here first)."""
+    if not env.enabled:
+        return
+    with torch.no_grad():
+        checksum = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1)
+        checksum = checksum.to(env.device)
+        low, high = checksum.clone(), checksum.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.isclose(low, high, rtol=1e-9, atol=1e-9).item():
+        raise RuntimeError(f"DDP ranks hold different weights (checksums {low.item()} vs {high.item()})")
+
+
+def teardown(env: DistEnv) -> None:
+    if env.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,410 @@
+"""The training engine: independent HR and LR P×K batches per step, a generator step (E, G, F, C) then a
+discriminator step (D_F, D_I) on detached tensors, per-epoch validation, logs and resumable checkpoints.
+
+A run directory holds ``config.json`` (options, command lines, versions, seed), ``log.csv`` (one row per
+epoch; row 0 is the untrained model's validation), ``last.pt`` (every epoch, everything needed to resume
+exactly), ``epoch_N.pt`` (every ``save_every`` epochs) and ``best.pt`` (weights with the best validation
+Rank-1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import TextColumn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
+
+from reidx.checkpoint import read_checkpoint, save_checkpoint
+from reidx.console import progress
+from reidx.errors import ReidxError
+from reidx.io import atomic_path
+from reidx.models import build_model
+from reidx.train.config import (
+    TrainConfig,
+    build_config,
+    command_line,
+    read_config_file,
+    resume_config,
+    run_record,
+)
+from reidx.train.data import HRImages, LRImages, load_training_set
+from reidx.train.distributed import DistEnv, barrier, check_in_sync, setup, teardown, wrap
+from reidx.train.losses import DISCRIMINATOR, GENERATOR, LossWeights, Objective
+from reidx.train.sampler import IdentityBatchSampler
+from reidx.train.validation import build_validation_set, run_validation
+
+LAST, BEST, LOG, RECORD = "last.pt", "best.pt", "log.csv", "config.json"
+HR_STREAM, LR_STREAM = 1, 2
+
+
+class Trainer:
+    """Trains one run. ``resume`` is a checkpoint dict (``read_checkpoint(RUN/last.pt)``) to continue."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        env: DistEnv | None = None,
+        resume: dict[str, Any] | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        self.config, self.run_dir = config, Path(run_dir)
+        self.env = env or DistEnv()
+        self.device = self.env.device
+        self.show_progress = show_progress and self.env.is_main
+        self.data = load_training_set(config.dataset, config.trial, config.val_ids, config.seed)
+        self.validation = build_validation_set(self.data.validation, self.data.rates, config.seed)
+        torch.manual_seed(config.seed)
+        self.model = self._build_model(pretrained=False if resume else config.pretrained).to(self.device)
+        self.objective = Objective(self.model, LossWeights.from_config(config))
+        self.step_module = wrap(self.objective, self.env)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.opt_g = self._generator_optimizer()
+        d_params = self.model.discriminator_parameters()
+        self.opt_d = torch.optim.Adam(d_params, lr=config.d_lr, betas=config.d_betas) if d_params else None
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        batch = config.batch_ids * config.batch_instances
+        self.steps_per_epoch = max(1, len(self.data.paths) // (batch * self.env.world_size))
+        total_steps = config.epochs * self.steps_per_epoch
+        self.scheduler = LambdaLR(
+            self.opt_g, lambda step: (1 - min(step, total_steps) / total_steps) ** config.poly_power
+        )
+        self.samplers = {
+            name: IdentityBatchSampler(
+                self.data.labels,
+                config.batch_ids,
+                config.batch_instances,
+                self.steps_per_epoch,
+                config.seed,
+                stream,
+                self.env.rank,
+                self.env.world_size,
+            )
+            for name, stream in (("hr", HR_STREAM), ("lr", LR_STREAM))
+        }
+        self.epoch, self.global_step = 0, 0
+        self.history: list[dict[str, float]] = []
+        self.best_rank1 = -1.0
+        if resume is not None:
+            self.load_state(resume)
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    def _build_model(self, pretrained: bool | str) -> torch.nn.Module:
+        c = self.config
+        kwargs: dict[str, Any] = {
+            "num_classes": self.data.num_classes,
+            "arch": c.arch,
+            "pretrained": pretrained,
+        }
+        if c.model == "cadnet":
+            kwargs.update(
+                image_discriminator=c.image_discriminator,
+                discriminator_width=c.discriminator_width,
+                decoder_skips=c.decoder_skips,
+            )
+        return build_model(c.model, **kwargs)
+
+    def _generator_optimizer(self) -> torch.optim.Optimizer:
+        c, params = self.config, self.model.generator_parameters()
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    # --- one step -----------------------------------------------------------------------------------------
+
+    def autocast(self):
+        return torch.autocast(self.device.type) if self.use_amp else nullcontext()
+
+    def generator_step(self, hr_batch, lr_batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Update E, G, F, C on L (D_F and D_I are frozen meanwhile); return the terms and what D needs."""
+        (x_h, y_h), (x_l, t_l, y_l) = self._to_device(hr_batch), self._to_device(lr_batch)
+        self.opt_g.zero_grad(set_to_none=True)
+        discriminators = self.model.discriminator_parameters()
+        for param in discriminators:
+            param.requires_grad_(False)
+        try:
+            with self.autocast():
+                terms, saved = self.step_module(GENERATOR, x_h, y_h, x_l, t_l, y_l)
+            self.scaler_g.scale(terms["total"]).backward()
+        finally:
+            for param in discriminators:
+                param.requires_grad_(True)
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        return {name: value.detach() for name, value in terms.items()}, saved
+
+    def discriminator_step(self, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Update D_F and D_I on the detached features / images of the generator step."""
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.autocast():
+            terms = self.step_module(DISCRIMINATOR, saved)
+        self.scaler_d.scale(terms["total"]).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        return {("d_total" if name == "total" else name): value.detach() for name, value in terms.items()}
+
+    def train_step(self, hr_batch, lr_batch) -> dict[str, float]:
+        """One generator step, one discriminator step (CAD-Net only) and one lr-schedule step."""
+        terms, saved = self.generator_step(hr_batch, lr_batch)
+        if saved:
+            terms.update(self.discriminator_step(saved))
+        self.scheduler.step()
+        self.global_step += 1
+        values = torch.stack([value.float() for value in terms.values()]).tolist()
+        return dict(zip(terms, values, strict=True))
+
+    def _to_device(self, batch) -> list[torch.Tensor]:
+        return [tensor.to(self.device, non_blocking=True) for tensor in batch]
+
+    # --- epochs -------------------------------------------------------------------------------------------
+
+    def loaders(self, epoch: int) -> Iterator[tuple[Any, Any]]:
+        """This epoch's (HR batch, LR batch) pairs."""
+        c, pin = self.config, self.device.type == "cuda"
+        datasets = {
+            "hr": HRImages(self.data.paths, self.data.labels, c.input_size),
+            "lr": LRImages(self.data.paths, self.data.labels, c.input_size, self.data.rates),
+        }
+        loaders = []
+        for name, dataset in datasets.items():
+            self.samplers[name].set_epoch(epoch)
+            loaders.append(
+                DataLoader(dataset, batch_sampler=self.samplers[name], num_workers=c.workers, pin_memory=pin)
+            )
+        return zip(*loaders, strict=True)
+
+    def train_epoch(self, epoch: int, bar=None, task=None) -> dict[str, float]:
+        """Run ``steps_per_epoch`` steps; return the epoch's mean loss terms, lr and throughput."""
+        self.model.train()
+        sums: dict[str, float] = defaultdict(float)
+        images_per_step = 2 * self.config.batch_ids * self.config.batch_instances * self.env.world_size
+        lr = self.scheduler.get_last_lr()[0]
+        start = time.perf_counter()
+        for step, (hr_batch, lr_batch) in enumerate(self.loaders(epoch), start=1):
+            for name, value in self.train_step(hr_batch, lr_batch).items():
+                sums[name] += value
+            if bar is not None:
+                speed = step * images_per_step / (time.perf_counter() - start)
+                shown = " ".join(f"{name} {sums[name] / step:.3f}" for name in sums)
+                bar.update(
+                    task, advance=1, description=f"epoch {epoch}", status=f"{shown} | {speed:.1f} img/s"
+                )
+        seconds = time.perf_counter() - start
+        row = {"epoch": epoch, "step": self.global_step, "lr": lr}
+        row.update({name: total / self.steps_per_epoch for name, total in sums.items()})
+        row.update(images_per_s=self.steps_per_epoch * images_per_step / seconds, seconds=seconds)
+        return row
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics on the main rank (empty elsewhere, or without a validation split)."""
+        if self.validation is None or not self.env.is_main:
+            return {}
+        return run_validation(self.model, self.validation, self.config.input_size, self.device, workers=0)
+
+    def fit(self) -> dict[str, Any]:
+        """Train up to ``config.epochs``; return a summary (untrained and final validation, best epoch)."""
+        if self.env.is_main:
+            self.write_record()
+        if self.epoch == 0 and not self.history:
+            self.history.append({"epoch": 0, "step": 0, **self.validate()})
+        total = self.config.epochs * self.steps_per_epoch
+        bar = progress(TextColumn("{task.fields[status]}")) if self.show_progress else None
+        with bar or nullcontext():
+            task = bar.add_task("train", total=total, completed=self.global_step, status="") if bar else None
+            for epoch in range(self.epoch + 1, self.config.epochs + 1):
+                row = self.train_epoch(epoch, bar, task)
+                row.update(self.validate())
+                self.epoch = epoch
+                self.history.append(row)
+                check_in_sync(self.model, self.env)
+                self.save(improved=row.get("val_rank1", -1.0) > self.best_rank1)
+                barrier(self.env)
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        rows = [row for row in self.history if "val_rank1" in row and row["epoch"] > 0]
+        best = max(rows, key=lambda row: row["val_rank1"], default=None)
+        return {
+            "run": str(self.run_dir),
+            "model": self.config.model,
+            "arch": self.config.arch,
+            "epochs": self.epoch,
+            "steps": self.global_step,
+            "untrained": self.history[0] if self.history and self.history[0]["epoch"] == 0 else {},
+            "final": self.history[-1] if self.history else {},
+            "best_epoch": best["epoch"] if best else None,
+            "checkpoint": str(self.run_dir / LAST),
+        }
+
+    # --- state --------------------------------------------------------------------------------------------
+
+    def train_state(self) -> dict[str, Any]:
+        """Everything :meth:`load_state` needs, as plain tensors and Python types."""
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "config": self.config.to_dict(),
+            "num_classes": self.data.num_classes,
+            "optimizers": {
+                "generator": self.opt_g.state_dict(),
+                "discriminator": self.opt_d.state_dict() if self.opt_d else None,
+            },
+            "scheduler": self.scheduler.state_dict(),
+            "scalers": {"generator": self.scaler_g.state_dict(), "discriminator": self.scaler_d.state_dict()},
+            "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()},
+            "rng": rng_state(),
+            "history": self.history,
+            "best_rank1": self.best_rank1,
+        }
+
+    def load_state(self, checkpoint: dict[str, Any]) -> None:
+        """Restore a :meth:`train_state` checkpoint (the model must be the same network)."""
+        if checkpoint.get("model_config") != self.model.config:
+            raise ReidxError(
+                f"{self.run_dir / LAST} holds {describe(checkpoint.get('model_config'))}, but this run builds "
+                f"{describe(self.model.config)}",
+                "resume with the run's own dataset and options, or start a new run with another --out",
+            )
+        state = checkpoint["train"]
+        self.model.load_state_dict(checkpoint["model"])
+        self.opt_g.load_state_dict(state["optimizers"]["generator"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(state["optimizers"]["discriminator"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler_g.load_state_dict(state["scalers"]["generator"])
+        self.scaler_d.load_state_dict(state["scalers"]["discriminator"])
+        for name, sampler in self.samplers.items():
+            sampler.load_state_dict(state["samplers"][name])
+        set_rng_state(state["rng"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.history = [dict(row) for row in state["history"]]
+        self.best_rank1 = float(state["best_rank1"])
+
+    def save(self, improved: bool) -> None:
+        """Write last.pt (and epoch_N.pt, best.pt, log.csv) on the main rank."""
+        if not self.env.is_main:
+            return
+        last = self.run_dir / LAST
+        save_checkpoint(last, self.model, self.config.input_size, train=self.train_state())
+        if self.config.save_every and self.epoch % self.config.save_every == 0:
+            with atomic_path(self.run_dir / f"epoch_{self.epoch}.pt") as tmp:
+                shutil.copyfile(last, tmp)
+        if improved:
+            self.best_rank1 = self.history[-1]["val_rank1"]
+            save_checkpoint(self.run_dir / BEST, self.model, self.config.input_size, epoch=self.epoch)
+        write_log(self.run_dir / LOG, self.history)
+
+    def write_record(self) -> None:
+        """``config.json``: the options, every command line that trained this run, versions, seed."""
+        path = self.run_dir / RECORD
+        commands = json.loads(path.read_text()).get("commands", []) if path.is_file() else []
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(run_record(self.config, [*commands, command_line()]), indent=2) + "\n")
+
+
+def describe(model_config: dict[str, Any] | None) -> str:
+    if not model_config:
+        return "no model"
+    return f"a {model_config.get('name')} {model_config.get('arch')} model for {model_config.get('num_classes')} ids"
+
+
+def write_log(path: Path, history: list[dict[str, float]]) -> None:
+    """One CSV row per epoch (columns: every key seen, in first-seen order)."""
+    columns: list[str] = []
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, CUDA, NumPy and Python global RNG states as tensors and plain types."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
+
+
+def train(
+    out: str | Path,
+    overrides: dict[str, Any],
+    config_file: Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """``reidx train``: a fresh run into an empty ``out``, or ``resume`` ``out/last.pt``. Under torchrun
+    every rank calls this; rank 0 writes the files."""
+    out = Path(out)
+    env = setup(device)
+    try:
+        checkpoint = None
+        if resume:
+            last = out / LAST
+            if not last.is_file():
+                raise ReidxError(f"nothing to resume: {last} does not exist", "train without --resume first")
+            checkpoint = read_checkpoint(last)
+            if "train" not in checkpoint:
+                raise ReidxError(
+                    f"{last} holds no training state", "resume only from a run's last.pt or epoch_N.pt"
+                )
+            given = {**(read_config_file(config_file) if config_file else {}), **overrides}
+            config = resume_config(checkpoint["train"]["config"], given, out)
+        else:
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                raise ReidxError(
+                    f"{out} already exists and is not empty", "pass --resume to continue it, or another --out"
+                )
+            config = build_config(overrides, config_file)
+            if not config.dataset:
+                raise ReidxError(
+                    "no training dataset given", "pass --dataset DIR (a directory made by `reidx prepare`)"
+                )
+        barrier(env)
+        trainer = Trainer(config, out, env, resume=checkpoint, show_progress=show_progress)
+        return trainer.fit()
+    finally:
+        teardown(env)

@@ -1,0 +1,142 @@
+"""Shared fixtures: tiny fake copies of the real dataset layouts, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ImageWriter = Callable[..., Path]
+
+
+def _colour(name: str) -> tuple[int, int, int]:
+    digest = hashlib.md5(name.encode()).digest()
+    return digest[0], digest[1], digest[2]
+
+
+@pytest.fixture
+def write_image() -> ImageWriter:
+    """``write_image(path, size=(H, W))``: a tiny image whose colour follows its name; returns the path."""
+
+    def write(path: Path, size: tuple[int, int] = (16, 8)) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        array = np.empty((*size, 3), dtype=np.uint8)
+        array[:] = _colour(path.name)
+        array[: size[0] // 2] //= 2
+        Image.fromarray(array).save(path)
+        return path
+
+    return write
+
+
+def _write_all(
+    write: ImageWriter, folder: Path, names: Iterable[str], size: tuple[int, int] = (16, 8)
+) -> None:
+    for name in names:
+        write(folder / name, size)
+
+
+@pytest.fixture
+def market_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
+    """``market_tree(base)`` writes a tiny Market-1501 copy under ``base`` and returns the folder holding
+    the three standard subfolders. Train: ids 1-4, cameras 1-2, 2 images each (16). Query: ids 5-7 from
+    camera 1 and id 7 from camera 2 (4). Test: ids 5-7 from cameras 2 and 3 (6), two distractors (pid 0)
+    and three junk files (pid -1), so 8 gallery images after junk removal."""
+
+    def make(base: Path) -> Path:
+        train = [
+            f"{pid:04d}_c{cam}s1_{100 * cam + k:06d}_01.jpg"
+            for pid in range(1, 5)
+            for cam in (1, 2)
+            for k in (1, 2)
+        ]
+        query = [f"{pid:04d}_c1s1_000010_00.jpg" for pid in (5, 6, 7)] + ["0007_c2s1_000011_00.jpg"]
+        gallery = [f"{pid:04d}_c{cam}s2_000020_01.jpg" for pid in (5, 6, 7) for cam in (2, 3)]
+        gallery += ["0000_c1s1_000030_01.jpg", "0000_c4s1_000031_01.jpg"]
+        gallery += ["-1_c1s1_000040_01.jpg", "-1_c2s1_000041_01.jpg", "-1_c5s1_000042_01.jpg"]
+        _write_all(write_image, base / "bounding_box_train", train)
+        _write_all(write_image, base / "query", query)
+        _write_all(write_image, base / "bounding_box_test", gallery)
+        (base / "bounding_box_test" / "Thumbs.db").write_bytes(b"not an image")
+        return base
+
+    return make
+
+
+@pytest.fixture
+def viper_tree(write_image: ImageWriter) -> Callable[[Path, int], Path]:
+    """``viper_tree(base, ids)``: ``cam_a/``, ``cam_b/`` with ``NNN_ANGLE.bmp`` (16x8) per id."""
+
+    def make(base: Path, ids: int = 10) -> Path:
+        for pid in range(ids):
+            write_image(base / "cam_a" / f"{pid:03d}_0.bmp")
+            write_image(base / "cam_b" / f"{pid:03d}_90.bmp")
+        return base
+
+    return make
+
+
+@pytest.fixture
+def cuhk03_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
+    """Extracted CUHK03: camera pairs 1-2, pids 1-3 each (6 ids); per view 2 labeled and 1 detected
+    image, so 6 per id and 36 in all."""
+
+    def make(base: Path) -> Path:
+        for campair in (1, 2):
+            for pid in (1, 2, 3):
+                for view in (1, 2):
+                    for index in (1, 2):
+                        write_image(
+                            base
+                            / "images_labeled"
+                            / f"{campair}_{pid:03d}_{view}_{index + 5 * (view - 1):02d}.png"
+                        )
+                    write_image(
+                        base / "images_detected" / f"{campair}_{pid:03d}_{view}_{1 + 5 * (view - 1):02d}.png"
+                    )
+        return base
+
+    return make
+
+
+@pytest.fixture
+def caviar_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
+    """CAVIAR4REID-style ``PPPPIII.jpg``: 6 two-camera ids (images 001-003 at 16x8 and 011-013 at 8x4,
+    so camid 1 is the low-resolution camera) and 2 one-camera ids (001-003): 42 images."""
+
+    def make(base: Path) -> Path:
+        for pid in range(1, 9):
+            for index in (1, 2, 3):
+                write_image(base / f"{pid:04d}{index:03d}.jpg", (16, 8))
+                if pid <= 6:
+                    write_image(base / f"{pid:04d}{index + 10:03d}.jpg", (8, 4))
+        return base
+
+    return make
+
+
+@pytest.fixture
+def run_cli(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[int, str, str]]:
+    """``run_cli("prepare", "--dataset", ...)`` runs the console entry point in-process and returns
+    ``(exit code, stdout, stderr)``."""
+    from reidx.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["reidx", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

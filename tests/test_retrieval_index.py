@@ -1,0 +1,155 @@
+"""Index directories and FAISS search, built straight from vectors (no model): ties, recall, validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reidx.errors import ReidxError
+from reidx.retrieval.index import (
+    HEADER_NAME,
+    INDEX_NAME,
+    METADATA_NAME,
+    GalleryIndex,
+    IndexHeader,
+    ivf_lists,
+    ivfpq_params,
+    new_faiss_index,
+    to_device,
+    write_index_dir,
+)
+
+FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
+
+
+def normalised(array: np.ndarray) -> np.ndarray:
+    return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(count: int, dim: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    """Normalised points scattered around random cluster centres (a stand-in for re-ID embeddings)."""
+    picks = centres[rng.integers(0, len(centres), count)]
+    return normalised(picks + 0.5 * rng.standard_normal((count, dim)).astype(np.float32))
+
+
+def write_vectors(directory: Path, vectors: np.ndarray, index_type: str = "flat", params: dict | None = None) -> Path:
+    """An index directory holding ``vectors`` with placeholder metadata."""
+    params = params or {}
+    index = new_faiss_index(vectors.shape[1], index_type, params)
+    index.train(vectors)
+    index.add(vectors)
+    count = len(vectors)
+    header = IndexHeader(FINGERPRINT, "model.pt", "baseline", vectors.shape[1], count, index_type, params)
+    metadata = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(count)], "pid": -1, "camid": -1})
+    write_index_dir(directory, header, index, metadata)
+    return directory
+
+
+def test_ties_come_back_in_gallery_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = normalised(rng.standard_normal((4, 8)))
+    gallery = base[[0, 1, 0, 2, 0, 3, 0, 1, 0]]  # five exact copies of base[0], two of base[1]
+    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), device="cpu")
+    similarity = gallery @ base[:2].T
+    for k in (1, 2, 3, 5, 9):
+        scores, ids = index.search(base[:2], k)
+        for row in range(2):
+            stable = np.argsort(-similarity[:, row], kind="stable")[:k]
+            np.testing.assert_array_equal(ids[row], stable)
+        assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_flat_search_equals_torch_topk(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    gallery, queries = normalised(rng.standard_normal((500, 32))), normalised(rng.standard_normal((30, 32)))
+    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), device="cpu")
+    scores, ids = index.search(queries, 20)
+    expected_scores, expected_ids = torch.topk(torch.from_numpy(queries) @ torch.from_numpy(gallery).T, 20)
+    np.testing.assert_array_equal(ids, expected_ids.numpy())
+    np.testing.assert_allclose(scores, expected_scores.numpy(), atol=1e-5)
+    assert index.search(queries[:1], 10_000)[1].shape == (1, 500)  # k is clipped to the gallery size
+
+
+def test_ivfpq_recall_against_exact(tmp_path: Path) -> None:
+    """recall@10 = share of queries whose exact nearest neighbour is in the ivfpq top 10 (the ANN
+    benchmark convention); 20k 64-d clustered vectors."""
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((100, 64)).astype(np.float32)
+    gallery, queries = clustered(20_000, 64, rng, centres), clustered(300, 64, rng, centres)
+    params = ivfpq_params(64, ivf_lists(len(gallery), 128), pq_m=16, nprobe=16)
+    approx = GalleryIndex.open(write_vectors(tmp_path / "ivfpq", gallery, "ivfpq", params), device="cpu")
+    assert approx.header.index_type == "ivfpq" and approx.header.params == {"nlist": 128, "pq_m": 16, "nprobe": 16}
+    _, found = approx.search(queries, 10)
+    nearest = np.argmax(queries @ gallery.T, axis=1)
+    recall = np.mean([nearest[q] in found[q] for q in range(len(queries))])
+    assert recall >= 0.9
+    _, one_list = approx.search(queries, 10, nprobe=1)
+    assert np.mean([nearest[q] in one_list[q] for q in range(len(queries))]) < recall
+
+
+def test_ivfpq_parameters_are_checked() -> None:
+    with pytest.raises(ReidxError, match="--index flat"):
+        ivf_lists(5_000)
+    with pytest.raises(ReidxError, match="--nlist 256 or fewer"):
+        ivf_lists(10_000, 1_000)
+    assert ivf_lists(20_000) == round(4 * 20_000**0.5)
+    with pytest.raises(ReidxError, match="does not divide"):
+        ivfpq_params(100, 64, pq_m=16)
+    assert ivfpq_params(1024, 64) == {"nlist": 64, "pq_m": 64, "nprobe": 8}
+    assert ivfpq_params(2048, 4000)["pq_m"] == 64 and ivfpq_params(2048, 4000)["nprobe"] == 250
+
+
+def test_cpu_device_and_missing_gpu() -> None:
+    index = new_faiss_index(8, "flat", {})
+    assert to_device(index, "cpu") == (index, False)
+    if faiss.get_num_gpus() == 0:
+        assert to_device(index, "auto") == (index, False)
+        with pytest.raises(ReidxError, match="FAISS sees no GPU"):
+            to_device(index, "cuda")
+
+
+def truncate_index(directory: Path) -> None:
+    path = directory / INDEX_NAME
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def drop_metadata_row(directory: Path) -> None:
+    path = directory / METADATA_NAME
+    pd.read_parquet(path).iloc[:-1].to_parquet(path)
+
+
+def bump_header_count(directory: Path) -> None:
+    path = directory / HEADER_NAME
+    path.write_text(json.dumps({**json.loads(path.read_text()), "count": 11}))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / HEADER_NAME).unlink(), "is not a reidx index"),
+        (lambda d: (d / HEADER_NAME).write_text("{not json"), "cannot read"),
+        (lambda d: (d / HEADER_NAME).write_text('{"format": "x"}'), "cannot read"),
+        (lambda d: (d / INDEX_NAME).unlink(), "index.faiss is missing"),
+        (truncate_index, "cannot read"),
+        (lambda d: (d / METADATA_NAME).write_bytes(b"garbage"), "cannot read"),
+        (drop_metadata_row, "inconsistent"),
+        (bump_header_count, "inconsistent"),
+    ],
+)
+def test_damaged_index_is_one_clear_error(tmp_path: Path, damage, message: str) -> None:
+    directory = write_vectors(tmp_path / "idx", normalised(np.random.default_rng(3).standard_normal((10, 8))))
+    damage(directory)
+    with pytest.raises(ReidxError, match=message) as error:
+        GalleryIndex.open(directory, device="cpu")
+    assert "\n" not in error.value.line()
+
+
+def test_missing_index_directory(tmp_path: Path) -> None:
+    with pytest.raises(ReidxError, match="no index at"):
+        GalleryIndex.open(tmp_path / "nowhere", device="cpu")

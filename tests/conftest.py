@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
+
+# torch and the FAISS wheel bundle their own OpenMP runtimes; busy-waiting threads of one starve the
+# other on small machines and make small tests many times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import hashlib  # noqa: E402
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path

@@ -1,8 +1,8 @@
 """CAD-Net (Li et al., ICCV 2019): cross-resolution GAN (E, G, D_F, D_I) + cross-modal re-ID (F, C).
 
 x ─E─► f ─G─► x̃_H ─F─► g;  v = [f, g] ─GAP─► C.  D_F judges f (HR vs LR), D_I judges x̃_H vs real HR.
-Retrieval embedding: L2-normalised GAP([f, g]) ("fused"), or GAP(f) / GAP(g) alone (the paper's
-"f only" / "g only" rows).
+Retrieval embedding: GAP([f, g]) ("fused", each half L2-normalised, then the whole [G]), or GAP(f) /
+GAP(g) alone (the paper's "f only" / "g only" rows).
 """
 
 from __future__ import annotations
@@ -83,4 +83,7 @@ class CADNet(nn.Module):
         if mode == "f":
             return normalise(f)
         g = global_pool(self.hr_encoder(self.decoder(features))[-1])
-        return normalise(g if mode == "g" else torch.cat([f, g], dim=1))
+        if mode == "g":
+            return normalise(g)
+        # each half normalised first, so f and g weigh equally whatever their scales
+        return normalise(torch.cat([normalise(f), normalise(g)], dim=1))

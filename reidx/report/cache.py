@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reidx.console import err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME
 from reidx.io import atomic_path, sha256_file
 
@@ -53,13 +54,17 @@ class ResultCache:
                 return None
         return None
 
-    def save(self, dataset_dir: Path, dataset_fingerprint: str, mode: str, payload: dict[str, Any]) -> None:
-        """Store ``payload`` atomically and drop the stale entry of the same checkpoint, dataset and mode."""
+    def save(self, dataset_dir: Path | None, dataset_fingerprint: str, mode: str, payload: dict[str, Any]) -> None:
+        """Store ``payload`` atomically and drop the stale entry of the same checkpoint, dataset and mode
+        (``dataset_dir`` None: an entry about the checkpoint alone)."""
         key = self.key(dataset_fingerprint, mode)
-        slot = _short_hash(f"{self.checkpoint.name}|{dataset_dir.resolve()}|{mode}")
-        for old in self.directory.glob(f"{slot}-*.json"):
-            if not old.name.endswith(f"-{key}.json"):
-                old.unlink(missing_ok=True)
+        slot = _short_hash(f"{self.checkpoint.name}|{dataset_dir.resolve() if dataset_dir else ''}|{mode}")
         entry = {"checkpoint": self.fingerprint, "dataset": dataset_fingerprint, "mode": mode, "payload": payload}
-        with atomic_path(self.directory / f"{slot}-{key}.json") as tmp:
-            tmp.write_text(json.dumps(entry))
+        try:
+            for old in self.directory.glob(f"{slot}-*.json"):
+                if not old.name.endswith(f"-{key}.json"):
+                    old.unlink(missing_ok=True)
+            with atomic_path(self.directory / f"{slot}-{key}.json") as tmp:
+                tmp.write_text(json.dumps(entry))
+        except OSError as exc:  # a read-only run folder: the report still works, uncached
+            err_console.print(f"warning: results not cached, cannot write {self.directory}: {exc.strerror or exc}")

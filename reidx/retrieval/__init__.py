@@ -6,8 +6,8 @@ the evaluator (protocols.md §3). FAISS is imported only when an index is built,
 
 from reidx.retrieval.build import BuildResult, build_index
 from reidx.retrieval.embedder import check_mode, embed_paths, embed_to_chunks, embedding_fingerprint
-from reidx.retrieval.index import GalleryIndex, IndexHeader, ranked
-from reidx.retrieval.inputs import dataset_table, expand_images, identity_from_name, images_table
+from reidx.retrieval.index import GalleryIndex, IndexHeader
+from reidx.retrieval.inputs import dataset_table, expand_images, gallery_table, identity_from_name, images_table
 from reidx.retrieval.montage import draw_montage
 from reidx.retrieval.search import Hit, QueryResult, load_gallery_model, rank_vectors, search_images
 
@@ -25,10 +25,10 @@ __all__ = [
     "embed_to_chunks",
     "embedding_fingerprint",
     "expand_images",
+    "gallery_table",
     "identity_from_name",
     "images_table",
     "load_gallery_model",
     "rank_vectors",
-    "ranked",
     "search_images",
 ]

@@ -138,9 +138,7 @@ def existing_index(out: Path, append: bool, overwrite: bool) -> GalleryIndex | N
         if append:
             return GalleryIndex.open(out, device="cpu")
         if not overwrite:
-            raise ReidxError(
-                f"{out} already holds an index", "pass --append to add images or --overwrite to rebuild"
-            )
+            raise ReidxError(f"{out} already holds an index", "pass --append to add images or --overwrite to rebuild")
         return None
     if overwrite or {p.name for p in out.iterdir()} <= {PARTIAL_NAME}:
         return None

@@ -29,9 +29,7 @@ def check_mode(loaded: LoadedModel, mode: str) -> None:
     """Refuse an embedding mode the model does not have."""
     modes = loaded.model.embedding_modes
     if mode not in modes:
-        raise ReidxError(
-            f"the {loaded.name} model has no {mode!r} embedding", f"use --mode {' or '.join(modes)}"
-        )
+        raise ReidxError(f"the {loaded.name} model has no {mode!r} embedding", f"use --mode {' or '.join(modes)}")
 
 
 def embedding_fingerprint(loaded: LoadedModel, mode: str) -> dict[str, object]:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from reidx import __version__
+from reidx.console import err_console
 from reidx.errors import ReidxError
 from reidx.io import atomic_dir
 
@@ -43,6 +44,8 @@ PQ_BITS = 8
 #: FAISS warns below 39 training points per k-means centroid; reidx refuses below it.
 MIN_POINTS_PER_CENTROID = 39
 MIN_IVFPQ_VECTORS = MIN_POINTS_PER_CENTROID * 2**PQ_BITS
+#: The embedding fingerprint's fields (what makes two embeddings comparable) and their display names.
+FINGERPRINT_KEYS = {"checkpoint_sha256": "checkpoint sha256", "mode": "mode", "input_size": "input size"}
 REBUILD = "rebuild it with `reidx embed ... --out DIR --overwrite`"
 
 
@@ -76,14 +79,10 @@ class IndexHeader:
 
 
 def fingerprint_mismatch(expected: dict[str, Any], actual: dict[str, Any]) -> str | None:
-    """A short description of how two embedding fingerprints differ, or None when they match."""
-    names = {"checkpoint_sha256": "checkpoint", "mode": "mode", "input_size": "input size"}
-    differ = [
-        f"{names[key]} {expected[key]} vs {actual.get(key)}"
-        for key in names
-        if expected[key] != actual.get(key)
-    ]
-    return "; ".join(differ) or None
+    """A short description of how two embedding fingerprints differ (index vs new), None when they match."""
+    differ = [key for key in FINGERPRINT_KEYS if expected[key] != actual[key]]
+    short = {key: (str(expected[key])[:12], str(actual[key])[:12]) for key in differ}
+    return "; ".join(f"{FINGERPRINT_KEYS[key]} {short[key][0]} vs {short[key][1]}" for key in differ) or None
 
 
 def ivf_lists(count: int, nlist: int = 0) -> int:
@@ -96,9 +95,7 @@ def ivf_lists(count: int, nlist: int = 0) -> int:
         )
     most = count // MIN_POINTS_PER_CENTROID
     if nlist > most:
-        raise ReidxError(
-            f"--nlist {nlist} is too many lists for {count} images", f"use --nlist {most} or fewer"
-        )
+        raise ReidxError(f"--nlist {nlist} is too many lists for {count} images", f"use --nlist {most} or fewer")
     return nlist or max(1, min(round(4 * math.sqrt(count)), most))
 
 
@@ -107,9 +104,7 @@ def ivfpq_params(dim: int, nlist: int, pq_m: int = 0, nprobe: int = 0) -> dict[s
     min(64, dim / 4), nprobe = max(8, nlist / 16) (at most nlist)."""
     pq_m = pq_m or max(m for m in range(1, min(64, max(1, dim // 4)) + 1) if dim % m == 0)
     if dim % pq_m:
-        raise ReidxError(
-            f"--pq-m {pq_m} does not divide the embedding dimension {dim}", "pick a divisor of it"
-        )
+        raise ReidxError(f"--pq-m {pq_m} does not divide the embedding dimension {dim}", "pick a divisor of it")
     nprobe = min(nlist, nprobe or max(8, nlist // 16))
     return {"nlist": nlist, "pq_m": pq_m, "nprobe": nprobe}
 
@@ -122,9 +117,7 @@ def new_faiss_index(dim: int, index_type: str, params: dict[str, int]) -> Any:
         return faiss.IndexFlatIP(dim)
     if index_type == "ivfpq":
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(
-            quantizer, dim, params["nlist"], params["pq_m"], PQ_BITS, faiss.METRIC_INNER_PRODUCT
-        )
+        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["pq_m"], PQ_BITS, faiss.METRIC_INNER_PRODUCT)
         index.nprobe = params["nprobe"]
         return index
     raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
@@ -138,13 +131,18 @@ def to_device(index: Any, device: str = "auto") -> tuple[Any, bool]:
     if device == "cpu" or (device == "auto" and gpus == 0):
         return index, False
     if gpus == 0:
-        raise ReidxError(
-            "--device cuda was asked for but FAISS sees no GPU", "install faiss-gpu or use --device cpu"
-        )
+        raise ReidxError("--device cuda was asked for but FAISS sees no GPU", "install faiss-gpu or use --device cpu")
     options = faiss.GpuMultipleClonerOptions()
     # float16 lookup tables let a large pq_m fit the GPU's shared memory; flat vectors stay float32 (exact)
     options.useFloat16 = isinstance(index, faiss.IndexIVFPQ)
-    return faiss.index_cpu_to_all_gpus(index, co=options), True
+    try:
+        return faiss.index_cpu_to_all_gpus(index, co=options), True
+    except RuntimeError as exc:  # e.g. a PQ layout the GPU kernels do not support
+        reason = str(exc).strip().splitlines()[-1][:160]
+        if device == "cuda":
+            raise ReidxError(f"FAISS cannot put this index on the GPU: {reason}", "use --device cpu") from None
+        err_console.print(f"note: the index stays on the CPU (FAISS GPU: {reason})", highlight=False)
+        return index, False
 
 
 def to_cpu(index: Any, on_gpu: bool) -> Any:
@@ -163,17 +161,31 @@ def set_nprobe(index: Any, nprobe: int, on_gpu: bool) -> None:
 
 
 def ranked(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows re-ordered by score descending, ties by gallery id ascending (missing ids, -1, last).
-
-    FAISS's ``IndexFlatIP`` already keeps the lowest ids among ties at the k-th place, but lists tied
-    entries in descending id order; after this the top-k equals a stable descending sort of the full
-    similarity row, which is the evaluator's rule (protocols.md §3).
-    """
+    """Rows re-ordered by score descending, ties by gallery id ascending (missing ids, -1, last)."""
     missing = ids < 0
-    order = np.lexsort(
-        (np.where(missing, np.iinfo(np.int64).max, ids), np.where(missing, np.inf, -scores)), axis=1
-    )
+    keys = (np.where(missing, np.iinfo(np.int64).max, ids), np.where(missing, np.inf, -scores))
+    order = np.lexsort(keys, axis=1)
     return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def top_k(index: Any, queries: np.ndarray, k: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of ``total`` entries per query, equal to a stable descending sort of the similarity row.
+
+    FAISS orders tied scores by descending id and, when a tie straddles the k-th place, keeps an
+    arbitrary subset of it. So each row is fetched with one extra hit and :func:`ranked`; a row whose
+    (k+1)-th score still equals its k-th is fetched again with twice as many hits until the tie ends.
+    """
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    rows, fetch = np.arange(len(queries)), min(k + 1, total)
+    while rows.size:
+        found_scores, found_ids = ranked(*index.search(queries[rows], fetch))
+        scores[rows], ids[rows] = found_scores[:, :k], found_ids[:, :k]
+        if fetch == total:
+            break
+        tied = (found_ids[:, -1] >= 0) & (found_scores[:, -1] == found_scores[:, k - 1])
+        rows, fetch = rows[tied], min(2 * fetch, total)
+    return scores, ids
 
 
 @dataclass
@@ -204,15 +216,11 @@ class GalleryIndex:
             index = faiss.read_index(str(index_path))
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1][:160]
-            raise ReidxError(
-                f"cannot read {index_path}: {reason}", f"the file is corrupt; {REBUILD}"
-            ) from None
+            raise ReidxError(f"cannot read {index_path}: {reason}", f"the file is corrupt; {REBUILD}") from None
         try:
             metadata = pd.read_parquet(metadata_path)
         except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file to the user
-            raise ReidxError(
-                f"cannot read {metadata_path}: {exc}", f"the file is corrupt; {REBUILD}"
-            ) from None
+            raise ReidxError(f"cannot read {metadata_path}: {exc}", f"the file is corrupt; {REBUILD}") from None
         counts = {"header.json": header.count, INDEX_NAME: index.ntotal, METADATA_NAME: len(metadata)}
         if len(set(counts.values())) != 1 or index.d != header.dim:
             found = ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -220,10 +228,8 @@ class GalleryIndex:
         index, on_gpu = to_device(index, device)
         return cls(directory, header, metadata, index, on_gpu)
 
-    def search(
-        self, queries: np.ndarray, k: int = 10, nprobe: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, ids)``, each (Q, min(k, len)), ranked by inner product, ties by gallery order.
+    def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)``, each (Q, min(k, len)), ranked by inner product, ties in gallery order.
 
         ``ids`` index the metadata rows; an approximate index may return fewer than k hits (id -1).
         """
@@ -235,8 +241,7 @@ class GalleryIndex:
             )
         if self.header.index_type == "ivfpq":
             set_nprobe(self.index, nprobe or self.header.params["nprobe"], self.on_gpu)
-        scores, ids = self.index.search(queries, max(1, min(k, self.header.count)))
-        return ranked(scores, ids)
+        return top_k(self.index, queries, max(1, min(k, self.header.count)), self.header.count)
 
 
 def read_header(directory: Path) -> IndexHeader:
@@ -256,10 +261,10 @@ def read_header(directory: Path) -> IndexHeader:
         raise ReidxError(f"cannot read {path}: {exc}", f"the file is corrupt; {REBUILD}") from None
     if header.format != FORMAT or header.version != VERSION:
         raise ReidxError(f"{path} is not a version-{VERSION} reidx index header", REBUILD)
+    if not isinstance(header.fingerprint, dict) or set(header.fingerprint) != set(FINGERPRINT_KEYS):
+        raise ReidxError(f"{path} has no valid embedding fingerprint", REBUILD)
     if header.index_type not in INDEX_TYPES or header.metric != METRIC:
-        raise ReidxError(
-            f"{path}: unsupported index {header.index_type!r} / metric {header.metric!r}", REBUILD
-        )
+        raise ReidxError(f"{path}: unsupported index {header.index_type!r} / metric {header.metric!r}", REBUILD)
     return header
 
 

@@ -34,9 +34,7 @@ def expand_images(items: Sequence[str | Path]) -> list[Path]:
         if item.is_dir():
             found = list_images(item, recursive=True)
             if not found:
-                raise ReidxError(
-                    f"{item} holds no images (.jpg, .jpeg, .png, .bmp)", "point at a folder of images"
-                )
+                raise ReidxError(f"{item} holds no images (.jpg, .jpeg, .png, .bmp)", "point at a folder of images")
             paths.extend(found)
         elif item.is_file():
             paths.append(item)

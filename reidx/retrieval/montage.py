@@ -41,9 +41,7 @@ def draw_montage(
     size = (max(1, round(tile_height * width / height)), tile_height)
     cell_w, cell_h = size[0] + 2 * BORDER, size[1] + 2 * BORDER + CAPTION
     columns = 1 + max((len(result.hits) for result in results), default=0)
-    canvas = Image.new(
-        "RGB", (columns * (cell_w + GAP) + GAP, len(results) * (cell_h + GAP) + GAP), BACKGROUND
-    )
+    canvas = Image.new("RGB", (columns * (cell_w + GAP) + GAP, len(results) * (cell_h + GAP) + GAP), BACKGROUND)
     draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
     for row, result in enumerate(results):
         top = GAP + row * (cell_h + GAP)

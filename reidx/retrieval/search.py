@@ -113,9 +113,7 @@ def rank_vectors(
                 above = min_score is None or score >= min_score
                 hits.append(Hit(len(hits) + 1, i, str(paths[i]), score, int(pids[i]), int(camids[i]), above))
         pid, camid = identity_from_name(query)
-        results.append(
-            QueryResult(str(query), pid if query_pid is None else query_pid, camid, hits, min_score)
-        )
+        results.append(QueryResult(str(query), pid if query_pid is None else query_pid, camid, hits, min_score))
     return results
 
 

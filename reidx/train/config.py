@@ -60,7 +60,8 @@ class TrainConfig:
     # losses (cadnet.md §3)
     lambda_id: float = 1.0  # [G] RAIN used w_cls 10 (1 when pre-training)
     lambda_tri: float = 1.0  # [G] RAIN used w_global 10
-    margin: float = 2.0  # [L] batch-hard triplet margin on L2-normalised v
+    margin: float = 2.0  # [L] batch-hard triplet margin on L2-normalised v (2 = the largest distance of unit
+    # vectors, so the hinge never closes: every anchor keeps pulling its positive and pushing its negative)
     lambda_rec: float = 1.0  # [L]
     lambda_adv_feature: float = 0.01  # [L] λ_adv^{D_F}; also scales D_F's own loss (RAIN w_dis)
     lambda_adv_image: float = 0.01  # [G] λ_adv^{D_I} (cadnet.md suggests sweeping 0.01–1)
@@ -107,9 +108,7 @@ class TrainConfig:
             "lambda_adv_image",
             "margin",
         )
-        checks += [
-            (getattr(self, name) >= 0, f"{name} {getattr(self, name)}", "use >= 0") for name in weights
-        ]
+        checks += [(getattr(self, name) >= 0, f"{name} {getattr(self, name)}", "use >= 0") for name in weights]
         for ok, what, fix in checks:
             if not ok:
                 raise ReidxError(f"invalid training option {what}", fix)
@@ -117,14 +116,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/checkpoint-safe values (tuples become lists)."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
-        }
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from plain values (unknown keys are an error naming ``source``)."""
         return cls(**coerce(values, source)).validate()
+
+
+def pretrained_option(path: str | None, no_pretrained: bool) -> bool | str | None:
+    """``--pretrained PATH`` / ``--no-pretrained`` as a config value (None when neither was given)."""
+    if path is not None and no_pretrained:
+        raise ReidxError("both --pretrained PATH and --no-pretrained were given", "keep one of them")
+    return False if no_pretrained else path
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -147,9 +151,7 @@ def coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise ReidxError(
-                f"unknown training option {key!r} in {source}", f"use one of {', '.join(sorted(known))}"
-            )
+            raise ReidxError(f"unknown training option {key!r} in {source}", f"use one of {', '.join(sorted(known))}")
         if name == "input_size":
             value = parse_size(value) if isinstance(value, str) else tuple(int(v) for v in value)
         elif name == "d_betas":

@@ -49,9 +49,7 @@ def load_training_set(dataset: str | Path, trial: int, val_fraction: float, seed
         trials = sorted(set(train["trial"].tolist()))
         raise ReidxError(f"{dataset} has no training images for trial {trial}", f"use --trial from {trials}")
     if not info.rates:
-        raise ReidxError(
-            f"{dataset}/dataset.json lists no seen rates", "re-run `reidx prepare` with --downsample"
-        )
+        raise ReidxError(f"{dataset}/dataset.json lists no seen rates", "re-run `reidx prepare` with --downsample")
     ids = sorted(set(rows["pid"].tolist()))
     held_out = validation_ids(ids, val_fraction, seed)
     kept = rows[~rows["pid"].isin(held_out)].sort_values("path", kind="stable")
@@ -61,9 +59,7 @@ def load_training_set(dataset: str | Path, trial: int, val_fraction: float, seed
         labels=[relabel[pid] for pid in kept["pid"]],
         num_classes=len(relabel),
         rates=[int(rate) for rate in info.rates],
-        validation=rows[rows["pid"].isin(held_out)][["path", "pid", "camid"]].sort_values(
-            "path", kind="stable"
-        ),
+        validation=rows[rows["pid"].isin(held_out)][["path", "pid", "camid"]].sort_values("path", kind="stable"),
     )
 
 

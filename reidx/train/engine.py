@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import TextColumn
+from rich.progress import Progress, TaskID, TextColumn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from reidx.checkpoint import read_checkpoint, save_checkpoint
-from reidx.console import progress
+from reidx.console import console, progress
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
 from reidx.models import build_model
@@ -173,7 +173,7 @@ class Trainer:
     # --- epochs -------------------------------------------------------------------------------------------
 
     def loaders(self, epoch: int) -> Iterator[tuple[Any, Any]]:
-        """This epoch's (HR batch, LR batch) pairs."""
+        """This epoch's (HR batch, LR batch) pairs; an unreadable image stops training with its one line."""
         c, pin = self.config, self.device.type == "cuda"
         datasets = {
             "hr": HRImages(self.data.paths, self.data.labels, c.input_size),
@@ -185,9 +185,13 @@ class Trainer:
             loaders.append(
                 DataLoader(dataset, batch_sampler=self.samplers[name], num_workers=c.workers, pin_memory=pin)
             )
-        return zip(*loaders, strict=True)
+        try:
+            yield from zip(*loaders, strict=True)
+        except ReidxError as exc:  # from a worker, the message carries the worker's traceback
+            last = exc.line().strip().splitlines()[-1]
+            raise ReidxError(last.removeprefix(f"{ReidxError.__module__}.{ReidxError.__name__}: ")) from None
 
-    def train_epoch(self, epoch: int, bar=None, task=None) -> dict[str, float]:
+    def train_epoch(self, epoch: int, bar: Progress | None = None, task: TaskID | None = None) -> dict[str, float]:
         """Run ``steps_per_epoch`` steps; return the epoch's mean loss terms, lr and throughput."""
         self.model.train()
         sums: dict[str, float] = defaultdict(float)
@@ -200,9 +204,7 @@ class Trainer:
             if bar is not None:
                 speed = step * images_per_step / (time.perf_counter() - start)
                 shown = " ".join(f"{name} {sums[name] / step:.3f}" for name in sums)
-                bar.update(
-                    task, advance=1, description=f"epoch {epoch}", status=f"{shown} | {speed:.1f} img/s"
-                )
+                bar.update(task, advance=1, description=f"epoch {epoch}", status=f"{shown} | {speed:.1f} img/s")
         seconds = time.perf_counter() - start
         row = {"epoch": epoch, "step": self.global_step, "lr": lr}
         row.update({name: total / self.steps_per_epoch for name, total in sums.items()})
@@ -223,16 +225,24 @@ class Trainer:
             self.history.append({"epoch": 0, "step": 0, **self.validate()})
         total = self.config.epochs * self.steps_per_epoch
         bar = progress(TextColumn("{task.fields[status]}")) if self.show_progress else None
+        board = tensorboard_writer(self.run_dir) if self.env.is_main else None
         with bar or nullcontext():
             task = bar.add_task("train", total=total, completed=self.global_step, status="") if bar else None
             for epoch in range(self.epoch + 1, self.config.epochs + 1):
                 row = self.train_epoch(epoch, bar, task)
                 row.update(self.validate())
+                if bar is not None:
+                    bar.console.print(epoch_line(row), highlight=False)
                 self.epoch = epoch
                 self.history.append(row)
                 check_in_sync(self.model, self.env)
                 self.save(improved=row.get("val_rank1", -1.0) > self.best_rank1)
+                if board:
+                    for name, value in row.items():
+                        board.add_scalar(name, value, epoch)
                 barrier(self.env)
+        if board:
+            board.close()
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
@@ -311,9 +321,27 @@ class Trainer:
     def write_record(self) -> None:
         """``config.json``: the options, every command line that trained this run, versions, seed."""
         path = self.run_dir / RECORD
-        commands = json.loads(path.read_text()).get("commands", []) if path.is_file() else []
+        resumed = self.global_step > 0 and path.is_file()
+        commands = json.loads(path.read_text()).get("commands", []) if resumed else []
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(run_record(self.config, [*commands, command_line()]), indent=2) + "\n")
+
+
+def epoch_line(row: dict[str, float]) -> str:
+    """One line per finished epoch: total loss and the validation figures."""
+    parts = [f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}"]
+    names = {"val_rank1": "val Rank-1", "val_mAP": "mAP", "val_psnr": "PSNR", "val_psnr_bilinear": "bilinear PSNR"}
+    parts += [f"{label} {row[name]:.4g}" for name, label in names.items() if name in row]
+    return ", ".join(parts)
+
+
+def tensorboard_writer(run_dir: Path):
+    """A TensorBoard writer into ``RUN/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def describe(model_config: dict[str, Any] | None) -> str:
@@ -368,7 +396,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
 
 
-def train(
+def run_training(
     out: str | Path,
     overrides: dict[str, Any],
     config_file: Path | None = None,
@@ -376,8 +404,9 @@ def train(
     device: str = "auto",
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """``reidx train``: a fresh run into an empty ``out``, or ``resume`` ``out/last.pt``. Under torchrun
-    every rank calls this; rank 0 writes the files."""
+    """``reidx train``: a fresh run into an empty ``out`` (or one that holds only the config.json of a run
+    that failed before its first checkpoint), or ``resume`` ``out/last.pt``. Under torchrun every rank
+    calls this; rank 0 writes the files."""
     out = Path(out)
     env = setup(device)
     try:
@@ -388,13 +417,11 @@ def train(
                 raise ReidxError(f"nothing to resume: {last} does not exist", "train without --resume first")
             checkpoint = read_checkpoint(last)
             if "train" not in checkpoint:
-                raise ReidxError(
-                    f"{last} holds no training state", "resume only from a run's last.pt or epoch_N.pt"
-                )
+                raise ReidxError(f"{last} holds no training state", "resume only from a run's last.pt or epoch_N.pt")
             given = {**(read_config_file(config_file) if config_file else {}), **overrides}
             config = resume_config(checkpoint["train"]["config"], given, out)
         else:
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if out.exists() and (not out.is_dir() or any(p.name != RECORD for p in out.iterdir())):
                 raise ReidxError(
                     f"{out} already exists and is not empty", "pass --resume to continue it, or another --out"
                 )
@@ -408,3 +435,22 @@ def train(
         return trainer.fit()
     finally:
         teardown(env)
+
+
+def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
+    """The run's summary as JSON, or one line per figure."""
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    console.print(
+        f"trained {summary['model']} ({summary['arch']}) for {summary['epochs']} epochs, {summary['steps']} steps"
+    )
+    for label, row in (("untrained", summary["untrained"]), ("final", summary["final"])):
+        figures = [
+            f"{name} {row[name]:.4g}"
+            for name in ("val_rank1", "val_mAP", "val_psnr", "val_psnr_bilinear")
+            if name in row
+        ]
+        if figures:
+            console.print(f"{label}: " + ", ".join(figures))
+    console.print(f"best validation epoch: {summary['best_epoch']}; checkpoint: {summary['checkpoint']}")

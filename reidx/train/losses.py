@@ -120,9 +120,7 @@ class Objective(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if "f_h" in saved:
             feature_d = self.model.feature_discriminator
-            terms["d_feature"] = gan_loss(feature_d(saved["f_h"]), REAL) + gan_loss(
-                feature_d(saved["f_l"]), FAKE
-            )
+            terms["d_feature"] = gan_loss(feature_d(saved["f_h"]), REAL) + gan_loss(feature_d(saved["f_l"]), FAKE)
         if "x_h" in saved:
             image_d = self.model.image_discriminator
             terms["d_image"] = (

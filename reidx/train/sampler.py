@@ -87,8 +87,6 @@ class IdentityBatchSampler:
         while len(chosen) < self.ids_per_batch:
             if not queue:
                 fresh = rng.permutation(list(self.by_id)).tolist()
-                queue.extend(
-                    [pid for pid in fresh if pid not in chosen] + [pid for pid in fresh if pid in chosen]
-                )
+                queue.extend([pid for pid in fresh if pid not in chosen] + [pid for pid in fresh if pid in chosen])
             chosen.append(queue.popleft())
         return chosen

@@ -18,8 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.io import load_image
-from reidx.metrics import evaluate_embeddings
-from reidx.metrics.recovery import psnr
+from reidx.metrics import evaluate_embeddings, recovery_metrics
 from reidx.models.heads import normalise
 
 #: Seed-sequence tag of the validation query camera and rate draws.
@@ -93,8 +92,9 @@ def run_validation(
         is_query = query[indices]
         if "recovered" in out and is_query.any():
             hr = to_unit_range(targets[is_query])
-            recovered_psnr.append(psnr(to_unit_range(out["recovered"].float().cpu()[is_query]), hr))
-            bilinear_psnr.append(psnr(to_unit_range(inputs[is_query]), hr))
+            recovered = to_unit_range(out["recovered"].float().cpu()[is_query])
+            recovered_psnr.append(recovery_metrics(recovered, hr, lpips=False).psnr)
+            bilinear_psnr.append(recovery_metrics(to_unit_range(inputs[is_query]), hr, lpips=False).psnr)
     model.train(was_training)
     features = torch.cat(embeddings)
     q, g = entries.is_query, ~entries.is_query
@@ -109,6 +109,6 @@ def run_validation(
     )
     metrics = {"val_rank1": float(result["cmc"][0]), "val_mAP": float(result["mAP"])}
     if recovered_psnr:
-        metrics["val_psnr"] = float(torch.cat(recovered_psnr).mean())
-        metrics["val_psnr_bilinear"] = float(torch.cat(bilinear_psnr).mean())
+        metrics["val_psnr"] = float(np.concatenate(recovered_psnr).mean())
+        metrics["val_psnr_bilinear"] = float(np.concatenate(bilinear_psnr).mean())
     return metrics

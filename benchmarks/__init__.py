@@ -1,0 +1,1 @@
+"""Speed benchmarks: each module's ``main(argv)`` prints its figures and returns them as a dict."""

@@ -1,0 +1,346 @@
+"""Evaluate one checkpoint on one prepared dataset: ranking per trial and query set, and HR recovery.
+
+Query sets of a trial (protocols.md §2): "HR" (the queries of the main set replaced by their HR ``source``),
+each seen rate alone (the subset of the mixed queries at that rate), the main set ("mixed"), and every
+other set the manifest has (unseen rates such as ``r8``; CAVIAR's ``native``). Embeddings come from
+:func:`reidx.retrieval.embed_paths`, metrics from :mod:`reidx.metrics`; nothing is re-implemented here.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from reidx.checkpoint import LoadedModel, read_checkpoint
+from reidx.data.loading import iterate_images
+from reidx.data.manifest import DatasetInfo, read_dataset
+from reidx.data.transforms import to_pil, to_unit_range
+from reidx.errors import ReidxError
+from reidx.metrics import EvalResult, RecoveryResult, evaluate_embeddings, recovery_metrics
+from reidx.models import MODELS
+from reidx.report.cache import dataset_fingerprint
+from reidx.retrieval import embed_paths
+
+MAX_RANK = 50
+MAIN_SET = "mixed"
+HR_SET = "hr"
+NATIVE_SET = "native"
+EXAMPLE_QUERIES = 4
+EXAMPLE_HITS = 5
+RECOVERY_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What the report says about a checkpoint, read once and cached (no model is built for it)."""
+
+    path: str
+    fingerprint: str
+    model: str
+    arch: str
+    modes: tuple[str, ...]
+    can_recover: bool
+    input_size: tuple[int, int]
+    init: str  # "ImageNet" | "scratch" | "unknown"
+
+    @property
+    def label(self) -> str:
+        path = Path(self.path)
+        return f"{path.parent.name}/{path.name} [{self.model}, {self.arch}, {self.init}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointInfo:
+        data = dict(data, modes=tuple(data["modes"]), input_size=tuple(data["input_size"]))
+        return cls(**data)
+
+
+def describe_checkpoint(path: Path, fingerprint: str) -> CheckpointInfo:
+    """Model family, embedding modes, input size and initialisation recorded in a checkpoint."""
+    state = read_checkpoint(path)
+    config = state["model_config"]
+    family = MODELS.get(config["name"])
+    if family is None:
+        raise ReidxError(
+            f"{path} holds an unknown model {config['name']!r}", "evaluate it with the reidx that wrote it"
+        )
+    return CheckpointInfo(
+        path=str(path.resolve()),
+        fingerprint=fingerprint,
+        model=config["name"],
+        arch=str(config.get("arch", "?")),
+        modes=tuple(family.embedding_modes),
+        can_recover=bool(family.can_recover),
+        input_size=tuple(state["input_size"]),
+        init=initialisation(state, path),
+    )
+
+
+def initialisation(state: dict[str, Any], path: Path) -> str:
+    """The initialisation, ImageNet / scratch / unknown, from the trainer's ``train.config.pretrained`` in the
+    checkpoint, else from the run record (``config.json``) beside it."""
+    pretrained = (state.get("train") or {}).get("config", {}).get("pretrained")
+    record = path.parent / "config.json"
+    if pretrained is None and record.is_file():
+        try:
+            pretrained = json.loads(record.read_text()).get("config", {}).get("pretrained")
+        except (OSError, ValueError, AttributeError):
+            pretrained = None
+    if pretrained is None:
+        return "unknown"
+    return "ImageNet" if pretrained else "scratch"
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset opened for evaluation."""
+
+    directory: Path
+    frame: pd.DataFrame
+    info: DatasetInfo
+    fingerprint: str
+    label: str
+
+    @property
+    def trials(self) -> list[int]:
+        """The trial numbers that have queries."""
+        return sorted(int(t) for t in self.frame.loc[self.frame["split"] == "query", "trial"].unique())
+
+
+def open_dataset(directory: Path) -> Dataset:
+    """Read a dataset directory; a missing one or one without query and gallery rows is a ReidxError."""
+    if not directory.is_dir():
+        raise ReidxError(f"dataset not found: {directory}", "pass a directory written by `reidx prepare --out DIR`")
+    frame, info = read_dataset(directory)
+    missing = [split for split in ("query", "gallery") if not (frame["split"] == split).any()]
+    if missing:
+        raise ReidxError(
+            f"{directory} has no test split ({' and '.join(missing)} images missing)",
+            "prepare a dataset with query and gallery images (`reidx prepare`) to evaluate on it",
+        )
+    return Dataset(directory, frame, info, dataset_fingerprint(directory), info.dataset)
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """One set of queries of one trial; ``rate`` is its single down-sampling rate (1 for HR), else None."""
+
+    key: str
+    label: str
+    rates: tuple[int, ...]
+    rate: int | None
+    rows: pd.DataFrame
+    main: bool = False
+
+
+def set_label(name: str, rates: tuple[int, ...], info: DatasetInfo) -> str:
+    """A query set in words: "HR", "LR {2,3,4} mixed", "LR 8 unseen", "LR native"."""
+    if name == HR_SET:
+        return "HR"
+    if name == NATIVE_SET:
+        return "LR native"
+    if name == MAIN_SET:  # named by the rate set its queries are drawn from, whichever were drawn
+        return f"LR {{{','.join(map(str, info.rates))}}} mixed"
+    listed = ",".join(map(str, rates))
+    return f"LR {listed} unseen" if set(rates) <= set(info.unseen_rates) else f"LR {listed}"
+
+
+def main_set_name(names: list[str]) -> str:
+    """The set the main table reports: "mixed" where present, else the first."""
+    return MAIN_SET if MAIN_SET in names else names[0]
+
+
+def query_sets(dataset: Dataset, trial: int) -> list[QuerySet]:
+    """The query sets of ``trial``, in column order: HR, each seen rate alone, mixed, the others."""
+    frame = dataset.frame
+    queries = frame[(frame["split"] == "query") & (frame["trial"] == trial)]
+    names = sorted(queries["query_set"].unique(), key=lambda name: (name != MAIN_SET, name))
+    main_name = main_set_name(names)
+    main = queries[queries["query_set"] == main_name]
+    sets: list[QuerySet] = []
+    if (main["source"] != main["path"]).any():
+        hr = main.drop_duplicates("source").assign(path=lambda rows: rows["source"])
+        sets.append(QuerySet(HR_SET, "HR", (1,), 1, hr))
+    for name in names:
+        rows = queries[queries["query_set"] == name]
+        drawn = tuple(sorted(int(r) for r in rows["rate"].unique()))
+        rates = tuple(dataset.info.rates) if name == MAIN_SET else drawn
+        label = set_label(name, drawn, dataset.info)
+        if len(rates) > 1:
+            for rate in drawn:
+                subset = rows[rows["rate"] == rate]
+                sets.append(QuerySet(f"{name}@{rate}", f"LR {rate} (of {name})", (rate,), rate, subset))
+        single = rates[0] if len(rates) == 1 and rates[0] > 1 else None
+        sets.append(QuerySet(name, label, rates, single, rows, main=name == main_name))
+    return sets
+
+
+def gallery_rows(dataset: Dataset, trial: int) -> pd.DataFrame:
+    """The gallery of ``trial``."""
+    frame = dataset.frame
+    return frame[(frame["split"] == "gallery") & (frame["trial"] == trial)]
+
+
+def trial_seed(info: DatasetInfo, trial: int) -> int:
+    """The single-shot gallery-draw seed of a trial: the dataset's seed plus the trial number."""
+    return info.seed + trial
+
+
+def rank_trials(
+    loaded: LoadedModel, dataset: Dataset, mode: str, trials: list[int], *, batch_size: int = 64, workers: int = 2
+) -> dict[str, Any]:
+    """Per trial: an :class:`EvalResult` (as a dict) per query set and a few ranked lists for the montage."""
+    plans = {trial: (gallery_rows(dataset, trial), query_sets(dataset, trial)) for trial in trials}
+    paths = list(
+        dict.fromkeys(
+            path
+            for gallery, sets in plans.values()
+            for rows in [gallery, *(s.rows for s in sets)]
+            for path in rows["path"]
+        )
+    )
+    vectors = embed_paths(loaded, paths, mode, batch_size, workers)
+    row_of = {path: i for i, path in enumerate(paths)}
+
+    def features(rows: pd.DataFrame) -> np.ndarray:
+        return vectors[[row_of[path] for path in rows["path"]]]
+
+    out: dict[str, Any] = {}
+    for trial, (gallery, sets) in plans.items():
+        g_feats = features(gallery)
+        results = {}
+        for query_set in sets:
+            metrics = evaluate_embeddings(
+                features(query_set.rows),
+                g_feats,
+                query_set.rows["pid"].to_numpy(),
+                gallery["pid"].to_numpy(),
+                query_set.rows["camid"].to_numpy(),
+                gallery["camid"].to_numpy(),
+                protocol=dataset.info.protocol,
+                max_rank=MAX_RANK,
+                seed=trial_seed(dataset.info, trial),
+            )
+            record = EvalResult.from_metrics(
+                metrics,
+                dataset=dataset.info.dataset,
+                query_set=query_set.label,
+                rates=query_set.rates,
+                checkpoint=str(loaded.path),
+                mode=mode,
+            )
+            results[query_set.key] = record.to_dict()
+        main = next(s for s in sets if s.main)
+        out[str(trial)] = {
+            "sets": results,
+            "examples": ranked_examples(features(main.rows), g_feats, main.rows, gallery),
+        }
+    return out
+
+
+def ranked_examples(q_feats: np.ndarray, g_feats: np.ndarray, queries: pd.DataFrame, gallery: pd.DataFrame) -> list:
+    """The top gallery hits (by inner product, ties by gallery order) of a few evenly spread queries; gallery
+    images of the query's identity and camera are left out, as the evaluation leaves them out."""
+    picks = np.unique(np.linspace(0, len(queries) - 1, min(EXAMPLE_QUERIES, len(queries))).round().astype(int))
+    g_pids, g_camids = gallery["pid"].to_numpy(), gallery["camid"].to_numpy()
+    examples = []
+    for i in picks:
+        query = queries.iloc[i]
+        scores = g_feats @ q_feats[i]
+        order = np.argsort(-scores, kind="stable")
+        order = order[~((g_pids[order] == query["pid"]) & (g_camids[order] == query["camid"]))][:EXAMPLE_HITS]
+        hits = [
+            {
+                "index": int(j),
+                "path": str(gallery["path"].iloc[j]),
+                "pid": int(gallery["pid"].iloc[j]),
+                "camid": int(gallery["camid"].iloc[j]),
+                "score": float(scores[j]),
+            }
+            for j in order
+        ]
+        examples.append(
+            {"query": str(query["path"]), "pid": int(query["pid"]), "camid": int(query["camid"]), "hits": hits}
+        )
+    return examples
+
+
+def recovery_pairs(dataset: Dataset) -> dict[str, pd.DataFrame]:
+    """Per LR query set with an HR original: its distinct (LR path, HR source) pairs over all trials."""
+    frame = dataset.frame
+    queries = frame[(frame["split"] == "query") & (frame["path"] != frame["source"])]
+    return {
+        name: rows.drop_duplicates(["path", "source"])[["path", "source", "rate"]].reset_index(drop=True)
+        for name, rows in queries.groupby("query_set", sort=True)
+    }
+
+
+def recover_dataset(
+    loaded: LoadedModel | None, dataset: Dataset, input_size: tuple[int, int], *, batch_size: int = 64, workers: int = 2
+) -> dict[str, Any]:
+    """SSIM/PSNR/LPIPS vs the HR originals at ``input_size``, pixels in [0, 1], per LR query set, for G's output
+    (``loaded``; None for a model that does not recover) and for the bilinear up-sampled LR input.
+
+    Also a few recovered images (PNG, base64) of the main set for the recovery grid.
+    """
+    pairs = recovery_pairs(dataset)
+    names = list(pairs)
+    out: dict[str, Any] = {"sets": {}, "samples": []}
+    device = next(loaded.model.parameters()).device if loaded else torch.device("cpu")
+    for name, rows in pairs.items():
+        scores: dict[str, list] = {"model": [], "bilinear": []}
+        lr_batches = iterate_images(list(rows["path"]), input_size, batch_size, workers)
+        hr_batches = iterate_images(list(rows["source"]), input_size, batch_size, workers)
+        for (lr, _), (hr, _) in zip(lr_batches, hr_batches, strict=True):
+            target = to_unit_range(hr)
+            scores["bilinear"].append(recovery_metrics(to_unit_range(lr), target))
+            if loaded:
+                scores["model"].append(
+                    recovery_metrics(to_unit_range(loaded.model.recover(lr.to(device)).cpu()), target)
+                )
+        rates = tuple(sorted(int(r) for r in rows["rate"].unique()))
+        out["sets"][name] = {
+            "label": set_label(name, rates, dataset.info),
+            "count": len(rows),
+            **{method: summarise(results) for method, results in scores.items() if results},
+        }
+    if loaded and names:
+        out["samples"] = recovery_samples(loaded, pairs[main_set_name(names)], input_size)
+    return out
+
+
+def summarise(results: list[RecoveryResult]) -> dict[str, Any]:
+    """Mean SSIM, PSNR and LPIPS over batches of per-image scores (LPIPS None with its reason)."""
+    lpips = None if results[0].lpips is None else float(np.concatenate([r.lpips for r in results]).mean())
+    return {
+        "ssim": float(np.concatenate([r.ssim for r in results]).mean()),
+        "psnr": float(np.concatenate([r.psnr for r in results]).mean()),
+        "lpips": lpips,
+        "lpips_reason": results[0].lpips_reason,
+    }
+
+
+def recovery_samples(loaded: LoadedModel, rows: pd.DataFrame, input_size: tuple[int, int]) -> list[dict[str, str]]:
+    """A few evenly spread (LR path, HR path, rate, recovered image as base64 PNG) samples."""
+    picks = np.unique(np.linspace(0, len(rows) - 1, min(RECOVERY_SAMPLES, len(rows))).round().astype(int))
+    chosen = rows.iloc[picks]
+    device = next(loaded.model.parameters()).device
+    images, _ = next(iterate_images(list(chosen["path"]), input_size, len(chosen), workers=0))
+    recovered = loaded.model.recover(images.to(device)).cpu()
+    samples = []
+    for (_, row), tensor in zip(chosen.iterrows(), recovered, strict=True):
+        buffer = io.BytesIO()
+        to_pil(tensor).save(buffer, format="PNG")
+        encoded = base64.b64encode(buffer.getvalue()).decode()
+        samples.append({"lr": row["path"], "hr": row["source"], "rate": int(row["rate"]), "recovered": encoded})
+    return samples

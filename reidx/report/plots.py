@@ -1,0 +1,163 @@
+"""PNG plots of a report (matplotlib's Agg canvas, no pyplot state): CMC curves, Rank-1 versus rate, a
+recovery grid (LR | recovered | HR) and ranked-list montages (the retrieval montage)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from reidx.io import atomic_path, load_image
+from reidx.report.runner import DatasetSummary, Report
+from reidx.retrieval import Hit, QueryResult, draw_montage
+
+CMC_RANKS = 20
+Plot = tuple[str, Path]
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "plot"
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` as a PNG atomically."""
+    FigureCanvasAgg(figure)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def cmc_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path:
+    """CMC (ranks 1-20) of every checkpoint and mode on the main query set."""
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    ranks = range(1, CMC_RANKS + 1)
+    for entry in report.entries(dataset.label):
+        cmc = [100 * value for value in entry.result.cmc[:CMC_RANKS]]
+        axes.plot(ranks, cmc, marker="o", markersize=3, label=f"{entry.checkpoint.label} · {entry.mode}")
+    axes.set_xticks([1, 5, 10, 15, 20])
+    axes.set(
+        xlabel="rank",
+        ylabel="matching rate (%)",
+        xlim=(1, CMC_RANKS),
+        ylim=(0, 100),
+        title=f"CMC, {dataset.label} ({dataset.protocol}, queries {dataset.main_set.label})",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="lower right")
+    return save_figure(figure, path)
+
+
+def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | None:
+    """Rank-1 versus the query down-sampling rate (1 = HR queries), one line per checkpoint and mode; None
+    when no query set has a single rate (genuine LR queries)."""
+    rated = [s for s in dataset.sets if s.rate is not None]
+    if not rated:
+        return None
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    series: dict[str, list[tuple[int, float]]] = {}
+    for query_set in rated:
+        for entry in report.entries(dataset.label, query_set.key):
+            label = f"{entry.checkpoint.label} · {entry.mode}"
+            series.setdefault(label, []).append((query_set.rate, 100 * entry.result.rank1))
+    for label, points in series.items():
+        points.sort()
+        axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    ticks = sorted({s.rate for s in rated})
+    axes.set_xticks(
+        ticks, [f"{r}\n(HR)" if r == 1 else f"{r}\n(unseen)" if r in dataset.unseen_rates else str(r) for r in ticks]
+    )
+    axes.set(
+        xlabel="query down-sampling rate r",
+        ylabel="Rank-1 (%)",
+        ylim=(0, 100),
+        title=f"Rank-1 vs rate, {dataset.label} ({dataset.protocol})",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path | None:
+    """Rows = a few LR queries; columns = LR (bilinear to input size) | each model's G output | HR original."""
+    entries = [e for e in report.recovery if e.dataset == dataset.label and e.payload["samples"]]
+    if not entries:
+        return None
+    height, width = entries[0].checkpoint.input_size
+    samples = entries[0].payload["samples"]
+    titles = ["LR", *(f"G: {e.checkpoint.label}" for e in entries), "HR original"]
+    figure = Figure(figsize=(1.2 + 1.6 * len(titles), 0.3 + 2.4 * len(samples)), layout="constrained")
+    for row, sample in enumerate(samples):
+        tiles = [load_image(sample["lr"])]
+        for entry in entries:
+            match = next((s["recovered"] for s in entry.payload["samples"] if s["lr"] == sample["lr"]), None)
+            tiles.append(_decode(match) if match else Image.new("RGB", (width, height), "lightgrey"))
+        tiles.append(load_image(sample["hr"]))
+        for column, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
+            axes = figure.add_subplot(len(samples), len(titles), row * len(titles) + column + 1)
+            axes.imshow(tile.resize((width, height), Image.BILINEAR))
+            axes.set_axis_off()
+            if column == 0:
+                axes.set_title(f"LR r={sample['rate']} (bilinear)", fontsize="x-small")
+            elif row == 0:
+                axes.set_title(title, fontsize="x-small", wrap=True)
+    figure.suptitle(f"HR recovery, {dataset.label} (queries {dataset.main_set.label})", fontsize="small")
+    return save_figure(figure, path)
+
+
+def _decode(encoded: str) -> Image.Image:
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        return image.convert("RGB")
+
+
+def montage(report: Report, dataset: DatasetSummary, checkpoint_path: str, mode: str, path: Path) -> Path:
+    """Ranked lists of a few queries (green = same identity), drawn by the retrieval montage."""
+    checkpoint = next(c for c in report.checkpoints if c.path == checkpoint_path)
+    results = [
+        QueryResult(
+            example["query"],
+            example["pid"],
+            example["camid"],
+            [
+                Hit(rank, hit["index"], hit["path"], hit["score"], hit["pid"], hit["camid"], True)
+                for rank, hit in enumerate(example["hits"], start=1)
+            ],
+        )
+        for example in report.examples[(checkpoint_path, dataset.label, mode)]
+    ]
+    return draw_montage(results, path, checkpoint.input_size)
+
+
+def write_plots(report: Report, directory: Path) -> list[Plot]:
+    """Every plot of the report into ``directory``, as (title, path) pairs."""
+    plots: list[Plot] = []
+    for dataset in report.datasets:
+        name = slug(dataset.label)
+        plots.append((f"CMC, {dataset.label}", cmc_plot(report, dataset, directory / f"cmc-{name}.png")))
+        optional = [
+            (f"Rank-1 vs rate, {dataset.label}", rate_plot(report, dataset, directory / f"rank1-vs-rate-{name}.png")),
+            (f"HR recovery, {dataset.label}", recovery_grid(report, dataset, directory / f"recovery-{name}.png")),
+        ]
+        plots += [(title, path) for title, path in optional if path is not None]
+        for checkpoint in report.checkpoints:
+            modes = [
+                mode for path, label, mode in report.examples if path == checkpoint.path and label == dataset.label
+            ]
+            if modes:
+                mode = "fused" if "fused" in modes else modes[0]
+                run = Path(checkpoint.path)
+                target = directory / f"ranked-{name}-{slug(f'{run.parent.name}-{run.stem}')}-{mode}.png"
+                plots.append(
+                    (
+                        f"Ranked lists, {dataset.label}, {run.parent.name}/{run.name} {mode} (full gallery)",
+                        montage(report, dataset, checkpoint.path, mode, target),
+                    )
+                )
+    return plots

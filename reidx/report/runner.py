@@ -1,0 +1,296 @@
+"""Run the evaluations a report needs: every (checkpoint, dataset, mode) not yet cached, with a progress bar.
+
+The result is a :class:`Report`: trial-aggregated :class:`~reidx.metrics.EvalResult` records per
+checkpoint, dataset, mode and query set, recovery scores, and what the plots need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reidx.checkpoint import LoadedModel, load_model
+from reidx.console import progress
+from reidx.errors import ReidxError
+from reidx.io import sha256_file
+from reidx.metrics import EvalResult, aggregate_trials
+from reidx.models import MODELS
+from reidx.report.cache import ResultCache
+from reidx.report.evaluation import (
+    CheckpointInfo,
+    Dataset,
+    describe_checkpoint,
+    open_dataset,
+    query_sets,
+    rank_trials,
+    recover_dataset,
+)
+
+MODEL_ENTRY = "model"
+RECOVERY_ENTRY = "recovery"
+ALL_MODES = tuple(dict.fromkeys(mode for family in MODELS.values() for mode in family.embedding_modes))
+
+
+def parse_modes(text: str | None) -> list[str] | None:
+    """``"fused,f,g"`` as a list (None = every mode each model has); an unknown mode is a ReidxError."""
+    if text is None:
+        return None
+    modes = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [mode for mode in modes if mode not in ALL_MODES]
+    if unknown or not modes:
+        raise ReidxError(f"--modes {text!r}: unknown mode(s) {unknown}", f"use a comma list of {', '.join(ALL_MODES)}")
+    return modes
+
+
+def parse_trial(text: str) -> int | None:
+    """``"all"`` (None) or a trial number."""
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise ReidxError(f"--trial {text!r} is neither 'all' nor a trial number", "use --trial all or e.g. --trial 0")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """A query set of a dataset as reported: key, label, single rate (1 = HR) and whether it is the main set."""
+
+    key: str
+    label: str
+    rate: int | None
+    main: bool
+
+
+@dataclass
+class DatasetSummary:
+    """A dataset as the tables name it."""
+
+    label: str
+    directory: Path
+    name: str
+    protocol: str
+    rates: list[int]
+    unseen_rates: list[int]
+    trials_total: int
+    trials: list[int]
+    sets: list[SetInfo]
+
+    @property
+    def main_set(self) -> SetInfo:
+        return next(s for s in self.sets if s.main)
+
+
+@dataclass(frozen=True)
+class RankingEntry:
+    """Trial-aggregated result of one checkpoint, dataset, mode and query set."""
+
+    checkpoint: CheckpointInfo
+    dataset: str
+    mode: str
+    set_key: str
+    rate: int | None
+    result: EvalResult
+
+
+@dataclass(frozen=True)
+class RecoveryEntry:
+    """Recovery scores of one checkpoint on one dataset (``model`` scores absent for a non-recovering model)."""
+
+    checkpoint: CheckpointInfo
+    dataset: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class Report:
+    """Everything the tables and plots show."""
+
+    checkpoints: list[CheckpointInfo]
+    datasets: list[DatasetSummary]
+    ranking: list[RankingEntry] = field(default_factory=list)
+    recovery: list[RecoveryEntry] = field(default_factory=list)
+    examples: dict[tuple[str, str, str], list] = field(default_factory=dict)  # (checkpoint path, dataset, mode)
+    notes: list[str] = field(default_factory=list)
+    evaluated: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+    def entries(self, dataset: str, set_key: str | None = None) -> list[RankingEntry]:
+        """Ranking entries of ``dataset`` (one query set, or the main one), in checkpoint and mode order."""
+        summary = next(d for d in self.datasets if d.label == dataset)
+        key = set_key or summary.main_set.key
+        return [e for e in self.ranking if e.dataset == dataset and e.set_key == key]
+
+    def summary_line(self) -> str:
+        return f"evaluated {self.evaluated}, cached {self.cached} ({self.seconds:.2f} s)"
+
+
+def checkpoint_info(path: Path, cache: ResultCache) -> CheckpointInfo:
+    """The checkpoint's description, from the cache when its bytes are unchanged."""
+    cached = cache.load("", MODEL_ENTRY)
+    if cached is not None:
+        return replace(CheckpointInfo.from_dict(cached), path=str(path.resolve()))
+    info = describe_checkpoint(path, cache.fingerprint)
+    cache.save(None, "", MODEL_ENTRY, info.to_dict())
+    return info
+
+
+def select_trials(dataset: Dataset, trial: int | None) -> list[int]:
+    """Every trial, or the one asked for (which must exist)."""
+    if trial is None:
+        return dataset.trials
+    if trial not in dataset.trials:
+        raise ReidxError(f"{dataset.directory} has no trial {trial}", f"use --trial all or one of {dataset.trials}")
+    return [trial]
+
+
+def _column_order(query_set: SetInfo) -> tuple[int, int, str]:
+    group = 0 if query_set.rate == 1 else 1 if "@" in query_set.key else 2 if query_set.main else 3
+    return group, query_set.rate or 0, query_set.key
+
+
+def summarise_dataset(dataset: Dataset, label: str, trials: list[int]) -> DatasetSummary:
+    """The dataset's description and its query sets over ``trials``, in column order."""
+    info = dataset.info
+    found = {s.key: SetInfo(s.key, s.label, s.rate, s.main) for trial in trials for s in query_sets(dataset, trial)}
+    sets = sorted(found.values(), key=_column_order)
+    return DatasetSummary(
+        label,
+        dataset.directory,
+        info.dataset,
+        info.protocol,
+        list(info.rates),
+        list(info.unseen_rates),
+        info.trials,
+        trials,
+        sets,
+    )
+
+
+def unique_labels(names: list[str], directories: list[Path]) -> list[str]:
+    """Dataset names, with the directory name added where two datasets share a name."""
+    pairs = zip(names, directories, strict=True)
+    return [f"{name} ({directory.name})" if names.count(name) > 1 else name for name, directory in pairs]
+
+
+@dataclass
+class _Job:
+    checkpoint: CheckpointInfo
+    cache: ResultCache
+    dataset: Dataset
+    summary: DatasetSummary
+    mode: str  # an embedding mode, or RECOVERY_ENTRY
+
+
+def collect(
+    checkpoints: list[Path],
+    datasets: list[Path],
+    *,
+    modes: list[str] | None = None,
+    trial: int | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    workers: int = 2,
+) -> Report:
+    """Evaluate what is not cached yet and gather every result the report shows."""
+    started = time.perf_counter()
+    for path in checkpoints:
+        if not path.is_file():
+            raise ReidxError(
+                f"checkpoint not found: {path}", "pass the .pt file written by `reidx train` (RUN/last.pt)"
+            )
+    opened = [open_dataset(path) for path in datasets]
+    labels = unique_labels([d.info.dataset for d in opened], [d.directory for d in opened])
+    summaries = []
+    for dataset, label in zip(opened, labels, strict=True):
+        dataset.label = label
+        summaries.append(summarise_dataset(dataset, label, select_trials(dataset, trial)))
+    report = Report([], summaries)
+    jobs: list[_Job] = []
+    for path in checkpoints:
+        cache = ResultCache(path, sha256_file(path))
+        info = checkpoint_info(path, cache)
+        report.checkpoints.append(info)
+        wanted = list(info.modes) if modes is None else modes
+        missing = [mode for mode in wanted if mode not in info.modes]
+        if missing:
+            report.notes.append(f"{info.label} has no {', '.join(missing)} embedding: skipped")
+        for dataset, summary in zip(opened, summaries, strict=True):
+            jobs += [_Job(info, cache, dataset, summary, mode) for mode in wanted if mode in info.modes]
+            jobs.append(_Job(info, cache, dataset, summary, RECOVERY_ENTRY))
+    if all(job.mode == RECOVERY_ENTRY for job in jobs):
+        raise ReidxError(
+            f"none of the checkpoints has the embedding mode(s) {', '.join(modes or [])}",
+            "use --modes fused (every model has it) or leave --modes out",
+        )
+    _run_jobs(jobs, report, device, batch_size, workers)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _run_jobs(jobs: list[_Job], report: Report, device: torch.device | str, batch_size: int, workers: int) -> None:
+    loaded: dict[str, LoadedModel] = {}
+
+    def model(job: _Job) -> LoadedModel:
+        """The job's network, loaded once while its checkpoint's jobs run."""
+        if job.checkpoint.path not in loaded:
+            loaded.clear()
+            loaded[job.checkpoint.path] = load_model(job.checkpoint.path, device)
+        return loaded[job.checkpoint.path]
+
+    with progress() as bar:
+        task = bar.add_task("evaluating", total=len(jobs))
+        for job in jobs:
+            what = f"{Path(job.checkpoint.path).parent.name} · {job.summary.label} · {job.mode}"
+            bar.update(task, description=what)
+            cached = job.cache.load(job.dataset.fingerprint, job.mode)
+            payload = _evaluate(job, cached, model, batch_size, workers)
+            if payload is None:
+                payload = cached
+                report.cached += 1
+                bar.update(task, description=f"{what} (cached)")
+            else:
+                job.cache.save(job.dataset.directory, job.dataset.fingerprint, job.mode, payload)
+                report.evaluated += 1
+            _add(report, job, payload)
+            bar.advance(task)
+        bar.update(task, description=f"done: {report.evaluated} evaluated, {report.cached} cached")
+
+
+def _evaluate(
+    job: _Job, cached: dict[str, Any] | None, model: Callable[[_Job], LoadedModel], batch_size: int, workers: int
+) -> dict[str, Any] | None:
+    """The job's payload with what the cache lacks evaluated (ranking: missing trials), or None when it has all."""
+    if job.mode == RECOVERY_ENTRY:
+        if cached is not None:
+            return None
+        recovering = model(job) if job.checkpoint.can_recover else None
+        return recover_dataset(
+            recovering, job.dataset, job.checkpoint.input_size, batch_size=batch_size, workers=workers
+        )
+    todo = [trial for trial in job.summary.trials if str(trial) not in (cached or {})]
+    if not todo:
+        return None
+    computed = rank_trials(model(job), job.dataset, job.mode, todo, batch_size=batch_size, workers=workers)
+    return {**(cached or {}), **computed}
+
+
+def _add(report: Report, job: _Job, payload: dict[str, Any]) -> None:
+    label = job.summary.label
+    if job.mode == RECOVERY_ENTRY:
+        report.recovery.append(RecoveryEntry(job.checkpoint, label, payload))
+        return
+    trials = [payload[str(t)] for t in job.summary.trials]
+    for query_set in job.summary.sets:
+        records = [EvalResult.from_dict(t["sets"][query_set.key]) for t in trials if query_set.key in t["sets"]]
+        if records:
+            entry = RankingEntry(
+                job.checkpoint, label, job.mode, query_set.key, query_set.rate, aggregate_trials(records)
+            )
+            report.ranking.append(entry)
+    report.examples[(job.checkpoint.path, label, job.mode)] = trials[0]["examples"]

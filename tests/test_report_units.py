@@ -1,0 +1,101 @@
+"""reidx.report pieces without a model: published rows, markdown helpers, option parsing, the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reidx.errors import ReidxError
+from reidx.report.cache import CACHE_DIR, ResultCache, dataset_fingerprint
+from reidx.report.evaluation import initialisation
+from reidx.report.published import TABLE1, table1_key, table1_rows
+from reidx.report.runner import parse_modes, parse_trial
+from reidx.report.tables import md_table, percent
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("market1501", "market1501"),
+        ("MLR-Market-1501", "market1501"),
+        ("dukemtmc", "dukemtmc"),
+        ("DukeMTMC-reID", "dukemtmc"),
+        ("cuhk03", "cuhk03"),
+        ("mlr-viper", "viper"),
+        ("caviar", "caviar"),
+        ("synthetic", None),
+        ("folder", None),
+    ],
+)
+def test_table1_key_maps_dataset_names_to_paper_columns(name: str, key: str | None) -> None:
+    assert table1_key(name) == key
+
+
+def test_table1_rows_are_the_papers_numbers_for_the_asked_columns_only() -> None:
+    rows = table1_rows(["viper", "market1501", "viper"])
+    assert {row.method for row in rows} == set(TABLE1)  # every method reports VIPeR
+    cadnet = next(row for row in rows if row.method == "CAD-Net")
+    assert cadnet.ranks == {"viper": (43.1, 68.2, 77.5), "market1501": (83.7, 92.7, 95.8)}
+    assert next(row for row in rows if row.method == "JUDEA").ranks["market1501"] is None
+    assert [row.method for row in table1_rows(["market1501"])][0] == "SING"  # methods without Market dropped
+    assert table1_rows(["synthetic"]) == []
+
+
+def test_md_table_has_a_separator_and_equal_columns_and_escapes_pipes() -> None:
+    lines = md_table(["a", "b"], [["1", "x|y"], ["3", "4"]]).splitlines()
+    assert lines[1] == "| --- | --- |"
+    assert lines[2] == "| 1 | x\\|y |"
+    assert {line.count(" | ") for line in lines} == {1}
+
+
+def test_percent_formats_mean_std_and_bold() -> None:
+    assert percent(0.8372) == "83.7"
+    assert percent(0.5, 0.0123) == "50.0 ± 1.2"
+    assert percent(1.0, bold=True) == "**100.0**"
+
+
+def test_parse_modes_and_trial() -> None:
+    assert parse_modes(None) is None
+    assert parse_modes("fused, g,fused") == ["fused", "g"]
+    assert parse_trial("all") is None
+    assert parse_trial("3") == 3
+    with pytest.raises(ReidxError, match="unknown mode"):
+        parse_modes("fused,h")
+    with pytest.raises(ReidxError, match="--trial"):
+        parse_trial("first")
+
+
+def test_initialisation_from_the_checkpoint_or_the_run_record(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "last.pt"
+    assert initialisation({"train": {"config": {"pretrained": False}}}, checkpoint) == "scratch"
+    assert initialisation({"train": {"config": {"pretrained": "/w/resnet50.pth"}}}, checkpoint) == "ImageNet"
+    assert initialisation({}, checkpoint) == "unknown"
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"pretrained": True}}))
+    assert initialisation({"epoch": 3}, checkpoint) == "ImageNet"
+
+
+def test_cache_round_trip_miss_on_change_and_stale_entry_dropped(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "last.pt"
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    (dataset / "manifest.parquet").write_bytes(b"one")
+    (dataset / "dataset.json").write_text("{}")
+    first = dataset_fingerprint(dataset)
+    cache = ResultCache(checkpoint, "a" * 64)
+    assert cache.load(first, "fused") is None
+    cache.save(dataset, first, "fused", {"x": 1})
+    assert cache.load(first, "fused") == {"x": 1}
+    assert cache.load(first, "g") is None
+    assert ResultCache(checkpoint, "b" * 64).load(first, "fused") is None  # other checkpoint bytes
+
+    (dataset / "manifest.parquet").write_bytes(b"two")
+    second = dataset_fingerprint(dataset)
+    assert second != first and cache.load(second, "fused") is None
+    cache.save(dataset, second, "fused", {"x": 2})
+    assert len(list((checkpoint.parent / CACHE_DIR).glob("*.json"))) == 1  # the stale entry is gone
+    assert cache.load(second, "fused") == {"x": 2}
+
+    next((checkpoint.parent / CACHE_DIR).glob("*.json")).write_text("{broken")
+    assert cache.load(second, "fused") is None

@@ -49,11 +49,7 @@ def write_market_tree(root: Path) -> int:
         for pid, index in items:
             # query images come from camera 1, gallery images from cameras 2-6, so every query has a match
             camera = 1 if folder == "query" else 2 + index % 5
-            name = (
-                f"{pid:04d}_c{camera}s1_{index:06d}_00.jpg"
-                if pid >= 0
-                else f"-1_c{camera}s1_{index:06d}_00.jpg"
-            )
+            name = f"{pid:04d}_c{camera}s1_{index:06d}_00.jpg" if pid >= 0 else f"-1_c{camera}s1_{index:06d}_00.jpg"
             (root / folder / name).write_bytes(blobs[count % len(blobs)])
             count += 1
     return count
@@ -62,9 +58,7 @@ def write_market_tree(root: Path) -> int:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Time prepare; returns the figures of the fastest worker count (``seconds``, ``images_per_s``)."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--workers", default=str(default_workers()), help="comma-separated thread counts to time"
-    )
+    parser.add_argument("--workers", default=str(default_workers()), help="comma-separated thread counts to time")
     parser.add_argument("--quick", action="store_true", help="accepted for the summary runner; same size")
     args = parser.parse_args(argv)
     figures: dict[str, float] = {}
@@ -75,9 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"wrote {files} files in {time.perf_counter() - start:.1f} s")
         for workers in (int(w) for w in args.workers.split(",")):
             start = time.perf_counter()
-            info = prepare_dataset(
-                "market1501", root, Path(tmp) / f"out{workers}", rates=(2, 3, 4), workers=workers
-            )
+            info = prepare_dataset("market1501", root, Path(tmp) / f"out{workers}", rates=(2, 3, 4), workers=workers)
             seconds = time.perf_counter() - start
             rows = sum(row["images"] for row in info.extra["summary"].values())
             print(

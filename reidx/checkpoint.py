@@ -47,7 +47,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every load failure is a corrupt or foreign file to the user
         reason = str(exc).splitlines()[0][:200]
-        raise ReidxError(f"cannot read checkpoint {path}: {reason}", "it is corrupt or not a reidx checkpoint") from None
+        raise ReidxError(
+            f"cannot read checkpoint {path}: {reason}", "it is corrupt or not a reidx checkpoint"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ReidxError(f"{path} is not a reidx checkpoint", "pass the .pt file written by `reidx train`")
     return state

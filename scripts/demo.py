@@ -45,30 +45,95 @@ def run(out: Path, size: DemoSize) -> Path:
     """Run every step into ``out``; return the report path."""
     data, runs = out / "data", out / "runs"
     reidx(
-        "prepare", "--dataset", "synthetic", "--out", str(data), "--overwrite",
-        "--ids", str(size.ids), "--cameras", str(size.cameras),
-        "--images-per-camera", str(size.images_per_camera),
-        "--downsample", "2,3,4", "--unseen", "8", "--seed", "0",
+        "prepare",
+        "--dataset",
+        "synthetic",
+        "--out",
+        str(data),
+        "--overwrite",
+        "--ids",
+        str(size.ids),
+        "--cameras",
+        str(size.cameras),
+        "--images-per-camera",
+        str(size.images_per_camera),
+        "--downsample",
+        "2,3,4",
+        "--unseen",
+        "8",
+        "--seed",
+        "0",
     )
     common = [
-        "--dataset", str(data), "--arch", "resnet18", "--no-pretrained", "--input-size", size.input_size,
-        "--batch-ids", str(size.batch_ids), "--batch-instances", str(size.batch_instances), "--seed", "0",
+        "--dataset",
+        str(data),
+        "--arch",
+        "resnet18",
+        "--no-pretrained",
+        "--input-size",
+        size.input_size,
+        "--batch-ids",
+        str(size.batch_ids),
+        "--batch-instances",
+        str(size.batch_instances),
+        "--seed",
+        "0",
     ]
     reidx("train", *common, "--model", "cadnet", "--epochs", "0", "--out", str(runs / "untrained"), "--overwrite")
-    reidx("train", *common, "--model", "baseline", "--epochs", str(size.epochs), "--out", str(runs / "baseline"),
-          "--overwrite")
-    reidx("train", *common, "--model", "cadnet", "--epochs", str(size.epochs), "--out", str(runs / "cadnet"),
-          "--overwrite")
+    reidx(
+        "train",
+        *common,
+        "--model",
+        "baseline",
+        "--epochs",
+        str(size.epochs),
+        "--out",
+        str(runs / "baseline"),
+        "--overwrite",
+    )
+    reidx(
+        "train",
+        *common,
+        "--model",
+        "cadnet",
+        "--epochs",
+        str(size.epochs),
+        "--out",
+        str(runs / "cadnet"),
+        "--overwrite",
+    )
     cadnet = str(runs / "cadnet" / "last.pt")
     index = out / "index"
-    reidx("embed", "--checkpoint", cadnet, "--dataset", str(data), "--split", "gallery", "--out", str(index),
-          "--overwrite")
+    reidx(
+        "embed",
+        "--checkpoint",
+        cadnet,
+        "--dataset",
+        str(data),
+        "--split",
+        "gallery",
+        "--out",
+        str(index),
+        "--overwrite",
+    )
     query = sorted((data / "lr").rglob("*.png"))[0]
     reidx("search", str(query), "--gallery", str(index), "--top-k", "5", "--montage", str(out / "search.png"))
     report = out / "report.md"
     reidx(
-        "report", "--checkpoint", str(runs / "untrained" / "last.pt"), "--checkpoint", str(runs / "baseline" / "last.pt"),
-        "--checkpoint", cadnet, "--dataset", str(data), "--modes", "fused,f,g", "--published", "--out", str(report),
+        "report",
+        "--checkpoint",
+        str(runs / "untrained" / "last.pt"),
+        "--checkpoint",
+        str(runs / "baseline" / "last.pt"),
+        "--checkpoint",
+        cadnet,
+        "--dataset",
+        str(data),
+        "--modes",
+        "fused,f,g",
+        "--published",
+        "--out",
+        str(report),
     )
     return report
 

@@ -29,8 +29,7 @@ def _dockerfile_pip_installs() -> list[list[str]]:
 
 def test_dockerfile_installs_exactly_the_project_package_set() -> None:
     declared = {
-        _requirement_name(r)
-        for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        _requirement_name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     }
     installs = _dockerfile_pip_installs()
     assert ["."] in installs, "the Dockerfile must `pip install .` so it gets pyproject's dependencies"

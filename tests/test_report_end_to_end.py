@@ -24,6 +24,7 @@ from reidx.data.loading import iterate_images
 from reidx.data.manifest import DatasetInfo, read_dataset, write_dataset
 from reidx.data.prepare import prepare_dataset
 from reidx.data.transforms import to_unit_range
+from reidx.errors import ReidxError
 from reidx.metrics import evaluate_embeddings, recovery_metrics
 from reidx.models import build_model
 from reidx.report import Report, collect, run_report
@@ -394,3 +395,23 @@ def test_bad_inputs_are_one_clear_line(workspace: Workspace, run_cli, tmp_path: 
         code, _, err = run_cli(*args)
         assert code != 0
         assert message in _one_line(err), args
+
+
+def test_a_run_is_evaluated_only_on_the_trial_it_trained_on(workspace: Workspace) -> None:
+    """Other trials' test ids are the run's training ids: evaluating there would leak."""
+    run = workspace.root / "runs" / "viper-t1" / "last.pt"
+    model = build_model("cadnet", num_classes=4, arch="resnet18", discriminator_width=8)
+    training = {"pretrained": False, "dataset": str(workspace.viper), "trial": 1}
+    save_checkpoint(run, model, INPUT_SIZE, train={"config": training})
+    report = run_report(
+        [run], [workspace.viper, workspace.synthetic], out=workspace.root / "t1.md", modes=["f"], workers=0
+    )
+    viper = next(e for e in report.entries("viper") if e.mode == "f")
+    assert viper.result.trials == 1
+    r1, r5, r10, _ = expected_cells(run, workspace.viper, "f", "mixed", [1])
+    main = table((workspace.root / "t1.md").read_text(), "Cross-resolution")
+    assert main.value("viper-t1/last.pt", "f", "viper R1 / R5 / R10") == f"{r1} / {r5} / {r10}"
+    synthetic = next(e for e in report.entries("synthetic") if e.mode == "f")
+    assert synthetic.result.trials == 2, "a dataset the run did not train on is evaluated on every trial"
+    with pytest.raises(ReidxError, match="trained on trial 1"):
+        run_report([run], [workspace.viper], out=workspace.root / "t0.md", modes=["f"], trial=0, workers=0)

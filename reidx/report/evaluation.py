@@ -50,6 +50,15 @@ class CheckpointInfo:
     can_recover: bool
     input_size: tuple[int, int]
     init: str  # "ImageNet" | "scratch" | "unknown"
+    train_dataset: str = ""  # resolved dataset directory the run trained on ("" = unknown)
+    train_trial: int | None = None  # the split of that dataset it trained on
+
+    def trials_on(self, directory: Path, trials: list[int]) -> list[int]:
+        """The trials this checkpoint may be evaluated on: only its own split of the dataset it trained on
+        (any other split's test ids overlap its training ids), every trial of any other dataset."""
+        if self.train_trial is None or self.train_dataset != str(directory.resolve()):
+            return trials
+        return [trial for trial in trials if trial == self.train_trial]
 
     @property
     def label(self) -> str:
@@ -69,6 +78,7 @@ def describe_checkpoint(path: Path, fingerprint: str) -> CheckpointInfo:
     """Model family, embedding modes, input size and initialisation recorded in a checkpoint."""
     state = read_checkpoint(path)
     config = state["model_config"]
+    training = training_config(state, path)
     family = MODELS.get(config["name"])
     if family is None:
         raise ReidxError(
@@ -82,20 +92,28 @@ def describe_checkpoint(path: Path, fingerprint: str) -> CheckpointInfo:
         modes=tuple(family.embedding_modes),
         can_recover=bool(family.can_recover),
         input_size=tuple(state["input_size"]),
-        init=initialisation(state, path),
+        init=initialisation(training),
+        train_dataset=str(Path(training["dataset"]).resolve()) if training.get("dataset") else "",
+        train_trial=training.get("trial"),
     )
 
 
-def initialisation(state: dict[str, Any], path: Path) -> str:
-    """The initialisation, ImageNet / scratch / unknown, from the trainer's ``train.config.pretrained`` in the
-    checkpoint, else from the run record (``config.json``) beside it."""
-    pretrained = (state.get("train") or {}).get("config", {}).get("pretrained")
+def training_config(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The trainer's options: ``train.config`` in the checkpoint, else the run record (``config.json``)
+    beside it (``best.pt`` carries weights only); empty when neither is there."""
+    config = (state.get("train") or {}).get("config")
     record = path.parent / "config.json"
-    if pretrained is None and record.is_file():
+    if config is None and record.is_file():
         try:
-            pretrained = json.loads(record.read_text()).get("config", {}).get("pretrained")
+            config = json.loads(record.read_text()).get("config")
         except (OSError, ValueError, AttributeError):
-            pretrained = None
+            config = None
+    return config if isinstance(config, dict) else {}
+
+
+def initialisation(training: dict[str, Any]) -> str:
+    """ImageNet / scratch / unknown, from the trainer's ``pretrained`` option."""
+    pretrained = training.get("pretrained")
     if pretrained is None:
         return "unknown"
     return "ImageNet" if pretrained else "scratch"
@@ -275,10 +293,10 @@ def ranked_examples(q_feats: np.ndarray, g_feats: np.ndarray, queries: pd.DataFr
     return examples
 
 
-def recovery_pairs(dataset: Dataset) -> dict[str, pd.DataFrame]:
-    """Per LR query set with an HR original: its distinct (LR path, HR source) pairs over all trials."""
+def recovery_pairs(dataset: Dataset, trials: list[int]) -> dict[str, pd.DataFrame]:
+    """Per LR query set with an HR original: its distinct (LR path, HR source) pairs over ``trials``."""
     frame = dataset.frame
-    queries = frame[(frame["split"] == "query") & (frame["path"] != frame["source"])]
+    queries = frame[(frame["split"] == "query") & (frame["path"] != frame["source"]) & frame["trial"].isin(trials)]
     return {
         name: rows.drop_duplicates(["path", "source"])[["path", "source", "rate"]].reset_index(drop=True)
         for name, rows in queries.groupby("query_set", sort=True)
@@ -286,14 +304,20 @@ def recovery_pairs(dataset: Dataset) -> dict[str, pd.DataFrame]:
 
 
 def recover_dataset(
-    loaded: LoadedModel | None, dataset: Dataset, input_size: tuple[int, int], *, batch_size: int = 64, workers: int = 2
+    loaded: LoadedModel | None,
+    dataset: Dataset,
+    input_size: tuple[int, int],
+    trials: list[int],
+    *,
+    batch_size: int = 64,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """SSIM/PSNR/LPIPS vs the HR originals at ``input_size``, pixels in [0, 1], per LR query set, for G's output
     (``loaded``; None for a model that does not recover) and for the bilinear up-sampled LR input.
 
     Also a few recovered images (PNG, base64) of the main set for the recovery grid.
     """
-    pairs = recovery_pairs(dataset)
+    pairs = recovery_pairs(dataset, trials)
     names = list(pairs)
     out: dict[str, Any] = {"sets": {}, "samples": []}
     device = next(loaded.model.parameters()).device if loaded else torch.device("cpu")

@@ -186,6 +186,10 @@ class _Job:
     summary: DatasetSummary
     mode: str  # an embedding mode, or RECOVERY_ENTRY
 
+    @property
+    def trials(self) -> list[int]:
+        return self.checkpoint.trials_on(self.dataset.directory, self.summary.trials)
+
 
 def collect(
     checkpoints: list[Path],
@@ -212,6 +216,7 @@ def collect(
         summaries.append(summarise_dataset(dataset, label, select_trials(dataset, trial)))
     report = Report([], summaries)
     jobs: list[_Job] = []
+    usable_modes = False
     for path in checkpoints:
         cache = ResultCache(path, sha256_file(path))
         info = checkpoint_info(path, cache)
@@ -220,14 +225,23 @@ def collect(
         missing = [mode for mode in wanted if mode not in info.modes]
         if missing:
             report.notes.append(f"{info.label} has no {', '.join(missing)} embedding: skipped")
+        usable_modes = usable_modes or len(missing) < len(wanted)
         for dataset, summary in zip(opened, summaries, strict=True):
+            if not info.trials_on(dataset.directory, summary.trials):
+                report.notes.append(
+                    f"{info.label} trained on trial {info.train_trial} of {summary.label}, which this report "
+                    "leaves out: not evaluated there (other trials' test ids are its training ids)"
+                )
+                continue
             jobs += [_Job(info, cache, dataset, summary, mode) for mode in wanted if mode in info.modes]
             jobs.append(_Job(info, cache, dataset, summary, RECOVERY_ENTRY))
-    if all(job.mode == RECOVERY_ENTRY for job in jobs):
+    if not usable_modes:
         raise ReidxError(
             f"none of the checkpoints has the embedding mode(s) {', '.join(modes or [])}",
             "use --modes fused (every model has it) or leave --modes out",
         )
+    if not jobs:
+        raise ReidxError(f"nothing to evaluate: {report.notes[-1]}", "use --trial all or the trial the run trained on")
     _run_jobs(jobs, report, device, batch_size, workers)
     report.seconds = time.perf_counter() - started
     return report
@@ -271,9 +285,9 @@ def _evaluate(
             return None
         recovering = model(job) if job.checkpoint.can_recover else None
         return recover_dataset(
-            recovering, job.dataset, job.checkpoint.input_size, batch_size=batch_size, workers=workers
+            recovering, job.dataset, job.checkpoint.input_size, job.trials, batch_size=batch_size, workers=workers
         )
-    todo = [trial for trial in job.summary.trials if str(trial) not in (cached or {})]
+    todo = [trial for trial in job.trials if str(trial) not in (cached or {})]
     if not todo:
         return None
     computed = rank_trials(model(job), job.dataset, job.mode, todo, batch_size=batch_size, workers=workers)
@@ -285,7 +299,7 @@ def _add(report: Report, job: _Job, payload: dict[str, Any]) -> None:
     if job.mode == RECOVERY_ENTRY:
         report.recovery.append(RecoveryEntry(job.checkpoint, label, payload))
         return
-    trials = [payload[str(t)] for t in job.summary.trials]
+    trials = [payload[str(t)] for t in job.trials]
     for query_set in job.summary.sets:
         records = [EvalResult.from_dict(t["sets"][query_set.key]) for t in trials if query_set.key in t["sets"]]
         if records:

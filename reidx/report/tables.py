@@ -110,12 +110,11 @@ def _column(
     trials where there are several and in bold where it is the column's best; "–" where not evaluated."""
     entries = {(e.checkpoint.path, e.mode): e.result for e in report.entries(dataset.label, set_key)}
     best = {name: max((round(100 * getattr(r, name), 1) for r in entries.values()), default=0.0) for name in metrics}
-    several = len(dataset.trials) > 1
 
     def text(result: EvalResult, name: str) -> str:
         value = getattr(result, name)
         bold = len(entries) > 1 and round(100 * value, 1) == best[name]
-        return percent(value, result.std[name] if several else None, bold)
+        return percent(value, result.std[name] if result.trials > 1 else None, bold)
 
     results = [entries.get((checkpoint.path, mode)) for checkpoint, mode in rows]
     return ["–" if r is None else " / ".join(text(r, name) for name in metrics) for r in results]

@@ -100,7 +100,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue --out from its last.pt.")] = False,
     model: Annotated[str | None, typer.Option(help="cadnet (default) | baseline.")] = None,
     arch: Annotated[str | None, typer.Option(help="resnet50 (default) | resnet34 | resnet18.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default 60).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 60; 0 saves the untrained model).")] = None,
     input_size: Annotated[str | None, typer.Option(help="Model input HxW (default 256x128).")] = None,
     batch_ids: Annotated[int | None, typer.Option(help="P identities per batch (default 8).")] = None,
     batch_instances: Annotated[int | None, typer.Option(help="K images per identity (default 4).")] = None,
@@ -124,7 +124,10 @@ def train(
     adv_image: Annotated[bool | None, typer.Option("--adv-image/--no-adv-image", help="L_adv^D_I.")] = None,
     rec: Annotated[bool | None, typer.Option("--rec/--no-rec", help="L_rec.")] = None,
     image_discriminator: Annotated[str | None, typer.Option(help="D_I: patchgan (default) | resnet18.")] = None,
-    discriminator_width: Annotated[int | None, typer.Option(help="PatchGAN width (default 64).")] = None,
+    discriminator_width: Annotated[int | None, typer.Option(help="PatchGAN width (default 32).")] = None,
+    decoder_width_divisor: Annotated[
+        int | None, typer.Option(help="G's widths = E's / this (default 4; 1 = RAIN's full decoder).")
+    ] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
 ) -> None:
@@ -173,6 +176,7 @@ def train(
         "rec": rec,
         "image_discriminator": image_discriminator,
         "discriminator_width": discriminator_width,
+        "decoder_width_divisor": decoder_width_divisor,
         "amp": amp,
     }
     summary = run_training(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -42,99 +43,26 @@ def reidx(*args: str) -> None:
 
 
 def run(out: Path, size: DemoSize) -> Path:
-    """Run every step into ``out``; return the report path."""
-    data, runs = out / "data", out / "runs"
+    """Run every step into a fresh ``out`` (the demo owns it); return the report path."""
+    shutil.rmtree(out, ignore_errors=True)
+    data, runs, index, report = out / "data", out / "runs", out / "index", out / "report.md"
     reidx(
-        "prepare",
-        "--dataset",
-        "synthetic",
-        "--out",
-        str(data),
-        "--overwrite",
-        "--ids",
-        str(size.ids),
-        "--cameras",
-        str(size.cameras),
-        "--images-per-camera",
-        str(size.images_per_camera),
-        "--downsample",
-        "2,3,4",
-        "--unseen",
-        "8",
-        "--seed",
-        "0",
+        *f"prepare --dataset synthetic --out {data} --ids {size.ids} --cameras {size.cameras} "
+        f"--images-per-camera {size.images_per_camera} --downsample 2,3,4 --unseen 8 --seed 0".split()
     )
-    common = [
-        "--dataset",
-        str(data),
-        "--arch",
-        "resnet18",
-        "--no-pretrained",
-        "--input-size",
-        size.input_size,
-        "--batch-ids",
-        str(size.batch_ids),
-        "--batch-instances",
-        str(size.batch_instances),
-        "--seed",
-        "0",
-    ]
-    reidx("train", *common, "--model", "cadnet", "--epochs", "0", "--out", str(runs / "untrained"), "--overwrite")
-    reidx(
-        "train",
-        *common,
-        "--model",
-        "baseline",
-        "--epochs",
-        str(size.epochs),
-        "--out",
-        str(runs / "baseline"),
-        "--overwrite",
+    common = (
+        f"--dataset {data} --arch resnet18 --no-pretrained --input-size {size.input_size} "
+        f"--batch-ids {size.batch_ids} --batch-instances {size.batch_instances} --seed 0"
     )
-    reidx(
-        "train",
-        *common,
-        "--model",
-        "cadnet",
-        "--epochs",
-        str(size.epochs),
-        "--out",
-        str(runs / "cadnet"),
-        "--overwrite",
-    )
-    cadnet = str(runs / "cadnet" / "last.pt")
-    index = out / "index"
-    reidx(
-        "embed",
-        "--checkpoint",
-        cadnet,
-        "--dataset",
-        str(data),
-        "--split",
-        "gallery",
-        "--out",
-        str(index),
-        "--overwrite",
-    )
+    reidx(*f"train {common} --model cadnet --epochs 0 --out {runs / 'untrained'}".split())
+    reidx(*f"train {common} --model baseline --epochs {size.epochs} --out {runs / 'baseline'}".split())
+    reidx(*f"train {common} --model cadnet --epochs {size.epochs} --out {runs / 'cadnet'}".split())
+    cadnet = runs / "cadnet" / "last.pt"
+    reidx(*f"embed --checkpoint {cadnet} --dataset {data} --split gallery --out {index}".split())
     query = sorted((data / "lr").rglob("*.png"))[0]
-    reidx("search", str(query), "--gallery", str(index), "--top-k", "5", "--montage", str(out / "search.png"))
-    report = out / "report.md"
-    reidx(
-        "report",
-        "--checkpoint",
-        str(runs / "untrained" / "last.pt"),
-        "--checkpoint",
-        str(runs / "baseline" / "last.pt"),
-        "--checkpoint",
-        cadnet,
-        "--dataset",
-        str(data),
-        "--modes",
-        "fused,f,g",
-        "--published",
-        "--out",
-        str(report),
-    )
+    reidx(*f"search {query} --gallery {index} --top-k 5 --montage {out / 'search.png'}".split())
+    checkpoints = " ".join(f"--checkpoint {runs / name / 'last.pt'}" for name in ("untrained", "baseline", "cadnet"))
+    reidx(*f"report {checkpoints} --dataset {data} --modes fused,f,g --published --out {report}".split())
     return report
 
 

@@ -31,8 +31,9 @@ class CADNet(nn.Module):
         arch: str = "resnet50",
         pretrained: Pretrained = False,
         image_discriminator: str = "patchgan",
-        discriminator_width: int = 64,
+        discriminator_width: int = 32,
         decoder_skips: int = 4,
+        decoder_width_divisor: int = 4,
     ) -> None:
         super().__init__()
         self.config = {
@@ -42,9 +43,10 @@ class CADNet(nn.Module):
             "image_discriminator": image_discriminator,
             "discriminator_width": discriminator_width,
             "decoder_skips": decoder_skips,
+            "decoder_width_divisor": decoder_width_divisor,
         }
         self.encoder = ResNetTrunk(arch, pretrained)  # E
-        self.decoder = HRDecoder(self.encoder.channels, decoder_skips)  # G
+        self.decoder = HRDecoder(self.encoder.channels, decoder_skips, decoder_width_divisor)  # G
         self.hr_encoder = ResNetTrunk(arch, pretrained)  # F
         dim = self.encoder.out_channels
         self.classifier = IdentityClassifier(2 * dim, num_classes)  # C

@@ -1,9 +1,16 @@
-"""HR decoder G: recovers an HR image from E's feature map f, with skips from E (cadnet.md §2.2 [L])."""
+"""HR decoder G: recovers an HR image from E's feature map f, with skips from E (cadnet.md §2.2 [L]).
+
+The block structure is RAIN's [L]; the widths are E's channels divided by ``width_divisor`` [G]. RAIN used
+E's own widths (``width_divisor=1``: 2048→1024→512→256→64 for ResNet-50), which makes G cost about five
+ResNet-50 trunks; the default 4 keeps CAD-Net's training cost within ~3.5× the baseline's.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+MIN_WIDTH = 16
 
 
 def _conv_bn_lrelu(cin: int, cout: int) -> list[nn.Module]:
@@ -23,25 +30,34 @@ class UpBlock(nn.Sequential):
         )
 
 
-class HRDecoder(nn.Module):
-    """Five up-sampling blocks f5 → image; E's f4..f1 are added before blocks 2..5.
+def _project(cin: int, cout: int) -> nn.Module:
+    """A 1×1 projection where widths differ (identity where they match)."""
+    return nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
 
-    ``skips`` = how many of E's features (f4, f3, f2, f1 in that order) are added [G: all four by default;
-    RAIN's default config used f4 only]. Output: 3×H×W in [-1, 1] (Tanh).
+
+class HRDecoder(nn.Module):
+    """Five up-sampling blocks f5 → image; E's f4..f1 are added (projected to G's widths) before blocks 2..5.
+
+    ``skips`` = how many of E's features (f4, f3, f2, f1 in that order) are added [G: all four; RAIN's default
+    config used f4 only]. Output: 3×H×W in [-1, 1] (Tanh).
     """
 
-    def __init__(self, channels: tuple[int, ...], skips: int = 4) -> None:
+    def __init__(self, channels: tuple[int, ...], skips: int = 4, width_divisor: int = 4) -> None:
         super().__init__()
-        c1, c2, c3, c4, c5 = channels
+        widths = [max(MIN_WIDTH, c // width_divisor) for c in channels]
+        w1, w2, w3, w4, w5 = widths
         self.skips = skips
-        self.blocks = nn.ModuleList([UpBlock(c5, c4), UpBlock(c4, c3), UpBlock(c3, c2), UpBlock(c2, c1)])
-        self.head = nn.Sequential(UpBlock(c1, c1), nn.Conv2d(c1, 3, 3, padding=1), nn.Tanh())
+        self.stem = _project(channels[-1], w5)
+        self.blocks = nn.ModuleList([UpBlock(w5, w4), UpBlock(w4, w3), UpBlock(w3, w2), UpBlock(w2, w1)])
+        self.laterals = nn.ModuleList(
+            [_project(channels[3 - depth], widths[3 - depth]) for depth in range(min(skips, 4))]
+        )
+        self.head = nn.Sequential(UpBlock(w1, w1), nn.Conv2d(w1, 3, 3, padding=1), nn.Tanh())
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        x = features[-1]
+        x = self.stem(features[-1])
         for depth, block in enumerate(self.blocks):
             x = block(x)
-            skip = features[-2 - depth]
             if depth < self.skips:
-                x = x + skip
+                x = x + self.laterals[depth](features[-2 - depth])
         return self.head(x)

@@ -32,9 +32,10 @@ class FeatureDiscriminator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """D_I default [G]: a pix2pix PatchGAN (70×70 receptive field at ``width`` 64); one logit per patch."""
+    """D_I default [G]: a pix2pix PatchGAN (70×70 receptive field; pix2pix's width is 64, reidx's default 32
+    to keep training cost down); one logit per patch."""
 
-    def __init__(self, width: int = 64, layers: int = 3) -> None:
+    def __init__(self, width: int = 32, layers: int = 3) -> None:
         super().__init__()
         modules: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         cin = width
@@ -63,7 +64,7 @@ class ResNetImageDiscriminator(nn.Module):
         return self.logit(pooled)
 
 
-def build_image_discriminator(kind: str, width: int = 64) -> nn.Module:
+def build_image_discriminator(kind: str, width: int = 32) -> nn.Module:
     """``patchgan`` (default) or ``resnet18``."""
     if kind == "patchgan":
         return PatchDiscriminator(width)

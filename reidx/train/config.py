@@ -41,8 +41,9 @@ class TrainConfig:
     arch: str = "resnet50"  # [L] E and F are ImageNet ResNet-50 trunks
     pretrained: bool | str = True  # [L] ImageNet init; False = from scratch; a path = that torchvision file
     image_discriminator: str = "patchgan"  # [G] D_I is unknown: patchgan | resnet18 [L]
-    discriminator_width: int = 64  # [G] PatchGAN base width
+    discriminator_width: int = 32  # [G] PatchGAN base width (pix2pix: 64)
     decoder_skips: int = 4  # [G] E→G skips (f4..f1); RAIN's default used f4 only
+    decoder_width_divisor: int = 4  # [G] G's widths = E's / this; RAIN's decoder is 1 (about 5 trunks of cost)
     input_size: tuple[int, int] = (256, 128)  # [L] H×W
     # schedule and sampling
     epochs: int = 60  # [G] RAIN ran 250k steps; ~60 epochs of Market at 8×4 is ~24k
@@ -85,7 +86,7 @@ class TrainConfig:
                 f"--image-discriminator {self.image_discriminator}",
                 "use patchgan or resnet18",
             ),
-            (self.epochs >= 1, f"--epochs {self.epochs}", "train for at least 1 epoch"),
+            (self.epochs >= 0, f"--epochs {self.epochs}", "give 0 (save the untrained model) or more epochs"),
             (
                 self.batch_ids >= 2 and self.batch_instances >= 2,
                 f"--batch-ids {self.batch_ids} --batch-instances {self.batch_instances}",

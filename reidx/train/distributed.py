@@ -70,15 +70,6 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def all_ranks_agree(flag: bool, env: DistEnv) -> bool:
-    """True when ``flag`` is true on every rank."""
-    if not env.enabled:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=env.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
-
-
 def check_in_sync(module: nn.Module, env: DistEnv) -> None:
     """Raise when the ranks' parameters have drifted apart (a DDP bug would show here first)."""
     if not env.enabled:

@@ -78,7 +78,7 @@ class Trainer:
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         batch = config.batch_ids * config.batch_instances
         self.steps_per_epoch = max(1, len(self.data.paths) // (batch * self.env.world_size))
-        total_steps = config.epochs * self.steps_per_epoch
+        total_steps = max(1, config.epochs * self.steps_per_epoch)
         self.scheduler = LambdaLR(
             self.opt_g, lambda step: (1 - min(step, total_steps) / total_steps) ** config.poly_power
         )
@@ -115,6 +115,7 @@ class Trainer:
                 image_discriminator=c.image_discriminator,
                 discriminator_width=c.discriminator_width,
                 decoder_skips=c.decoder_skips,
+                decoder_width_divisor=c.decoder_width_divisor,
             )
         return build_model(c.model, **kwargs)
 
@@ -241,6 +242,8 @@ class Trainer:
                     for name, value in row.items():
                         board.add_scalar(name, value, epoch)
                 barrier(self.env)
+        if self.config.epochs == 0:
+            self.save(improved=False)  # --epochs 0: the initialisation itself, a reference for reports
         if board:
             board.close()
         return self.summary()

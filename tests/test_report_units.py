@@ -9,7 +9,7 @@ import pytest
 
 from reidx.errors import ReidxError
 from reidx.report.cache import CACHE_DIR, ResultCache, dataset_fingerprint
-from reidx.report.evaluation import initialisation
+from reidx.report.evaluation import initialisation, training_config
 from reidx.report.published import TABLE1, table1_key, table1_rows
 from reidx.report.runner import parse_modes, parse_trial
 from reidx.report.tables import md_table, percent
@@ -69,11 +69,16 @@ def test_parse_modes_and_trial() -> None:
 
 def test_initialisation_from_the_checkpoint_or_the_run_record(tmp_path: Path) -> None:
     checkpoint = tmp_path / "last.pt"
-    assert initialisation({"train": {"config": {"pretrained": False}}}, checkpoint) == "scratch"
-    assert initialisation({"train": {"config": {"pretrained": "/w/resnet50.pth"}}}, checkpoint) == "ImageNet"
-    assert initialisation({}, checkpoint) == "unknown"
-    (tmp_path / "config.json").write_text(json.dumps({"config": {"pretrained": True}}))
-    assert initialisation({"epoch": 3}, checkpoint) == "ImageNet"
+
+    def init(state: dict) -> str:
+        return initialisation(training_config(state, checkpoint))
+
+    assert init({"train": {"config": {"pretrained": False}}}) == "scratch"
+    assert init({"train": {"config": {"pretrained": "/w/resnet50.pth"}}}) == "ImageNet"
+    assert init({}) == "unknown"
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"pretrained": True, "trial": 2}}))
+    assert init({"epoch": 3}) == "ImageNet"
+    assert training_config({"epoch": 3}, checkpoint)["trial"] == 2
 
 
 def test_cache_round_trip_miss_on_change_and_stale_entry_dropped(tmp_path: Path) -> None:

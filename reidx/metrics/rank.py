@@ -40,6 +40,7 @@ MULTI_SHOT_MAP = "mAP (torchreid/open-reid: mean of the precision at each true m
 SINGLE_SHOT_MAP = "mAP (single-shot, = mean reciprocal rank)"
 DEFAULT_DRAWS = 10
 _CHUNK_ELEMENTS = 1 << 24  # distances handled at once; bounds the working memory
+_GROUP_ROWS = 64  # query rows looked up together
 _RUN = 512  # rows are sorted in runs of this length, which NumPy sorts several times faster per entry than rows
 
 
@@ -252,12 +253,20 @@ def _multi_shot(
 
 
 def _stable_positions(dist: np.ndarray, idx: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Position of entry ``idx[i, j]`` (where ``wanted``) in row i stably sorted by distance; the rows are
-    split across torch's thread count of threads."""
-    bounds = np.linspace(0, len(dist), min(torch.get_num_threads(), len(dist)) + 1).astype(int)
-    with ThreadPoolExecutor(len(bounds) - 1) as pool:
-        parts = pool.map(lambda lo, hi: _positions(dist[lo:hi], idx[lo:hi], wanted[lo:hi]), bounds[:-1], bounds[1:])
-        return np.concatenate(list(parts))
+    """Position of entry ``idx[i, j]`` in row i stably sorted by distance, where ``wanted`` (which must be the
+    leading slots of each row). Rows are grouped by their number of wanted slots, so a group is padded
+    only to its own widest row, and the groups are shared among torch's thread count of threads."""
+    counts = wanted.sum(1)
+    order = np.argsort(counts, kind="stable")
+    positions = np.zeros(idx.shape, dtype=np.int64)
+
+    def fill(rows: np.ndarray) -> None:
+        width = counts[rows].max()
+        positions[rows, :width] = _positions(dist[rows], idx[rows, :width], wanted[rows, :width])
+
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        list(pool.map(fill, np.array_split(order, -(-len(order) // _GROUP_ROWS))))
+    return positions
 
 
 def _positions(dist: np.ndarray, idx: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -14,12 +14,12 @@ single-shot
 
 Ties in distance are broken by gallery order, as a stable sort would, so results are deterministic.
 
-How (no per-query loop): query rows are processed in chunks of about 16M distances, each chunk's rows
-split across threads. Every row is cut into runs of 512 entries and each run is sorted, values only (NumPy
-sorts short runs several times faster per entry than whole rows). The position of a same-pid entry in its
-row's stable order is the number of entries below its distance (a binary search in every run) plus, only
-where that distance is tied, the equal entries earlier in the gallery. A true match's rank among the valid
-entries is its position minus the removed entries placed before it.
+How (no per-query loop): query rows are processed in chunks of about 16M distances, and within a chunk
+in groups of rows shared among threads. Every row is cut into runs of 512 entries and each run is sorted,
+values only (NumPy sorts short runs several times faster per entry than whole rows). The position of a
+same-pid entry in its row's stable order is the number of entries below its distance (a binary search in
+every run) plus, only where that distance is tied, the equal entries earlier in the gallery. A true
+match's rank among the valid entries is its position minus the removed entries placed before it.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ class CheckpointInfo:
     @property
     def label(self) -> str:
         path = Path(self.path)
-        return f"{path.parent.name}/{path.name} [{self.model}, {self.arch}, {self.init}]"
+        trial = "" if self.train_trial is None else f", trial {self.train_trial}"
+        return f"{path.parent.name}/{path.name} [{self.model}, {self.arch}, {self.init}{trial}]"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

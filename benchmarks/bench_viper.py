@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         print(f"skipped: no VIPeR at {args.root} (cam_a/, cam_b/); pass --root", file=sys.stderr)
         return {}
     splits, epochs = (1, 1) if args.quick else (args.splits, args.epochs)
-    data, runs = args.out / "data", args.out / f"{args.arch}-{args.input_size}-e{epochs}-s{args.seed}"
+    recipe = "-".join(args.recipe.replace("--", "").split()) or "paper-defaults"
+    data = args.out / "data"
+    runs = args.out / f"{args.arch}-{args.input_size}-e{epochs}-s{args.seed}-{recipe}"
     if not (data / "manifest.parquet").is_file():
         reidx(f"prepare --dataset viper --root {args.root} --downsample 2,3,4 --trials 10 --seed 0 --out {data}")
     init = f"--pretrained {args.pretrained}" if args.pretrained else "--no-pretrained"

@@ -32,7 +32,7 @@ class Baseline(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.encoder(x)[-1]
         pooled = global_pool(f)
-        return {"f": f, "pooled": pooled, "logits": self.classifier(pooled)}
+        return {"f": f, "pooled": pooled, "logits": self.classifier(pooled), "embedding": normalise(pooled)}
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, mode: str = "fused") -> torch.Tensor:

@@ -62,13 +62,21 @@ class CADNet(nn.Module):
         return [p for module in modules for p in module.parameters()]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All intermediate outputs the losses need: f, recovered, g, pooled v and identity logits."""
+        """What the losses need (f, recovered, g, pooled v, identity logits) and the fused retrieval embedding."""
         features = self.encoder(x)
         f = features[-1]
         recovered = self.decoder(features)
         g = self.hr_encoder(recovered)[-1]
-        pooled = torch.cat([global_pool(f), global_pool(g)], dim=1)
-        return {"f": f, "recovered": recovered, "g": g, "pooled": pooled, "logits": self.classifier(pooled)}
+        f_pooled, g_pooled = global_pool(f), global_pool(g)
+        pooled = torch.cat([f_pooled, g_pooled], dim=1)
+        return {
+            "f": f,
+            "recovered": recovered,
+            "g": g,
+            "pooled": pooled,
+            "logits": self.classifier(pooled),
+            "embedding": fuse(f_pooled, g_pooled),
+        }
 
     @torch.no_grad()
     def recover(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +93,10 @@ class CADNet(nn.Module):
         if mode == "f":
             return normalise(f)
         g = global_pool(self.hr_encoder(self.decoder(features))[-1])
-        if mode == "g":
-            return normalise(g)
-        # each half normalised first, so f and g weigh equally whatever their scales
-        return normalise(torch.cat([normalise(f), normalise(g)], dim=1))
+        return normalise(g) if mode == "g" else fuse(f, g)
+
+
+def fuse(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The "fused" retrieval embedding from pooled f and g: each half L2-normalised first, so both weigh
+    equally whatever their scales, then the whole."""
+    return normalise(torch.cat([normalise(f), normalise(g)], dim=1))

@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Dataset
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.io import load_image
 from reidx.metrics import evaluate_embeddings, recovery_metrics
-from reidx.models.heads import normalise
 
 #: Seed-sequence tag of the validation query camera and rate draws.
 VAL_QUERY_STREAM = 102
@@ -88,7 +87,7 @@ def run_validation(
     query = torch.from_numpy(entries.is_query)
     for inputs, targets, indices in loader:
         out = model(inputs.to(device))
-        embeddings.append(normalise(out["pooled"].float()).cpu())
+        embeddings.append(out["embedding"].float().cpu())  # the one `embed`, `search` and `report` use
         is_query = query[indices]
         if "recovered" in out and is_query.any():
             hr = to_unit_range(targets[is_query])

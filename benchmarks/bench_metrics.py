@@ -57,8 +57,13 @@ def bench_distance_matrix(queries: int, gallery: int, ids: int) -> dict[str, flo
     cmc, m_ap = per_query_loop(dist, q_pids, g_pids, q_cams, g_cams)
     loop_s, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
     assert np.allclose(ours.cmc, cmc, atol=1e-9) and abs(ours.mAP - m_ap) < 1e-9, "results differ"
-    return {"evaluate_s": ours_s, "loop_s": loop_s, "speedup": loop_s / ours_s, "evaluate_cpu_s": ours_cpu,
-            "loop_cpu_s": loop_cpu}
+    return {
+        "evaluate_s": ours_s,
+        "loop_s": loop_s,
+        "speedup": loop_s / ours_s,
+        "evaluate_cpu_s": ours_cpu,
+        "loop_cpu_s": loop_cpu,
+    }
 
 
 def _peak_rss_gb() -> float:
@@ -76,8 +81,15 @@ def _embeddings_child(size: int, dim: int, out: multiprocessing.Queue) -> None:
     before = _peak_rss_gb()
     start = time.perf_counter()
     metrics = evaluate_embeddings(q, g, q_pids, g_pids, q_cams, g_cams)
-    out.put({"embed_s": time.perf_counter() - start, "embed_peak_gb": _peak_rss_gb(), "embed_before_gb": before,
-             "embed_inputs_gb": 2 * size * dim * 4 / 1e9, "embed_map": metrics.mAP})
+    out.put(
+        {
+            "embed_s": time.perf_counter() - start,
+            "embed_peak_gb": _peak_rss_gb(),
+            "embed_before_gb": before,
+            "embed_inputs_gb": 2 * size * dim * 4 / 1e9,
+            "embed_map": metrics.mAP,
+        }
+    )
 
 
 def bench_embeddings(size: int, dim: int) -> dict[str, float]:
@@ -113,8 +125,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"(b) {size:,} x {size:,} x {dim}-d embeddings")
         print(f"    evaluate_embeddings {figures['embed_s']:8.1f} s")
         peak, before, inputs = figures["embed_peak_gb"], figures["embed_before_gb"], figures["embed_inputs_gb"]
-        print(f"    peak memory         {peak:8.2f} GB  (goal < 4 GB; before evaluating {before:.2f} GB,"
-              f" of which the embeddings {inputs:.2f} GB)")
+        print(
+            f"    peak memory         {peak:8.2f} GB  (goal < 4 GB; before evaluating {before:.2f} GB,"
+            f" of which the embeddings {inputs:.2f} GB)"
+        )
     return figures
 
 

@@ -40,9 +40,7 @@ def write_image() -> ImageWriter:
     return write
 
 
-def _write_all(
-    write: ImageWriter, folder: Path, names: Iterable[str], size: tuple[int, int] = (16, 8)
-) -> None:
+def _write_all(write: ImageWriter, folder: Path, names: Iterable[str], size: tuple[int, int] = (16, 8)) -> None:
     for name in names:
         write(folder / name, size)
 
@@ -56,10 +54,7 @@ def market_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
 
     def make(base: Path) -> Path:
         train = [
-            f"{pid:04d}_c{cam}s1_{100 * cam + k:06d}_01.jpg"
-            for pid in range(1, 5)
-            for cam in (1, 2)
-            for k in (1, 2)
+            f"{pid:04d}_c{cam}s1_{100 * cam + k:06d}_01.jpg" for pid in range(1, 5) for cam in (1, 2) for k in (1, 2)
         ]
         query = [f"{pid:04d}_c1s1_000010_00.jpg" for pid in (5, 6, 7)] + ["0007_c2s1_000011_00.jpg"]
         gallery = [f"{pid:04d}_c{cam}s2_000020_01.jpg" for pid in (5, 6, 7) for cam in (2, 3)]
@@ -98,13 +93,9 @@ def cuhk03_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
                 for view in (1, 2):
                     for index in (1, 2):
                         write_image(
-                            base
-                            / "images_labeled"
-                            / f"{campair}_{pid:03d}_{view}_{index + 5 * (view - 1):02d}.png"
+                            base / "images_labeled" / f"{campair}_{pid:03d}_{view}_{index + 5 * (view - 1):02d}.png"
                         )
-                    write_image(
-                        base / "images_detected" / f"{campair}_{pid:03d}_{view}_{1 + 5 * (view - 1):02d}.png"
-                    )
+                    write_image(base / "images_detected" / f"{campair}_{pid:03d}_{view}_{1 + 5 * (view - 1):02d}.png")
         return base
 
     return make
@@ -127,9 +118,7 @@ def caviar_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
 
 
 @pytest.fixture
-def run_cli(
-    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., tuple[int, str, str]]:
+def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
     """``run_cli("prepare", "--dataset", ...)`` runs the console entry point in-process and returns
     ``(exit code, stdout, stderr)``."""
     from reidx.cli import main

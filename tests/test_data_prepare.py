@@ -23,24 +23,14 @@ def split_of(frame: pd.DataFrame, split: str, trial: int = 0) -> pd.DataFrame:
 
 def test_market1501_mlr_rules(tmp_path: Path, market_tree) -> None:
     base = market_tree(tmp_path / "market1501")
-    info = prepare_dataset(
-        "market1501", tmp_path / "market1501", tmp_path / "out", rates=(2, 3), unseen_rates=(8,)
-    )
+    info = prepare_dataset("market1501", tmp_path / "market1501", tmp_path / "out", rates=(2, 3), unseen_rates=(8,))
     frame, _ = read_dataset(tmp_path / "out")
-    assert (
-        info.protocol == "multi-shot"
-        and info.trials == 1
-        and info.rates == [2, 3]
-        and info.unseen_rates == [8]
-    )
+    assert info.protocol == "multi-shot" and info.trials == 1 and info.rates == [2, 3] and info.unseen_rates == [8]
     train, gallery = split_of(frame, "train"), split_of(frame, "gallery")
     assert len(train) == 16 and set(train["rate"]) == {1} and (train["path"] == train["source"]).all()
     assert set(train["path"]) == {str(p.resolve()) for p in (base / "bounding_box_train").iterdir()}
     assert (
-        len(gallery) == 8
-        and set(gallery["rate"]) == {1}
-        and 0 in set(gallery["pid"])
-        and -1 not in set(gallery["pid"])
+        len(gallery) == 8 and set(gallery["rate"]) == {1} and 0 in set(gallery["pid"]) and -1 not in set(gallery["pid"])
     )
     mixed = queries(frame)
     assert len(mixed) == 4 and set(mixed["rate"]) <= {2, 3}
@@ -80,15 +70,9 @@ def test_synthetic_is_deterministic_and_seed_sensitive(tmp_path: Path) -> None:
 
 def test_cuhk03_trials_and_camera_rule(tmp_path: Path, cuhk03_tree) -> None:
     cuhk03_tree(tmp_path / "cuhk03")
-    info = prepare_dataset(
-        "cuhk03", tmp_path / "cuhk03", tmp_path / "out", rates=(2, 3, 4), test_ids=2, trials=4
-    )
+    info = prepare_dataset("cuhk03", tmp_path / "cuhk03", tmp_path / "out", rates=(2, 3, 4), test_ids=2, trials=4)
     frame, _ = read_dataset(tmp_path / "out")
-    assert (
-        info.protocol == "single-shot"
-        and info.trials == 4
-        and sorted(frame["trial"].unique()) == [0, 1, 2, 3]
-    )
+    assert info.protocol == "single-shot" and info.trials == 4 and sorted(frame["trial"].unique()) == [0, 1, 2, 3]
     splits = set()
     for trial in range(4):
         train, query, gallery = (split_of(frame, name, trial) for name in ("train", "query", "gallery"))
@@ -107,9 +91,7 @@ def test_cuhk03_default_trials_and_scaled_test_ids(tmp_path: Path, cuhk03_tree) 
     frame, _ = read_dataset(tmp_path / "out")
     assert info.trials == 10
     # 6 ids < 1,467: 100/1,467 of them, at least 1
-    assert all(
-        frame[(frame["split"] == "query") & (frame["trial"] == t)]["pid"].nunique() == 1 for t in range(10)
-    )
+    assert all(frame[(frame["split"] == "query") & (frame["trial"] == t)]["pid"].nunique() == 1 for t in range(10))
 
 
 def test_viper_protocol(tmp_path: Path, viper_tree) -> None:
@@ -134,11 +116,7 @@ def test_caviar_native_queries(tmp_path: Path, caviar_tree) -> None:
     for trial in range(3):
         train, query, gallery = (split_of(frame, name, trial) for name in ("train", "query", "gallery"))
         assert set(query["query_set"]) == {"native"} and set(query["rate"]) == {1}
-        assert (
-            (query["path"] == query["source"]).all()
-            and set(query["camid"]) == {1}
-            and set(gallery["camid"]) == {0}
-        )
+        assert (query["path"] == query["source"]).all() and set(query["camid"]) == {1} and set(gallery["camid"]) == {0}
         assert {7, 8} <= set(train["pid"])  # one-camera ids always train
         assert len(set(query["pid"])) == 3 and not set(query["pid"]) & set(train["pid"])
     with pytest.raises(ReidxError, match="--unseen does not apply"):
@@ -149,9 +127,7 @@ def test_folder_with_one_camera_fails_on_the_camera_rule(tmp_path: Path, write_i
     for pid in (1, 2, 3, 4):
         for k in (1, 2):
             write_image(tmp_path / "mine" / f"{pid:04d}_c1_{k}.jpg")
-    with pytest.raises(
-        ReidxError, match="0 of 2 queries have a gallery image of the same person from another camera"
-    ):
+    with pytest.raises(ReidxError, match="0 of 2 queries have a gallery image of the same person from another camera"):
         prepare_dataset("folder", tmp_path / "mine", tmp_path / "out", rates=(2,))
     assert not (tmp_path / "out").exists()
 

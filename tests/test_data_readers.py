@@ -25,9 +25,7 @@ def read(name: str, root: Path | None, tmp_path: Path, **options) -> Source:
 
 
 def test_registry_lists_names_on_unknown_dataset() -> None:
-    assert {"market1501", "dukemtmc", "cuhk03", "viper", "caviar", "folder", "synthetic"} <= set(
-        dataset_names()
-    )
+    assert {"market1501", "dukemtmc", "cuhk03", "viper", "caviar", "folder", "synthetic"} <= set(dataset_names())
     with pytest.raises(ReidxError, match="unknown dataset 'nope'.*market1501.*viper"):
         get_reader("nope")
 
@@ -150,9 +148,7 @@ def test_caviar_cameras_and_low_resolution_camera(tmp_path: Path, caviar_tree) -
     source = read("caviar", tmp_path, tmp_path)
     assert stats(source.images) == (8, 42, 2)
     assert source.facts["lr_camid"] == 1 and source.facts["two_camera_ids"] == 6
-    one_camera = {r.pid for r in source.images if r.camid == 0} - {
-        r.pid for r in source.images if r.camid == 1
-    }
+    one_camera = {r.pid for r in source.images if r.camid == 0} - {r.pid for r in source.images if r.camid == 1}
     assert one_camera == {7, 8}
     assert "011-020" in get_reader("caviar").lr_camera(source, Options())
 
@@ -170,11 +166,7 @@ def test_folder_csv_with_split(tmp_path: Path, write_image) -> None:
         rows.append(f"imgs/{pid}_{camid}.png,{pid},{camid},{split}")
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     source = read("folder", tmp_path / "list.csv", tmp_path)
-    assert (
-        stats(source.train) == (1, 2, 2)
-        and stats(source.query) == (1, 1, 1)
-        and stats(source.gallery) == (1, 1, 1)
-    )
+    assert stats(source.train) == (1, 2, 2) and stats(source.query) == (1, 1, 1) and stats(source.gallery) == (1, 1, 1)
     assert source.query[0].path == str((tmp_path / "imgs" / "2_0.png").resolve())
 
 

@@ -40,8 +40,7 @@ def test_identities_are_learnable_across_cameras(tmp_path: Path) -> None:
     query = [r for r in records if r.camid == 0]
     gallery = [r for r in records if r.camid == 1]
     similarity = (
-        np.stack([person_histogram(r.path) for r in query])
-        @ np.stack([person_histogram(r.path) for r in gallery]).T
+        np.stack([person_histogram(r.path) for r in query]) @ np.stack([person_histogram(r.path) for r in gallery]).T
     )
     best = similarity.argmax(axis=1)
     rank1 = np.mean([gallery[j].pid == q.pid for q, j in zip(query, best, strict=True)])

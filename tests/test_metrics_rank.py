@@ -55,12 +55,14 @@ def test_hand_worked_multi_shot():
     # query B: pid 3, absent from the gallery -> skipped.
     # query C: pid 2 cam 1: its only image (gallery 0) is on cam 1 -> removed -> skipped.
     # query D: pid 2 cam 0: order 4, 1, 2, 3, 0 -> hit at rank 5.
-    dist = np.array([
-        [0.1, 0.2, 0.05, 0.3, 0.4],
-        [0.1, 0.2, 0.3, 0.4, 0.5],
-        [0.1, 0.2, 0.3, 0.4, 0.5],
-        [0.5, 0.1, 0.2, 0.3, 0.05],
-    ])
+    dist = np.array(
+        [
+            [0.1, 0.2, 0.05, 0.3, 0.4],
+            [0.1, 0.2, 0.3, 0.4, 0.5],
+            [0.1, 0.2, 0.3, 0.4, 0.5],
+            [0.5, 0.1, 0.2, 0.3, 0.05],
+        ]
+    )
     m = evaluate(dist, [1, 3, 2, 2], G_PIDS, [0, 0, 1, 0], G_CAMS, max_rank=8)
     ap_a, ap_d = (1 / 2 + 2 / 4) / 2, 1 / 5
     assert m.num_valid_queries == 2 and m.num_queries == 4
@@ -98,8 +100,10 @@ def test_property_equals_per_query_reference(data, nq, ng, dtype, sizes):
     ints = st.integers
     dist = np.array(data.draw(st.lists(ints(-3, 3), min_size=nq * ng, max_size=nq * ng)), dtype=dtype)
     dist = dist.reshape(nq, ng)  # few distinct values: many ties
-    labels = [np.array(data.draw(st.lists(ints(0, hi), min_size=n, max_size=n)))
-              for hi, n in ((3, nq), (3, ng), (2, nq), (2, ng))]
+    labels = [
+        np.array(data.draw(st.lists(ints(0, hi), min_size=n, max_size=n)))
+        for hi, n in ((3, nq), (3, ng), (2, nq), (2, ng))
+    ]
     q_pids, g_pids, q_cams, g_cams = labels
     max_rank = data.draw(ints(1, 15))
     chunk, run = sizes
@@ -126,8 +130,9 @@ def test_embeddings_equal_distance_matrix(protocol, chunk_size):
     q, g = exact_embeddings(rng, 40, 6), exact_embeddings(rng, 90, 6)
     labels = rng.integers(0, 15, 40), rng.integers(0, 15, 90), rng.integers(0, 3, 40), rng.integers(0, 3, 90)
     ref = evaluate(-(q @ g.T), *labels, protocol=protocol, max_rank=20, seed=4)
-    got = evaluate_embeddings(torch.from_numpy(q), g, *labels, protocol=protocol, max_rank=20, seed=4,
-                              chunk_size=chunk_size)
+    got = evaluate_embeddings(
+        torch.from_numpy(q), g, *labels, protocol=protocol, max_rank=20, seed=4, chunk_size=chunk_size
+    )
     np.testing.assert_array_equal(got.cmc, ref.cmc)
     assert got.mAP == ref.mAP and got.num_valid_queries == ref.num_valid_queries
 
@@ -168,8 +173,10 @@ def test_single_shot_averages_uniform_draws():
     dist = rng.random((4, 6))
     g_pids, q_pids = np.repeat([0, 1, 2], 2), np.array([0, 1, 2, 2])
     q_cams, g_cams = np.zeros(4, int), np.ones(6, int)
-    exact = [evaluate(dist[:, list(pick)], q_pids, g_pids[list(pick)], q_cams, g_cams[list(pick)], max_rank=3)
-             for pick in itertools.product([0, 1], [2, 3], [4, 5])]
+    exact = [
+        evaluate(dist[:, list(pick)], q_pids, g_pids[list(pick)], q_cams, g_cams[list(pick)], max_rank=3)
+        for pick in itertools.product([0, 1], [2, 3], [4, 5])
+    ]
     m = evaluate(dist, q_pids, g_pids, q_cams, g_cams, protocol="single-shot", max_rank=3, draws=4000)
     assert m.mAP == pytest.approx(np.mean([e.mAP for e in exact]), abs=0.02)
     np.testing.assert_allclose(m.cmc, np.mean([e.cmc for e in exact], axis=0), atol=0.03)

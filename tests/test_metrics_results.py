@@ -15,19 +15,29 @@ from reidx.metrics import EvalResult, MetricInputError, aggregate_trials, evalua
 def trial_result(seed: int, checkpoint: str = "run/cadnet.pt", **changes) -> EvalResult:
     rng = np.random.default_rng(seed)
     dist = rng.random((30, 40))
-    metrics = evaluate(dist, rng.integers(0, 10, 30), np.arange(40) % 10, np.zeros(30, int), np.ones(40, int),
-                       protocol="single-shot", seed=seed)
-    record = EvalResult.from_metrics(metrics, dataset="viper", query_set="LR {2,3,4} mixed", rates=(2, 3, 4),
-                                     checkpoint=checkpoint, mode="cadnet")
+    metrics = evaluate(
+        dist,
+        rng.integers(0, 10, 30),
+        np.arange(40) % 10,
+        np.zeros(30, int),
+        np.ones(40, int),
+        protocol="single-shot",
+        seed=seed,
+    )
+    record = EvalResult.from_metrics(
+        metrics, dataset="viper", query_set="LR {2,3,4} mixed", rates=(2, 3, 4), checkpoint=checkpoint, mode="cadnet"
+    )
     return dataclasses.replace(record, **changes)
 
 
 def test_from_metrics_reads_the_cmc():
     rng = np.random.default_rng(0)
-    metrics = evaluate(rng.random((20, 50)), rng.integers(0, 5, 20), rng.integers(0, 5, 50),
-                       np.zeros(20, int), np.ones(50, int))
-    r = EvalResult.from_metrics(metrics, dataset="market1501", query_set="LR {2,3,4} mixed", rates=[2, 3, 4],
-                                checkpoint="c.pt", mode="cadnet")
+    metrics = evaluate(
+        rng.random((20, 50)), rng.integers(0, 5, 20), rng.integers(0, 5, 50), np.zeros(20, int), np.ones(50, int)
+    )
+    r = EvalResult.from_metrics(
+        metrics, dataset="market1501", query_set="LR {2,3,4} mixed", rates=[2, 3, 4], checkpoint="c.pt", mode="cadnet"
+    )
     assert (r.rank1, r.rank5, r.rank10, r.rank20) == tuple(float(metrics.cmc[k]) for k in (0, 4, 9, 19))
     assert r.mAP == metrics.mAP and len(r.cmc) == 20 and r.map_definition == metrics.map_definition
     assert r.std == dict.fromkeys(("rank1", "rank5", "rank10", "rank20", "mAP"), 0.0)

@@ -111,15 +111,11 @@ def existing_root(root: Path | None, reader: DatasetReader) -> Path:
         raise ReidxError(f"--root is required for {reader.name}", f"point it at the dataset: {reader.layout}")
     root = Path(root).expanduser()
     if not root.exists():
-        raise ReidxError(
-            f"dataset root {root} does not exist", f"point --root at the dataset: {reader.layout}"
-        )
+        raise ReidxError(f"dataset root {root} does not exist", f"point --root at the dataset: {reader.layout}")
     return root.resolve()
 
 
-def find_layout(
-    root: Path, candidates: Sequence[str], required: Sequence[str], reader: DatasetReader
-) -> Path:
+def find_layout(root: Path, candidates: Sequence[str], required: Sequence[str], reader: DatasetReader) -> Path:
     """The first of ``root / candidate`` holding every ``required`` entry, else a one-line layout error."""
     for candidate in candidates:
         base = root / candidate

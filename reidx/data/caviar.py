@@ -62,9 +62,7 @@ class CAVIAR(DatasetReader):
     protocol = "single-shot"
     trials = 10
     layout = "a folder of PPPPIII.jpg images (CAVIAR4REID; also CAVIAR4REID/ or caviar4reid/ holding them)"
-    rule = (
-        "test ids' low-resolution-camera images are queries at native size; their other-camera images gallery"
-    )
+    rule = "test ids' low-resolution-camera images are queries at native size; their other-camera images gallery"
     uses = frozenset({"test_ids"})
     native_queries = True
 
@@ -87,13 +85,9 @@ class CAVIAR(DatasetReader):
             records.append(Record(str(path), pid, (index - 1) // IMAGES_PER_CAMERA))
         two_camera = {pid for pid, group in by_pid(records).items() if len({r.camid for r in group}) == 2}
         if not two_camera:
-            raise ReidxError(
-                f"no person in {base} has images 011-020 from the second camera", "check the folder"
-            )
+            raise ReidxError(f"no person in {base} has images 011-020 from the second camera", "check the folder")
         lr_camid = low_resolution_camera(records, two_camera)
-        return Source(
-            root=base, images=records, facts={"lr_camid": lr_camid, "two_camera_ids": len(two_camera)}
-        )
+        return Source(root=base, images=records, facts={"lr_camid": lr_camid, "two_camera_ids": len(two_camera)})
 
     def split(self, source: Source, rng: np.random.Generator, options: Options) -> Split:
         groups = by_pid(source.images)
@@ -109,6 +103,4 @@ class CAVIAR(DatasetReader):
     def lr_camera(self, source: Source, options: Options) -> str:
         lr_camid = int(source.facts["lr_camid"])
         first = lr_camid * IMAGES_PER_CAMERA + 1
-        return (
-            f"camid {lr_camid} (images {first:03d}-{first + IMAGES_PER_CAMERA - 1:03d}; smaller median size)"
-        )
+        return f"camid {lr_camid} (images {first:03d}-{first + IMAGES_PER_CAMERA - 1:03d}; smaller median size)"

@@ -115,9 +115,7 @@ class CUHK03(DatasetReader):
         "a folder with images_labeled/ and/or images_detected/ (CAMPAIR_PID_VIEW_IDX.png), "
         "or with cuhk-03.mat (also cuhk03_release/cuhk-03.mat)"
     )
-    rule = (
-        "per test id, one random camera's images are queries (down-sampled); the other camera's are gallery"
-    )
+    rule = "per test id, one random camera's images are queries (down-sampled); the other camera's are gallery"
     uses = frozenset({"test_ids"})
 
     def read(self, root: Path | None, workdir: Path, options: Options) -> Source:

@@ -14,8 +14,7 @@ class DukeMTMC(StandardSplitReader):
     """DukeMTMC-reID, multi-shot; names ``PPPP_cC_fFFFFFFF.jpg``, camid = C - 1."""
 
     layout = (
-        "a folder with bounding_box_train/, bounding_box_test/ and query/ "
-        "(or dukemtmc-reid/ holding DukeMTMC-reID/)"
+        "a folder with bounding_box_train/, bounding_box_test/ and query/ (or dukemtmc-reid/ holding DukeMTMC-reID/)"
     )
 
     def read(self, root: Path | None, workdir: Path, options: Options) -> Source:

@@ -55,9 +55,7 @@ def read_csv(csv_path: Path) -> Source:
     try:
         table = pd.read_csv(csv_path, dtype={"path": str, "split": str})
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ReidxError(
-            f"cannot read {csv_path}: {exc}", "give a CSV with columns path,pid,camid[,split]"
-        ) from None
+        raise ReidxError(f"cannot read {csv_path}: {exc}", "give a CSV with columns path,pid,camid[,split]") from None
     missing = [column for column in CSV_COLUMNS if column not in table.columns]
     if missing:
         raise ReidxError(
@@ -81,9 +79,7 @@ def read_csv(csv_path: Path) -> Source:
         for name in SPLIT_NAMES
     }
     if not lists["query"]:
-        raise ReidxError(
-            f"{csv_path} has no row with split=query", "mark the query images, or drop the split column"
-        )
+        raise ReidxError(f"{csv_path} has no row with split=query", "mark the query images, or drop the split column")
     return Source(root=csv_path.parent, **lists)
 
 
@@ -122,9 +118,7 @@ class Folder(DatasetReader):
     def split(self, source: Source, rng: np.random.Generator, options: Options) -> Split:
         if source.query:
             if options.test_ids is not None or options.query_camera is not None:
-                raise ReidxError(
-                    f"{source.root} already has a query set", "drop --test-ids and --query-camera for it"
-                )
+                raise ReidxError(f"{source.root} already has a query set", "drop --test-ids and --query-camera for it")
             return Split(source.train, source.query, source.gallery)
         ids = ids_of(source.images)
         n_test = held_out_count(len(ids), options.test_ids, len(ids) // 2)

@@ -48,15 +48,11 @@ def parse_rates(text: str, option: str = "--downsample", allow_empty: bool = Fal
     try:
         rates = [int(part) for part in parts]
     except ValueError:
-        raise ReidxError(
-            f"{option} {text!r}: rates must be integers >= 2", "e.g. --downsample 2,3,4"
-        ) from None
+        raise ReidxError(f"{option} {text!r}: rates must be integers >= 2", "e.g. --downsample 2,3,4") from None
     return check_rates(rates, option, allow_empty)
 
 
-def check_rates(
-    rates: Iterable[int], option: str = "--downsample", allow_empty: bool = False
-) -> tuple[int, ...]:
+def check_rates(rates: Iterable[int], option: str = "--downsample", allow_empty: bool = False) -> tuple[int, ...]:
     """Sorted distinct rates, each an integer >= 2; empty only where allowed."""
     rates = list(rates)
     if not rates and not allow_empty:
@@ -104,9 +100,7 @@ def prepare_dataset(
     source_root = existing_root(root, reader) if reader.needs_root else root
     out = Path(out).expanduser().resolve()
     if source_root is not None and source_root.is_dir() and out.is_relative_to(source_root):
-        raise ReidxError(
-            f"--out {out} lies inside the dataset root {source_root}", "choose an --out outside it"
-        )
+        raise ReidxError(f"--out {out} lies inside the dataset root {source_root}", "choose an --out outside it")
     trials = trials or reader.trials
     with atomic_dir(out, overwrite=overwrite) as tmp:
         source = reader.read(source_root, tmp / HR_FOLDER, options)
@@ -157,9 +151,7 @@ def check_arguments(
             raise ReidxError(f"{flag} {value} is out of range", f"use {flag} >= {low}")
     for name in ("test_ids", "ids", "cameras", "images_per_camera"):
         if name in given and given[name] < 1:
-            raise ReidxError(
-                f"{OPTION_FLAGS[name]} {given[name]} is out of range", f"use {OPTION_FLAGS[name]} >= 1"
-            )
+            raise ReidxError(f"{OPTION_FLAGS[name]} {given[name]} is out of range", f"use {OPTION_FLAGS[name]} >= 1")
 
 
 def check_query_camera(source: Source, query_camera: int | None) -> None:
@@ -168,9 +160,7 @@ def check_query_camera(source: Source, query_camera: int | None) -> None:
         return
     camids = sorted({record.camid for record in source.images})
     if query_camera not in camids:
-        raise ReidxError(
-            f"--query-camera {query_camera} is not a camera of this dataset", f"use one of {camids}"
-        )
+        raise ReidxError(f"--query-camera {query_camera} is not a camera of this dataset", f"use one of {camids}")
 
 
 def synthetic_settings(options: Options) -> dict[str, int]:
@@ -245,9 +235,7 @@ def check_matches(frame: pd.DataFrame) -> dict[str, list[int]]:
     """Per query set, ``[queries with a same-pid gallery image from another camera, queries]`` over all
     trials; none at all is the classic camid mistake, refused in one line (lessons.md §3)."""
     gallery_cameras: dict[tuple[int, int], set[int]] = defaultdict(set)
-    for trial, pid, camid in frame.loc[frame["split"] == "gallery", ["trial", "pid", "camid"]].itertuples(
-        index=False
-    ):
+    for trial, pid, camid in frame.loc[frame["split"] == "gallery", ["trial", "pid", "camid"]].itertuples(index=False):
         gallery_cameras[trial, pid].add(camid)
     counts: dict[str, list[int]] = {}
     queries = frame.loc[frame["split"] == "query", ["query_set", "trial", "pid", "camid"]]
@@ -323,6 +311,4 @@ def print_summary(info: DatasetInfo, out: str | Path, as_json: bool = False) -> 
         matches = f"{valid[name][0]}/{valid[name][1]}" if name in valid else ""
         table.add_row(key, str(row["ids"]), str(row["images"]), str(row["cameras"]), matches)
     console.print(table)
-    console.print(
-        f"rates {rates}; LR side: {info.lr_camera}; {info.extra.get('query_rule', '')}", highlight=False
-    )
+    console.print(f"rates {rates}; LR side: {info.lr_camera}; {info.extra.get('query_rule', '')}", highlight=False)

@@ -241,9 +241,7 @@ class Synthetic(DatasetReader):
     """Procedural pedestrians, multi-shot, one trial; the HR originals are written to ``DIR/hr/``."""
 
     layout = "no folder: the images are generated (size from --ids, --cameras, --images-per-camera)"
-    rule = (
-        "half the ids test; per test id and camera one random image is a query (down-sampled), rest gallery"
-    )
+    rule = "half the ids test; per test id and camera one random image is a query (down-sampled), rest gallery"
     uses = frozenset({"test_ids", "query_camera", "ids", "cameras", "images_per_camera"})
     needs_root = False
 

@@ -38,9 +38,7 @@ class VIPeR(DatasetReader):
     protocol = "single-shot"
     trials = 10
     layout = "a folder with cam_a/ and cam_b/ holding NNN_ANGLE.bmp (or VIPeR/ holding them)"
-    rule = (
-        "the query camera's image of each test id is the query (down-sampled); the other camera's is gallery"
-    )
+    rule = "the query camera's image of each test id is the query (down-sampled); the other camera's is gallery"
     uses = frozenset({"test_ids", "query_camera"})
 
     def read(self, root: Path | None, workdir: Path, options: Options) -> Source:

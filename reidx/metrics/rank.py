@@ -94,8 +94,7 @@ def evaluate(
     num_q, num_g = dist.shape
     rows = max(1, _CHUNK_ELEMENTS // num_g)
     chunks = ((start, dist[start : start + rows]) for start in range(0, num_q, rows))
-    return _evaluate_chunks(chunks, (num_q, num_g), q_pids, g_pids, q_camids, g_camids, protocol, max_rank,
-                            seed, draws)
+    return _evaluate_chunks(chunks, (num_q, num_g), q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws)
 
 
 def evaluate_embeddings(
@@ -121,14 +120,17 @@ def evaluate_embeddings(
     q = _features("q_feats", q_feats)
     g = _features("g_feats", g_feats).to(q.device)
     if q.shape[1] != g.shape[1]:
-        raise MetricInputError(f"q_feats has dimension {q.shape[1]} but g_feats has {g.shape[1]}",
-                               "embed query and gallery with the same model")
+        raise MetricInputError(
+            f"q_feats has dimension {q.shape[1]} but g_feats has {g.shape[1]}",
+            "embed query and gallery with the same model",
+        )
     if chunk_size is not None and chunk_size < 1:
         raise MetricInputError(f"chunk_size must be at least 1, got {chunk_size}")
     rows = chunk_size or max(1, _CHUNK_ELEMENTS // len(g))
     chunks = _negated_similarities(q, g, rows)
-    return _evaluate_chunks(chunks, (len(q), len(g)), q_pids, g_pids, q_camids, g_camids, protocol, max_rank,
-                            seed, draws)
+    return _evaluate_chunks(
+        chunks, (len(q), len(g)), q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws
+    )
 
 
 def _negated_similarities(q: torch.Tensor, g: torch.Tensor, rows: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -163,8 +165,9 @@ def _evaluate_chunks(
         sampled = _Draws.build(gallery.pids, draws, seed)
         score, map_definition = partial(_single_shot, gallery=gallery, draws=sampled), SINGLE_SHOT_MAP
 
-    results = [score(dist, q_pids[start : start + len(dist)], q_camids[start : start + len(dist)])
-               for start, dist in chunks]
+    results = [
+        score(dist, q_pids[start : start + len(dist)], q_camids[start : start + len(dist)]) for start, dist in chunks
+    ]
     first = np.concatenate([r[0] for r in results], axis=1)
     ap = np.concatenate([r[1] for r in results], axis=1)
     valid = first[0] >= 0
@@ -296,8 +299,13 @@ def _count_below(runs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.n
     """Per value of row i: the entries of row i below it, and whether more than one entry equals it."""
     rows, count, length = runs.shape
     sought = np.repeat(values[:, None, :], count, axis=1)
-    below = torch.searchsorted(torch.from_numpy(runs.reshape(rows * count, length)),
-                               torch.from_numpy(sought.reshape(rows * count, -1))).numpy().reshape(sought.shape)
+    below = (
+        torch.searchsorted(
+            torch.from_numpy(runs.reshape(rows * count, length)), torch.from_numpy(sought.reshape(rows * count, -1))
+        )
+        .numpy()
+        .reshape(sought.shape)
+    )
     # a run's entries equal to a value start at ``below``: two runs hold it, or one holds it twice
     held = np.take_along_axis(runs, np.minimum(below, length - 1), axis=2) == sought
     twice = (np.take_along_axis(runs, np.minimum(below + 1, length - 1), axis=2) == sought) & (below + 1 < length)
@@ -348,16 +356,16 @@ def _distance_matrix(distmat: Any) -> np.ndarray:
         raise MetricInputError(f"distmat must hold numbers, got dtype {d.dtype}")
     d = np.ascontiguousarray(d, dtype=np.float32 if d.dtype in (np.float16, np.float32) else np.float64)
     if np.isnan(d.max()):  # max propagates NaN: one fast pass
-        raise MetricInputError(f"distmat has {int(np.isnan(d).sum())} NaN entries",
-                               "check the embeddings for NaN or inf")
+        raise MetricInputError(
+            f"distmat has {int(np.isnan(d).sum())} NaN entries", "check the embeddings for NaN or inf"
+        )
     return d
 
 
 def _features(name: str, feats: Any) -> torch.Tensor:
     x = feats if isinstance(feats, torch.Tensor) else torch.from_numpy(np.asarray(feats))
     if x.ndim != 2 or 0 in x.shape:
-        raise MetricInputError(f"{name} must be a non-empty 2-D (items x dim) array, "
-                               f"got shape {tuple(x.shape)}")
+        raise MetricInputError(f"{name} must be a non-empty 2-D (items x dim) array, got shape {tuple(x.shape)}")
     x = x.detach()
     if x.dtype != torch.float64:
         x = x.float()
@@ -370,8 +378,10 @@ def _features(name: str, feats: Any) -> torch.Tensor:
 def _labels(name: str, values: Any, length: int) -> np.ndarray:
     a = to_numpy(values)
     if a.shape != (length,):
-        raise MetricInputError(f"{name} has shape {a.shape}, expected ({length},) to match the distances",
-                               "pass one pid and one camid per query row and per gallery column")
+        raise MetricInputError(
+            f"{name} has shape {a.shape}, expected ({length},) to match the distances",
+            "pass one pid and one camid per query row and per gallery column",
+        )
     if not np.issubdtype(a.dtype, np.integer):
         raise MetricInputError(f"{name} must hold integers, got dtype {a.dtype}")
     return a.astype(np.int64, copy=False)

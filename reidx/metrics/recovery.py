@@ -53,8 +53,10 @@ def lpips_unavailable_reason() -> str | None:
     path = alexnet_weights_path()
     if path.is_file():
         return None
-    return (f"LPIPS needs the AlexNet weights at {path}, which are absent and never downloaded; "
-            "copy alexnet-owt-7be5be79.pth there or point TORCH_HOME at a cache that has it")
+    return (
+        f"LPIPS needs the AlexNet weights at {path}, which are absent and never downloaded; "
+        "copy alexnet-owt-7be5be79.pth there or point TORCH_HOME at a cache that has it"
+    )
 
 
 def recovery_metrics(pred: torch.Tensor, target: torch.Tensor, *, lpips: bool = True) -> RecoveryResult:
@@ -71,8 +73,10 @@ def recovery_metrics(pred: torch.Tensor, target: torch.Tensor, *, lpips: bool = 
 def _lpips(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     net = _lpips_net(str(pred.device))
     with torch.no_grad():
-        scores = [net(p, t, normalize=True).flatten()
-                  for p, t in zip(pred.split(_LPIPS_BATCH), target.split(_LPIPS_BATCH), strict=True)]
+        scores = [
+            net(p, t, normalize=True).flatten()
+            for p, t in zip(pred.split(_LPIPS_BATCH), target.split(_LPIPS_BATCH), strict=True)
+        ]
     return torch.cat(scores).cpu().numpy()
 
 
@@ -92,5 +96,7 @@ def _check_images(pred: torch.Tensor, target: torch.Tensor) -> None:
         if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
             raise MetricInputError(f"{name} has values outside [0, 1]", "clamp G's output to [0, 1] first")
     if pred.shape != target.shape:
-        raise MetricInputError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape",
-                               "resize both to the model input size")
+        raise MetricInputError(
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape",
+            "resize both to the model input size",
+        )

@@ -61,19 +61,39 @@ class EvalResult:
 
     @classmethod
     def from_metrics(
-        cls, metrics: RankingMetrics, *, dataset: str, query_set: str, rates: Sequence[int], checkpoint: str,
+        cls,
+        metrics: RankingMetrics,
+        *,
+        dataset: str,
+        query_set: str,
+        rates: Sequence[int],
+        checkpoint: str,
         mode: str,
     ) -> EvalResult:
         """The record of one trial from ``evaluate``'s output (which needs ``max_rank >= 20``)."""
         cmc = metrics.cmc
         if len(cmc) < CMC_LENGTH:
-            raise MetricInputError(f"the CMC has {len(cmc)} ranks but a record needs {CMC_LENGTH}",
-                                   f"evaluate with max_rank >= {CMC_LENGTH}")
+            raise MetricInputError(
+                f"the CMC has {len(cmc)} ranks but a record needs {CMC_LENGTH}",
+                f"evaluate with max_rank >= {CMC_LENGTH}",
+            )
         return cls(
-            dataset=dataset, protocol=metrics.protocol, query_set=query_set, rates=tuple(rates),
-            checkpoint=checkpoint, mode=mode, rank1=cmc[0], rank5=cmc[4], rank10=cmc[9], rank20=cmc[19],
-            mAP=metrics.mAP, map_definition=metrics.map_definition, cmc=tuple(cmc[:CMC_LENGTH]),
-            num_queries=metrics.num_queries, num_valid_queries=metrics.num_valid_queries, draws=metrics.draws,
+            dataset=dataset,
+            protocol=metrics.protocol,
+            query_set=query_set,
+            rates=tuple(rates),
+            checkpoint=checkpoint,
+            mode=mode,
+            rank1=cmc[0],
+            rank5=cmc[4],
+            rank10=cmc[9],
+            rank20=cmc[19],
+            mAP=metrics.mAP,
+            map_definition=metrics.map_definition,
+            cmc=tuple(cmc[:CMC_LENGTH]),
+            num_queries=metrics.num_queries,
+            num_valid_queries=metrics.num_valid_queries,
+            draws=metrics.draws,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -128,6 +128,13 @@ def train(
     decoder_width_divisor: Annotated[
         int | None, typer.Option(help="G's widths = E's / this (default 4; 1 = RAIN's full decoder).")
     ] = None,
+    residual_recovery: Annotated[
+        bool | None,
+        typer.Option(
+            "--residual-recovery/--no-residual-recovery",
+            help="G adds detail to the upsampled input (x + G(f)) instead of painting the image (default off).",
+        ),
+    ] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
 ) -> None:
@@ -177,6 +184,7 @@ def train(
         "image_discriminator": image_discriminator,
         "discriminator_width": discriminator_width,
         "decoder_width_divisor": decoder_width_divisor,
+        "residual_recovery": residual_recovery,
         "amp": amp,
     }
     summary = run_training(

@@ -1,6 +1,8 @@
 """CAD-Net (Li et al., ICCV 2019): cross-resolution GAN (E, G, D_F, D_I) + cross-modal re-ID (F, C).
 
-x ─E─► f ─G─► x̃_H ─F─► g;  v = [f, g] ─GAP─► C.  D_F judges f (HR vs LR), D_I judges x̃_H vs real HR.
+x ─E─► f ─G─► x̃_H ─F─► g;  v = [f, g] ─GAP─► C.  With ``residual_recovery`` [G], x̃_H = x + G(f): G adds the
+missing detail to the (bilinear-upsampled) input instead of painting the whole image, so recovery starts at
+the bilinear baseline rather than at noise.  D_F judges f (HR vs LR), D_I judges x̃_H vs real HR.
 Retrieval embedding: GAP([f, g]) ("fused", each half L2-normalised, then the whole [G]), or GAP(f) /
 GAP(g) alone (the paper's "f only" / "g only" rows).
 """
@@ -34,6 +36,7 @@ class CADNet(nn.Module):
         discriminator_width: int = 32,
         decoder_skips: int = 4,
         decoder_width_divisor: int = 4,
+        residual_recovery: bool = False,
     ) -> None:
         super().__init__()
         self.config = {
@@ -44,9 +47,10 @@ class CADNet(nn.Module):
             "discriminator_width": discriminator_width,
             "decoder_skips": decoder_skips,
             "decoder_width_divisor": decoder_width_divisor,
+            "residual_recovery": residual_recovery,
         }
         self.encoder = ResNetTrunk(arch, pretrained)  # E
-        self.decoder = HRDecoder(self.encoder.channels, decoder_skips, decoder_width_divisor)  # G
+        self.decoder = HRDecoder(self.encoder.channels, decoder_skips, decoder_width_divisor, residual_recovery)  # G
         self.hr_encoder = ResNetTrunk(arch, pretrained)  # F
         dim = self.encoder.out_channels
         self.classifier = IdentityClassifier(2 * dim, num_classes)  # C
@@ -65,7 +69,7 @@ class CADNet(nn.Module):
         """What the losses need (f, recovered, g, pooled v, identity logits) and the fused retrieval embedding."""
         features = self.encoder(x)
         f = features[-1]
-        recovered = self.decoder(features)
+        recovered = self._recover(x, features)
         g = self.hr_encoder(recovered)[-1]
         f_pooled, g_pooled = global_pool(f), global_pool(g)
         pooled = torch.cat([f_pooled, g_pooled], dim=1)
@@ -80,8 +84,12 @@ class CADNet(nn.Module):
 
     @torch.no_grad()
     def recover(self, x: torch.Tensor) -> torch.Tensor:
-        """G(E(x)): the recovered HR image in [-1, 1]."""
-        return self.decoder(self.encoder(x))
+        """G(E(x)) (plus x when residual): the recovered HR image in [-1, 1]."""
+        return self._recover(x, self.encoder(x))
+
+    def _recover(self, x: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        recovered = self.decoder(features, x.shape[-2:])
+        return (x + recovered).clamp(-1.0, 1.0) if self.config["residual_recovery"] else recovered
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, mode: str = "fused") -> torch.Tensor:
@@ -92,7 +100,7 @@ class CADNet(nn.Module):
         f = global_pool(features[-1])
         if mode == "f":
             return normalise(f)
-        g = global_pool(self.hr_encoder(self.decoder(features))[-1])
+        g = global_pool(self.hr_encoder(self._recover(x, features))[-1])
         return normalise(g) if mode == "g" else fuse(f, g)
 
 

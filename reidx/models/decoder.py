@@ -8,6 +8,7 @@ ResNet-50 trunks; the default 4 keeps CAD-Net's training cost within ~3.5× the 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MIN_WIDTH = 16
@@ -39,10 +40,13 @@ class HRDecoder(nn.Module):
     """Five up-sampling blocks f5 → image; E's f4..f1 are added (projected to G's widths) before blocks 2..5.
 
     ``skips`` = how many of E's features (f4, f3, f2, f1 in that order) are added [G: all four; RAIN's default
-    config used f4 only]. Output: 3×H×W in [-1, 1] (Tanh).
+    config used f4 only]. Output: 3×H×W in [-1, 1] (Tanh). ``residual``: the output is a correction added to
+    the input image, so the last convolution starts at zero (G starts as the identity on the input).
     """
 
-    def __init__(self, channels: tuple[int, ...], skips: int = 4, width_divisor: int = 4) -> None:
+    def __init__(
+        self, channels: tuple[int, ...], skips: int = 4, width_divisor: int = 4, residual: bool = False
+    ) -> None:
         super().__init__()
         widths = [max(MIN_WIDTH, c // width_divisor) for c in channels]
         w1, w2, w3, w4, w5 = widths
@@ -53,11 +57,24 @@ class HRDecoder(nn.Module):
             [_project(channels[3 - depth], widths[3 - depth]) for depth in range(min(skips, 4))]
         )
         self.head = nn.Sequential(UpBlock(w1, w1), nn.Conv2d(w1, 3, 3, padding=1), nn.Tanh())
+        if residual:
+            nn.init.zeros_(self.head[1].weight)
+            nn.init.zeros_(self.head[1].bias)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The H×W = ``size`` image from E's ``features``. Sides that are not multiples of 32 (VIPeR's native
+        128×48) make E round its maps up; G then resizes each of its maps to the matching skip, and the image
+        to ``size``."""
         x = self.stem(features[-1])
         for depth, block in enumerate(self.blocks):
             x = block(x)
             if depth < self.skips:
-                x = x + self.laterals[depth](features[-2 - depth])
-        return self.head(x)
+                skip = features[-2 - depth]
+                x = fit(x, skip.shape[-2:]) + self.laterals[depth](skip)
+        return fit(self.head(x), size)
+
+
+def fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``x`` resized (bilinear) to ``size``; unchanged, at no cost, when it already has that size."""
+    size = tuple(size)
+    return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -44,6 +44,7 @@ class TrainConfig:
     discriminator_width: int = 32  # [G] PatchGAN base width (pix2pix: 64)
     decoder_skips: int = 4  # [G] E→G skips (f4..f1); RAIN's default used f4 only
     decoder_width_divisor: int = 4  # [G] G's widths = E's / this; RAIN's decoder is 1 (about 5 trunks of cost)
+    residual_recovery: bool = False  # [G] x̃_H = x + G(f) (G adds detail to the bilinear input); paper: G(f)
     input_size: tuple[int, int] = (256, 128)  # [L] H×W
     # schedule and sampling
     epochs: int = 60  # [G] RAIN ran 250k steps; ~60 epochs of Market at 8×4 is ~24k

@@ -116,6 +116,7 @@ class Trainer:
                 discriminator_width=c.discriminator_width,
                 decoder_skips=c.decoder_skips,
                 decoder_width_divisor=c.decoder_width_divisor,
+                residual_recovery=c.residual_recovery,
             )
         return build_model(c.model, **kwargs)
 

@@ -7,7 +7,8 @@ prints, per variant, LR-query and HR-query Rank-1 averaged over the splits, and 
 
 Input size: VIPeR's native 128×48 by default. Smaller inputs erase the resolution gap CAD-Net exists to close:
 at 64×32 the HR image is itself VIPeR down-sampled ×2, and an LR query at r = 2 up-sampled back to 64×32 is
-34.1 dB from it (26.5 / 23.6 dB at r = 3 / 4), against 23.9 / 21.4 / 19.9 dB at 128×48.
+33.8 dB from it (26.2 / 23.3 dB at r = 3 / 4), against 23.4 / 21.0 / 19.5 dB at 128×48
+(`python -m benchmarks.diagnose_runs RUN` measures this and more on training ids).
 
 CPU budget: the defaults (2 splits, resnet18, 128×48, scratch) aim at under an hour on 2 cores. On a GPU use
 `--splits 10 --arch resnet50 --input-size 256x128 --epochs 60 --pretrained PATH`; a run that stops resumes

@@ -23,16 +23,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from reidx.checkpoint import load_model, read_checkpoint
+from reidx.checkpoint import model_from_state, read_checkpoint
 from reidx.data.manifest import read_dataset
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.io import load_image
-from reidx.metrics import evaluate_embeddings, recovery_metrics
+from reidx.metrics import recovery_metrics
 from reidx.models.discriminators import FeatureDiscriminator
 from reidx.train.config import parse_size
 from reidx.train.data import load_training_set
 from reidx.train.losses import FAKE, REAL, gan_loss
-from reidx.train.validation import ValidationImages, ValidationSet, build_validation_set
+from reidx.train.validation import ValidationImages, ValidationSet, build_validation_set, rank_queries
 
 PROBE_IMAGES, PROBE_STEPS, PROBE_BATCH = 256, 200, 32
 
@@ -56,22 +56,7 @@ def rank1_by_mode(model: torch.nn.Module, entries: ValidationSet, size: tuple[in
     for inputs, _, _ in DataLoader(ValidationImages(entries, size), batch_size=64):
         for mode in modes:
             features[mode].append(model.embed(inputs, mode))
-    query = torch.from_numpy(entries.is_query)
-    q, g = entries.is_query, ~entries.is_query
-    ranks = {}
-    for mode, chunks in features.items():
-        embedding = torch.cat(chunks)
-        result = evaluate_embeddings(
-            embedding[query],
-            embedding[~query],
-            entries.pids[q],
-            entries.pids[g],
-            entries.camids[q],
-            entries.camids[g],
-            protocol="multi-shot",
-        )
-        ranks[mode] = 100 * float(result["cmc"][0])
-    return ranks
+    return {mode: 100 * rank_queries(torch.cat(chunks), entries)["rank1"] for mode, chunks in features.items()}
 
 
 def feature_probe(model: torch.nn.Module, paths: list[str], rates: list[int], size: tuple[int, int]) -> float:
@@ -101,9 +86,9 @@ def feature_probe(model: torch.nn.Module, paths: list[str], rates: list[int], si
 
 def diagnose(run: Path) -> dict[str, Any]:
     """Memorisation and invariance figures of one run, on its own dataset, trial and validation ids."""
-    config = read_checkpoint(run / "last.pt")["train"]["config"]
-    loaded = load_model(run / "last.pt")
-    model, size = loaded.model.eval(), tuple(loaded.input_size)
+    state = read_checkpoint(run / "last.pt")
+    config, size = state["train"]["config"], tuple(state["input_size"])
+    model = model_from_state(state, run / "last.pt").eval()
     data = load_training_set(config["dataset"], config["trial"], config["val_ids"], config["seed"])
     held_out = build_validation_set(data.validation, data.rates, config["seed"])
     if held_out is None:

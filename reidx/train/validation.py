@@ -95,19 +95,23 @@ def run_validation(
             recovered_psnr.append(recovery_metrics(recovered, hr, lpips=False).psnr)
             bilinear_psnr.append(recovery_metrics(to_unit_range(inputs[is_query]), hr, lpips=False).psnr)
     model.train(was_training)
-    features = torch.cat(embeddings)
+    metrics = {f"val_{name}": value for name, value in rank_queries(torch.cat(embeddings), entries).items()}
+    if recovered_psnr:
+        metrics["val_psnr"] = float(np.concatenate(recovered_psnr).mean())
+        metrics["val_psnr_bilinear"] = float(np.concatenate(bilinear_psnr).mean())
+    return metrics
+
+
+def rank_queries(embeddings: torch.Tensor, entries: ValidationSet) -> dict[str, float]:
+    """Multi-shot Rank-1 and mAP of the queries of ``entries`` against its gallery (``embeddings`` in order)."""
     q, g = entries.is_query, ~entries.is_query
     result = evaluate_embeddings(
-        features[torch.from_numpy(q)],
-        features[torch.from_numpy(g)],
+        embeddings[torch.from_numpy(q)],
+        embeddings[torch.from_numpy(g)],
         entries.pids[q],
         entries.pids[g],
         entries.camids[q],
         entries.camids[g],
         protocol="multi-shot",
     )
-    metrics = {"val_rank1": float(result["cmc"][0]), "val_mAP": float(result["mAP"])}
-    if recovered_psnr:
-        metrics["val_psnr"] = float(np.concatenate(recovered_psnr).mean())
-        metrics["val_psnr_bilinear"] = float(np.concatenate(bilinear_psnr).mean())
-    return metrics
+    return {"rank1": float(result["cmc"][0]), "mAP": float(result["mAP"])}

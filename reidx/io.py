@@ -1,4 +1,4 @@
-"""File helpers: atomic writes, content hashes and image loading with clear errors."""
+"""File helpers: atomic writes and content hashes; ``load_image`` is re-exported from :mod:`reidx.images`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from reidx.errors import ReidxError
+from reidx.images import load_image  # noqa: F401 - re-exported: reidx.io.load_image is the documented name
 
 
 @contextlib.contextmanager
@@ -70,18 +69,3 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image fully decoded as RGB; missing, corrupt or truncated files raise ReidxError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReidxError(f"image not found: {path}", "check the path (and the dataset root)")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ReidxError(
-            f"cannot read image {path}: {exc}", "the file is corrupt or truncated; replace or remove it"
-        ) from None

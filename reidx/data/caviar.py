@@ -16,7 +16,6 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from PIL import Image
 
 from reidx.data.base import (
     DatasetReader,
@@ -32,6 +31,7 @@ from reidx.data.base import (
 )
 from reidx.data.registry import register_dataset
 from reidx.errors import ReidxError
+from reidx.images import image_size
 
 NAME = re.compile(r"^(\d{4})(\d{3})$")
 IMAGES_PER_CAMERA = 10
@@ -39,11 +39,8 @@ IMAGES_PER_CAMERA = 10
 
 def image_area(path: str) -> int:
     """Pixel area from the image header (no decoding); unreadable files name themselves."""
-    try:
-        with Image.open(path) as image:
-            return image.width * image.height
-    except OSError as exc:
-        raise ReidxError(f"cannot read image {path}: {exc}", "replace or remove the file") from None
+    width, height = image_size(path)
+    return width * height
 
 
 def low_resolution_camera(images: list[Record], two_camera_ids: set[int]) -> int:

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reidx.data.transforms import DEFAULT_INPUT_SIZE, to_model_input
 from reidx.errors import ReidxError
-from reidx.io import load_image
+from reidx.images import load_image
 
 
 class ImageListDataset(Dataset):

@@ -4,7 +4,6 @@ recovery grid (LR | recovered | HR) and ranked-list montages (the retrieval mont
 from __future__ import annotations
 
 import base64
-import io
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from reidx.images import image_from_bytes
 from reidx.io import atomic_path, load_image
 from reidx.report.runner import DatasetSummary, Report
 from reidx.retrieval import Hit, QueryResult, draw_montage
@@ -113,8 +113,7 @@ def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path |
 
 
 def _decode(encoded: str) -> Image.Image:
-    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
-        return image.convert("RGB")
+    return image_from_bytes(base64.b64decode(encoded), "an image in the report cache")
 
 
 def montage(report: Report, dataset: DatasetSummary, checkpoint_path: str, mode: str, path: Path) -> Path:

@@ -1,19 +1,118 @@
-"""The models' forward pass carries the same retrieval embedding that `embed` returns."""
+"""Every registered model on every registered backbone: forward, embeddings, backward; the registry; the
+input normalisation and its record in the config."""
 
 from __future__ import annotations
+
+import inspect
+from pathlib import Path
 
 import pytest
 import torch
 
-from reidx.models import build_model
+from reidx.checkpoint import load_model, save_checkpoint
+from reidx.errors import ReidxError
+from reidx.models import ReidModel, build_model, complete_config, list_models, model_class, model_options
+from reidx.models.backbones import Backbone, build_backbone, list_backbones
+
+SMALL = {"cadnet": {"discriminator_width": 8}, "baseline": {}}
+
+
+def small_model(name: str, arch: str = "resnet18", **options) -> ReidModel:
+    return build_model(name, num_classes=5, arch=arch, **{**SMALL[name], **options})
+
+
+def test_registries_list_the_models_and_backbones() -> None:
+    assert list_models() == ["baseline", "cadnet"]
+    assert list_backbones() == ["mobilenet_v2", "resnet18", "resnet34", "resnet50"]
+    with pytest.raises(ReidxError, match="unknown model 'nope' — use one of baseline, cadnet"):
+        build_model("nope", num_classes=2)
+    with pytest.raises(ReidxError, match="unknown architecture 'vgg' — use one of mobilenet_v2, resnet18"):
+        build_backbone("vgg")
+
+
+def test_model_options_are_the_builders_keywords() -> None:
+    """The trainer passes a model only the options its builder takes."""
+    assert set(model_options("baseline")) == {"num_classes", "arch", "pretrained", "input_norm"}
+    cadnet = model_options("cadnet")
+    assert cadnet["decoder_skips"] == 4 and cadnet["image_discriminator"] == "patchgan"
+    assert cadnet["num_classes"] is inspect.Parameter.empty
+    assert model_class("cadnet").can_recover and not model_class("baseline").can_recover
+
+
+@pytest.mark.parametrize("arch", list_backbones())
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_runs_on_every_backbone(name: str, arch: str) -> None:
+    """Forward (the keys the losses use), every embedding mode, and one backward reaching the trunk."""
+    torch.manual_seed(0)
+    model = small_model(name, arch)
+    assert isinstance(model, ReidModel) and isinstance(model.encoder, Backbone)
+    assert model.config["input_norm"] == "none" and model.imagenet_loads() == []
+    images = torch.rand(2, 3, 64, 32) * 2 - 1
+    out = model(images)
+    dim = model.encoder.out_channels
+    assert out["f"].shape[:2] == (2, dim) and out["logits"].shape == (2, 5)
+    assert out["pooled"].shape == (2, 2 * dim if name == "cadnet" else dim)
+    if model.can_recover:
+        assert out["recovered"].shape == images.shape and out["g"].shape == out["f"].shape
+    loss = out["logits"].sum() + out["pooled"].square().mean() + out.get("recovered", images).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
+    model.eval()
+    for mode in model.embedding_modes:
+        embedding = model.embed(images, mode)
+        assert embedding.shape[0] == 2 and torch.allclose(embedding.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", list_backbones())
+def test_backbones_give_five_features_at_strides_2_to_32(arch: str) -> None:
+    trunk = build_backbone(arch).eval()
+    with torch.no_grad():
+        features = trunk(torch.zeros(1, 3, 64, 32))
+    strides = (2, 4, 8, 16, 32)
+    expected = [(c, 64 // stride, 32 // stride) for c, stride in zip(trunk.channels, strides, strict=True)]
+    assert [tuple(f.shape[1:]) for f in features] == expected
+
+
+def test_imagenet_input_norm_converts_minus_one_one_to_imagenet_statistics() -> None:
+    """An ``imagenet`` trunk sees ((x + 1) / 2 - mean) / std; the conversion is not saved in the weights."""
+    torch.manual_seed(0)
+    plain = build_backbone("resnet18").eval()
+    converting = build_backbone("resnet18", input_norm="imagenet").eval()
+    assert converting.state_dict().keys() == plain.state_dict().keys()
+    converting.load_state_dict(plain.state_dict())
+    images = torch.rand(2, 3, 64, 32) * 2 - 1
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = plain(((images + 1) / 2 - mean) / std)[-1]
+        assert torch.allclose(converting(images)[-1], expected, atol=1e-5)
+        assert not torch.allclose(plain(images)[-1], expected, atol=1e-3)
+
+
+def test_input_norm_is_saved_and_rebuilt_and_older_checkpoints_mean_none(tmp_path: Path) -> None:
+    model = small_model("cadnet", input_norm="imagenet")
+    assert model.encoder.input_norm == model.hr_encoder.input_norm == "imagenet"
+    assert model.image_discriminator.__class__.__name__ == "PatchDiscriminator"
+    save_checkpoint(tmp_path / "new.pt", model, (64, 32))
+    loaded = load_model(tmp_path / "new.pt")
+    assert loaded.model.config["input_norm"] == "imagenet" and loaded.model.encoder.input_norm == "imagenet"
+
+    old = small_model("baseline")
+    save_checkpoint(tmp_path / "old.pt", old, (64, 32))
+    state = torch.load(tmp_path / "old.pt", weights_only=True)
+    del state["model_config"]["input_norm"]  # written before the key existed
+    torch.save(state, tmp_path / "old.pt")
+    rebuilt = load_model(tmp_path / "old.pt").model
+    assert rebuilt.config["input_norm"] == "none" and rebuilt.config == complete_config(state["model_config"])
+    images = torch.rand(2, 3, 64, 32) * 2 - 1
+    assert torch.equal(rebuilt.embed(images), old.eval().embed(images))
 
 
 @pytest.mark.parametrize("name", ["cadnet", "baseline"])
 def test_forward_embedding_is_the_fused_retrieval_embedding(name: str) -> None:
     """Validation ranks with ``forward()["embedding"]``; search and report with ``embed()``: they must agree."""
     torch.manual_seed(0)
-    extra = {"discriminator_width": 8} if name == "cadnet" else {}
-    model = build_model(name, num_classes=5, arch="resnet18", **extra).eval()
+    model = small_model(name).eval()
     images = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
         embedding = model(images)["embedding"]
@@ -24,21 +123,28 @@ def test_forward_embedding_is_the_fused_retrieval_embedding(name: str) -> None:
 def test_residual_recovery_starts_as_the_input_and_is_saved_in_the_config() -> None:
     """With ``residual_recovery`` G's correction starts at zero: the untrained recovery IS the input."""
     torch.manual_seed(0)
-    model = build_model("cadnet", num_classes=5, arch="resnet18", discriminator_width=8, residual_recovery=True).eval()
+    model = small_model("cadnet", residual_recovery=True).eval()
     images = torch.rand(2, 3, 64, 32) * 2 - 1
     assert torch.equal(model.recover(images), images)
     assert torch.equal(model(images)["recovered"], images)
     assert model.config["residual_recovery"] is True
-    plain = build_model("cadnet", num_classes=5, arch="resnet18", discriminator_width=8).eval()
+    plain = small_model("cadnet").eval()
     assert not torch.allclose(plain.recover(images), images, atol=0.1)
 
 
 @pytest.mark.parametrize("size", [(64, 32), (128, 48), (70, 30)])
 def test_cadnet_recovers_at_any_input_size(size: tuple[int, int]) -> None:
     """Sides that are not multiples of 32 (VIPeR's native 128×48) still give an image of the input's size."""
-    model = build_model("cadnet", num_classes=5, arch="resnet18", discriminator_width=8).eval()
+    model = small_model("cadnet").eval()
     images = torch.rand(2, 3, *size) * 2 - 1
     with torch.no_grad():
         out = model(images)
     assert out["recovered"].shape == images.shape
     assert model.embed(images, "fused").shape == (2, 2 * 512)
+
+
+def test_resnet18_image_discriminator_is_a_registered_trunk() -> None:
+    model = small_model("cadnet", arch="mobilenet_v2", image_discriminator="resnet18")
+    trunk = model.image_discriminator.trunk
+    assert isinstance(trunk, Backbone) and trunk.name == "resnet18" and trunk.input_norm == "none"
+    assert model.image_discriminator(torch.zeros(2, 3, 64, 32)).shape == (2, 1)

@@ -1,26 +1,38 @@
-"""Model registry: ``build_model(name, **kwargs)`` and ``list_models()``."""
+"""Model registry: ``build_model(name, **kwargs)``, ``list_models()``, ``model_options(name)``.
+
+Each model lives in its own module of this package and registers itself with ``@register_model``; every
+module here is imported below, so adding a model is one file.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
+import pkgutil
 
-from reidx.errors import ReidxError
-from reidx.models.baseline import Baseline
-from reidx.models.cadnet import CADNet
+from reidx.models.base import (
+    ReidModel,
+    build_model,
+    complete_config,
+    list_models,
+    model_class,
+    model_options,
+    register_model,
+)
 
-MODELS: dict[str, type[nn.Module]] = {"cadnet": CADNet, "baseline": Baseline}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
+from reidx.models.baseline import Baseline  # noqa: E402 - after the registration above, for the names
+from reidx.models.cadnet import CADNet  # noqa: E402
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
-    return sorted(MODELS)
-
-
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Instantiate a registered model; ``kwargs`` go to its constructor."""
-    if name not in MODELS:
-        raise ReidxError(f"unknown model {name!r}", f"use one of {', '.join(list_models())}")
-    return MODELS[name](**kwargs)
-
-
-__all__ = ["Baseline", "CADNet", "MODELS", "build_model", "list_models"]
+__all__ = [
+    "Baseline",
+    "CADNet",
+    "ReidModel",
+    "build_model",
+    "complete_config",
+    "list_models",
+    "model_class",
+    "model_options",
+    "register_model",
+]

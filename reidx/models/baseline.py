@@ -1,33 +1,36 @@
-"""The plain re-ID baseline: one ResNet, GAP, BN + FC; no recovery. Same interface as CAD-Net."""
+"""The plain re-ID baseline: one trunk, GAP, BN + FC; no recovery. Same interface as CAD-Net."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from reidx.models.backbones import Pretrained, build_backbone
+from reidx.models.base import ReidModel, register_model, resolve_input_norm
 from reidx.models.heads import IdentityClassifier, global_pool, normalise
-from reidx.models.resnet import Pretrained, ResNetTrunk
 
 EMBEDDING_MODES = ("fused",)
 
 
-class Baseline(nn.Module):
-    """ResNet trunk + BN-neck classifier, trained with identity and triplet losses on HR and LR batches."""
+@register_model("baseline")
+class Baseline(ReidModel):
+    """An ``arch`` trunk + BN-neck classifier, trained with identity and triplet losses on HR and LR batches.
+    ``input_norm`` as in :class:`reidx.models.cadnet.CADNet`."""
 
     embedding_modes = EMBEDDING_MODES
     can_recover = False
 
-    def __init__(self, num_classes: int, arch: str = "resnet50", pretrained: Pretrained = False) -> None:
+    def __init__(
+        self, num_classes: int, arch: str = "resnet50", pretrained: Pretrained = False, input_norm: str | None = None
+    ) -> None:
         super().__init__()
-        self.config = {"name": "baseline", "num_classes": num_classes, "arch": arch}
-        self.encoder = ResNetTrunk(arch, pretrained)
+        input_norm = resolve_input_norm(input_norm, pretrained)
+        self.config = {"name": "baseline", "num_classes": num_classes, "arch": arch, "input_norm": input_norm}
+        self.encoder = build_backbone(arch, pretrained, input_norm)
         self.classifier = IdentityClassifier(self.encoder.out_channels, num_classes)
 
     def generator_parameters(self) -> list[nn.Parameter]:
         return list(self.parameters())
-
-    def discriminator_parameters(self) -> list[nn.Parameter]:
-        return []
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.encoder(x)[-1]

@@ -12,17 +12,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reidx.models.backbones import Pretrained, build_backbone
+from reidx.models.base import ReidModel, register_model, resolve_input_norm
 from reidx.models.decoder import HRDecoder
 from reidx.models.discriminators import FeatureDiscriminator, build_image_discriminator
 from reidx.models.heads import IdentityClassifier, global_pool, normalise
-from reidx.models.resnet import Pretrained, ResNetTrunk
 
 EMBEDDING_MODES = ("fused", "f", "g")
 
 
-class CADNet(nn.Module):
+@register_model("cadnet")
+class CADNet(ReidModel):
     """The generative dual model. ``generator_parameters`` (E, G, F, C) and ``discriminator_parameters``
-    (D_F, D_I) are optimised separately."""
+    (D_F, D_I) are optimised separately. E and F are ``arch`` trunks (any registered backbone); G, D_F and
+    C are sized from E's channels. ``input_norm`` (None: ``imagenet`` when ``pretrained``, else ``none``)
+    is how E and F convert their [-1, 1] input."""
 
     embedding_modes = EMBEDDING_MODES
     can_recover = True
@@ -37,8 +41,10 @@ class CADNet(nn.Module):
         decoder_skips: int = 4,
         decoder_width_divisor: int = 4,
         residual_recovery: bool = False,
+        input_norm: str | None = None,
     ) -> None:
         super().__init__()
+        input_norm = resolve_input_norm(input_norm, pretrained)
         self.config = {
             "name": "cadnet",
             "num_classes": num_classes,
@@ -48,10 +54,11 @@ class CADNet(nn.Module):
             "decoder_skips": decoder_skips,
             "decoder_width_divisor": decoder_width_divisor,
             "residual_recovery": residual_recovery,
+            "input_norm": input_norm,
         }
-        self.encoder = ResNetTrunk(arch, pretrained)  # E
+        self.encoder = build_backbone(arch, pretrained, input_norm)  # E
         self.decoder = HRDecoder(self.encoder.channels, decoder_skips, decoder_width_divisor, residual_recovery)  # G
-        self.hr_encoder = ResNetTrunk(arch, pretrained)  # F
+        self.hr_encoder = build_backbone(arch, pretrained, input_norm)  # F
         dim = self.encoder.out_channels
         self.classifier = IdentityClassifier(2 * dim, num_classes)  # C
         self.feature_discriminator = FeatureDiscriminator(dim)  # D_F

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reidx.models.resnet import ResNetTrunk
+from reidx.models.backbones import build_backbone
 
 
 class FeatureDiscriminator(nn.Module):
@@ -52,11 +52,12 @@ class PatchDiscriminator(nn.Module):
 
 
 class ResNetImageDiscriminator(nn.Module):
-    """D_I alternative [L] (the lab's later "ACGAN" discriminator): ResNet-18 trunk, global pool, one logit."""
+    """D_I alternative [L] (the lab's later "ACGAN" discriminator): ResNet-18 trunk (from scratch, on the
+    [-1, 1] images), global pool, one logit."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.trunk = ResNetTrunk("resnet18")
+        self.trunk = build_backbone("resnet18")
         self.logit = nn.Linear(self.trunk.out_channels, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from reidx.data.manifest import DatasetInfo, read_dataset
 from reidx.data.transforms import to_pil, to_unit_range
 from reidx.errors import ReidxError
 from reidx.metrics import EvalResult, RecoveryResult, evaluate_embeddings, recovery_metrics
-from reidx.models import MODELS
+from reidx.models import list_models, model_class
 from reidx.report.cache import dataset_fingerprint
 from reidx.retrieval import embed_paths
 
@@ -80,11 +80,11 @@ def describe_checkpoint(path: Path, fingerprint: str) -> CheckpointInfo:
     state = read_checkpoint(path)
     config = state["model_config"]
     training = training_config(state, path)
-    family = MODELS.get(config["name"])
-    if family is None:
+    if config["name"] not in list_models():
         raise ReidxError(
             f"{path} holds an unknown model {config['name']!r}", "evaluate it with the reidx that wrote it"
         )
+    family = model_class(config["name"])
     return CheckpointInfo(
         path=str(path.resolve()),
         fingerprint=fingerprint,

@@ -19,7 +19,7 @@ from reidx.console import progress
 from reidx.errors import ReidxError
 from reidx.io import sha256_file
 from reidx.metrics import EvalResult, aggregate_trials
-from reidx.models import MODELS
+from reidx.models import list_models, model_class
 from reidx.report.cache import ResultCache
 from reidx.report.evaluation import (
     CheckpointInfo,
@@ -33,7 +33,7 @@ from reidx.report.evaluation import (
 
 MODEL_ENTRY = "model"
 RECOVERY_ENTRY = "recovery"
-ALL_MODES = tuple(dict.fromkeys(mode for family in MODELS.values() for mode in family.embedding_modes))
+ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
 
 
 def parse_modes(text: str | None) -> list[str] | None:

@@ -19,9 +19,9 @@ import torchvision
 
 from reidx import __version__
 from reidx.errors import ReidxError
-from reidx.models.resnet import ARCHS
+from reidx.models import list_models
+from reidx.models.backbones import list_backbones
 
-MODELS = ("cadnet", "baseline")
 OPTIMIZERS = ("sgd", "adam")
 IMAGE_DISCRIMINATORS = ("patchgan", "resnet18")
 #: Options that may differ from the saved run on ``--resume``; any other difference is an error.
@@ -38,7 +38,7 @@ class TrainConfig:
     trial: int = 0  # which split of multi-trial datasets (CUHK03, VIPeR, CAVIAR)
     # model
     model: str = "cadnet"  # cadnet | baseline (same sampler, CE + triplet only)
-    arch: str = "resnet50"  # [L] E and F are ImageNet ResNet-50 trunks
+    arch: str = "resnet50"  # [L] E and F are ImageNet ResNet-50 trunks (any registered backbone)
     pretrained: bool | str = True  # [L] ImageNet init; False = from scratch; a path = that torchvision file
     image_discriminator: str = "patchgan"  # [G] D_I is unknown: patchgan | resnet18 [L]
     discriminator_width: int = 32  # [G] PatchGAN base width (pix2pix: 64)
@@ -79,8 +79,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ReidxError on a value no run can use; return self."""
         checks = [
-            (self.model in MODELS, f"--model {self.model}", f"use one of {', '.join(MODELS)}"),
-            (self.arch in ARCHS, f"--arch {self.arch}", f"use one of {', '.join(ARCHS)}"),
+            (self.model in list_models(), f"--model {self.model}", f"use one of {', '.join(list_models())}"),
+            (self.arch in list_backbones(), f"--arch {self.arch}", f"use one of {', '.join(list_backbones())}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer}", "use sgd or adam"),
             (
                 self.image_discriminator in IMAGE_DISCRIMINATORS,

@@ -30,7 +30,7 @@ from reidx.checkpoint import read_checkpoint, save_checkpoint
 from reidx.console import console, progress
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
-from reidx.models import build_model
+from reidx.models import ReidModel, build_model, complete_config, model_options
 from reidx.train.config import (
     TrainConfig,
     build_config,
@@ -67,7 +67,7 @@ class Trainer:
         self.data = load_training_set(config.dataset, config.trial, config.val_ids, config.seed)
         self.validation = build_validation_set(self.data.validation, self.data.rates, config.seed)
         torch.manual_seed(config.seed)
-        self.model = self._build_model(pretrained=False if resume else config.pretrained).to(self.device)
+        self.model = self._build_model(resume).to(self.device)
         self.objective = Objective(self.model, LossWeights.from_config(config))
         self.step_module = wrap(self.objective, self.env)
         self.use_amp = config.amp and self.device.type == "cuda"
@@ -103,22 +103,13 @@ class Trainer:
 
     # --- construction -------------------------------------------------------------------------------------
 
-    def _build_model(self, pretrained: bool | str) -> torch.nn.Module:
+    def _build_model(self, resume: dict[str, Any] | None) -> ReidModel:
+        """The configured model; a resumed one takes its weights and input normalisation from ``resume``."""
         c = self.config
-        kwargs: dict[str, Any] = {
-            "num_classes": self.data.num_classes,
-            "arch": c.arch,
-            "pretrained": pretrained,
-        }
-        if c.model == "cadnet":
-            kwargs.update(
-                image_discriminator=c.image_discriminator,
-                discriminator_width=c.discriminator_width,
-                decoder_skips=c.decoder_skips,
-                decoder_width_divisor=c.decoder_width_divisor,
-                residual_recovery=c.residual_recovery,
-            )
-        return build_model(c.model, **kwargs)
+        options = {name: getattr(c, name) for name in model_options(c.model) if hasattr(c, name)}
+        if resume is not None:
+            options.update(pretrained=False, input_norm=complete_config(resume["model_config"])["input_norm"])
+        return build_model(c.model, num_classes=self.data.num_classes, **options)
 
     def _generator_optimizer(self) -> torch.optim.Optimizer:
         c, params = self.config, self.model.generator_parameters()
@@ -287,7 +278,7 @@ class Trainer:
 
     def load_state(self, checkpoint: dict[str, Any]) -> None:
         """Restore a :meth:`train_state` checkpoint (the model must be the same network)."""
-        if checkpoint.get("model_config") != self.model.config:
+        if complete_config(checkpoint.get("model_config") or {}) != self.model.config:
             raise ReidxError(
                 f"{self.run_dir / LAST} holds {describe(checkpoint.get('model_config'))}, but this run builds "
                 f"{describe(self.model.config)}",

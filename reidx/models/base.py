@@ -1,0 +1,112 @@
+"""The interface every re-ID model offers (what the trainer, losses, retrieval and report rely on) and the
+model registry: ``@register_model("name")`` on the class, in the model's own module of this package.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from reidx.errors import ReidxError
+from reidx.models.backbones import Backbone, Pretrained, WeightsLoad
+
+#: ``forward`` keys: f (E's last map), pooled (what C and the triplet see), logits, embedding (L2-normalised,
+#: as ``embed(x, "fused")``); models that recover also give recovered (x̃_H) and g (F's last map).
+OUTPUT_KEYS = ("f", "pooled", "logits", "embedding", "recovered", "g")
+#: model-config keys that checkpoints written before they existed lack, and what those files meant
+LEGACY_CONFIG = {"input_norm": "none"}
+
+M = TypeVar("M", bound=type["ReidModel"])
+_MODELS: dict[str, type[ReidModel]] = {}
+
+
+class ReidModel(nn.Module):
+    """A re-ID network built from a ``config`` dict (``build_model(**config)`` rebuilds it).
+
+    Models with ``can_recover`` also have ``feature_discriminator`` (D_F, on f) and ``image_discriminator``
+    (D_I, on images), which the adversarial losses call.
+    """
+
+    embedding_modes: tuple[str, ...] = ("fused",)
+    can_recover: bool = False
+    config: dict[str, Any]
+    feature_discriminator: nn.Module
+    image_discriminator: nn.Module
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensors the losses need, named as in :data:`OUTPUT_KEYS`."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor, mode: str = "fused") -> torch.Tensor:
+        """The L2-normalised retrieval embedding of ``x`` for one of ``embedding_modes``."""
+        raise NotImplementedError
+
+    def recover(self, x: torch.Tensor) -> torch.Tensor:
+        """The recovered HR image in [-1, 1] (models with ``can_recover``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not recover images")
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """What the generator-side optimiser trains (everything but the discriminators)."""
+        raise NotImplementedError
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """What the discriminator-side optimiser trains (none for models without discriminators)."""
+        return []
+
+    def imagenet_loads(self) -> list[WeightsLoad]:
+        """What each ImageNet-initialised trunk took from its weights file (empty when from scratch)."""
+        return [m.imagenet for m in self.modules() if isinstance(m, Backbone) and m.imagenet is not None]
+
+
+def resolve_input_norm(input_norm: str | None, pretrained: Pretrained) -> str:
+    """``input_norm`` as given, or (None) ``imagenet`` for ImageNet-initialised trunks and ``none`` otherwise."""
+    if input_norm is None:
+        return "imagenet" if pretrained else "none"
+    return input_norm
+
+
+def register_model(name: str) -> Callable[[M], M]:
+    """Register a :class:`ReidModel` class as ``name`` (a class decorator)."""
+
+    def register(cls: M) -> M:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        if not issubclass(cls, ReidModel):
+            raise TypeError(f"{cls.__name__} is not a ReidModel")
+        _MODELS[name] = cls
+        return cls
+
+    return register
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_model` (and ``--model``)."""
+    return sorted(_MODELS)
+
+
+def model_class(name: str) -> type[ReidModel]:
+    """The registered class ``name`` (its ``embedding_modes`` and ``can_recover`` without building it)."""
+    if name not in _MODELS:
+        raise ReidxError(f"unknown model {name!r}", f"use one of {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The keyword options the builder of ``name`` accepts, with their defaults (``inspect.Parameter.empty``
+    for required ones): pass a model only the options it takes."""
+    parameters = inspect.signature(model_class(name).__init__).parameters
+    return {key: p.default for key, p in parameters.items() if key != "self"}
+
+
+def build_model(name: str, **kwargs: Any) -> ReidModel:
+    """Instantiate the registered model ``name``; ``kwargs`` go to its constructor."""
+    return model_class(name)(**kwargs)
+
+
+def complete_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved model config with the keys that older checkpoints lack set to what those files meant."""
+    return {**LEGACY_CONFIG, **config}

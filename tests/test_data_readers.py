@@ -51,7 +51,7 @@ def test_market1501_layouts(tmp_path: Path, market_tree, nesting: str) -> None:
     assert stats(source.query) == (3, 4, 2)
     assert stats(source.gallery) == (4, 8, 4)  # ids 5-7 plus distractor 0; junk -1 dropped
     assert all(r.pid != -1 for r in source.gallery) and any(r.pid == 0 for r in source.gallery)
-    assert {r.camid for r in source.train} == {0, 1}  # c1, c2 -> 0-based
+    assert {r.camid for r in source.train} == {1, 2}  # c1, c2: camids as written
     assert all(Path(r.path).is_absolute() for r in source.train)
 
 
@@ -81,8 +81,8 @@ def test_dukemtmc_layout(tmp_path: Path, write_image) -> None:
     write_image(base / "bounding_box_test" / "0002_c5_f0050001.jpg")
     source = read("dukemtmc", tmp_path, tmp_path)
     assert source.root == base.resolve()
-    assert {r.camid for r in source.train} == {0, 7}
-    assert stats(source.query) == (1, 1, 1) and source.gallery[0].camid == 4
+    assert {r.camid for r in source.train} == {1, 8}
+    assert stats(source.query) == (1, 1, 1) and source.gallery[0].camid == 5
 
 
 def test_cuhk03_image_folders(tmp_path: Path, cuhk03_tree) -> None:
@@ -170,14 +170,16 @@ def test_folder_csv_with_split(tmp_path: Path, write_image) -> None:
     assert source.query[0].path == str((tmp_path / "imgs" / "2_0.png").resolve())
 
 
-def test_folder_csv_without_split_and_bad_csv(tmp_path: Path) -> None:
+def test_folder_csv_without_split_and_bad_csv(tmp_path: Path, write_image) -> None:
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "b.png")
     (tmp_path / "list.csv").write_text("path,pid,camid\na.png,1,0\nb.png,1,1\n")
     assert stats(read("folder", tmp_path / "list.csv", tmp_path).images) == (1, 2, 2)
     (tmp_path / "bad.csv").write_text("file,person\na.png,1\n")
     with pytest.raises(ReidxError, match="bad.csv lacks columns path, pid, camid"):
         read("folder", tmp_path / "bad.csv", tmp_path)
     (tmp_path / "split.csv").write_text("path,pid,camid,split\na.png,1,0,probe\n")
-    with pytest.raises(ReidxError, match="unknown split values"):
+    with pytest.raises(ReidxError, match="split.csv, line 2: unknown split value 'probe'"):
         read("folder", tmp_path / "split.csv", tmp_path)
 
 

@@ -95,7 +95,7 @@ def test_index_directory_layout(index_dir: Path, cadnet) -> None:
     assert header["count"] == IDS * CAMERAS and header["metric"] == "inner_product" and header["index_type"] == "flat"
     assert header["dim"] == 1024 and header["model"] == "cadnet"  # resnet18: [f, g] = 512 + 512
     metadata = pd.read_parquet(index_dir / METADATA_NAME)
-    assert metadata.loc[0, ["pid", "camid"]].tolist() == [1, 0]  # 0001_c1...: camid is 0-based
+    assert metadata.loc[0, ["pid", "camid"]].tolist() == [1, 1]  # 0001_c1...: camid as written
     assert not (index_dir / PARTIAL_NAME).exists()
 
 

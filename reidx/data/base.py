@@ -2,8 +2,10 @@
 
 A reader returns a :class:`Source`: either the dataset's standard ``train``/``query``/``gallery`` lists,
 or one ``images`` list that :meth:`DatasetReader.split` divides per trial. Every list holds
-:class:`Record` ``(path, pid, camid)`` with absolute paths, sorted by path; camids are 0-based where the
-dataset numbers cameras from 1 and are compared only for equality.
+:class:`Record` ``(path, pid, camid)`` with absolute paths, sorted by path. camids are compared only for
+equality. A Market-style name ``PID_cCAM...`` means camid CAM as written (``c1`` is 1, ``c0`` is 0) in every
+reader and in ``reidx embed``/``search`` (:func:`market_identity` is the one parser); families without
+such names number their cameras from 0.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import numpy as np
 from reidx.errors import ReidxError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
-#: Market-1501 / DukeMTMC-reID names: ``PPPP_cC...`` (pid may be -1 for junk).
-MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+#: Market-1501 / DukeMTMC-reID names: ``PPPP_cC...`` (pid -1 is junk; at most 18 digits, so an int64).
+MARKET_NAME = re.compile(r"^(-1|\d{1,18})_c(\d{1,18})")
+JUNK_PID = -1
 
 
 class Record(NamedTuple):
@@ -135,15 +138,27 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def market_identity(path: str | Path) -> tuple[int, int] | None:
+    """``(pid, camid)`` from a Market-style file name (camid = the camera number as written), else None."""
+    match = MARKET_NAME.match(Path(path).name)
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
+
+
 def parse_market_name(path: Path) -> tuple[int, int]:
-    """``(pid, camera number as written)`` from a Market-style name, else a one-line error."""
-    match = MARKET_NAME.match(path.name)
-    if match is None:
+    """``(pid, camid)`` from a Market-style name (see :func:`market_identity`), else a one-line error."""
+    identity = market_identity(path)
+    if identity is None:
         raise ReidxError(
             f"cannot parse {path}: expected a Market-style name PID_cCAM..., e.g. 0002_c1s1_000451_03.jpg",
             "rename or remove the file",
         )
-    return int(match.group(1)), int(match.group(2))
+    return identity
+
+
+def named_records(paths: Iterable[Path]) -> list[Record]:
+    """Records of Market-style names (unparseable ones refused), junk (pid -1) dropped."""
+    records = [Record(str(path), *parse_market_name(path)) for path in paths]
+    return [record for record in records if record.pid != JUNK_PID]
 
 
 def ids_of(records: Iterable[Record]) -> list[int]:
@@ -177,12 +192,21 @@ def by_pid(records: Iterable[Record]) -> dict[int, list[Record]]:
     return groups
 
 
+#: :func:`per_camera_query_split` in words (for the readers' ``rule``).
+QUERY_RULE = (
+    "per test id, each camera with two or more of its images gives one random query and the rest gallery; "
+    "an id with one image per camera (pairs) gets one query from a random camera, the rest gallery"
+)
+
+
 def per_camera_query_split(
     records: Sequence[Record], rng: np.random.Generator, n_test: int, query_camera: int | None
 ) -> Split:
-    """The Market-style rule for data without a split: half the ids train; for each test id and camera,
-    one random image is a query and the rest gallery. With ``query_camera``, every test image of that
-    camera is a query and the other cameras form the gallery."""
+    """The rule for data without a split (:data:`QUERY_RULE`): half the ids train; for each test id,
+    every camera with two or more of its images gives one random query (the rest gallery) and a camera
+    with one image is gallery; an id with one image per camera (pairs, as in GRID or VIPeR) gets one query
+    from a random camera. So every query has a gallery image of its person wherever the data allow it.
+    With ``query_camera``, every test image of that camera is a query and the other cameras form the gallery."""
     train_ids, test_ids = split_ids(ids_of(records), n_test, rng)
     train = [r for r in records if r.pid in train_ids]
     query: list[Record] = []
@@ -192,13 +216,22 @@ def per_camera_query_split(
             if record.pid in test_ids:
                 (query if record.camid == query_camera else gallery).append(record)
         return Split(train, query, gallery)
-    groups: dict[tuple[int, int], list[Record]] = defaultdict(list)
+    cameras: dict[int, dict[int, list[Record]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if record.pid in test_ids:
-            groups[record.pid, record.camid].append(record)
-    for key in sorted(groups):
-        group = groups[key]
-        pick = int(rng.integers(len(group)))
-        query.append(group[pick])
-        gallery.extend(group[:pick] + group[pick + 1 :])
+            cameras[record.pid][record.camid].append(record)
+    for pid in sorted(cameras):
+        groups = [cameras[pid][camid] for camid in sorted(cameras[pid])]
+        if all(len(group) == 1 for group in groups):
+            pick = int(rng.integers(len(groups)))
+            query.append(groups[pick][0])
+            gallery.extend(group[0] for group in groups[:pick] + groups[pick + 1 :])
+            continue
+        for group in groups:
+            if len(group) == 1:
+                gallery.extend(group)
+                continue
+            pick = int(rng.integers(len(group)))
+            query.append(group[pick])
+            gallery.extend(group[:pick] + group[pick + 1 :])
     return Split(train, sorted(query), sorted(gallery))

@@ -11,7 +11,7 @@ from reidx.data.registry import register_dataset
 
 @register_dataset("dukemtmc")
 class DukeMTMC(StandardSplitReader):
-    """DukeMTMC-reID, multi-shot; names ``PPPP_cC_fFFFFFFF.jpg``, camid = C - 1."""
+    """DukeMTMC-reID, multi-shot; names ``PPPP_cC_fFFFFFFF.jpg``, camid = C as written."""
 
     layout = (
         "a folder with bounding_box_train/, bounding_box_test/ and query/ (or dukemtmc-reid/ holding DukeMTMC-reID/)"

@@ -1,7 +1,7 @@
 """Market-1501 (Zheng et al., ICCV 2015): the standard 751/750-identity split.
 
 Layout: ``bounding_box_train/``, ``bounding_box_test/`` and ``query/`` holding ``PPPP_cCsS_FFFFFF_NN.jpg``.
-pid -1 (junk detections) is dropped; pid 0 (distractors) stays in the gallery; camid = C - 1.
+pid -1 (junk detections) is dropped; pid 0 (distractors) stays in the gallery; camid = C as written.
 """
 
 from __future__ import annotations
@@ -11,34 +11,22 @@ from pathlib import Path
 
 from reidx.data.base import (
     Options,
-    Record,
     Source,
     StandardSplitReader,
     existing_root,
     find_layout,
     list_images,
-    parse_market_name,
+    named_records,
 )
 from reidx.data.registry import register_dataset
 
 STANDARD_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
-JUNK_PID = -1
-
-
-def read_market_folder(folder: Path) -> list[Record]:
-    """Records of one Market-style folder, junk dropped, camid 0-based."""
-    records = []
-    for path in list_images(folder):
-        pid, camera = parse_market_name(path)
-        if pid != JUNK_PID:
-            records.append(Record(str(path), pid, camera - 1))
-    return records
 
 
 def read_standard_layout(root: Path, candidates: Sequence[str], reader: StandardSplitReader) -> Source:
     """Find the three standard folders under one of ``candidates`` and read them."""
     base = find_layout(root, candidates, [f"{name}/" for name in STANDARD_FOLDERS], reader)
-    train, query, gallery = (read_market_folder(base / name) for name in STANDARD_FOLDERS)
+    train, query, gallery = (named_records(list_images(base / name)) for name in STANDARD_FOLDERS)
     return Source(root=base, train=train, query=query, gallery=gallery)
 
 

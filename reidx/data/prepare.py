@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -174,14 +174,35 @@ def stored_path(path: str, directory: Path) -> str:
     return candidate.relative_to(directory).as_posix() if candidate.is_relative_to(directory) else path
 
 
-def lr_path(record: Record, rate: int, source_root: Path) -> str:
-    """``lr/rN/<path below the dataset root>.png`` (a hashed name for images outside the root)."""
-    path = Path(record.path)
-    if path.is_relative_to(source_root):
-        stem = path.relative_to(source_root).with_suffix("").as_posix()
-    else:
-        stem = f"_outside/{hashlib.sha1(record.path.encode()).hexdigest()[:12]}_{path.stem}"
-    return f"{LR_FOLDER}/r{rate}/{stem}.png"
+def lr_stems(records: Iterable[Record], source_root: Path) -> dict[str, str]:
+    """Each source image's LR file name below ``lr/rN/`` (without ``.png``): its path below the dataset root
+    without the suffix (a hashed name for images outside the root), or with the suffix where two sources
+    would share a name (``a.jpg`` and ``a.png``); a name still shared is refused, naming both files."""
+    paths = sorted({record.path for record in records})
+    plain = {path: lr_stem(path, source_root, keep_suffix=False) for path in paths}
+    shared = Counter(plain.values())
+    stems = {
+        path: lr_stem(path, source_root, keep_suffix=True) if shared[plain[path]] > 1 else plain[path] for path in paths
+    }
+    owner: dict[str, str] = {}
+    for path, stem in stems.items():
+        if stem in owner:
+            raise ReidxError(
+                f"{owner[stem]} and {path} would share the low-resolution file {LR_FOLDER}/rN/{stem}.png",
+                "rename one of them",
+            )
+        owner[stem] = path
+    return stems
+
+
+def lr_stem(path: str, source_root: Path, keep_suffix: bool) -> str:
+    """One source image's LR name below ``lr/rN/``, without ``.png``."""
+    source = Path(path)
+    if source.is_relative_to(source_root):
+        below = source.relative_to(source_root)
+        return (below if keep_suffix else below.with_suffix("")).as_posix()
+    name = source.name if keep_suffix else source.stem
+    return f"_outside/{hashlib.sha1(path.encode()).hexdigest()[:12]}_{name}"
 
 
 def build_manifest(
@@ -198,6 +219,10 @@ def build_manifest(
     A source image with no LR file is still decoded once, so unreadable files fail here."""
     rows: list[tuple] = []
     jobs: dict[str, dict[int, Path]] = {}
+    rngs = [np.random.default_rng([options.seed, trial]) for trial in range(trials)]
+    splits = [reader.split(source, rng, options) for rng in rngs]
+    listed = [*source.train, *source.query, *source.gallery, *source.images]
+    stems = lr_stems(listed + [record for split in splits for record in split.query], source.root)
 
     def hr_rows(records: list[Record], split: str, trial: int) -> None:
         for record in records:
@@ -205,9 +230,7 @@ def build_manifest(
             rows.append((path, record.pid, record.camid, split, 1, path, trial, ""))
             jobs.setdefault(record.path, {})
 
-    for trial in range(trials):
-        rng = np.random.default_rng([options.seed, trial])
-        split = reader.split(source, rng, options)
+    for trial, (rng, split) in enumerate(zip(rngs, splits, strict=True)):
         if not split.query:
             raise ReidxError(
                 f"{reader.name} at {source.root} yields no query image", f"check the layout: {reader.layout}"
@@ -221,7 +244,7 @@ def build_manifest(
         for name, query_rates in query_sets:
             for record, rate in zip(split.query, query_rates, strict=True):
                 source_path = stored_path(record.path, directory)
-                path = lr_path(record, rate, source.root) if rate > 1 else source_path
+                path = f"{LR_FOLDER}/r{rate}/{stems[record.path]}.png" if rate > 1 else source_path
                 targets = jobs.setdefault(record.path, {})
                 if rate > 1:
                     targets[rate] = directory / path
@@ -233,7 +256,7 @@ def build_manifest(
 
 def check_matches(frame: pd.DataFrame) -> dict[str, list[int]]:
     """Per query set, ``[queries with a same-pid gallery image from another camera, queries]`` over all
-    trials; none at all is the classic camid mistake, refused in one line (lessons.md §3)."""
+    trials; none at all is refused in one line that names the cause (lessons.md §3)."""
     gallery_cameras: dict[tuple[int, int], set[int]] = defaultdict(set)
     for trial, pid, camid in frame.loc[frame["split"] == "gallery", ["trial", "pid", "camid"]].itertuples(index=False):
         gallery_cameras[trial, pid].add(camid)
@@ -245,11 +268,18 @@ def check_matches(frame: pd.DataFrame) -> dict[str, list[int]]:
         count[0] += valid
         count[1] += 1
     if all(valid == 0 for valid, _ in counts.values()):
-        total = max(total for _, total in counts.values())
+        first = queries[queries["query_set"] == queries["query_set"].iloc[0]]
+        alone = sum(
+            (trial, pid) not in gallery_cameras for trial, pid in first[["trial", "pid"]].itertuples(index=False)
+        )
         raise ReidxError(
-            f"0 of {total} queries have a gallery image of the same person from another camera, and "
-            "evaluation never counts same-camera matches",
-            "give query and gallery images different camids (PID_cCAM file names or the CSV camid column)",
+            f"0 of {len(first)} queries have a gallery image of the same person from another camera "
+            f"(evaluation never counts same-camera matches): {alone} have no gallery image of their person "
+            f"at all, {len(first) - alone} only ones from their own camera",
+            "put other images of each query person in the gallery (the CSV split column, the query/ and gallery/ "
+            "folders, or --query-camera)"
+            if 2 * alone > len(first)
+            else "give query and gallery images different camids (PID_cCAM file names or the CSV camid column)",
         )
     return counts
 

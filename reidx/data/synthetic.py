@@ -5,7 +5,8 @@ body proportions, shorts, and accessories (bag, hat). Cameras differ by illumina
 background (two-colour gradient, low-frequency texture, floor band), viewpoint (horizontal shift, scale,
 mirror) and native resolution (:data:`NATIVE_SIZES`, cycled). Every image adds its own jitter: position,
 scale, stride, an occasional mirror, brightness and pixel noise. Images are written as Market-style names
-``PPPP_cCs1_NNNNNN_00.png`` (pid from 1, camera from 1), so the folder reader can read them back too.
+``PPPP_cCs1_NNNNNN_00.png`` (pid from 1, camera from 1; camid = C, as every reader reads such names), so
+the folder reader reads them back with the same identities and cameras.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image
 
 from reidx.console import progress
 from reidx.data.base import (
+    QUERY_RULE,
     DatasetReader,
     Options,
     Record,
@@ -25,6 +27,7 @@ from reidx.data.base import (
     Split,
     held_out_count,
     ids_of,
+    parse_market_name,
     per_camera_query_split,
 )
 from reidx.data.registry import register_dataset
@@ -231,7 +234,7 @@ def generate(out: Path, ids: int, cameras: int, images_per_camera: int, seed: in
                     rng = np.random.default_rng([seed, _IMAGE, pid, camid, index])
                     path = out / image_name(pid, camid, index)
                     Image.fromarray(render(person, camera, rng)).save(path, compress_level=1)
-                    records.append(Record(str(path), pid, camid))
+                    records.append(Record(str(path), *parse_market_name(path)))  # camid = CAM of the name
                     bar.advance(task)
     return records
 
@@ -241,7 +244,7 @@ class Synthetic(DatasetReader):
     """Procedural pedestrians, multi-shot, one trial; the HR originals are written to ``DIR/hr/``."""
 
     layout = "no folder: the images are generated (size from --ids, --cameras, --images-per-camera)"
-    rule = "half the ids test; per test id and camera one random image is a query (down-sampled), rest gallery"
+    rule = f"half the ids test; {QUERY_RULE}"
     uses = frozenset({"test_ids", "query_camera", "ids", "cameras", "images_per_camera"})
     needs_root = False
 

@@ -220,7 +220,17 @@ class GalleryIndex:
         try:
             metadata = pd.read_parquet(metadata_path)
         except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file to the user
-            raise ReidxError(f"cannot read {metadata_path}: {exc}", f"the file is corrupt; {REBUILD}") from None
+            reason = " ".join(str(exc).split())[:160]
+            raise ReidxError(f"cannot read {metadata_path}: {reason}", f"the file is corrupt; {REBUILD}") from None
+        problem = metadata_problem(metadata)
+        if problem:
+            raise ReidxError(f"cannot read {metadata_path}: {problem}", f"the file is corrupt; {REBUILD}")
+        kind = faiss.IndexIVFPQ if header.index_type == "ivfpq" else faiss.IndexFlat
+        if not isinstance(index, kind) or index.metric_type != faiss.METRIC_INNER_PRODUCT or not index.is_trained:
+            raise ReidxError(
+                f"{index_path} is not the trained inner-product {header.index_type} index {HEADER_NAME} describes",
+                f"the file is corrupt; {REBUILD}",
+            )
         counts = {"header.json": header.count, INDEX_NAME: index.ntotal, METADATA_NAME: len(metadata)}
         if len(set(counts.values())) != 1 or index.d != header.dim:
             found = ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -244,8 +254,27 @@ class GalleryIndex:
         return top_k(self.index, queries, max(1, min(k, self.header.count)), self.header.count)
 
 
+#: The type of every ``header.json`` field (bool is refused where an int is asked for).
+HEADER_FIELDS: dict[str, type] = {
+    "fingerprint": dict,
+    "checkpoint": str,
+    "model": str,
+    "dim": int,
+    "count": int,
+    "index_type": str,
+    "params": dict,
+    "metric": str,
+    "reidx_version": str,
+    "format": str,
+    "version": int,
+}
+IVFPQ_PARAMS = ("nlist", "pq_m", "nprobe")
+#: The columns every metadata table has, and whether each holds text (path) or integers (pid, camid).
+METADATA_COLUMNS = {"path": str, "pid": int, "camid": int}
+
+
 def read_header(directory: Path) -> IndexHeader:
-    """The header of an index directory, checked for format and version."""
+    """The header of an index directory, every field checked; anything wrong is a one-line ReidxError."""
     if not directory.is_dir():
         raise ReidxError(f"no index at {directory}", f"build one with `reidx embed --out {directory}`")
     path = directory / HEADER_NAME
@@ -255,17 +284,72 @@ def read_header(directory: Path) -> IndexHeader:
             "point at a folder written by `reidx embed`",
         )
     try:
-        fields = json.loads(path.read_text())
-        header = IndexHeader(**fields)
-    except (ValueError, TypeError) as exc:
-        raise ReidxError(f"cannot read {path}: {exc}", f"the file is corrupt; {REBUILD}") from None
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ReidxError(
+            f"cannot read {path}: {' '.join(str(exc).split())[:160]}", f"the file is corrupt; {REBUILD}"
+        ) from None
+    problem = header_problem(fields)
+    if problem:
+        raise ReidxError(f"cannot read {path}: {problem}", f"the file is corrupt; {REBUILD}")
+    header = IndexHeader(**fields)
     if header.format != FORMAT or header.version != VERSION:
         raise ReidxError(f"{path} is not a version-{VERSION} reidx index header", REBUILD)
-    if not isinstance(header.fingerprint, dict) or set(header.fingerprint) != set(FINGERPRINT_KEYS):
-        raise ReidxError(f"{path} has no valid embedding fingerprint", REBUILD)
     if header.index_type not in INDEX_TYPES or header.metric != METRIC:
         raise ReidxError(f"{path}: unsupported index {header.index_type!r} / metric {header.metric!r}", REBUILD)
     return header
+
+
+def is_count(value: Any, low: int = 0) -> bool:
+    """An int (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def header_problem(fields: Any) -> str | None:
+    """What is wrong with the parsed ``header.json`` (keys, types, ranges), None when nothing is."""
+    if not isinstance(fields, dict):
+        return f"it holds a JSON {type(fields).__name__}, not an object"
+    missing = [key for key in HEADER_FIELDS if key not in fields]
+    unknown = sorted(set(fields) - set(HEADER_FIELDS))
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if unknown:
+        return f"unknown {', '.join(unknown)}"
+    for key, kind in HEADER_FIELDS.items():
+        value = fields[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{key} is {json.dumps(value)[:40]}, not a JSON {kind.__name__}"
+    if not is_count(fields["dim"], 1) or not is_count(fields["count"]):
+        return f"dim {fields['dim']} / count {fields['count']} out of range"
+    fingerprint = fields["fingerprint"]
+    if set(fingerprint) != set(FINGERPRINT_KEYS) or not all(
+        isinstance(fingerprint[key], str) for key in ("checkpoint_sha256", "mode")
+    ):
+        return "no valid embedding fingerprint"
+    size = fingerprint["input_size"]
+    if not isinstance(size, list) or len(size) != 2 or not all(is_count(side, 1) for side in size):
+        return f"input size {json.dumps(size)[:40]} is not two positive integers"
+    params = fields["params"]
+    needed = IVFPQ_PARAMS if fields["index_type"] == "ivfpq" else ()
+    if any(key not in params for key in needed) or not all(is_count(value, 1) for value in params.values()):
+        return f"index params {json.dumps(params)[:60]} are not {', '.join(needed) or 'positive integers'}"
+    return None
+
+
+def metadata_problem(metadata: pd.DataFrame) -> str | None:
+    """What is wrong with the metadata table (columns, types, missing values), None when nothing is."""
+    missing = [column for column in METADATA_COLUMNS if column not in metadata.columns]
+    if missing:
+        return f"columns {', '.join(missing)} are missing"
+    for column, kind in METADATA_COLUMNS.items():
+        values = metadata[column]
+        if values.isna().any():
+            return f"column {column} has empty values"
+        if kind is int and not pd.api.types.is_integer_dtype(values):
+            return f"column {column} holds {values.dtype}, not integers"
+        if kind is str and not all(isinstance(value, str) for value in values):
+            return f"column {column} holds non-text values"
+    return None
 
 
 def write_index_dir(directory: Path, header: IndexHeader, index: Any, metadata: pd.DataFrame) -> None:

@@ -1,8 +1,8 @@
 """What to embed: loose images and folders, or a split of a prepared dataset, as a metadata table.
 
 Every table has at least ``path`` (absolute), ``pid`` and ``camid``, one row per distinct image in input
-order. Loose images take pid and camid from Market-style names (``PID_cCAM...``, camid = CAM - 1 as in
-torchreid) and -1 otherwise.
+order. Loose images take pid and camid from Market-style names (``PID_cCAM...``, camid = CAM as written,
+the rule of every dataset reader) and -1 otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reidx.data.base import MARKET_NAME, list_images
+from reidx.data.base import list_images, market_identity
 from reidx.data.manifest import SPLITS, read_dataset
 from reidx.errors import ReidxError
 
@@ -21,10 +21,7 @@ UNKNOWN = -1
 
 def identity_from_name(path: str | Path) -> tuple[int, int]:
     """``(pid, camid)`` from a Market-style file name, ``(-1, -1)`` when the name is not one."""
-    match = MARKET_NAME.match(Path(path).name)
-    if match is None:
-        return UNKNOWN, UNKNOWN
-    return int(match.group(1)), int(match.group(2)) - 1
+    return market_identity(path) or (UNKNOWN, UNKNOWN)
 
 
 def expand_images(items: Sequence[str | Path]) -> list[Path]:

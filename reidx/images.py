@@ -9,7 +9,7 @@ What it promises, for every reader (prepare, training, embed, search, recover, r
 * every mode becomes 8-bit RGB by its meaning: 16-bit grey ("I;16", "I") is scaled from 0..65535,
   32-bit float ("F") from 0..1 (anything else is refused), CMYK, YCbCr, 1-bit and palettes are
   converted, and transparency (RGBA, LA, PA, palettes or grey with a transparent colour) is composited
-  on mid-grey :data:`BACKGROUND` (0 in model space), never dropped to expose hidden pixels.
+  on mid-grey :data:`BACKGROUND`, never dropped to expose hidden pixels.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 DEFAULT_MAX_PIXELS = 25_000_000
 #: Environment variable that overrides the pixel limit.
 MAX_PIXELS_ENV = "REIDX_MAX_PIXELS"
-#: What transparent pixels are composited on: mid-grey, 0 after the model's [-1, 1] normalisation.
+#: What transparent pixels are composited on: mid-grey, the neutral value of the model input.
 BACKGROUND = (128, 128, 128)
 #: EXIF orientation tag and the transposition that makes each value upright (EXIF 2.3, tag 0x0112).
 ORIENTATION_TAG = 0x0112

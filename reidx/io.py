@@ -1,10 +1,19 @@
-"""File helpers: atomic writes and content hashes; ``load_image`` is re-exported from :mod:`reidx.images`."""
+"""File helpers: atomic writes, the one-writer lock of an output folder, content hashes; ``load_image`` is
+re-exported from :mod:`reidx.images`.
+
+Every temporary reidx writes is named ``.NAME.PID-TAG.tmp`` beside (or inside) what it becomes, so one
+whose process is gone (killed) is recognisably stale: the next writer of that output removes it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,53 +22,206 @@ from pathlib import Path
 from reidx.errors import ReidxError
 from reidx.images import load_image  # noqa: F401 - re-exported: reidx.io.load_image is the documented name
 
+#: A temporary file or folder reidx creates: ``.NAME.PID-TAG.tmp`` (TAG: tempfile's 8 characters, or "old").
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-(?:[a-z0-9_]{8}|old)\.tmp$")
+#: OSError numbers that mean "this location cannot be written", and what to tell the user.
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file size limit is reached",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOTDIR: "a file is in the way of a folder",
+    errno.EISDIR: "a folder is in the way of a file",
+}
+SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: What the body of a write can hit that is about the output (EACCES there may be an unreadable input).
+OUTPUT_ERRORS = SPACE_ERRORS | {errno.EROFS}
+_held_locks: set[Path] = set()
+
+
+def write_error(exc: OSError, path: str | os.PathLike) -> ReidxError | None:
+    """The one-line error for an OSError that means ``path`` cannot be written (None for any other)."""
+    reason = WRITE_ERRORS.get(exc.errno or 0)
+    if reason is None:
+        return None
+    fix = "free some space or write somewhere else" if exc.errno in SPACE_ERRORS else "write somewhere else"
+    return ReidxError(f"cannot write {path}: {reason}", fix)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, errors: frozenset[int] = frozenset(WRITE_ERRORS)) -> Iterator[None]:
+    """Turn an OSError with an errno in ``errors`` raised inside into a ReidxError naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in errors or (error := write_error(exc, path)) is None:
+            raise
+        raise error from None
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder ``path`` goes in; a file in the way or an unwritable place is a one-line error."""
+    blocker = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ReidxError(f"cannot write {path}: {blocker} is not a folder", "choose a path inside a folder")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path beside ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary file path beside ``path``; rename it over ``path`` only on success.
+
+    Write failures (full disk, read-only folder, a folder at ``path``) are one-line errors naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise ReidxError(f"cannot write {path}: it is a folder", "give the path of a file")
+    make_parent(path)
+    remove_stale_temporaries(path.parent, of=path.name)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like a plain open()
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        with writing(path, OUTPUT_ERRORS):
+            yield tmp_path
+        with writing(path):
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; it becomes ``path`` only on success.
+def temporary_dir(path: Path) -> Path:
+    """A new empty reidx temporary folder beside ``path``, with the mode of a plain mkdir."""
+    make_parent(path)
+    with writing(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+    return tmp
 
-    An existing non-empty ``path`` is refused unless ``overwrite``; on failure nothing is left behind.
-    """
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise ReidxError(f"{path} already exists and is not empty", "choose another --out or pass --overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like a plain mkdir
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target`` in one step (an atomic exchange where the OS has one); the old
+    ``target`` is deleted. ``target`` is never missing, except on systems without the exchange."""
+    with writing(target):
+        if not target.exists():
+            os.replace(new, target)
+        elif exchange(new, target):
+            shutil.rmtree(new, ignore_errors=True)
         else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            old = new.with_name(f".{target.name}.{os.getpid()}-old.tmp")
+            os.replace(target, old)
+            os.replace(new, target)
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def stale(name: str, of: str | None = None) -> bool:
+    """Whether ``name`` is a reidx temporary (of the file or folder named ``of``) whose process is gone."""
+    match = TEMPORARY.match(name)
+    return bool(match) and of in (None, match["name"]) and not process_alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(folder: Path, of: str | None = None, recursive: bool = False) -> None:
+    """Delete the stale reidx temporaries in ``folder`` (only those of ``of``; also in subfolders when
+    ``recursive``). Nothing else is touched."""
+    for top, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            if stale(name, of):
+                path = Path(top, name)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        dirs[:] = [name for name in dirs if recursive and Path(top, name).is_dir()]
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: str | os.PathLike, what: str = "output folder") -> Iterator[None]:
+    """Hold the one-writer lock of the output folder ``directory`` for the block.
+
+    The lock is ``fcntl.flock`` on ``.NAME.lock`` beside the folder, so the kernel releases it when the
+    process ends, even by ``kill -9``. Another process holding it is a ReidxError naming that process (a
+    second writer refuses, it never races); nested use in one process is free. On taking it, the stale
+    reidx temporaries beside and inside ``directory`` are removed.
+    """
+    target = Path(directory).expanduser().resolve()
+    if target in _held_locks:
+        yield
+        return
+    lock = target.parent / f".{target.name}.lock"
+    make_parent(lock)
+    handle = _acquire(lock, target, what)
+    _held_locks.add(target)
+    try:
+        remove_stale_temporaries(target.parent, of=target.name)
+        remove_stale_temporaries(target, recursive=True)
+        yield
+    finally:
+        _held_locks.discard(target)
+        lock.unlink(missing_ok=True)  # before unlocking: a waiter that opened this file retries (_acquire)
+        os.close(handle)
+
+
+def _acquire(lock: Path, target: Path, what: str) -> int:
+    """An open, flock-ed descriptor of ``lock`` holding this process id."""
+    while True:
+        with writing(lock):
+            handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 32).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise ReidxError(
+                f"the {what} {target} is being written by another reidx process (pid {holder})",
+                "wait until it has finished (or stop it), then run again",
+            ) from None
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(handle)
+        if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+            break
+        os.close(handle)  # the previous holder removed this file after we opened it: lock the new one
+    os.ftruncate(handle, 0)
+    os.write(handle, f"{os.getpid()}\n".encode())
+    return handle
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -4,6 +4,8 @@ Every input is resized (bilinear) to the model input size, recovered, and writte
 that size. With ground-truth HR images (matched by file stem) each image is scored with SSIM / PSNR
 (/ LPIPS where its weights are on the machine) against the HR image at input size, beside the same
 scores of the bilinear-upsampled LR input. ``grid`` writes rows LR (bilinear) | recovered | HR.
+``OUT`` follows the safe-output rule (:mod:`reidx.outputs`): a new or empty folder, or one ``recover``
+wrote, never containing an input; one writer at a time.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from reidx.console import console, progress
 from reidx.data.loading import iterate_images
 from reidx.data.transforms import to_model_input, to_pil, to_unit_range
 from reidx.errors import ReidxError
-from reidx.io import atomic_path, load_image
+from reidx.io import atomic_path, exclusive_lock, load_image, writing
 from reidx.metrics import recovery_metrics
+from reidx.outputs import KINDS, check_apart, existing_output, mark_output
 from reidx.retrieval.inputs import expand_images
 
 #: The grid shows at most this many rows (the first images, in input order).
 GRID_ROWS = 32
+KIND = "recovered"
 METRICS = ("ssim", "psnr", "lpips")
 
 
@@ -101,40 +105,56 @@ def recover_images(
         RecoveredImage(str(path), str(out / f"{path.stem}.png"), str(truth[i]) if truth else None)
         for i, path in enumerate(paths)
     ]
-    tiles: list[list[torch.Tensor]] = []
-    per_image: dict[str, list[np.ndarray]] = {}
-    lpips_reason = ""
-    with progress() as bar:
-        task = bar.add_task("recover", total=len(paths))
-        for images, indices in iterate_images([str(p) for p in paths], size, batch_size, workers):
-            recovered = loaded.model.recover(images.to(device)).float().cpu()
-            for tensor, index in zip(recovered, indices.tolist(), strict=True):
-                with atomic_path(records[index].output) as tmp:
-                    to_pil(tensor).save(tmp, format="PNG")
-            targets = None
-            if truth is not None:
-                targets = torch.stack([to_model_input(load_image(truth[i]), size) for i in indices.tolist()])
-                for name, pred in (("", recovered), ("bilinear_", images)):
-                    result = recovery_metrics(to_unit_range(pred), to_unit_range(targets))
-                    lpips_reason = result.lpips_reason or "ok"
-                    for metric in METRICS:
-                        values = getattr(result, metric)
-                        per_image.setdefault(name + metric, []).append(
-                            np.full(len(pred), np.nan) if values is None else values
-                        )
-            for row, index in enumerate(indices.tolist()):
-                if index < GRID_ROWS:
-                    tiles.append([images[row], recovered[row]] + ([targets[row]] if targets is not None else []))
-            bar.advance(task, len(indices))
+    sources = [*inputs, *paths, *([hr, *truth] if truth is not None else [])]
+    check_apart(out, sources, inside=False)
+    if grid is not None:
+        check_apart(grid, [*sources, *(record.output for record in records)], "input or output", flag="--grid")
+    with exclusive_lock(out, KINDS[KIND][0]):
+        prepare_output_folder(out, [Path(record.output).name for record in records], grid)
+        tiles: list[list[torch.Tensor]] = []
+        per_image: dict[str, list[np.ndarray]] = {}
+        lpips_reason = ""
+        with progress() as bar:
+            task = bar.add_task("recover", total=len(paths))
+            for images, indices in iterate_images([str(p) for p in paths], size, batch_size, workers):
+                recovered = loaded.model.recover(images.to(device)).float().cpu()
+                for tensor, index in zip(recovered, indices.tolist(), strict=True):
+                    with atomic_path(records[index].output) as tmp:
+                        to_pil(tensor).save(tmp, format="PNG")
+                targets = None
+                if truth is not None:
+                    targets = torch.stack([to_model_input(load_image(truth[i]), size) for i in indices.tolist()])
+                    for name, pred in (("", recovered), ("bilinear_", images)):
+                        result = recovery_metrics(to_unit_range(pred), to_unit_range(targets))
+                        lpips_reason = result.lpips_reason or "ok"
+                        for metric in METRICS:
+                            values = getattr(result, metric)
+                            per_image.setdefault(name + metric, []).append(
+                                np.full(len(pred), np.nan) if values is None else values
+                            )
+                for row, index in enumerate(indices.tolist()):
+                    if index < GRID_ROWS:
+                        tiles.append([images[row], recovered[row]] + ([targets[row]] if targets is not None else []))
+                bar.advance(task, len(indices))
+        if grid is not None:
+            write_grid(Path(grid), tiles)
     mean: dict[str, float | None] = {}
     for name, chunks in per_image.items():
         values = np.concatenate(chunks)
         for record, value in zip(records, values, strict=True):
             record.scores[name] = None if np.isnan(value) else float(value)
         mean[name] = None if np.isnan(values).all() else float(values.mean())
-    if grid is not None:
-        write_grid(Path(grid), tiles)
     return RecoveryReport(str(checkpoint), str(out), list(size), records, mean, lpips_reason)
+
+
+def prepare_output_folder(out: Path, names: list[str], grid: str | Path | None) -> None:
+    """Create (or reuse) ``out`` as a folder of recovered images under the safe-output rule, its marker
+    listing the files this run writes (so a killed run's outputs stay reidx's)."""
+    existing_output(out, KIND)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+    inside = grid is not None and Path(grid).resolve().parent == out.resolve()
+    mark_output(out, KIND, [*names, *([Path(grid).name] if inside else [])])
 
 
 def write_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:

@@ -153,12 +153,22 @@ def test_truncated_image_is_named_and_nothing_is_left(tmp_path: Path, market_tre
 
 def test_existing_output_needs_overwrite(tmp_path: Path, viper_tree) -> None:
     viper_tree(tmp_path / "v", ids=4)
+    prepare_dataset("viper", tmp_path / "v", tmp_path / "out", trials=1)
+    with pytest.raises(ReidxError, match="already holds a prepared dataset.*--overwrite"):
+        prepare_dataset("viper", tmp_path / "v", tmp_path / "out", trials=1, seed=1)
+    prepare_dataset("viper", tmp_path / "v", tmp_path / "out", trials=1, seed=1, overwrite=True)
+    assert read_dataset(tmp_path / "out")[1].seed == 1
+
+
+def test_overwrite_never_replaces_a_folder_reidx_did_not_write(tmp_path: Path, viper_tree) -> None:
+    viper_tree(tmp_path / "v", ids=4)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    with pytest.raises(ReidxError, match="--overwrite"):
-        prepare_dataset("viper", tmp_path / "v", tmp_path / "out", trials=1)
-    prepare_dataset("viper", tmp_path / "v", tmp_path / "out", trials=1, overwrite=True)
-    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / MANIFEST_NAME).is_file()
+    for overwrite in (False, True):
+        with pytest.raises(ReidxError, match="not written by reidx") as error:
+            prepare_dataset("viper", tmp_path / "v", tmp_path / "out", trials=1, overwrite=overwrite)
+        assert "--overwrite" not in error.value.line()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,7 @@ def test_recover_writes_images_scores_and_grid(run_cli, dataset: Path, two_epoch
     assert code == 0, err
     report = json.loads(stdout)
     inputs = sorted(p.stem for p in (dataset / "lr").rglob("*.png"))
-    assert sorted(p.stem for p in out.iterdir()) == inputs
+    assert sorted(p.stem for p in out.glob("*.png")) == inputs
     from PIL import Image
 
     assert Image.open(out / f"{inputs[0]}.png").size == (32, 64)

@@ -4,7 +4,9 @@ Per trial the reader splits the identities; every query image gets its own rate 
 seen set (query set "mixed") and, for each unseen rate N, one more copy at N ("rN"); CAVIAR's queries are
 genuine LR images used as they are ("native"). Train and gallery rows reference the HR originals in place.
 LR images are written once per (image, rate) as PNG at round(native / r) under ``lr/rN/``. The whole
-directory is built beside ``out`` and renamed into place only when complete.
+directory is built beside ``out`` and put in place only when complete, under the safe-output rule
+(:mod:`reidx.outputs`): ``--overwrite`` replaces only a dataset reidx prepared, and ``out`` never overlaps
+the source images.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from reidx.data.manifest import DatasetInfo, write_dataset
 from reidx.data.registry import get_reader
 from reidx.data.transforms import downsample
 from reidx.errors import ReidxError
-from reidx.io import atomic_dir, load_image
+from reidx.io import load_image
+from reidx.outputs import atomic_dir, check_apart
 
 MIXED, NATIVE = "mixed", "native"
 LR_FOLDER, HR_FOLDER = "lr", "hr"
@@ -99,11 +102,12 @@ def prepare_dataset(
     options = Options(seed=seed, workers=workers or default_workers(), **given)
     source_root = existing_root(root, reader) if reader.needs_root else root
     out = Path(out).expanduser().resolve()
-    if source_root is not None and source_root.is_dir() and out.is_relative_to(source_root):
-        raise ReidxError(f"--out {out} lies inside the dataset root {source_root}", "choose an --out outside it")
+    if source_root is not None:
+        check_apart(out, [source_root], "dataset root", inside=Path(source_root).is_dir())
     trials = trials or reader.trials
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, "dataset", overwrite=overwrite) as tmp:
         source = reader.read(source_root, tmp / HR_FOLDER, options)
+        check_apart(out, source_locations(source, tmp), "source images", inside=False)
         check_query_camera(source, query_camera)
         frame, jobs = build_manifest(reader, source, options, rates, unseen, trials, tmp)
         counts = check_matches(frame)
@@ -152,6 +156,18 @@ def check_arguments(
     for name in ("test_ids", "ids", "cameras", "images_per_camera"):
         if name in given and given[name] < 1:
             raise ReidxError(f"{OPTION_FLAGS[name]} {given[name]} is out of range", f"use {OPTION_FLAGS[name]} >= 1")
+
+
+def source_locations(source: Source, workdir: Path) -> set[Path]:
+    """The folders of the source images (bar those the reader made in ``workdir``) and the images that
+    are links: what the output must not contain."""
+    paths = {
+        Path(record.path)
+        for records in (source.train, source.query, source.gallery, source.images)
+        for record in records
+    }
+    paths = {path for path in paths if not path.is_relative_to(workdir)}
+    return {path.parent for path in paths} | {path for path in paths if path.is_symlink()}
 
 
 def check_query_camera(source: Source, query_camera: int | None) -> None:

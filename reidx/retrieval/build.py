@@ -14,9 +14,10 @@ import pandas as pd
 from reidx.checkpoint import LoadedModel
 from reidx.console import console
 from reidx.errors import ReidxError
-from reidx.retrieval.embedder import check_mode, embed_to_chunks, embedding_fingerprint
+from reidx.io import exclusive_lock
+from reidx.outputs import existing_output
+from reidx.retrieval.embedder import FLUSH_SECONDS, check_mode, embed_to_chunks, embedding_fingerprint
 from reidx.retrieval.index import (
-    HEADER_NAME,
     INDEX_TYPES,
     PARTIAL_NAME,
     GalleryIndex,
@@ -72,6 +73,7 @@ def build_index(
     workers: int = 2,
     device: str = "auto",
     chunk_size: int = 4096,
+    flush_seconds: float = FLUSH_SECONDS,
     on_chunk: Callable[[int], None] | None = None,
 ) -> BuildResult:
     """Embed the images of ``table`` (columns path, pid, camid, ...) into the index directory ``out``.
@@ -85,64 +87,61 @@ def build_index(
     if index_type is not None and index_type not in INDEX_TYPES:
         raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
     out = Path(out)
-    fingerprint = embedding_fingerprint(loaded, mode)
-    existing = existing_index(out, append, overwrite)
-    if existing is not None:
-        check_compatible(existing, fingerprint, index_type)
-    known = set(existing.metadata["path"]) if existing is not None else set()
-    rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
-    skipped = len(table) - len(rows)
-    if rows.empty:
+    with exclusive_lock(out, "index"):
+        fingerprint = embedding_fingerprint(loaded, mode)
+        existing = existing_index(out, append, overwrite)
+        if existing is not None:
+            check_compatible(existing, fingerprint, index_type)
+        known = set(existing.metadata["path"]) if existing is not None else set()
+        rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
+        skipped = len(table) - len(rows)
+        if rows.empty:
+            if existing is None:
+                raise ReidxError("no images to embed", "give images, folders or a --dataset")
+            return BuildResult(out, existing.header, 0, skipped)
+        kind = existing.header.index_type if existing is not None else index_type or "flat"
+        if existing is None and kind == "ivfpq":
+            nlist = ivf_lists(len(rows), nlist)
+        paths = list(rows["path"])
+        chunks = embed_to_chunks(
+            loaded,
+            paths,
+            mode,
+            out / PARTIAL_NAME,
+            batch_size=batch_size,
+            workers=workers,
+            chunk_size=chunk_size,
+            flush_seconds=flush_seconds,
+            on_chunk=on_chunk,
+        )
         if existing is None:
-            raise ReidxError("no images to embed", "give images, folders or a --dataset")
-        return BuildResult(out, existing.header, 0, skipped)
-    kind = existing.header.index_type if existing is not None else index_type or "flat"
-    if existing is None and kind == "ivfpq":
-        nlist = ivf_lists(len(rows), nlist)
-    paths = list(rows["path"])
-    chunks = embed_to_chunks(
-        loaded,
-        paths,
-        mode,
-        out / PARTIAL_NAME,
-        batch_size=batch_size,
-        workers=workers,
-        chunk_size=chunk_size,
-        on_chunk=on_chunk,
-    )
-    if existing is None:
-        dim = int(np.load(chunks[0], mmap_mode="r").shape[1])
-        params = ivfpq_params(dim, nlist, pq_m, nprobe) if kind == "ivfpq" else {}
-        header = IndexHeader(fingerprint, str(loaded.path.resolve()), loaded.name, dim, 0, kind, params)
-        index, metadata = new_faiss_index(dim, kind, params), rows
-    else:
-        header, index = existing.header, existing.index
-        metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
-    index, on_gpu = to_device(index, device)
-    if not index.is_trained:
-        index.train(training_sample(chunks, MAX_TRAINING_VECTORS))
-    for chunk in chunks:
-        index.add(np.load(chunk))
-    header.count = int(index.ntotal)
-    write_index_dir(out, header, to_cpu(index, on_gpu), metadata)
-    return BuildResult(out, header, len(rows), skipped)
+            dim = int(np.load(chunks[0], mmap_mode="r").shape[1])
+            params = ivfpq_params(dim, nlist, pq_m, nprobe) if kind == "ivfpq" else {}
+            header = IndexHeader(fingerprint, str(loaded.path.resolve()), loaded.name, dim, 0, kind, params)
+            index, metadata = new_faiss_index(dim, kind, params), rows
+        else:
+            header, index = existing.header, existing.index
+            metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
+        index, on_gpu = to_device(index, device)
+        if not index.is_trained:
+            index.train(training_sample(chunks, MAX_TRAINING_VECTORS))
+        for chunk in chunks:
+            index.add(np.load(chunk))
+        header.count = int(index.ntotal)
+        write_index_dir(out, header, to_cpu(index, on_gpu), metadata)
+        return BuildResult(out, header, len(rows), skipped)
 
 
 def existing_index(out: Path, append: bool, overwrite: bool) -> GalleryIndex | None:
-    """The index to append to, or None for a new one; refuses to clobber anything without ``overwrite``."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise ReidxError(f"{out} is a file", "choose a folder for --out")
-    if (out / HEADER_NAME).is_file():
-        if append:
-            return GalleryIndex.open(out, device="cpu")
-        if not overwrite:
-            raise ReidxError(f"{out} already holds an index", "pass --append to add images or --overwrite to rebuild")
-        return None
-    if overwrite or {p.name for p in out.iterdir()} <= {PARTIAL_NAME}:
-        return None
-    raise ReidxError(f"{out} exists and is not a reidx index", "choose another --out or pass --overwrite")
+    """The index to append to, or None for a new one. Only an index reidx wrote may be appended to or
+    replaced (``overwrite``); anything else in ``out`` is refused (:mod:`reidx.outputs`)."""
+    if not existing_output(out, "index"):
+        return None  # absent, empty, or only an interrupted first run's resume state
+    if append:
+        return GalleryIndex.open(out, device="cpu")
+    if not overwrite:
+        raise ReidxError(f"{out} already holds an index", "pass --append to add images or --overwrite to rebuild")
+    return None
 
 
 def check_compatible(existing: GalleryIndex, fingerprint: dict[str, Any], index_type: str | None) -> None:

@@ -10,19 +10,22 @@ import contextlib
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from reidx.checkpoint import LoadedModel
-from reidx.console import progress
+from reidx.console import err_console, progress
 from reidx.data.loading import iterate_images
 from reidx.errors import ReidxError
-from reidx.io import atomic_path
+from reidx.io import atomic_path, writing
 
 JOB_NAME = "job.json"
 CHUNK_GLOB = "chunk-*.npy"
+#: At most this many seconds of embedding work are lost when a run is killed.
+FLUSH_SECONDS = 10.0
 
 
 def check_mode(loaded: LoadedModel, mode: str) -> None:
@@ -72,26 +75,29 @@ def embed_to_chunks(
     batch_size: int = 64,
     workers: int = 2,
     chunk_size: int = 4096,
+    flush_seconds: float = FLUSH_SECONDS,
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """Embed ``paths`` into ``chunk-START-END.npy`` files under ``state_dir``, in order, resuming the
     chunks a previous run of the same job left there; returns the chunk files covering every path.
 
+    A chunk is written every ``chunk_size`` images or ``flush_seconds``, whichever comes first, always at
+    a batch boundary (so a resumed run batches the rest exactly as an uninterrupted one would).
     ``on_chunk(done)`` is called after each chunk is safely on disk.
     """
     check_mode(loaded, mode)
     chunks = resume_chunks(state_dir, job_key(loaded, mode, paths), len(paths))
     done = chunk_range(chunks[-1])[1] if chunks else 0
     pending: list[np.ndarray] = []
-    start = done
+    start, flushed = done, time.monotonic()
     with progress_counter(len(paths), done, "embedding", show=True) as advance:
         for vectors in iter_embeddings(loaded, paths[done:], mode, batch_size, workers):
             pending.append(vectors)
             done += len(vectors)
             advance(len(vectors))
-            if done - start >= chunk_size or done == len(paths):
+            if done - start >= chunk_size or done == len(paths) or time.monotonic() - flushed >= flush_seconds:
                 chunks.append(write_chunk(state_dir, start, np.concatenate(pending)))
-                pending, start = [], done
+                pending, start, flushed = [], done, time.monotonic()
                 if on_chunk is not None:
                     on_chunk(done)
     return chunks
@@ -104,7 +110,8 @@ def job_key(loaded: LoadedModel, mode: str, paths: Sequence[str]) -> str:
 
 
 def resume_chunks(state_dir: Path, key: str, total: int) -> list[Path]:
-    """The contiguous chunks from 0 left by the same job; any other job's state is discarded."""
+    """The contiguous, readable chunks from 0 left by the same job; everything else is discarded (another
+    job's state entirely; a damaged chunk, with a note, and what follows it)."""
     job_file = state_dir / JOB_NAME
     job = {"key": key, "total": total}
     try:
@@ -112,25 +119,49 @@ def resume_chunks(state_dir: Path, key: str, total: int) -> list[Path]:
     except (OSError, ValueError):
         same = False
     if not same:
+        if state_dir.is_symlink() or state_dir.is_file():
+            state_dir.unlink()
         shutil.rmtree(state_dir, ignore_errors=True)
-        state_dir.mkdir(parents=True)
+        with writing(state_dir):
+            state_dir.mkdir(parents=True)
         with atomic_path(job_file) as tmp:
             tmp.write_text(json.dumps(job))
         return []
-    chunks, end = [], 0
+    chunks, end, dim = [], 0, None
     for chunk in sorted(state_dir.glob(CHUNK_GLOB)):
-        first, last = chunk_range(chunk)
-        if first != end:
-            break
-        chunks.append(chunk)
-        end = last
+        span = chunk_range(chunk)
+        if span is not None and span[0] == end:
+            rows = read_chunk_shape(chunk)
+            if rows is not None and rows[0] == span[1] - span[0] and dim in (None, rows[1]):
+                chunks.append(chunk)
+                end, dim = span[1], rows[1]
+                continue
+            err_console.print(
+                f"note: discarded the damaged embedding chunk {chunk}; re-embedding from image {end}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        chunk.unlink()
     return chunks
 
 
-def chunk_range(chunk: Path) -> tuple[int, int]:
-    """``(start, end)`` path indices covered by a chunk file."""
-    _, start, end = chunk.stem.split("-")
-    return int(start), int(end)
+def read_chunk_shape(chunk: Path) -> tuple[int, int] | None:
+    """``(rows, dim)`` of a readable float32 chunk file, None for a damaged one."""
+    try:
+        vectors = np.load(chunk, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.dtype != np.float32:
+        return None
+    return int(vectors.shape[0]), int(vectors.shape[1])
+
+
+def chunk_range(chunk: Path) -> tuple[int, int] | None:
+    """``(start, end)`` path indices covered by a chunk file, None for a name reidx did not write."""
+    parts = chunk.stem.split("-")
+    if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return int(parts[1]), int(parts[2])
 
 
 def write_chunk(state_dir: Path, start: int, vectors: np.ndarray) -> Path:

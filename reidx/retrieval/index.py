@@ -7,7 +7,8 @@ An index directory holds
 * ``index.faiss``: the FAISS index (always written from a CPU copy), id i = row i of the metadata;
 * ``metadata.parquet``: one row per vector: ``path`` (absolute), ``pid``, ``camid`` and, for a dataset
   split, every other manifest column;
-* ``.partial/`` (only while ``reidx embed`` runs or after it was interrupted): embedding chunks to resume.
+* ``.partial/`` (only while ``reidx embed`` runs or after it was interrupted): embedding chunks to resume;
+* ``.reidx-output.json``: the marker of the safe-output rule (:mod:`reidx.outputs`).
 
 Similarity is the inner product of L2-normalised embeddings (cosine), as in the evaluator
 (protocols.md §3). Index types: ``flat`` (``IndexFlatIP``, exact) and ``ivfpq`` (``IndexIVFPQ``, trained on
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ import pandas as pd
 from reidx import __version__
 from reidx.console import err_console
 from reidx.errors import ReidxError
-from reidx.io import atomic_dir
+from reidx.io import WRITE_ERRORS
+from reidx.outputs import atomic_dir
 
 FORMAT = "reidx-index"
 VERSION = 1
@@ -353,10 +356,23 @@ def metadata_problem(metadata: pd.DataFrame) -> str | None:
 
 
 def write_index_dir(directory: Path, header: IndexHeader, index: Any, metadata: pd.DataFrame) -> None:
-    """Write the three files into a fresh folder that then replaces ``directory`` in one rename."""
-    import faiss
+    """Write the three files into a fresh folder that then replaces ``directory`` in one step (the
+    caller has checked that ``directory`` may be replaced)."""
 
-    with atomic_dir(directory, overwrite=True) as tmp:
-        faiss.write_index(index, str(tmp / INDEX_NAME))
+    with atomic_dir(directory, "index", overwrite=True) as tmp:
+        write_faiss(index, tmp / INDEX_NAME)
         metadata.reset_index(drop=True).to_parquet(tmp / METADATA_NAME, index=False, engine="pyarrow")
         (tmp / HEADER_NAME).write_text(header.to_json())
+
+
+def write_faiss(index: Any, path: Path) -> None:
+    """``faiss.write_index``, its write failures (reported in the message text) raised as OSError."""
+    import faiss
+
+    try:
+        faiss.write_index(index, str(path))
+    except RuntimeError as exc:
+        code = next((code for code in WRITE_ERRORS if f"({os.strerror(code)})" in str(exc)), None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from None

@@ -1,0 +1,208 @@
+"""The safe-output rule, the one-writer lock and stale temporaries (reidx.outputs, reidx.io), with real
+processes and files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reidx.errors import ReidxError
+from reidx.io import atomic_path, exclusive_lock
+from reidx.outputs import MARKER_NAME, atomic_dir, check_apart, existing_output, mark_output, read_marker
+
+HOLD = """
+import sys, time
+from reidx.io import exclusive_lock
+with exclusive_lock(sys.argv[1], "index"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def hold_lock(directory: Path) -> subprocess.Popen:
+    """A real process that holds the lock of ``directory`` until killed."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    """Every file below ``directory`` (relative path -> bytes)."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_lock_refuses_a_second_process_names_it_and_dies_with_it(tmp_path: Path) -> None:
+    directory = tmp_path / "idx"
+    holder = hold_lock(directory)
+    try:
+        message = rf"index .*idx is being written by another reidx process \(pid {holder.pid}\)"
+        with pytest.raises(ReidxError, match=message), exclusive_lock(directory, "index"):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with exclusive_lock(directory, "index"):  # the kernel released the killed holder's lock
+        with exclusive_lock(directory, "index"):  # nesting in one process is free
+            assert (tmp_path / ".idx.lock").read_text().strip() == str(os.getpid())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the lock file goes with the last holder
+
+
+def test_a_folder_being_written_is_not_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    holder = hold_lock(out)
+    try:
+        with pytest.raises(ReidxError, match="being written by another reidx process"):
+            with atomic_dir(out, "dataset"):
+                raise AssertionError("must not be reached")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not out.exists()
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    dead, alive = dead_pid(), os.getpid()
+    out = tmp_path / "idx"
+    (out / ".partial").mkdir(parents=True)
+    stale = [
+        tmp_path / f".idx.{dead}-abcd_123.tmp",  # a killed atomic_dir's new folder
+        tmp_path / f".idx.{dead}-old.tmp",  # ... or the old one it was replacing
+        out / ".partial" / f".chunk-0000000000-0000000008.npy.{dead}-k2j4l5m6.tmp",
+        out / f".header.json.{dead}-zzzzzzzz.tmp",
+    ]
+    kept = [
+        tmp_path / f".idx.{alive}-abcdefgh.tmp",  # a running process's
+        tmp_path / f".other.{dead}-abcdefgh.tmp",  # another output's
+        tmp_path / ".idx.notes.tmp",  # not a reidx name
+        out / ".partial" / "job.json",
+    ]
+    for path in stale[:2]:
+        path.mkdir()
+        (path / "index.faiss").write_bytes(b"x")
+    for path in [*stale[2:], *kept]:
+        path.write_bytes(b"x")
+    with exclusive_lock(out, "index"):
+        pass
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)
+
+
+def test_atomic_path_removes_its_own_stale_temporaries_and_names_a_folder(tmp_path: Path) -> None:
+    dead = dead_pid()
+    leftover = tmp_path / f".report.md.{dead}-abcdefgh.tmp"
+    leftover.write_text("half")
+    with atomic_path(tmp_path / "report.md") as tmp:
+        tmp.write_text("done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ReidxError, match="folder.*is a folder"):
+        with atomic_path(tmp_path / "folder"):
+            pass
+    with pytest.raises(ReidxError, match="report.md is not a folder"):
+        with atomic_path(tmp_path / "report.md" / "x.png"):
+            pass
+
+
+def test_existing_output_rule(tmp_path: Path) -> None:
+    assert existing_output(tmp_path / "absent", "index") is False
+    (tmp_path / "empty").mkdir()
+    assert existing_output(tmp_path / "empty", "index") is False
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReidxError, match="is a file, not a folder"):
+        existing_output(tmp_path / "file", "index")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "me.jpg").write_bytes(b"jpeg")
+    with pytest.raises(ReidxError, match=r"exists and was not written by reidx \(e.g. me.jpg\)") as error:
+        existing_output(photos, "index")
+    assert "--overwrite" not in error.value.line()
+    with atomic_dir(tmp_path / "ds", "dataset") as tmp:
+        (tmp / "lr").mkdir()
+        (tmp / "lr" / "a.png").write_bytes(b"png")
+    assert read_marker(tmp_path / "ds")["files"] == ["lr/a.png"]
+    assert existing_output(tmp_path / "ds", "dataset") is True
+    with pytest.raises(ReidxError, match="holds a prepared dataset, not an index") as error:
+        existing_output(tmp_path / "ds", "index")
+    assert "--overwrite" not in error.value.line()
+    (tmp_path / "ds" / "lr" / "mine.jpg").write_bytes(b"user")
+    with pytest.raises(ReidxError, match=r"holds files reidx did not write \(e.g. lr/mine.jpg\)"):
+        existing_output(tmp_path / "ds", "dataset")
+    (tmp_path / "ds" / MARKER_NAME).write_text("{damaged")
+    with pytest.raises(ReidxError, match="not written by reidx"):
+        existing_output(tmp_path / "ds", "dataset")
+    only_state = tmp_path / "interrupted"
+    (only_state / ".partial").mkdir(parents=True)
+    (only_state / ".partial" / "chunk-0000000000-0000000004.npy").write_bytes(b"x")
+    assert existing_output(only_state, "index") is False  # an interrupted first embed, to resume
+
+
+def test_atomic_dir_replaces_in_one_step_and_keeps_the_old_on_failure(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    with atomic_dir(out, "dataset") as tmp:
+        (tmp / "a.txt").write_text("old")
+    with pytest.raises(ReidxError, match="already holds a prepared dataset.*--overwrite"):
+        with atomic_dir(out, "dataset"):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out, "dataset", overwrite=True) as tmp:
+            (tmp / "a.txt").write_text("new")
+            raise RuntimeError("killed halfway")
+    assert tree(out)["a.txt"] == b"old"
+    with pytest.raises(ReidxError, match="did not write"):
+        with atomic_dir(out, "dataset", overwrite=True) as tmp:
+            (out / "added-meanwhile.jpg").write_bytes(b"user")  # the rule is checked again at the end
+    assert sorted(tree(out)) == [MARKER_NAME, "a.txt", "added-meanwhile.jpg"]
+    (out / "added-meanwhile.jpg").unlink()
+    with atomic_dir(out, "dataset", overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("new")
+    assert sorted(tree(out)) == [MARKER_NAME, "b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    assert json.loads((out / MARKER_NAME).read_text())["kind"] == "dataset"
+
+
+def test_atomic_dir_through_a_link_replaces_the_target(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    with atomic_dir(real, "index") as tmp:
+        (tmp / "x").write_text("1")
+    (tmp_path / "link").symlink_to(real)
+    with atomic_dir(tmp_path / "link", "index", overwrite=True) as tmp:
+        (tmp / "x").write_text("2")
+    assert (tmp_path / "link").is_symlink() and (real / "x").read_text() == "2"
+
+
+def test_mark_output_extends_the_list(tmp_path: Path) -> None:
+    mark_output(tmp_path, "recovered", ["a.png"])
+    mark_output(tmp_path, "recovered", ["b.png"])
+    assert read_marker(tmp_path)["files"] == ["a.png", "b.png"]
+
+
+def test_check_apart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    check_apart(tmp_path / "out", [data])
+    for out in (data, tmp_path):
+        with pytest.raises(ReidxError, match="is or contains the input"):
+            check_apart(out, [data / "images"])
+    with pytest.raises(ReidxError, match="lies inside the input"):
+        check_apart(data / "images" / "out", [data])
+    check_apart(data / "images" / "out", [data], inside=False)
+    (tmp_path / "alias").symlink_to(data)
+    with pytest.raises(ReidxError, match="is or contains the input"):
+        check_apart(tmp_path / "alias", [data / "images"])  # the same folder under another name
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "img.png").symlink_to(data / "images")
+    with pytest.raises(ReidxError, match="is or contains the input"):
+        check_apart(data, [tmp_path / "elsewhere" / "img.png"])

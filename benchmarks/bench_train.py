@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from reidx.data.prepare import prepare_dataset
-from reidx.device import resolve_device
+from reidx.device import Devices
 from reidx.train import TrainConfig, Trainer
 from reidx.train.config import parse_size
 from reidx.train.distributed import DistEnv
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | str]:
     args = parser.parse_args(argv)
     if args.quick:
         args.input_size, args.batch_ids, args.batch_instances, args.steps = "64x32", 2, 2, 3
-    env = DistEnv(device=resolve_device(args.device))
+    env = DistEnv(device=Devices(args.device).torch)
     options = dict(
         arch=args.arch,
         pretrained=False,

@@ -7,14 +7,16 @@ import sys
 
 # torch and FAISS each bundle an OpenMP runtime; passive waiting stops their idle threads starving each other.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from reidx import __version__
+from reidx.cli_options import train_overrides, with_train_options
 from reidx.console import err_console
-from reidx.device import DEVICE_CHOICES
+from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
 
 app = typer.Typer(
@@ -40,7 +42,7 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Cross-resolution person re-identification (CAD-Net, ICCV 2019)."""
-    ctx.obj = {"device": device}
+    ctx.obj = Devices(device)
 
 
 @app.command()
@@ -92,58 +94,21 @@ def prepare(
 
 
 @app.command()
+@with_train_options
 def train(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Run directory (new, or an existing one with --resume).")],
-    dataset: Annotated[Path | None, typer.Option(help="Dataset directory written by `reidx prepare`.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of options (or a run's config.json).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --out from its last.pt.")] = False,
-    model: Annotated[str | None, typer.Option(help="cadnet (default) | baseline.")] = None,
-    arch: Annotated[str | None, typer.Option(help="resnet50 (default) | resnet34 | resnet18.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default 60; 0 saves the untrained model).")] = None,
-    input_size: Annotated[str | None, typer.Option(help="Model input HxW (default 256x128).")] = None,
-    batch_ids: Annotated[int | None, typer.Option(help="P identities per batch (default 8).")] = None,
-    batch_instances: Annotated[int | None, typer.Option(help="K images per identity (default 4).")] = None,
-    pretrained: Annotated[str | None, typer.Option(metavar="PATH", help="ImageNet weights file.")] = None,
-    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Train from scratch.")] = False,
-    seed: Annotated[int | None, typer.Option(help="Seed of sampling, augmentation and init (default 0).")] = None,
-    trial: Annotated[int | None, typer.Option(help="Split of a multi-trial dataset (default 0).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Loader processes per stream (default 2).")] = None,
-    val_ids: Annotated[float | None, typer.Option(help="Held-out fraction of train ids (default 0.1).")] = None,
-    save_every: Annotated[int | None, typer.Option(help="Also keep epoch_N.pt every N epochs.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd (default) | adam, for E, G, F, C.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate of E, G, F, C (default 1e-3).")] = None,
-    d_lr: Annotated[float | None, typer.Option(help="Adam learning rate of D_F, D_I (default 1e-4).")] = None,
-    lambda_id: Annotated[float | None, typer.Option(help="Weight of L_id (default 1).")] = None,
-    lambda_tri: Annotated[float | None, typer.Option(help="Weight of L_tri (default 1).")] = None,
-    margin: Annotated[float | None, typer.Option(help="Triplet margin (default 2).")] = None,
-    lambda_rec: Annotated[float | None, typer.Option(help="Weight of L_rec (default 1).")] = None,
-    lambda_adv_feature: Annotated[float | None, typer.Option(help="Weight of L_adv^D_F (default 0.01).")] = None,
-    lambda_adv_image: Annotated[float | None, typer.Option(help="Weight of L_adv^D_I (default 0.01).")] = None,
-    adv_feature: Annotated[bool | None, typer.Option("--adv-feature/--no-adv-feature", help="L_adv^D_F.")] = None,
-    adv_image: Annotated[bool | None, typer.Option("--adv-image/--no-adv-image", help="L_adv^D_I.")] = None,
-    rec: Annotated[bool | None, typer.Option("--rec/--no-rec", help="L_rec.")] = None,
-    image_discriminator: Annotated[str | None, typer.Option(help="D_I: patchgan (default) | resnet18.")] = None,
-    discriminator_width: Annotated[int | None, typer.Option(help="PatchGAN width (default 32).")] = None,
-    decoder_width_divisor: Annotated[
-        int | None, typer.Option(help="G's widths = E's / this (default 4; 1 = RAIN's full decoder).")
-    ] = None,
-    residual_recovery: Annotated[
-        bool | None,
-        typer.Option(
-            "--residual-recovery/--no-residual-recovery",
-            help="G adds detail to the upsampled input (x + G(f)) instead of painting the image (default off).",
-        ),
-    ] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+    **options: Any,
 ) -> None:
     """Train CAD-Net (or the baseline) on a prepared dataset; validation uses held-out TRAINING ids.
 
     Writes RUN/config.json, RUN/log.csv, RUN/last.pt (every epoch), RUN/best.pt (best validation Rank-1)
-    and RUN/epoch_N.pt (--save-every). Flags override --config; defaults are documented in
-    `reidx/train/config.py` ([L] RAIN code, [G] guess). Multi-GPU / multi-node: the same command under
-    `torchrun`.
+    and RUN/epoch_N.pt (--save-every). Flags override --config (TOML keys = the flags' names); the flags and
+    their defaults come from `reidx/train/config.py` ([L] RAIN code, [G] guess). Multi-GPU / multi-node:
+    the same command under `torchrun`.
 
     Examples:
 
@@ -153,47 +118,10 @@ def train(
     * `reidx train --out runs/cadnet --resume --epochs 20`
     * `torchrun --nproc_per_node 4 -m reidx train --config cadnet.toml --dataset data/mlr-market --out runs/m`
     """
-    from reidx.train import pretrained_option, print_summary, run_training
+    from reidx.train import print_summary, run_training
 
-    options = {
-        "dataset": None if dataset is None else str(dataset),
-        "model": model,
-        "arch": arch,
-        "epochs": epochs,
-        "input_size": input_size,
-        "batch_ids": batch_ids,
-        "batch_instances": batch_instances,
-        "pretrained": pretrained_option(pretrained, no_pretrained),
-        "seed": seed,
-        "trial": trial,
-        "workers": workers,
-        "val_ids": val_ids,
-        "save_every": save_every,
-        "optimizer": optimizer,
-        "lr": lr,
-        "d_lr": d_lr,
-        "lambda_id": lambda_id,
-        "lambda_tri": lambda_tri,
-        "margin": margin,
-        "lambda_rec": lambda_rec,
-        "lambda_adv_feature": lambda_adv_feature,
-        "lambda_adv_image": lambda_adv_image,
-        "adv_feature": adv_feature,
-        "adv_image": adv_image,
-        "rec": rec,
-        "image_discriminator": image_discriminator,
-        "discriminator_width": discriminator_width,
-        "decoder_width_divisor": decoder_width_divisor,
-        "residual_recovery": residual_recovery,
-        "amp": amp,
-    }
-    summary = run_training(
-        out,
-        {name: value for name, value in options.items() if value is not None},
-        config_file=config,
-        resume=resume,
-        device=ctx.obj["device"],
-    )
+    overrides = train_overrides(options)
+    summary = run_training(out, overrides, config_file=config, resume=resume, devices=ctx.obj)
     print_summary(summary, as_json=json_output)
 
 
@@ -219,7 +147,8 @@ def recover(
     * `reidx recover data/mlr-synth/lr/ --checkpoint runs/cadnet/best.pt --out recovered/`
     * `reidx recover lr/*.png --checkpoint runs/cadnet/last.pt --out rec/ --hr hr/ --grid grid.png --json`
     """
-    from reidx.device import resolve_device
+    must_exist(inputs, "image")
+    must_exist([checkpoint], "checkpoint")
     from reidx.recovery import print_report, recover_images
 
     report = recover_images(
@@ -228,7 +157,7 @@ def recover(
         out,
         hr=hr,
         grid=grid,
-        device=resolve_device(ctx.obj["device"]),
+        device=ctx.obj.torch,
         batch_size=batch_size,
         workers=workers,
     )
@@ -266,14 +195,15 @@ def embed(
     * `reidx embed --checkpoint runs/cadnet/last.pt new_photos/ --out idx/ --append`
     * `reidx embed --checkpoint runs/cadnet/last.pt --dataset data/mlr-market --out idx/ --index ivfpq`
     """
+    must_exist(images or [], "image")
+    must_exist([dataset] if dataset else [], "dataset")
+    must_exist([checkpoint], "checkpoint")
     from reidx.checkpoint import load_model
-    from reidx.device import resolve_device
     from reidx.retrieval import build_index
     from reidx.retrieval.inputs import gallery_table
 
-    device = ctx.obj["device"]
     table = gallery_table(images or [], dataset, split, trial)
-    loaded = load_model(checkpoint, resolve_device(device))
+    loaded = load_model(checkpoint, ctx.obj.torch)
     result = build_index(
         loaded,
         table,
@@ -287,7 +217,7 @@ def embed(
         overwrite=overwrite,
         batch_size=batch_size,
         workers=workers,
-        device=device,
+        devices=ctx.obj,
     )
     result.show(as_json=json_output)
 
@@ -317,12 +247,15 @@ def search(
     * `reidx search lr_crops/ --gallery idx/ --json --min-score 0.6`
     * `reidx search 0002_c1s1_000451_03.jpg --gallery idx/ --montage hits.png`
     """
+    must_exist(queries, "image")
+    must_exist([gallery], "index")
+    must_exist([checkpoint] if checkpoint else [], "checkpoint")
     from reidx.retrieval.inputs import expand_images
     from reidx.retrieval.montage import draw_montage
     from reidx.retrieval.search import open_gallery, print_results, results_json, search_images
 
     paths = expand_images(queries)
-    index, loaded = open_gallery(gallery, checkpoint, ctx.obj["device"])
+    index, loaded = open_gallery(gallery, checkpoint, ctx.obj)
     results = search_images(index, loaded, paths, top_k, nprobe, min_score, query_pid, batch_size, workers)
     if montage is not None:
         draw_montage(results, montage, index.header.input_size)
@@ -358,7 +291,8 @@ def report(
       --modes fused,f,g --published --out results/viper.md`
     * `reidx report --checkpoint runs/cadnet/last.pt --dataset data/mlr-viper --trial 0 --format csv`
     """
-    from reidx.device import resolve_device
+    must_exist(checkpoint, "checkpoint")
+    must_exist(dataset, "dataset")
     from reidx.report import parse_modes, parse_trial, run_report
 
     run_report(
@@ -370,10 +304,26 @@ def report(
         trial=parse_trial(trial),
         fmt=fmt,
         published=published,
-        device=resolve_device(ctx.obj["device"]),
+        device=ctx.obj.torch,
         batch_size=batch_size,
         workers=workers,
     )
+
+
+#: The fix for each kind of missing path: the library's own lines, given here before torch is imported.
+MISSING = {
+    "image": "check the path",
+    "checkpoint": "pass the .pt file written by `reidx train` (RUN/last.pt)",
+    "dataset": "pass a directory written by `reidx prepare --out DIR`",
+    "index": "pass a directory written by `reidx embed --out DIR`",
+}
+
+
+def must_exist(paths: Sequence[Path], kind: str) -> None:
+    """A one-line error for the first of ``paths`` that does not exist (``kind`` is a key of MISSING)."""
+    for path in paths:
+        if not path.exists():
+            raise ReidxError(f"{kind} not found: {path}", MISSING[kind])
 
 
 def main() -> None:

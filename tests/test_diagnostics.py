@@ -6,6 +6,7 @@ from pathlib import Path
 
 from benchmarks import diagnose_runs
 from reidx.data.prepare import prepare_dataset
+from reidx.device import Devices
 from reidx.train import run_training
 
 
@@ -15,7 +16,7 @@ def test_diagnose_runs_measures_gap_memorisation_and_invariance(tmp_path: Path, 
     run = tmp_path / "run"
     options = {"dataset": str(dataset), "epochs": 1, "val_ids": 0.4, "arch": "resnet18", "pretrained": False}
     options.update(input_size="64x32", discriminator_width=8, batch_ids=2, batch_instances=2, workers=0)
-    run_training(run, options, device="cpu", show_progress=False)
+    run_training(run, options, devices=Devices("cpu"), show_progress=False)
 
     result = diagnose_runs.main([str(run), "--sizes", "64x32,128x64"])
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from reidx.device import Devices
 from reidx.errors import ReidxError
 from reidx.retrieval.index import (
     HEADER_NAME,
@@ -57,7 +58,7 @@ def test_ties_come_back_in_gallery_order(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     base = normalised(rng.standard_normal((4, 8)))
     gallery = base[[0, 1, 0, 2, 0, 3, 0, 1, 0] * 5]  # 25 exact copies of base[0], 10 of base[1]
-    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), device="cpu")
+    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), Devices("cpu"))
     similarity = gallery @ base[:2].T
     for k in (1, 2, 3, 5, 9, 12, 30, 45):
         scores, ids = index.search(base[:2], k)
@@ -70,7 +71,7 @@ def test_ties_come_back_in_gallery_order(tmp_path: Path) -> None:
 def test_flat_search_equals_torch_topk(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     gallery, queries = normalised(rng.standard_normal((500, 32))), normalised(rng.standard_normal((30, 32)))
-    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), device="cpu")
+    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), Devices("cpu"))
     scores, ids = index.search(queries, 20)
     expected_scores, expected_ids = torch.topk(torch.from_numpy(queries) @ torch.from_numpy(gallery).T, 20)
     np.testing.assert_array_equal(ids, expected_ids.numpy())
@@ -94,7 +95,7 @@ def test_ivfpq_recall_against_exact(tmp_path: Path, one_faiss_thread) -> None:
     centres = rng.standard_normal((100, 64)).astype(np.float32)
     gallery, queries = clustered(20_000, 64, rng, centres), clustered(300, 64, rng, centres)
     params = ivfpq_params(64, ivf_lists(len(gallery), 128), pq_m=32, nprobe=16)
-    approx = GalleryIndex.open(write_vectors(tmp_path / "ivfpq", gallery, "ivfpq", params, train=10_000), device="cpu")
+    approx = GalleryIndex.open(write_vectors(tmp_path / "ivfpq", gallery, "ivfpq", params, train=10_000), Devices("cpu"))
     assert approx.header.index_type == "ivfpq" and approx.header.params == {"nlist": 128, "pq_m": 32, "nprobe": 16}
     _, found = approx.search(queries, 10)
     nearest = np.argmax(queries @ gallery.T, axis=1)
@@ -118,11 +119,11 @@ def test_ivfpq_parameters_are_checked() -> None:
 
 def test_cpu_device_and_missing_gpu() -> None:
     index = new_faiss_index(8, "flat", {})
-    assert to_device(index, "cpu") == (index, False)
+    assert to_device(index, Devices("cpu")) == (index, False)
     if faiss.get_num_gpus() == 0:
-        assert to_device(index, "auto") == (index, False)
+        assert to_device(index, Devices("auto")) == (index, False)
         with pytest.raises(ReidxError, match="FAISS sees no GPU"):
-            to_device(index, "cuda")
+            to_device(index, Devices("cuda"))
 
 
 def truncate_index(directory: Path) -> None:
@@ -165,10 +166,10 @@ def test_damaged_index_is_one_clear_error(tmp_path: Path, damage, message: str) 
     directory = write_vectors(tmp_path / "idx", normalised(np.random.default_rng(3).standard_normal((10, 8))))
     damage(directory)
     with pytest.raises(ReidxError, match=message) as error:
-        GalleryIndex.open(directory, device="cpu")
+        GalleryIndex.open(directory, Devices("cpu"))
     assert "\n" not in error.value.line()
 
 
 def test_missing_index_directory(tmp_path: Path) -> None:
     with pytest.raises(ReidxError, match="no index at"):
-        GalleryIndex.open(tmp_path / "nowhere", device="cpu")
+        GalleryIndex.open(tmp_path / "nowhere", Devices("cpu"))

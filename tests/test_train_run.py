@@ -15,6 +15,7 @@ import torch
 
 from reidx.checkpoint import read_checkpoint, save_checkpoint
 from reidx.data.prepare import prepare_dataset
+from reidx.device import Devices
 from reidx.models import build_model
 from reidx.train import run_training
 
@@ -44,7 +45,7 @@ def two_epochs(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_training(
         run,
         {"dataset": str(dataset), "epochs": 2, "save_every": 1, "val_ids": 0.34, **TINY},
-        device="cpu",
+        devices=Devices("cpu"),
         show_progress=False,
     )
     return run
@@ -79,7 +80,7 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(two_epochs: Path, t
     resumed = tmp_path / "b"
     resumed.mkdir()
     shutil.copyfile(two_epochs / "epoch_1.pt", resumed / "last.pt")
-    run_training(resumed, {}, resume=True, device="cpu", show_progress=False)
+    run_training(resumed, {}, resume=True, devices=Devices("cpu"), show_progress=False)
     reference, again = read_log(two_epochs), read_log(resumed)
     assert len(again) == 3
     for name in ("id", "triplet", "rec", "adv_feature", "adv_image", "total", "d_feature", "d_image", "lr"):
@@ -168,8 +169,9 @@ def test_recover_refuses_a_baseline_checkpoint(run_cli, tmp_path: Path) -> None:
 DDP_SCRIPT = """
 import sys, torch
 from reidx.train import TrainConfig, Trainer
+from reidx.device import Devices
 from reidx.train.distributed import setup, teardown
-env = setup("cpu")
+env = setup(Devices("cpu"))
 config = TrainConfig(dataset=sys.argv[1], epochs=1, val_ids=0, arch="resnet18", pretrained=False,
                      input_size=(64, 32), discriminator_width=8, batch_ids=2, batch_instances=2, workers=0)
 trainer = Trainer(config, sys.argv[2], env)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 
 from reidx.errors import ReidxError
+
+if TYPE_CHECKING:
+    import torch
 
 #: Default model input size (H, W) [L]: 256×128 as in the RAIN code.
 DEFAULT_INPUT_SIZE: tuple[int, int] = (256, 128)
@@ -32,6 +36,8 @@ def downsample(image: Image.Image, rate: int) -> Image.Image:
 
 def to_model_input(image: Image.Image, size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> torch.Tensor:
     """Bilinear resize to ``size`` (H, W) and normalise to a float tensor (3, H, W) in [-1, 1]."""
+    import torch  # here, so that `reidx prepare` (which only down-samples) runs without torch
+
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), Image.BILINEAR)

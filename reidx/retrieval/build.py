@@ -13,6 +13,7 @@ import pandas as pd
 
 from reidx.checkpoint import LoadedModel
 from reidx.console import console
+from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
@@ -71,7 +72,7 @@ def build_index(
     overwrite: bool = False,
     batch_size: int = 64,
     workers: int = 2,
-    device: str = "auto",
+    devices: Devices = AUTO,
     chunk_size: int = 4096,
     flush_seconds: float = FLUSH_SECONDS,
     on_chunk: Callable[[int], None] | None = None,
@@ -122,7 +123,7 @@ def build_index(
         else:
             header, index = existing.header, existing.index
             metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
-        index, on_gpu = to_device(index, device)
+        index, on_gpu = to_device(index, devices)
         if not index.is_trained:
             index.train(training_sample(chunks, MAX_TRAINING_VECTORS))
         for chunk in chunks:
@@ -138,7 +139,7 @@ def existing_index(out: Path, append: bool, overwrite: bool) -> GalleryIndex | N
     if not existing_output(out, "index"):
         return None  # absent, empty, or only an interrupted first run's resume state
     if append:
-        return GalleryIndex.open(out, device="cpu")
+        return GalleryIndex.open(out, Devices("cpu"))
     if not overwrite:
         raise ReidxError(f"{out} already holds an index", "pass --append to add images or --overwrite to rebuild")
     return None

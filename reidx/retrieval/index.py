@@ -30,6 +30,7 @@ import pandas as pd
 
 from reidx import __version__
 from reidx.console import err_console
+from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.io import WRITE_ERRORS
 from reidx.outputs import atomic_dir
@@ -126,15 +127,12 @@ def new_faiss_index(dim: int, index_type: str, params: dict[str, int]) -> Any:
     raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
 
 
-def to_device(index: Any, device: str = "auto") -> tuple[Any, bool]:
-    """``(index, on_gpu)``: the index cloned to every GPU FAISS sees, unless ``device`` is ``cpu``."""
+def to_device(index: Any, devices: Devices) -> tuple[Any, bool]:
+    """``(index, on_gpu)``: the index cloned to every GPU FAISS sees, when ``devices.faiss_gpu``."""
     import faiss
 
-    gpus = faiss.get_num_gpus()
-    if device == "cpu" or (device == "auto" and gpus == 0):
+    if not devices.faiss_gpu:
         return index, False
-    if gpus == 0:
-        raise ReidxError("--device cuda was asked for but FAISS sees no GPU", "install faiss-gpu or use --device cpu")
     options = faiss.GpuMultipleClonerOptions()
     # float16 lookup tables let a large pq_m fit the GPU's shared memory; flat vectors stay float32 (exact)
     options.useFloat16 = isinstance(index, faiss.IndexIVFPQ)
@@ -142,7 +140,7 @@ def to_device(index: Any, device: str = "auto") -> tuple[Any, bool]:
         return faiss.index_cpu_to_all_gpus(index, co=options), True
     except RuntimeError as exc:  # e.g. a PQ layout the GPU kernels do not support
         reason = str(exc).strip().splitlines()[-1][:160]
-        if device == "cuda":
+        if devices.name == "cuda":
             raise ReidxError(f"FAISS cannot put this index on the GPU: {reason}", "use --device cpu") from None
         err_console.print(f"note: the index stays on the CPU (FAISS GPU: {reason})", highlight=False)
         return index, False
@@ -205,7 +203,7 @@ class GalleryIndex:
         return self.header.count
 
     @classmethod
-    def open(cls, directory: str | Path, device: str = "auto") -> GalleryIndex:
+    def open(cls, directory: str | Path, devices: Devices = AUTO) -> GalleryIndex:
         """Read and validate an index directory; anything wrong is a one-line ReidxError."""
         import faiss
 
@@ -238,7 +236,7 @@ class GalleryIndex:
         if len(set(counts.values())) != 1 or index.d != header.dim:
             found = ", ".join(f"{name} {count}" for name, count in counts.items())
             raise ReidxError(f"index {directory} is inconsistent (entries: {found}; dim {index.d})", REBUILD)
-        index, on_gpu = to_device(index, device)
+        index, on_gpu = to_device(index, devices)
         return cls(directory, header, metadata, index, on_gpu)
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:

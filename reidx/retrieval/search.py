@@ -13,7 +13,7 @@ from rich.table import Table
 
 from reidx.checkpoint import LoadedModel, load_model
 from reidx.console import console
-from reidx.device import resolve_device
+from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.retrieval.embedder import embed_paths
 from reidx.retrieval.index import HEADER_NAME, GalleryIndex
@@ -84,12 +84,11 @@ def load_gallery_model(
 
 
 def open_gallery(
-    directory: str | Path, checkpoint: str | Path | None = None, device: str = "auto"
+    directory: str | Path, checkpoint: str | Path | None = None, devices: Devices = AUTO
 ) -> tuple[GalleryIndex, LoadedModel]:
-    """The index (on the GPU when FAISS sees one, unless ``device`` is cpu) and its model (on ``device``)."""
-    model_device = resolve_device(device)
-    gallery = GalleryIndex.open(directory, device)
-    return gallery, load_gallery_model(gallery, checkpoint, model_device)
+    """The index (on the GPUs when ``devices.faiss_gpu``) and its model (on ``devices.torch``)."""
+    gallery = GalleryIndex.open(directory, devices)
+    return gallery, load_gallery_model(gallery, checkpoint, devices.torch)
 
 
 def rank_vectors(

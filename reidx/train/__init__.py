@@ -1,19 +1,31 @@
-"""Training: P×K sampling, CAD-Net's losses, the trainer with resumable checkpoints, DDP and validation."""
+"""Training: P×K sampling, CAD-Net's losses, the trainer with resumable checkpoints, DDP and validation.
 
-from reidx.train.config import TrainConfig, build_config, pretrained_option
-from reidx.train.engine import Trainer, print_summary, run_training
-from reidx.train.losses import LossWeights, Objective, batch_hard_triplet
-from reidx.train.sampler import IdentityBatchSampler
+Names are imported on first use, so ``reidx.train.config`` (the options, torch-free) loads without torch.
+"""
 
-__all__ = [
-    "IdentityBatchSampler",
-    "LossWeights",
-    "Objective",
-    "TrainConfig",
-    "Trainer",
-    "batch_hard_triplet",
-    "build_config",
-    "pretrained_option",
-    "print_summary",
-    "run_training",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_HOMES = {
+    "IdentityBatchSampler": "reidx.train.sampler",
+    "LossWeights": "reidx.train.losses",
+    "Objective": "reidx.train.losses",
+    "TrainConfig": "reidx.train.config",
+    "Trainer": "reidx.train.engine",
+    "batch_hard_triplet": "reidx.train.losses",
+    "build_config": "reidx.train.config",
+    "pretrained_option": "reidx.train.config",
+    "print_summary": "reidx.train.engine",
+    "run_training": "reidx.train.engine",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'reidx.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

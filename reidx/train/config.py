@@ -9,18 +9,15 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import tomllib
-import torch
-import torchvision
 
 from reidx import __version__
 from reidx.errors import ReidxError
-from reidx.models import list_models
-from reidx.models.backbones import list_backbones
 
 OPTIMIZERS = ("sgd", "adam")
 IMAGE_DISCRIMINATORS = ("patchgan", "resnet18")
@@ -30,63 +27,98 @@ RESUME_OVERRIDABLE = frozenset({"dataset", "epochs", "workers", "save_every", "a
 RESUME_IGNORED = frozenset({"pretrained"})
 
 
+def model_names() -> list[str]:
+    """The model registry's names (imports the models, hence torch, only when called)."""
+    from reidx.models import list_models
+
+    return list_models()
+
+
+def backbone_names() -> list[str]:
+    """The backbone registry's names, for E and F (imports torch only when called)."""
+    from reidx.models.backbones import list_backbones
+
+    return list_backbones()
+
+
+def option(
+    default: Any, help: str, choices: Callable[[], Sequence[str]] | None = None, metavar: str = "", off: str = ""
+) -> Any:
+    """A TrainConfig field with what its ``reidx train`` flag shows: help, choices (a registry's names, read
+    when called), metavar, and for a bool-or-path field the help of its ``--no-`` flag."""
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "off": off})
+
+
 @dataclass
 class TrainConfig:
     """All choices of a training run. A ``[G]`` default is a guess: tune it and say so."""
 
-    dataset: str = ""
-    trial: int = 0  # which split of multi-trial datasets (CUHK03, VIPeR, CAVIAR)
+    dataset: str = option("", "Dataset directory written by `reidx prepare`.", metavar="PATH")
+    trial: int = option(0, "Split of a multi-trial dataset (CUHK03, VIPeR, CAVIAR).")
     # model
-    model: str = "cadnet"  # cadnet | baseline (same sampler, CE + triplet only)
-    arch: str = "resnet50"  # [L] E and F are ImageNet ResNet-50 trunks (any registered backbone)
-    pretrained: bool | str = True  # [L] ImageNet init; False = from scratch; a path = that torchvision file
-    image_discriminator: str = "patchgan"  # [G] D_I is unknown: patchgan | resnet18 [L]
-    discriminator_width: int = 32  # [G] PatchGAN base width (pix2pix: 64)
-    decoder_skips: int = 4  # [G] E→G skips (f4..f1); RAIN's default used f4 only
-    decoder_width_divisor: int = 4  # [G] G's widths = E's / this; RAIN's decoder is 1 (about 5 trunks of cost)
-    residual_recovery: bool = False  # [G] x̃_H = x + G(f) (G adds detail to the bilinear input); paper: G(f)
-    input_size: tuple[int, int] = (256, 128)  # [L] H×W
+    model: str = option("cadnet", "Model; baseline = same sampler, CE + triplet only.", model_names)
+    arch: str = option("resnet50", "[L] Backbone of E and F (the paper: an ImageNet ResNet-50 trunk).", backbone_names)
+    pretrained: bool | str = option(
+        True,
+        "[L] ImageNet init: from torchvision's cache (true), from this weights file, or none (false).",
+        metavar="PATH",
+        off="Train from scratch (pretrained = false).",
+    )
+    image_discriminator: str = option(
+        "patchgan", "[G] D_I (the paper does not say): patchgan, or resnet18 [L].", lambda: IMAGE_DISCRIMINATORS
+    )
+    discriminator_width: int = option(32, "[G] PatchGAN base width (pix2pix: 64).")
+    decoder_skips: int = option(4, "[G] E→G skips (f4..f1); RAIN's default used f4 only.")
+    decoder_width_divisor: int = option(
+        4, "[G] G's widths = E's / this; 1 = RAIN's full decoder (about 5 trunks of cost)."
+    )
+    residual_recovery: bool = option(
+        False, "[G] G adds detail to the upsampled input (x + G(f)) instead of painting the image (paper: G(f))."
+    )
+    input_size: tuple[int, int] = option((256, 128), "[L] Model input HxW.", metavar="HxW")
     # schedule and sampling
-    epochs: int = 60  # [G] RAIN ran 250k steps; ~60 epochs of Market at 8×4 is ~24k
-    batch_ids: int = 8  # [L] P identities per batch
-    batch_instances: int = 4  # [L] K images per identity
-    seed: int = 0
+    epochs: int = option(
+        60, "[G] Epochs (0 saves the untrained model); RAIN ran 250k steps, ~60 epochs of Market at 8x4 is ~24k."
+    )
+    batch_ids: int = option(8, "[L] P identities per batch.")
+    batch_instances: int = option(4, "[L] K images per identity.")
+    seed: int = option(0, "Seed of sampling, augmentation and init.")
     # optimisers
-    optimizer: str = "sgd"  # [L] for E, G, F, C; adam is offered for short from-scratch runs [G]
-    lr: float = 1e-3  # [L]
-    momentum: float = 0.9  # [L] (SGD only)
-    weight_decay: float = 5e-4  # [L]
-    poly_power: float = 0.9  # [L] lr·(1 − step/total)^power, generator side
-    d_lr: float = 1e-4  # [L] Adam for D_F and D_I, constant
-    d_betas: tuple[float, float] = (0.9, 0.99)  # [L]
+    optimizer: str = option(
+        "sgd", "[L] Optimiser of E, G, F, C; adam is offered for short from-scratch runs [G].", lambda: OPTIMIZERS
+    )
+    lr: float = option(1e-3, "[L] Learning rate of E, G, F, C.")
+    momentum: float = option(0.9, "[L] SGD momentum.")
+    weight_decay: float = option(5e-4, "[L] Weight decay of E, G, F, C.")
+    poly_power: float = option(0.9, "[L] Generator-side schedule lr·(1 − step/total)^power.")
+    d_lr: float = option(1e-4, "[L] Adam learning rate of D_F and D_I (constant).")
+    d_betas: tuple[float, float] = option((0.9, 0.99), "[L] Adam betas of D_F and D_I.")
     # losses (cadnet.md §3)
-    lambda_id: float = 1.0  # [G] RAIN used w_cls 10 (1 when pre-training)
-    lambda_tri: float = 1.0  # [G] RAIN used w_global 10
-    margin: float = 2.0  # [L] batch-hard triplet margin on L2-normalised v (2 = the largest distance of unit
-    # vectors, so the hinge never closes: every anchor keeps pulling its positive and pushing its negative)
-    lambda_rec: float = 1.0  # [L]
-    lambda_adv_feature: float = 0.01  # [L] λ_adv^{D_F}; also scales D_F's own loss (RAIN w_dis)
-    lambda_adv_image: float = 0.01  # [G] λ_adv^{D_I} (cadnet.md suggests sweeping 0.01–1)
-    adv_feature: bool = True  # ablation switch: False = w/o L_adv^{D_F}
-    adv_image: bool = True  # ablation switch: False = w/o L_adv^{D_I}
-    rec: bool = True  # ablation switch: False = w/o L_rec
+    lambda_id: float = option(1.0, "[G] Weight of L_id (RAIN used w_cls 10, 1 when pre-training).")
+    lambda_tri: float = option(1.0, "[G] Weight of L_tri (RAIN used w_global 10).")
+    # 2 = the largest distance of unit vectors, so the hinge never closes: every anchor keeps pulling its
+    # positive and pushing its negative
+    margin: float = option(2.0, "[L] Batch-hard triplet margin on the L2-normalised embedding.")
+    lambda_rec: float = option(1.0, "[L] Weight of L_rec.")
+    lambda_adv_feature: float = option(0.01, "[L] Weight of L_adv^D_F; also scales D_F's own loss (RAIN w_dis).")
+    lambda_adv_image: float = option(0.01, "[G] Weight of L_adv^D_I (cadnet.md suggests sweeping 0.01–1).")
+    adv_feature: bool = option(True, "L_adv^D_F (off: the w/o L_adv^D_F ablation).")
+    adv_image: bool = option(True, "L_adv^D_I (off: the w/o L_adv^D_I ablation).")
+    rec: bool = option(True, "L_rec (off: the w/o L_rec ablation).")
     # engineering
-    val_ids: float = 0.1  # [G] fraction of the training ids held out for validation (0 = none)
-    save_every: int = 0  # also keep RUN/epoch_N.pt every N epochs (0 = only last.pt and best.pt)
-    workers: int = 2  # data-loading processes per stream
-    amp: bool = True  # mixed precision, used only on CUDA
+    val_ids: float = option(0.1, "[G] Fraction of the training ids held out for validation (0 = none).")
+    save_every: int = option(0, "Also keep RUN/epoch_N.pt every N epochs (0 = only last.pt and best.pt).")
+    workers: int = option(2, "Data-loading processes per stream.")
+    amp: bool = option(True, "Mixed precision, used only on CUDA.")
 
     def validate(self) -> TrainConfig:
         """Raise ReidxError on a value no run can use; return self."""
         checks = [
-            (self.model in list_models(), f"--model {self.model}", f"use one of {', '.join(list_models())}"),
-            (self.arch in list_backbones(), f"--arch {self.arch}", f"use one of {', '.join(list_backbones())}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer}", "use sgd or adam"),
-            (
-                self.image_discriminator in IMAGE_DISCRIMINATORS,
-                f"--image-discriminator {self.image_discriminator}",
-                "use patchgan or resnet18",
-            ),
+            (getattr(self, name) in names, f"--{flag(name)} {getattr(self, name)}", f"use one of {', '.join(names)}")
+            for name, names in ((f.name, choices_of(f)) for f in fields(self))
+            if names is not None
+        ]
+        checks += [
             (self.epochs >= 0, f"--epochs {self.epochs}", "give 0 (save the untrained model) or more epochs"),
             (
                 self.batch_ids >= 2 and self.batch_instances >= 2,
@@ -126,6 +158,17 @@ class TrainConfig:
         return cls(**coerce(values, source)).validate()
 
 
+def choices_of(spec: Field) -> list[str] | None:
+    """The allowed values of a TrainConfig field (from its registry), or None when any value of its type goes."""
+    source = spec.metadata.get("choices")
+    return None if source is None else list(source())
+
+
+def flag(name: str) -> str:
+    """The ``reidx train`` flag of a field, without the dashes: ``batch_ids`` → ``batch-ids``."""
+    return name.replace("_", "-")
+
+
 def pretrained_option(path: str | None, no_pretrained: bool) -> bool | str | None:
     """``--pretrained PATH`` / ``--no-pretrained`` as a config value (None when neither was given)."""
     if path is not None and no_pretrained:
@@ -146,19 +189,80 @@ def format_size(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
+#: What a value of each TrainConfig field type must be, in the words of the error.
+EXPECTED = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    bool | str: "true, false or a file path",
+    tuple[int, int]: '"HxW" text or a [height, width] list of integers',
+    tuple[float, float]: "a list of two numbers",
+}
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return _integer(value) or isinstance(value, float)
+
+
+def _pair(value: Any, item: Callable[[Any], bool]) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 2 and all(item(v) for v in value)
+
+
+#: Field types whose values are taken as they are, when they pass the check.
+_AS_IS: dict[Any, Callable[[Any], bool]] = {
+    int: _integer,
+    bool: lambda value: isinstance(value, bool),
+    str: lambda value: isinstance(value, str),
+    bool | str: lambda value: isinstance(value, bool | str),
+}
+
+
+def convert(kind: Any, value: Any) -> Any:
+    """``value`` as a field of type ``kind`` holds it (lists become tuples); TypeError when it is not one."""
+    if kind in _AS_IS and _AS_IS[kind](value):
+        return value
+    if kind is float and _number(value):
+        return float(value)
+    if kind == tuple[int, int] and isinstance(value, str):
+        return parse_size(value)
+    if kind == tuple[int, int] and _pair(value, _integer):
+        return tuple(value)
+    if kind == tuple[float, float] and _pair(value, _number):
+        return tuple(float(v) for v in value)
+    raise TypeError(EXPECTED[kind])
+
+
+def _toml(value: Any) -> str:
+    """``value`` as it is written in a config file."""
+    value = format_size(value) if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int) else value
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    except TypeError:
+        return repr(value)
+
+
 def coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Normalise keys (dashes allowed) and the tuple-valued fields; reject unknown keys."""
-    known = {field.name for field in fields(TrainConfig)}
+    """Normalise keys (dashes allowed) and check each value's type (tuples built from lists or ``HxW``);
+    an unknown key or a value of the wrong type is a one-line error naming ``source``."""
+    specs = {spec.name: spec for spec in fields(TrainConfig)}
+    types = get_type_hints(TrainConfig)
     result: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name not in known:
-            raise ReidxError(f"unknown training option {key!r} in {source}", f"use one of {', '.join(sorted(known))}")
-        if name == "input_size":
-            value = parse_size(value) if isinstance(value, str) else tuple(int(v) for v in value)
-        elif name == "d_betas":
-            value = tuple(float(v) for v in value)
-        result[name] = value
+        if name not in specs:
+            raise ReidxError(f"unknown training option {key!r} in {source}", f"use one of {', '.join(sorted(specs))}")
+        try:
+            result[name] = convert(types[name], value)
+        except (TypeError, ReidxError):
+            raise ReidxError(
+                f"{source}: {key} = {_toml(value)} is not {EXPECTED[types[name]]}",
+                f"write it like {key} = {_toml(specs[name].default)}",
+            ) from None
     return result
 
 
@@ -204,6 +308,9 @@ def format_value(value: Any) -> str:
 
 def run_record(config: TrainConfig, commands: list[list[str]]) -> dict[str, Any]:
     """What ``RUN/config.json`` holds: the options, every command line that ran, versions and seed."""
+    import torch
+    import torchvision
+
     return {
         "config": config.to_dict(),
         "seed": config.seed,

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from reidx.device import resolve_device
+from reidx.device import Devices
 from reidx.errors import ReidxError
 
 
@@ -37,9 +37,9 @@ class DistEnv:
         return self.rank == 0
 
 
-def setup(device_name: str = "auto") -> DistEnv:
-    """Resolve the device and, under torchrun (WORLD_SIZE > 1), join the process group."""
-    device = resolve_device(device_name)
+def setup(devices: Devices) -> DistEnv:
+    """This process's device and, under torchrun (WORLD_SIZE > 1), join the process group."""
+    device = devices.torch
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistEnv(device=device)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from reidx.checkpoint import read_checkpoint, save_checkpoint
 from reidx.console import console, progress
+from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
 from reidx.models import ReidModel, build_model, complete_config, model_options
@@ -396,14 +397,14 @@ def run_training(
     overrides: dict[str, Any],
     config_file: Path | None = None,
     resume: bool = False,
-    device: str = "auto",
+    devices: Devices = AUTO,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """``reidx train``: a fresh run into an empty ``out`` (or one that holds only the config.json of a run
     that failed before its first checkpoint), or ``resume`` ``out/last.pt``. Under torchrun every rank
     calls this; rank 0 writes the files."""
     out = Path(out)
-    env = setup(device)
+    env = setup(devices)
     try:
         checkpoint = None
         if resume:

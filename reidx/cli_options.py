@@ -1,0 +1,99 @@
+"""The ``reidx train`` flags, generated from :class:`~reidx.train.config.TrainConfig`'s fields.
+
+Each field gives one flag (``--batch-ids``), its help and default (the field's metadata and default) and,
+where the field has a registry, its choices. Bools are ``--x/--no-x``; ``pretrained`` (bool or a path) is
+``--pretrained PATH`` / ``--no-pretrained``; ``input_size`` is ``--input-size HxW``. A flag not given is None,
+so a ``--config`` file's value stands. Choices are read from their registry only when listed or checked
+(``reidx train --help`` or a run), so ``reidx --help`` imports no torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, Field, fields
+from enum import Enum, EnumMeta
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
+
+import typer
+
+from reidx.train.config import TrainConfig, flag, format_size, parse_size, pretrained_option
+
+
+class LazyChoices(EnumMeta):
+    """An Enum type whose members are a registry's names, read when Typer first iterates it."""
+
+    def __iter__(cls):
+        return iter(cls._names())
+
+    def __len__(cls) -> int:
+        return len(cls._names())
+
+
+def lazy_choice(name: str, names: Callable[[], Sequence[str]]) -> type[Enum]:
+    """A Typer choice type for ``names()`` (a registry's names), called only when the choices are needed."""
+    choice = LazyChoices(name, (Enum,), LazyChoices.__prepare__(name, (Enum,)))
+    type.__setattr__(choice, "_names", staticmethod(names))
+    return choice
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return format_size(value) if isinstance(value[0], int) else " ".join(map(str, value))
+    return str(value)
+
+
+def _option(name: str, kind: Any, *decls: str, default: Any = None, **info: Any) -> inspect.Parameter:
+    option = typer.Option(*decls, **info)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+
+
+def _flags(spec: Field, kind: Any) -> list[inspect.Parameter]:
+    """The parameters (usually one) of the flag for one TrainConfig field."""
+    meta, dashed = spec.metadata, flag(spec.name)
+    default = "" if spec.default in ("", MISSING) else f" (default {_shown(spec.default)})"
+    text = meta["help"] + default
+    if meta["choices"] is not None:
+        return [_option(spec.name, lazy_choice(spec.name, meta["choices"]) | None, help=text)]
+    if kind is bool:
+        return [_option(spec.name, bool | None, f"--{dashed}/--no-{dashed}", help=text)]
+    if kind == bool | str:  # on, off, or a file
+        return [
+            _option(spec.name, str | None, metavar=meta["metavar"], help=text),
+            _option(f"no_{spec.name}", bool, f"--no-{dashed}", default=False, help=meta["off"]),
+        ]
+    if kind == tuple[int, int]:  # HxW text
+        return [_option(spec.name, str | None, metavar=meta["metavar"], help=text)]
+    return [_option(spec.name, (Path if meta["metavar"] == "PATH" else kind) | None, help=text)]
+
+
+def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` (which takes ``**options``) one keyword parameter per TrainConfig flag, inserted
+    before its last parameter (``--json``)."""
+    types = get_type_hints(TrainConfig)
+    generated = [param for spec in fields(TrainConfig) for param in _flags(spec, types[spec.name])]
+    own = [
+        param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for param in inspect.signature(command, eval_str=True).parameters.values()
+        if param.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    command.__signature__ = inspect.Signature([*own[:-1], *generated, own[-1]])
+    return command
+
+
+def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig values of the flags that were given (None = not given)."""
+    values = dict(options)
+    types = get_type_hints(TrainConfig)
+    for spec in fields(TrainConfig):
+        kind, value = types[spec.name], values.get(spec.name)
+        if kind == bool | str:
+            values[spec.name] = pretrained_option(value, values.pop(f"no_{spec.name}"))
+        elif kind == tuple[int, int] and value is not None:
+            values[spec.name] = parse_size(value)
+        elif isinstance(value, Path):
+            values[spec.name] = str(value)
+    return {name: value for name, value in values.items() if value is not None}

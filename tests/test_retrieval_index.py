@@ -95,7 +95,9 @@ def test_ivfpq_recall_against_exact(tmp_path: Path, one_faiss_thread) -> None:
     centres = rng.standard_normal((100, 64)).astype(np.float32)
     gallery, queries = clustered(20_000, 64, rng, centres), clustered(300, 64, rng, centres)
     params = ivfpq_params(64, ivf_lists(len(gallery), 128), pq_m=32, nprobe=16)
-    approx = GalleryIndex.open(write_vectors(tmp_path / "ivfpq", gallery, "ivfpq", params, train=10_000), Devices("cpu"))
+    approx = GalleryIndex.open(
+        write_vectors(tmp_path / "ivfpq", gallery, "ivfpq", params, train=10_000), Devices("cpu")
+    )
     assert approx.header.index_type == "ivfpq" and approx.header.params == {"nlist": 128, "pq_m": 32, "nprobe": 16}
     _, found = approx.search(queries, 10)
     nearest = np.argmax(queries @ gallery.T, axis=1)

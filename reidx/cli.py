@@ -310,12 +310,12 @@ def report(
     )
 
 
-#: The fix for each kind of missing path: the library's own lines, given here before torch is imported.
+#: Each kind of missing path: its line and fix, as the library words them, given here before torch is imported.
 MISSING = {
-    "image": "check the path",
-    "checkpoint": "pass the .pt file written by `reidx train` (RUN/last.pt)",
-    "dataset": "pass a directory written by `reidx prepare --out DIR`",
-    "index": "pass a directory written by `reidx embed --out DIR`",
+    "image": ("image not found: {}", "check the path"),
+    "checkpoint": ("checkpoint not found: {}", "pass the .pt file written by `reidx train` (RUN/last.pt)"),
+    "dataset": ("dataset not found: {}", "pass a directory written by `reidx prepare --out DIR`"),
+    "index": ("no index at {}", "build one with `reidx embed --out {}`"),
 }
 
 
@@ -323,7 +323,8 @@ def must_exist(paths: Sequence[Path], kind: str) -> None:
     """A one-line error for the first of ``paths`` that does not exist (``kind`` is a key of MISSING)."""
     for path in paths:
         if not path.exists():
-            raise ReidxError(f"{kind} not found: {path}", MISSING[kind])
+            message, fix = MISSING[kind]
+            raise ReidxError(message.format(path), fix.format(path))
 
 
 def main() -> None:

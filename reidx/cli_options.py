@@ -27,9 +27,6 @@ class LazyChoices(EnumMeta):
     def __iter__(cls):
         return iter(cls._names())
 
-    def __len__(cls) -> int:
-        return len(cls._names())
-
 
 def lazy_choice(name: str, names: Callable[[], Sequence[str]]) -> type[Enum]:
     """A Typer choice type for ``names()`` (a registry's names), called only when the choices are needed."""

@@ -20,6 +20,7 @@ import torch
 
 from reidx.checkpoint import load_model, save_checkpoint
 from reidx.data.prepare import prepare_dataset
+from reidx.device import Devices
 from reidx.models import build_model
 from reidx.retrieval import GalleryIndex, build_index, embed_paths, images_table
 from reidx.retrieval.index import PARTIAL_NAME
@@ -91,7 +92,7 @@ def test_embed_overwrite_replaces_an_index_and_refuses_one_with_user_files(run_c
     assert run_cli(*embed_args(ws, out, str(photos)))[0] == 0
     refused(run_cli(*embed_args(ws, out, str(photos))), "already holds an index", "--overwrite")
     assert run_cli(*embed_args(ws, out, str(photos / sorted(os.listdir(photos))[0]), "--overwrite"))[0] == 0
-    assert len(GalleryIndex.open(out, device="cpu")) == 1
+    assert len(GalleryIndex.open(out, Devices("cpu"))) == 1
     (out / "holiday.jpg").write_bytes(b"the user's")
     before = tree(out)
     line = refused(run_cli(*embed_args(ws, out, str(photos), "--overwrite")), "did not write", "holiday.jpg")
@@ -226,9 +227,9 @@ def test_two_appends_at_once_lose_no_image(ws: Path, tmp_path: Path) -> None:
     refused(
         (second.returncode, second.stdout, second.stderr), f"being written by another reidx process (pid {first.pid})"
     )
-    assert len(GalleryIndex.open(out, device="cpu")) == 12  # a + b: nothing of b was lost
+    assert len(GalleryIndex.open(out, Devices("cpu"))) == 12  # a + b: nothing of b was lost
     assert reidx(*embed_args(ws, out, str(tmp_path / "c"), "--append")).returncode == 0
-    paths = set(GalleryIndex.open(out, device="cpu").metadata["path"])
+    paths = set(GalleryIndex.open(out, Devices("cpu")).metadata["path"])
     assert paths == {str(tmp_path / name / p.name) for name, part in (("a", photos[:4]), ("b", photos[4:12]),
                                                                       ("c", photos[12:])) for p in part}  # fmt: skip
 
@@ -249,7 +250,7 @@ def test_kill_9_mid_embed_resumes_bit_identical_and_leaves_nothing(ws: Path, tmp
     done = reidx(*embed_args(ws, out, str(photos)))
     assert done.returncode == 0, done.stderr
     expected = embed_paths(load_model(ws / "cadnet.pt"), sorted(map(str, photos.iterdir())), batch_size=4, workers=0)
-    gallery = GalleryIndex.open(out, device="cpu")
+    gallery = GalleryIndex.open(out, Devices("cpu"))
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)  # bit-identical
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # the stale temporaries are gone
     assert sorted(p.name for p in out.iterdir()) == [".reidx-output.json", "header.json", "index.faiss",
@@ -278,7 +279,7 @@ def test_a_damaged_partial_chunk_is_re_embedded_with_a_note(ws: Path, tmp_path: 
     assert done.returncode == 0 and "Traceback" not in done.stderr
     assert f"note: discarded the damaged embedding chunk {chunk}; re-embedding from image 4" in done.stderr
     expected = embed_paths(cadnet, list(table["path"]), batch_size=4, workers=0)
-    gallery = GalleryIndex.open(out, device="cpu")
+    gallery = GalleryIndex.open(out, Devices("cpu"))
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from reidx.errors import ReidxError
@@ -159,3 +160,22 @@ def test_truncated_png_and_bytes(tmp_path: Path) -> None:
         image_from_bytes(data[:40], "the cache")
     with pytest.raises(ReidxError, match="image not found"):
         load_image(tmp_path / "missing.png")
+
+
+def test_model_input_loader_sees_the_decoded_image(tmp_path: Path) -> None:
+    """embed, search, report and recover decode through the batched loader (here in a worker process):
+    an EXIF-rotated JPEG and a 16-bit PNG arrive as their upright 8-bit equivalents."""
+    from reidx.data.loading import iterate_images
+
+    array = np.random.default_rng(1).integers(0, 256, (32, 16, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored turned clockwise: "rotate 90 degrees counter-clockwise to view"
+    Image.fromarray(np.rot90(array, -1).copy()).save(tmp_path / "turned.tiff", exif=exif)
+    grey = array[..., 0]
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    paths = [str(tmp_path / name) for name in ("upright.png", "turned.tiff", "grey8.png", "grey16.png")]
+    batches = list(iterate_images(paths, (32, 16), batch_size=1, workers=1))
+    images = [batch[0][0] for batch in batches]
+    assert torch.equal(images[0], images[1]) and torch.equal(images[2], images[3])

@@ -310,6 +310,14 @@ TAMPERING = {
         header_edit(lambda f: {**f, "fingerprint": {"checkpoint_sha256": "x", "input_size": [64, 32]}}),
         "fingerprint",
     ),
+    "header mode unknown": (
+        header_edit(lambda f: {**f, "fingerprint": {**f["fingerprint"], "mode": "zzz"}}),
+        "zzz",
+    ),
+    "header input size huge": (
+        header_edit(lambda f: {**f, "fingerprint": {**f["fingerprint"], "input_size": [10**6, 10**6]}}),
+        "input size",
+    ),
     "header ivfpq params": (header_edit(lambda f: {**f, "index_type": "ivfpq"}), "index params"),
     "header checkpoint number": (header_edit(lambda f: {**f, "checkpoint": 7}), "checkpoint is 7"),
     "metadata garbage": (garbage(METADATA_NAME), METADATA_NAME),
@@ -354,3 +362,15 @@ def test_search_refuses_a_bomb_query(tmp_path: Path, run_cli, index_dir: Path) -
     bomb = bomb_png(tmp_path / "0001_c1_bomb.png")
     code, _, err = run_cli("--device", "cpu", "search", bomb, "--gallery", index_dir / "idx", "--workers", "0")
     assert_one_line(code, err, "0001_c1_bomb.png", "over the limit")
+
+
+def test_market_name_parser_edges(tmp_path: Path) -> None:
+    from reidx.data.base import market_identity, parse_market_name
+    from reidx.errors import ReidxError
+    from reidx.retrieval.inputs import identity_from_name
+
+    assert market_identity("0002_c0s1_000451_03.jpg") == (2, 0) and market_identity("-1_c3_x.jpg") == (-1, 3)
+    for name in ("-5_c1_x.jpg", "0001_x.jpg", f"{'9' * 19}_c1_x.jpg", "c1_0001.jpg"):
+        assert market_identity(name) is None and identity_from_name(name) == (-1, -1)
+        with pytest.raises(ReidxError, match="expected a Market-style name"):
+            parse_market_name(Path(name))

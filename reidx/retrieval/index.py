@@ -33,6 +33,7 @@ from reidx.console import err_console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.io import WRITE_ERRORS
+from reidx.models import list_models, model_class
 from reidx.outputs import atomic_dir
 
 FORMAT = "reidx-index"
@@ -270,6 +271,8 @@ HEADER_FIELDS: dict[str, type] = {
     "version": int,
 }
 IVFPQ_PARAMS = ("nlist", "pq_m", "nprobe")
+#: The largest model input side a header may claim (person crops are a few hundred pixels).
+MAX_INPUT_SIDE = 4096
 #: The columns every metadata table has, and whether each holds text (path) or integers (pid, camid).
 METADATA_COLUMNS = {"path": str, "pid": int, "camid": int}
 
@@ -298,6 +301,11 @@ def read_header(directory: Path) -> IndexHeader:
         raise ReidxError(f"{path} is not a version-{VERSION} reidx index header", REBUILD)
     if header.index_type not in INDEX_TYPES or header.metric != METRIC:
         raise ReidxError(f"{path}: unsupported index {header.index_type!r} / metric {header.metric!r}", REBUILD)
+    if header.model not in list_models() or header.mode not in model_class(header.model).embedding_modes:
+        raise ReidxError(
+            f"cannot read {path}: model {header.model!r} has no embedding mode {header.mode!r}",
+            f"the file is corrupt; {REBUILD}",
+        )
     return header
 
 
@@ -330,6 +338,8 @@ def header_problem(fields: Any) -> str | None:
     size = fingerprint["input_size"]
     if not isinstance(size, list) or len(size) != 2 or not all(is_count(side, 1) for side in size):
         return f"input size {json.dumps(size)[:40]} is not two positive integers"
+    if max(size) > MAX_INPUT_SIDE:
+        return f"input size {size} is over {MAX_INPUT_SIDE} pixels a side"
     params = fields["params"]
     needed = IVFPQ_PARAMS if fields["index_type"] == "ivfpq" else ()
     if any(key not in params for key in needed) or not all(is_count(value, 1) for value in params.values()):

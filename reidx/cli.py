@@ -14,10 +14,20 @@ from typing import Annotated, Any
 import typer
 
 from reidx import __version__
-from reidx.cli_options import train_overrides, with_train_options
+from reidx.cli_options import lazy_choice, train_overrides, with_train_options
 from reidx.console import err_console
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
+
+
+def _dataset_names() -> list[str]:
+    from reidx.data.registry import dataset_names
+
+    return dataset_names()
+
+
+#: ``prepare --dataset``: the dataset registry's names, read only for ``reidx prepare --help`` or a run.
+DatasetName = lazy_choice("DatasetName", _dataset_names)
 
 app = typer.Typer(
     name="reidx",
@@ -47,7 +57,7 @@ def main_options(
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Option(help="market1501|dukemtmc|cuhk03|viper|caviar|folder|synthetic")],
+    dataset: Annotated[DatasetName, typer.Option(help="The dataset's reader (folder: a CSV of images).")],
     out: Annotated[Path, typer.Option(help="Output dataset directory.")],
     root: Annotated[Path | None, typer.Option(help="Dataset folder (a CSV file for `folder`).")] = None,
     downsample: Annotated[str, typer.Option(help="Seen rates r (integers >= 2), comma-separated.")] = "2,3,4",

@@ -81,9 +81,13 @@ def test_bad_input_gives_one_line(tmp_path: Path, run_cli, market_tree, argument
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_unknown_dataset_lists_names(tmp_path: Path, run_cli) -> None:
+def test_unknown_dataset_lists_the_registry_names(tmp_path: Path, run_cli) -> None:
+    from reidx.data.registry import dataset_names
+
     code, _, err = run_cli("prepare", "--dataset", "market", "--out", tmp_path / "o")
-    assert_one_line_error(code, err, "unknown dataset 'market'", "market1501", "synthetic")
+    flat = " ".join(err.replace("│", " ").split())
+    assert code == 2 and "Traceback" not in err and "'market' is not one of" in flat
+    assert all(f"'{name}'" in flat for name in dataset_names()), flat
 
 
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:

@@ -30,6 +30,13 @@ class FeatureDiscriminator(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.logit(self.features(f)).squeeze(1)
 
+    def judge(self, f_h: torch.Tensor, f_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of HR and LR features judged in ONE batch. In train mode BatchNorm normalises by the batch's
+        statistics: an all-HR or all-LR batch would be normalised by its own per-channel mean and variance,
+        which are what tell E(x_H) from E(x_L) (blur scales activations down), and D_F would sit at chance."""
+        logits = self(torch.cat([f_h, f_l]))
+        return logits[: len(f_h)], logits[len(f_h) :]
+
 
 class PatchDiscriminator(nn.Module):
     """D_I default [G]: a pix2pix PatchGAN (70×70 receptive field; pix2pix's width is 64, reidx's default 32

@@ -1,7 +1,8 @@
 """CAD-Net's losses (cadnet.md §3) and the objective module a training step runs (wrapped by DDP).
 
 Conventions [L]: BCE-with-logits GANs; HR is the "real" label for both discriminators; the encoder's
-adversarial loss is on LR features only, with the HR label as target; D_I's fakes are G(f_L) and G(f_H).
+adversarial loss is on LR features only, with the HR label as target (judged beside the detached HR
+features, so D_F's BatchNorm sees the same two-resolution batch in both steps); D_I's fakes are G(f_L) and G(f_H).
 L_rec is the mean absolute error per pixel channel [G] (RAIN's ``dist/(B·H·W)`` is 3× this).
 """
 
@@ -105,7 +106,8 @@ class Objective(nn.Module):
             if w.rec:
                 terms["rec"] = F.l1_loss(rec_h.float(), x_h) + F.l1_loss(rec_l.float(), t_l)
             if w.adv_feature:
-                terms["adv_feature"] = gan_loss(self.model.feature_discriminator(f_l), REAL)
+                _, judged_l = self.model.feature_discriminator.judge(f_h.detach(), f_l)
+                terms["adv_feature"] = gan_loss(judged_l, REAL)
                 saved.update(f_h=f_h.detach(), f_l=f_l.detach())
             if w.adv_image:
                 image_d = self.model.image_discriminator
@@ -115,21 +117,22 @@ class Objective(nn.Module):
         return terms, saved
 
     def discriminator_losses(self, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """D_F: HR features real, LR fake. D_I: x_H real (counted twice, as in L_adv^{D_I}), G(f_L) and
-        G(f_H) fake. Each is scaled by its λ (RAIN's w_dis)."""
+        """D_F: HR features real, LR fake (one batch, :meth:`FeatureDiscriminator.judge`). D_I: x_H real (counted twice, as in L_adv^{D_I}), G(f_L) and
+        G(f_H) fake. Each is scaled by its λ (RAIN's w_dis). ``acc_d_feature`` / ``acc_d_image`` (not in
+        ``total``): each discriminator's balanced accuracy on these batches, before its update."""
         terms: dict[str, torch.Tensor] = {}
+        accuracies: dict[str, torch.Tensor] = {}
         if "f_h" in saved:
-            feature_d = self.model.feature_discriminator
-            terms["d_feature"] = gan_loss(feature_d(saved["f_h"]), REAL) + gan_loss(feature_d(saved["f_l"]), FAKE)
+            real, fake = self.model.feature_discriminator.judge(saved["f_h"], saved["f_l"])
+            terms["d_feature"] = gan_loss(real, REAL) + gan_loss(fake, FAKE)
+            accuracies["acc_d_feature"] = balanced_accuracy(real, [fake])
         if "x_h" in saved:
             image_d = self.model.image_discriminator
-            terms["d_image"] = (
-                2 * gan_loss(image_d(saved["x_h"]), REAL)
-                + gan_loss(image_d(saved["rec_l"]), FAKE)
-                + gan_loss(image_d(saved["rec_h"]), FAKE)
-            )
+            real, fake_l, fake_h = image_d(saved["x_h"]), image_d(saved["rec_l"]), image_d(saved["rec_h"])
+            terms["d_image"] = 2 * gan_loss(real, REAL) + gan_loss(fake_l, FAKE) + gan_loss(fake_h, FAKE)
+            accuracies["acc_d_image"] = balanced_accuracy(real, [fake_l, fake_h])
         terms["total"] = self.weighted_total(terms)
-        return terms
+        return {**terms, **accuracies}
 
     def weighted_total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         w = self.weights
@@ -146,3 +149,10 @@ class Objective(nn.Module):
         if not weighted:
             raise ReidxError("every loss term is switched off", "give at least one λ above 0")
         return torch.stack(weighted).sum()
+
+
+@torch.no_grad()
+def balanced_accuracy(real: torch.Tensor, fakes: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of the share of ``real`` logits above 0 and the share of ``fakes`` logits at or below 0 (0.5 = chance)."""
+    fake = torch.cat([logits.flatten() for logits in fakes])
+    return 0.5 * ((real.float() > 0).float().mean() + (fake.float() <= 0).float().mean())

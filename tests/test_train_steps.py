@@ -51,7 +51,7 @@ def test_each_phase_moves_only_its_own_parameters(dataset: Path, tmp_path: Path)
 
     after_g = {name: snapshot(module) for name, module in {**generator, **discriminators}.items()}
     d_terms = trainer.discriminator_step(saved)
-    assert set(d_terms) == {"d_feature", "d_image", "d_total"}
+    assert set(d_terms) == {"d_feature", "d_image", "acc_d_feature", "acc_d_image", "d_total"}
     for name, module in generator.items():
         assert not any(moved(module, after_g[name])), f"the discriminator step changed {name}"
     for name, module in discriminators.items():

@@ -73,8 +73,8 @@ def feature_probe(model: torch.nn.Module, paths: list[str], rates: list[int], si
     optimiser = torch.optim.Adam(probe.parameters(), lr=1e-4, betas=(0.9, 0.99))
     for _ in range(PROBE_STEPS):
         pick_h, pick_l = torch.randint(0, half, (PROBE_BATCH,)), torch.randint(0, half, (PROBE_BATCH,))
-        logits = probe(torch.cat([f_h[pick_h], f_l[pick_l]]))
-        loss = gan_loss(logits[:PROBE_BATCH], REAL) + gan_loss(logits[PROBE_BATCH:], FAKE)
+        real, fake = probe.judge(f_h[pick_h], f_l[pick_l])
+        loss = gan_loss(real, REAL) + gan_loss(fake, FAKE)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -41,7 +41,7 @@ def test_feature_discriminator_learns_a_resolution_gap_that_lives_in_channel_mom
     discriminator = model.feature_discriminator.eval()
     with torch.no_grad():
         f_h, f_l = blurred_pair(generator, 256)
-        held_out = 0.5 * (float((discriminator(f_h) > 0).float().mean()) + float((discriminator(f_l) <= 0).float().mean()))
+        held_out = 0.5 * float((discriminator(f_h) > 0).float().mean() + (discriminator(f_l) <= 0).float().mean())
     assert held_out > 0.9, f"D_F learned its batches but not the gap: {held_out:.3f} on fresh features"
 
 

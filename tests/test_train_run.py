@@ -71,7 +71,18 @@ def test_run_writes_config_log_and_checkpoints(two_epochs: Path) -> None:
     rows = read_log(two_epochs)
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]
     assert {"val_rank1", "val_mAP", "val_psnr", "val_psnr_bilinear"} <= set(rows[0])
-    assert {"id", "triplet", "rec", "adv_feature", "adv_image", "d_feature", "d_image", "images_per_s"} <= set(rows[2])
+    assert {
+        "id",
+        "triplet",
+        "rec",
+        "adv_feature",
+        "adv_image",
+        "d_feature",
+        "d_image",
+        "acc_d_feature",
+        "acc_d_image",
+        "images_per_s",
+    } <= set(rows[2])
     state = read_checkpoint(two_epochs / "last.pt")
     assert state["train"]["epoch"] == 2 and state["model_config"]["arch"] == "resnet18"
 

@@ -117,9 +117,10 @@ class Objective(nn.Module):
         return terms, saved
 
     def discriminator_losses(self, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """D_F: HR features real, LR fake (one batch, :meth:`FeatureDiscriminator.judge`). D_I: x_H real (counted twice, as in L_adv^{D_I}), G(f_L) and
-        G(f_H) fake. Each is scaled by its λ (RAIN's w_dis). ``acc_d_feature`` / ``acc_d_image`` (not in
-        ``total``): each discriminator's balanced accuracy on these batches, before its update."""
+        """D_F: HR features real, LR fake, judged in one batch (:meth:`FeatureDiscriminator.judge`). D_I: x_H
+        real (counted twice, as in L_adv^{D_I}), G(f_L) and G(f_H) fake. Each is scaled by its λ (RAIN's
+        w_dis). ``acc_d_feature`` / ``acc_d_image`` (not in ``total``): each discriminator's balanced accuracy
+        on these batches, before its update."""
         terms: dict[str, torch.Tensor] = {}
         accuracies: dict[str, torch.Tensor] = {}
         if "f_h" in saved:

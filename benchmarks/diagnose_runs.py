@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from reidx.checkpoint import model_from_state, read_checkpoint
+from reidx.checkpoint import open_checkpoint
 from reidx.data.manifest import read_dataset
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.io import load_image
@@ -86,9 +86,9 @@ def feature_probe(model: torch.nn.Module, paths: list[str], rates: list[int], si
 
 def diagnose(run: Path) -> dict[str, Any]:
     """Memorisation and invariance figures of one run, on its own dataset, trial and validation ids."""
-    state = read_checkpoint(run / "last.pt")
-    config, size = state["train"]["config"], tuple(state["input_size"])
-    model = model_from_state(state, run / "last.pt").eval()
+    checkpoint = open_checkpoint(run / "last.pt")
+    config, size = checkpoint.train_config, checkpoint.input_size
+    model = checkpoint.build_model().eval()
     data = load_training_set(config["dataset"], config["trial"], config["val_ids"], config["seed"])
     held_out = build_validation_set(data.validation, data.rates, config["seed"])
     if held_out is None:

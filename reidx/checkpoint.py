@@ -1,14 +1,20 @@
-"""Checkpoint files: plain tensors and Python types only, written atomically, read with weights_only=True.
+"""Checkpoint files: plain tensors and Python types only, written atomically, read once with weights_only=True.
 
 Layout of a checkpoint dict:
-``{"format": "reidx-checkpoint", "version": 1, "model_config": {...}, "input_size": [H, W],
-"model": state_dict, "train": {...}}`` where ``model_config`` rebuilds the network with
-:func:`reidx.models.build_model` and ``train`` (optional) holds optimiser, scheduler, RNG and run state.
+``{"format": "reidx-checkpoint", "version": 2, "model_config": {...}, "input_size": [H, W],
+"model": state_dict, "meta": {...}, "train": {...}}`` where ``model_config`` rebuilds the network with
+:func:`reidx.models.build_model`, ``meta`` says what the weights were trained with and on (``train_config``,
+``dataset`` = :func:`reidx.data.manifest.dataset_identity`, ``trial``, ``epoch``; version 1 files have none)
+and ``train`` (``last.pt`` and ``epoch_N.pt`` only) holds optimiser, scheduler, RNG and run state.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,42 +23,36 @@ import torch
 from torch import nn
 
 from reidx.errors import ReidxError
-from reidx.io import atomic_path, sha256_file
+from reidx.io import atomic_path
 from reidx.models import build_model
 
 FORMAT = "reidx-checkpoint"
-VERSION = 1
+VERSION = 2
+#: Versions this reidx reads (1: no ``meta``).
+READABLE = (1, 2)
+NOT_OURS = "pass a .pt file written by `reidx train` (RUN/last.pt or RUN/best.pt)"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, input_size: tuple[int, int], **extra: Any) -> None:
-    """Write ``model`` (its ``config`` and weights) plus ``extra`` entries (e.g. ``train``) atomically."""
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    input_size: tuple[int, int],
+    meta: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """Write ``model`` (its ``config`` and weights), ``meta`` and ``extra`` entries (e.g. ``train``) atomically."""
     state = {
         "format": FORMAT,
         "version": VERSION,
         "model_config": dict(model.config),
         "input_size": list(input_size),
         "model": model.state_dict(),
+        "meta": dict(meta or {}),
         **extra,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict safely (weights_only=True); unusable files raise ReidxError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReidxError(f"checkpoint not found: {path}", "pass the .pt file written by `reidx train` (RUN/last.pt)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every load failure is a corrupt or foreign file to the user
-        reason = str(exc).splitlines()[0][:200]
-        raise ReidxError(
-            f"cannot read checkpoint {path}: {reason}", "it is corrupt or not a reidx checkpoint"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ReidxError(f"{path} is not a reidx checkpoint", "pass the .pt file written by `reidx train`")
-    return state
 
 
 @dataclass
@@ -64,26 +64,153 @@ class LoadedModel:
     input_size: tuple[int, int]
     fingerprint: str
     path: Path
+    meta: dict[str, Any]
 
     @property
     def name(self) -> str:
         return self.model_config["name"]
 
 
-def model_from_state(state: dict[str, Any], path: Path) -> nn.Module:
-    """Rebuild the network described by a checkpoint and load its weights (architecture mismatch = error)."""
-    model = build_model(**state["model_config"])
+@dataclass
+class CheckpointFile:
+    """One checkpoint read once: its ``meta``, the SHA-256 of its bytes and the whole checked ``state``."""
+
+    path: Path
+    meta: dict[str, Any]
+    fingerprint: str
+    state: dict[str, Any]
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return dict(self.state["model_config"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.state["input_size"])
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """The trainer's options (``meta``, or a version 1 ``last.pt``'s training state); empty if unknown."""
+        config = self.meta.get("train_config") or (self.state.get("train") or {}).get("config")
+        return dict(config) if isinstance(config, dict) else {}
+
+    def build_model(self) -> nn.Module:
+        """The network this checkpoint describes, with its weights (on the CPU, in train mode)."""
+        try:
+            model = build_model(**self.model_config)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ReidxError(
+                f"{self.path} describes a model this reidx cannot build ({exc})",
+                "use the reidx version that wrote it",
+            ) from None
+        load_weights(model, self.state["model"], self.path)
+        return model
+
+    def load_model(self, device: torch.device | str = "cpu") -> LoadedModel:
+        """The network for inference: eval mode, on ``device``."""
+        model = self.build_model().to(device).eval()
+        return LoadedModel(model, self.model_config, self.input_size, self.fingerprint, self.path, self.meta)
+
+
+def open_checkpoint(path: str | os.PathLike) -> CheckpointFile:
+    """Read, hash and load a checkpoint once (weights_only=True); any unusable file raises one ReidxError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReidxError(f"checkpoint not found: {path}", NOT_OURS)
     try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise ReidxError(f"{path} does not match its own model config: {first}", "the file is damaged") from None
-    return model
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ReidxError(f"cannot read checkpoint {path}: {exc.strerror}", "check the file's permissions") from None
+    state = _unpickle(data, path)
+    _check_layout(state, path)
+    meta = state.get("meta") or {}
+    return CheckpointFile(path, dict(meta), hashlib.sha256(data).hexdigest(), state)
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a checkpoint for inference (eval mode, on ``device``); fingerprint = SHA-256 of the file."""
-    path = Path(path)
-    state = read_checkpoint(path)
-    model = model_from_state(state, path).to(device).eval()
-    return LoadedModel(model, dict(state["model_config"]), tuple(state["input_size"]), sha256_file(path), path)
+    """``open_checkpoint(path).load_model(device)``."""
+    return open_checkpoint(path).load_model(device)
+
+
+def _unpickle(data: bytes, path: Path) -> Any:
+    """The object in ``data``; empty, foreign, damaged, truncated and code-carrying files are ReidxErrors."""
+    if not data:
+        raise ReidxError(f"cannot read checkpoint {path}: the file is empty", "it was never written: " + NOT_OURS)
+    if not data.startswith(ZIP_MAGIC):
+        raise ReidxError(f"cannot read checkpoint {path}: it is not a PyTorch checkpoint file", NOT_OURS)
+    try:
+        damaged = zipfile.ZipFile(io.BytesIO(data)).testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        damaged = "its index"
+    if damaged is not None:
+        raise ReidxError(
+            f"cannot read checkpoint {path}: the file is truncated or damaged ({damaged} fails its check)",
+            "copy it again, or use another checkpoint of the run (best.pt, epoch_N.pt)",
+        )
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ReidxError(
+            f"{path} is not a reidx checkpoint: it holds Python objects other than tensors, which may run code "
+            "when unpickled (reidx only loads tensors and plain values, never code)",
+            NOT_OURS,
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any other load failure is a damaged file to the user
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ReidxError(f"cannot read checkpoint {path}: the file is damaged ({reason})", NOT_OURS) from None
+
+
+def _check_layout(state: Any, path: Path) -> None:
+    """Refuse a dict that is not a reidx checkpoint, a newer version, or missing / mistyped entries."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ReidxError(f"{path} is not a reidx checkpoint", NOT_OURS)
+    if state.get("version") not in READABLE:
+        raise ReidxError(
+            f"{path} is a reidx checkpoint of version {state.get('version')!r}; this reidx reads {READABLE}",
+            "use the reidx version that wrote it",
+        )
+    expected = {"model_config": dict, "input_size": list, "model": dict, "meta": dict, "train": dict}
+    for key, kind in expected.items():
+        optional = key in ("meta", "train")
+        if key not in state and optional:
+            continue
+        if not isinstance(state.get(key), kind):
+            found = "missing" if key not in state else f"a {type(state[key]).__name__}"
+            raise ReidxError(
+                f"{path} is damaged: its {key!r} entry should be a {kind.__name__}, found {found}", NOT_OURS
+            )
+    size = state["input_size"]
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ReidxError(f"{path} is damaged: input_size {size!r} is not [height, width]", NOT_OURS)
+    if not isinstance(state["model_config"].get("name"), str):
+        raise ReidxError(f"{path} is damaged: its model_config names no model", NOT_OURS)
+    for name, tensor in state["model"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ReidxError(f"{path} is damaged: weight {name!r} is a {type(tensor).__name__}", NOT_OURS)
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy ``weights`` into ``model``; a missing, extra, mis-shaped or non-finite tensor is a ReidxError."""
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in weights]
+    extra = [name for name in weights if name not in expected]
+    if missing or extra:
+        what = f"lacks {missing[0]!r}" if missing else f"has an unexpected {extra[0]!r}"
+        count = len(missing) + len(extra)
+        raise ReidxError(
+            f"{source} does not match its model: it {what} ({count} tensor(s) differ)",
+            "the file is damaged or from another reidx version",
+        )
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise ReidxError(
+                f"{source} does not match its model: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"the model needs {tuple(expected[name].shape)}",
+                "the file is damaged or from another reidx version",
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ReidxError(
+                f"{source} holds non-finite weights (NaN or Inf) in {name!r}",
+                "training diverged: use an earlier checkpoint of the run (epoch_N.pt) or retrain with a lower --lr",
+            )
+    model.load_state_dict(weights)

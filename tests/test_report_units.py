@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reidx.checkpoint import CheckpointFile
 from reidx.errors import ReidxError
 from reidx.report.cache import CACHE_DIR, ResultCache, dataset_fingerprint
 from reidx.report.evaluation import initialisation, training_config
@@ -70,15 +71,20 @@ def test_parse_modes_and_trial() -> None:
 def test_initialisation_from_the_checkpoint_or_the_run_record(tmp_path: Path) -> None:
     checkpoint = tmp_path / "last.pt"
 
-    def init(state: dict) -> str:
-        return initialisation(training_config(state, checkpoint))
+    def opened(state: dict, meta: dict | None = None) -> CheckpointFile:
+        return CheckpointFile(checkpoint, meta or {}, "0" * 64, state)
+
+    def init(state: dict, meta: dict | None = None) -> str:
+        return initialisation(training_config(opened(state, meta)))
 
     assert init({"train": {"config": {"pretrained": False}}}) == "scratch"
     assert init({"train": {"config": {"pretrained": "/w/resnet50.pth"}}}) == "ImageNet"
     assert init({}) == "unknown"
+    assert init({}, {"train_config": {"pretrained": False}}) == "scratch"
     (tmp_path / "config.json").write_text(json.dumps({"config": {"pretrained": True, "trial": 2}}))
-    assert init({"epoch": 3}) == "ImageNet"
-    assert training_config({"epoch": 3}, checkpoint)["trial"] == 2
+    assert init({"epoch": 3}) == "ImageNet"  # a version 1 best.pt: the run record beside it
+    assert training_config(opened({"epoch": 3}))["trial"] == 2
+    assert init({}, {"train_config": {"pretrained": False}}) == "scratch"  # the checkpoint's own meta wins
 
 
 def test_cache_round_trip_miss_on_change_and_stale_entry_dropped(tmp_path: Path) -> None:

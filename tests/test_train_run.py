@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reidx.checkpoint import read_checkpoint, save_checkpoint
+from reidx.checkpoint import open_checkpoint, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.models import build_model
@@ -83,7 +83,7 @@ def test_run_writes_config_log_and_checkpoints(two_epochs: Path) -> None:
         "acc_d_image",
         "images_per_s",
     } <= set(rows[2])
-    state = read_checkpoint(two_epochs / "last.pt")
+    state = open_checkpoint(two_epochs / "last.pt").state
     assert state["train"]["epoch"] == 2 and state["model_config"]["arch"] == "resnet18"
 
 
@@ -96,7 +96,7 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(two_epochs: Path, t
     assert len(again) == 3
     for name in ("id", "triplet", "rec", "adv_feature", "adv_image", "total", "d_feature", "d_image", "lr"):
         assert float(again[2][name]) == pytest.approx(float(reference[2][name]), abs=1e-5), name
-    final_a, final_b = read_checkpoint(two_epochs / "last.pt"), read_checkpoint(resumed / "last.pt")
+    final_a, final_b = open_checkpoint(two_epochs / "last.pt").state, open_checkpoint(resumed / "last.pt").state
     for key, tensor in final_a["model"].items():
         assert torch.allclose(tensor.float(), final_b["model"][key].float(), atol=1e-5), key
 
@@ -201,8 +201,8 @@ def test_torchrun_two_ranks_on_gloo_stay_in_sync(dataset: Path, tmp_path: Path) 
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(run / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
-    saved = read_checkpoint(run / "last.pt")["model"]
+    saved = open_checkpoint(run / "last.pt").state["model"]
     for name, tensor in ranks[0].items():
         assert torch.equal(tensor, ranks[1][name]), name
         assert torch.equal(tensor, saved[name]), name
-    assert read_checkpoint(run / "last.pt")["train"]["global_step"] >= 1
+    assert open_checkpoint(run / "last.pt").state["train"]["global_step"] >= 1

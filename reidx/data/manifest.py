@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from reidx.errors import ReidxError
-from reidx.io import atomic_path
+from reidx.io import atomic_path, sha256_file
 
 MANIFEST_NAME = "manifest.parquet"
 INFO_NAME = "dataset.json"
@@ -99,3 +99,18 @@ def read_dataset(directory: str | Path) -> tuple[pd.DataFrame, DatasetInfo]:
     for column in ("path", "source"):
         frame[column] = [p if Path(p).is_absolute() else str(root / p) for p in frame[column]]
     return frame, info
+
+
+def dataset_identity(directory: str | Path) -> dict:
+    """What a checkpoint records about the dataset it trained on: the absolute path, the manifest's SHA-256,
+    and dataset.json's name, seed and rates (a re-prepared folder differs in these)."""
+    directory = Path(directory).resolve()
+    info = DatasetInfo(**json.loads((directory / INFO_NAME).read_text()))
+    return {
+        "path": str(directory),
+        "manifest_sha256": sha256_file(directory / MANIFEST_NAME),
+        "name": info.dataset,
+        "seed": info.seed,
+        "rates": list(info.rates),
+        "unseen_rates": list(info.unseen_rates),
+    }

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reidx.checkpoint import LoadedModel, read_checkpoint
+from reidx.checkpoint import CheckpointFile, LoadedModel
 from reidx.data.loading import iterate_images
 from reidx.data.manifest import DatasetInfo, read_dataset
 from reidx.data.transforms import to_pil, to_unit_range
@@ -75,36 +75,36 @@ class CheckpointInfo:
         return cls(**data)
 
 
-def describe_checkpoint(path: Path, fingerprint: str) -> CheckpointInfo:
-    """Model family, embedding modes, input size and initialisation recorded in a checkpoint."""
-    state = read_checkpoint(path)
-    config = state["model_config"]
-    training = training_config(state, path)
+def describe_checkpoint(checkpoint: CheckpointFile) -> CheckpointInfo:
+    """Model family, embedding modes, input size, initialisation and training data recorded in a checkpoint."""
+    config = checkpoint.model_config
+    training = training_config(checkpoint)
     if config["name"] not in list_models():
         raise ReidxError(
-            f"{path} holds an unknown model {config['name']!r}", "evaluate it with the reidx that wrote it"
+            f"{checkpoint.path} holds an unknown model {config['name']!r}", "evaluate it with the reidx that wrote it"
         )
     family = model_class(config["name"])
+    dataset = (checkpoint.meta.get("dataset") or {}).get("path") or training.get("dataset")
     return CheckpointInfo(
-        path=str(path.resolve()),
-        fingerprint=fingerprint,
+        path=str(checkpoint.path.resolve()),
+        fingerprint=checkpoint.fingerprint,
         model=config["name"],
         arch=str(config.get("arch", "?")),
         modes=tuple(family.embedding_modes),
         can_recover=bool(family.can_recover),
-        input_size=tuple(state["input_size"]),
+        input_size=checkpoint.input_size,
         init=initialisation(training),
-        train_dataset=str(Path(training["dataset"]).resolve()) if training.get("dataset") else "",
-        train_trial=training.get("trial"),
+        train_dataset=str(Path(dataset).resolve()) if dataset else "",
+        train_trial=checkpoint.meta.get("trial", training.get("trial")),
     )
 
 
-def training_config(state: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The trainer's options: ``train.config`` in the checkpoint, else the run record (``config.json``)
-    beside it (``best.pt`` carries weights only); empty when neither is there."""
-    config = (state.get("train") or {}).get("config")
-    record = path.parent / "config.json"
-    if config is None and record.is_file():
+def training_config(checkpoint: CheckpointFile) -> dict[str, Any]:
+    """The trainer's options recorded in the checkpoint; a version 1 ``best.pt`` (weights only) falls back to
+    the run record (``config.json``) beside it; empty when neither is there."""
+    config: Any = checkpoint.train_config
+    record = checkpoint.path.parent / "config.json"
+    if not config and record.is_file():
         try:
             config = json.loads(record.read_text()).get("config")
         except (OSError, ValueError, AttributeError):

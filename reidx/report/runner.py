@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 
-from reidx.checkpoint import LoadedModel, load_model
+from reidx.checkpoint import CheckpointFile, LoadedModel, open_checkpoint
 from reidx.console import progress
 from reidx.errors import ReidxError
-from reidx.io import sha256_file
 from reidx.metrics import EvalResult, aggregate_trials
 from reidx.models import list_models, model_class
 from reidx.report.cache import ResultCache
@@ -130,12 +129,12 @@ class Report:
         return f"evaluated {self.evaluated}, cached {self.cached} ({self.seconds:.2f} s)"
 
 
-def checkpoint_info(path: Path, cache: ResultCache) -> CheckpointInfo:
+def checkpoint_info(checkpoint: CheckpointFile, cache: ResultCache) -> CheckpointInfo:
     """The checkpoint's description, from the cache when its bytes are unchanged."""
     cached = cache.load("", MODEL_ENTRY)
     if cached is not None:
-        return replace(CheckpointInfo.from_dict(cached), path=str(path.resolve()))
-    info = describe_checkpoint(path, cache.fingerprint)
+        return replace(CheckpointInfo.from_dict(cached), path=str(checkpoint.path.resolve()))
+    info = describe_checkpoint(checkpoint)
     cache.save(None, "", MODEL_ENTRY, info.to_dict())
     return info
 
@@ -217,9 +216,12 @@ def collect(
     report = Report([], summaries)
     jobs: list[_Job] = []
     usable_modes = False
+    files: dict[str, CheckpointFile] = {}
     for path in checkpoints:
-        cache = ResultCache(path, sha256_file(path))
-        info = checkpoint_info(path, cache)
+        checkpoint = open_checkpoint(path)  # read and hashed once, its state reused to build the model
+        cache = ResultCache(path, checkpoint.fingerprint)
+        info = checkpoint_info(checkpoint, cache)
+        files[info.path] = checkpoint
         report.checkpoints.append(info)
         wanted = list(info.modes) if modes is None else modes
         missing = [mode for mode in wanted if mode not in info.modes]
@@ -242,19 +244,26 @@ def collect(
         )
     if not jobs:
         raise ReidxError(f"nothing to evaluate: {report.notes[-1]}", "use --trial all or the trial the run trained on")
-    _run_jobs(jobs, report, device, batch_size, workers)
+    _run_jobs(jobs, files, report, device, batch_size, workers)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _run_jobs(jobs: list[_Job], report: Report, device: torch.device | str, batch_size: int, workers: int) -> None:
+def _run_jobs(
+    jobs: list[_Job],
+    files: dict[str, CheckpointFile],
+    report: Report,
+    device: torch.device | str,
+    batch_size: int,
+    workers: int,
+) -> None:
     loaded: dict[str, LoadedModel] = {}
 
     def model(job: _Job) -> LoadedModel:
         """The job's network, loaded once while its checkpoint's jobs run."""
         if job.checkpoint.path not in loaded:
             loaded.clear()
-            loaded[job.checkpoint.path] = load_model(job.checkpoint.path, device)
+            loaded[job.checkpoint.path] = files[job.checkpoint.path].load_model(device)
         return loaded[job.checkpoint.path]
 
     with progress() as bar:

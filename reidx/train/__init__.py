@@ -18,8 +18,8 @@ _HOMES = {
     "batch_hard_triplet": "reidx.train.losses",
     "build_config": "reidx.train.config",
     "pretrained_option": "reidx.train.config",
-    "print_summary": "reidx.train.engine",
-    "run_training": "reidx.train.engine",
+    "print_summary": "reidx.train.run",
+    "run_training": "reidx.train.run",
 }
 
 __all__ = sorted(_HOMES)

@@ -1,17 +1,11 @@
-"""The training engine: independent HR and LR P×K batches per step, a generator step (E, G, F, C) then a
-discriminator step (D_F, D_I) on detached tensors, per-epoch validation, logs and resumable checkpoints.
+"""The trainer: independent HR and LR P×K batches per step, a generator step (E, G, F, C) then a
+discriminator step (D_F, D_I) on detached tensors, per-epoch validation and resumable checkpoints.
 
-A run directory holds ``config.json`` (options, command lines, versions, seed), ``log.csv`` (one row per
-epoch; row 0 is the untrained model's validation), ``last.pt`` (every epoch, everything needed to resume
-exactly), ``epoch_N.pt`` (every ``save_every`` epochs) and ``best.pt`` (weights with the best validation
-Rank-1).
+The run directory's files are described in :mod:`reidx.train.run`; the resume state in :mod:`reidx.train.state`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import random
 import shutil
 import time
 from collections import defaultdict
@@ -20,45 +14,38 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import Progress, TaskID, TextColumn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from reidx.checkpoint import read_checkpoint, save_checkpoint
-from reidx.console import console, progress
-from reidx.device import AUTO, Devices
+from reidx.checkpoint import CheckpointFile, load_weights, save_checkpoint
+from reidx.console import progress
+from reidx.data.manifest import dataset_identity
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
 from reidx.models import ReidModel, build_model, complete_config, model_options
-from reidx.train.config import (
-    TrainConfig,
-    build_config,
-    command_line,
-    read_config_file,
-    resume_config,
-    run_record,
-)
+from reidx.train.config import TrainConfig
 from reidx.train.data import HRImages, LRImages, load_training_set
-from reidx.train.distributed import DistEnv, barrier, check_in_sync, setup, teardown, wrap
+from reidx.train.distributed import DistEnv, barrier, check_in_sync, wrap
 from reidx.train.losses import DISCRIMINATOR, GENERATOR, LossWeights, Objective
+from reidx.train.run import BEST, LAST, LOG, epoch_line, write_log, write_record
 from reidx.train.sampler import IdentityBatchSampler
+from reidx.train.state import capture, restore_checked, rng_state
 from reidx.train.validation import build_validation_set, run_validation
 
-LAST, BEST, LOG, RECORD = "last.pt", "best.pt", "log.csv", "config.json"
 HR_STREAM, LR_STREAM = 1, 2
 
 
 class Trainer:
-    """Trains one run. ``resume`` is a checkpoint dict (``read_checkpoint(RUN/last.pt)``) to continue."""
+    """Trains one run. ``resume`` is the opened ``RUN/last.pt`` (:func:`reidx.checkpoint.open_checkpoint`)."""
 
     def __init__(
         self,
         config: TrainConfig,
         run_dir: str | Path,
         env: DistEnv | None = None,
-        resume: dict[str, Any] | None = None,
+        resume: CheckpointFile | None = None,
         show_progress: bool = False,
     ) -> None:
         self.config, self.run_dir = config, Path(run_dir)
@@ -67,6 +54,7 @@ class Trainer:
         self.show_progress = show_progress and self.env.is_main
         self.data = load_training_set(config.dataset, config.trial, config.val_ids, config.seed)
         self.validation = build_validation_set(self.data.validation, self.data.rates, config.seed)
+        self.dataset = dataset_identity(config.dataset)
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume).to(self.device)
         self.objective = Objective(self.model, LossWeights.from_config(config))
@@ -104,12 +92,12 @@ class Trainer:
 
     # --- construction -------------------------------------------------------------------------------------
 
-    def _build_model(self, resume: dict[str, Any] | None) -> ReidModel:
+    def _build_model(self, resume: CheckpointFile | None) -> ReidModel:
         """The configured model; a resumed one takes its weights and input normalisation from ``resume``."""
         c = self.config
         options = {name: getattr(c, name) for name in model_options(c.model) if hasattr(c, name)}
         if resume is not None:
-            options.update(pretrained=False, input_norm=complete_config(resume["model_config"])["input_norm"])
+            options.update(pretrained=False, input_norm=complete_config(resume.model_config)["input_norm"])
         return build_model(c.model, num_classes=self.data.num_classes, **options)
 
     def _generator_optimizer(self) -> torch.optim.Optimizer:
@@ -214,7 +202,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train up to ``config.epochs``; return a summary (untrained and final validation, best epoch)."""
         if self.env.is_main:
-            self.write_record()
+            write_record(self.run_dir, self.config, resumed=self.global_step > 0)
         if self.epoch == 0 and not self.history:
             self.history.append({"epoch": 0, "step": 0, **self.validate()})
         total = self.config.epochs * self.steps_per_epoch
@@ -258,6 +246,15 @@ class Trainer:
 
     # --- state --------------------------------------------------------------------------------------------
 
+    def stateful(self) -> dict[str, Any]:
+        """Every object whose ``state_dict`` a resume needs, by checkpoint name."""
+        return {
+            "optimizers": {"generator": self.opt_g, "discriminator": self.opt_d},
+            "scheduler": self.scheduler,
+            "scalers": {"generator": self.scaler_g, "discriminator": self.scaler_d},
+            "samplers": self.samplers,
+        }
+
     def train_state(self) -> dict[str, Any]:
         """Everything :meth:`load_state` needs, as plain tensors and Python types."""
         return {
@@ -265,37 +262,32 @@ class Trainer:
             "global_step": self.global_step,
             "config": self.config.to_dict(),
             "num_classes": self.data.num_classes,
-            "optimizers": {
-                "generator": self.opt_g.state_dict(),
-                "discriminator": self.opt_d.state_dict() if self.opt_d else None,
-            },
-            "scheduler": self.scheduler.state_dict(),
-            "scalers": {"generator": self.scaler_g.state_dict(), "discriminator": self.scaler_d.state_dict()},
-            "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()},
+            **capture(self.stateful()),
             "rng": rng_state(),
             "history": self.history,
             "best_rank1": self.best_rank1,
         }
 
-    def load_state(self, checkpoint: dict[str, Any]) -> None:
+    def meta(self) -> dict[str, Any]:
+        """What every checkpoint of this run says about itself: options, dataset identity, trial, epoch."""
+        return {
+            "train_config": self.config.to_dict(),
+            "dataset": self.dataset,
+            "trial": self.config.trial,
+            "epoch": self.epoch,
+        }
+
+    def load_state(self, checkpoint: CheckpointFile) -> None:
         """Restore a :meth:`train_state` checkpoint (the model must be the same network)."""
-        if complete_config(checkpoint.get("model_config") or {}) != self.model.config:
+        if complete_config(checkpoint.model_config) != self.model.config:
             raise ReidxError(
-                f"{self.run_dir / LAST} holds {describe(checkpoint.get('model_config'))}, but this run builds "
+                f"{checkpoint.path} holds {describe(checkpoint.model_config)}, but this run builds "
                 f"{describe(self.model.config)}",
                 "resume with the run's own dataset and options, or start a new run with another --out",
             )
-        state = checkpoint["train"]
-        self.model.load_state_dict(checkpoint["model"])
-        self.opt_g.load_state_dict(state["optimizers"]["generator"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(state["optimizers"]["discriminator"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler_g.load_state_dict(state["scalers"]["generator"])
-        self.scaler_d.load_state_dict(state["scalers"]["discriminator"])
-        for name, sampler in self.samplers.items():
-            sampler.load_state_dict(state["samplers"][name])
-        set_rng_state(state["rng"])
+        load_weights(self.model, checkpoint.state["model"], checkpoint.path)
+        state = checkpoint.state["train"]
+        restore_checked(self.stateful(), state, state.get("rng"), checkpoint.path)
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history = [dict(row) for row in state["history"]]
         self.best_rank1 = float(state["best_rank1"])
@@ -304,31 +296,15 @@ class Trainer:
         """Write last.pt (and epoch_N.pt, best.pt, log.csv) on the main rank."""
         if not self.env.is_main:
             return
-        last = self.run_dir / LAST
-        save_checkpoint(last, self.model, self.config.input_size, train=self.train_state())
+        last, size = self.run_dir / LAST, self.config.input_size
+        save_checkpoint(last, self.model, size, meta=self.meta(), train=self.train_state())
         if self.config.save_every and self.epoch % self.config.save_every == 0:
             with atomic_path(self.run_dir / f"epoch_{self.epoch}.pt") as tmp:
                 shutil.copyfile(last, tmp)
         if improved:
             self.best_rank1 = self.history[-1]["val_rank1"]
-            save_checkpoint(self.run_dir / BEST, self.model, self.config.input_size, epoch=self.epoch)
+            save_checkpoint(self.run_dir / BEST, self.model, size, meta=self.meta())
         write_log(self.run_dir / LOG, self.history)
-
-    def write_record(self) -> None:
-        """``config.json``: the options, every command line that trained this run, versions, seed."""
-        path = self.run_dir / RECORD
-        resumed = self.global_step > 0 and path.is_file()
-        commands = json.loads(path.read_text()).get("commands", []) if resumed else []
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(run_record(self.config, [*commands, command_line()]), indent=2) + "\n")
-
-
-def epoch_line(row: dict[str, float]) -> str:
-    """One line per finished epoch: total loss and the validation figures."""
-    parts = [f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}"]
-    names = {"val_rank1": "val Rank-1", "val_mAP": "mAP", "val_psnr": "PSNR", "val_psnr_bilinear": "bilinear PSNR"}
-    parts += [f"{label} {row[name]:.4g}" for name, label in names.items() if name in row]
-    return ", ".join(parts)
 
 
 def tensorboard_writer(run_dir: Path):
@@ -344,109 +320,3 @@ def describe(model_config: dict[str, Any] | None) -> str:
     if not model_config:
         return "no model"
     return f"a {model_config.get('name')} {model_config.get('arch')} model for {model_config.get('num_classes')} ids"
-
-
-def write_log(path: Path, history: list[dict[str, float]]) -> None:
-    """One CSV row per epoch (columns: every key seen, in first-seen order)."""
-    columns: list[str] = []
-    for row in history:
-        columns += [key for key in row if key not in columns]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def rng_state() -> dict[str, Any]:
-    """torch, CUDA, NumPy and Python global RNG states as tensors and plain types."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "python": {"version": version, "internal": list(internal), "gauss": gauss},
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    numpy = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            numpy["keys"].numpy().astype(np.uint32),
-            numpy["pos"],
-            numpy["has_gauss"],
-            numpy["cached"],
-        )
-    )
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
-
-
-def run_training(
-    out: str | Path,
-    overrides: dict[str, Any],
-    config_file: Path | None = None,
-    resume: bool = False,
-    devices: Devices = AUTO,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """``reidx train``: a fresh run into an empty ``out`` (or one that holds only the config.json of a run
-    that failed before its first checkpoint), or ``resume`` ``out/last.pt``. Under torchrun every rank
-    calls this; rank 0 writes the files."""
-    out = Path(out)
-    env = setup(devices)
-    try:
-        checkpoint = None
-        if resume:
-            last = out / LAST
-            if not last.is_file():
-                raise ReidxError(f"nothing to resume: {last} does not exist", "train without --resume first")
-            checkpoint = read_checkpoint(last)
-            if "train" not in checkpoint:
-                raise ReidxError(f"{last} holds no training state", "resume only from a run's last.pt or epoch_N.pt")
-            given = {**(read_config_file(config_file) if config_file else {}), **overrides}
-            config = resume_config(checkpoint["train"]["config"], given, out)
-        else:
-            if out.exists() and (not out.is_dir() or any(p.name != RECORD for p in out.iterdir())):
-                raise ReidxError(
-                    f"{out} already exists and is not empty", "pass --resume to continue it, or another --out"
-                )
-            config = build_config(overrides, config_file)
-            if not config.dataset:
-                raise ReidxError(
-                    "no training dataset given", "pass --dataset DIR (a directory made by `reidx prepare`)"
-                )
-        barrier(env)
-        trainer = Trainer(config, out, env, resume=checkpoint, show_progress=show_progress)
-        return trainer.fit()
-    finally:
-        teardown(env)
-
-
-def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
-    """The run's summary as JSON, or one line per figure."""
-    if as_json:
-        console.print_json(json.dumps(summary))
-        return
-    console.print(
-        f"trained {summary['model']} ({summary['arch']}) for {summary['epochs']} epochs, {summary['steps']} steps"
-    )
-    for label, row in (("untrained", summary["untrained"]), ("final", summary["final"])):
-        figures = [
-            f"{name} {row[name]:.4g}"
-            for name in ("val_rank1", "val_mAP", "val_psnr", "val_psnr_bilinear")
-            if name in row
-        ]
-        if figures:
-            console.print(f"{label}: " + ", ".join(figures))
-    console.print(f"best validation epoch: {summary['best_epoch']}; checkpoint: {summary['checkpoint']}")

@@ -1,0 +1,194 @@
+"""``reidx train``: the run directory's rules and files, and the command's entry point and summary.
+
+A run directory holds ``config.json`` (options, command lines, versions, seed), ``log.csv`` (one row per
+epoch; row 0 is the untrained model's validation), ``last.pt`` (every epoch, everything needed to resume
+exactly), ``epoch_N.pt`` (every ``save_every`` epochs) and ``best.pt`` (weights with the best validation
+Rank-1). Every checkpoint carries its options and the identity of the dataset it trained on. One process
+writes a run directory at a time (:func:`reidx.io.exclusive_lock`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from reidx.checkpoint import CheckpointFile, open_checkpoint
+from reidx.console import console, err_console
+from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, dataset_identity
+from reidx.device import AUTO, Devices
+from reidx.errors import ReidxError
+from reidx.io import TEMPORARY, atomic_path, exclusive_lock
+from reidx.train.config import (
+    TrainConfig,
+    build_config,
+    command_line,
+    read_config_file,
+    resume_config,
+    run_record,
+)
+from reidx.train.distributed import DistEnv, barrier, setup, teardown
+
+LAST, BEST, LOG, RECORD = "last.pt", "best.pt", "log.csv", "config.json"
+#: What a run that stopped before its first checkpoint leaves (besides temporaries): a fresh run may start there.
+BEFORE_FIRST_CHECKPOINT = frozenset({RECORD, "tensorboard"})
+
+
+def run_training(
+    out: str | Path,
+    overrides: dict[str, Any],
+    config_file: Path | None = None,
+    resume: bool = False,
+    devices: Devices = AUTO,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """``reidx train``: a fresh run into an empty ``out`` (or one a run left before its first checkpoint), or
+    ``resume`` ``out/last.pt``. Under torchrun every rank calls this; rank 0 locks ``out`` and writes."""
+    from reidx.train.engine import Trainer  # engine writes this module's files
+
+    out = Path(out)
+    env = setup(devices)
+    try:
+        with ExitStack() as stack:
+            if env.is_main:  # one writer; taking the lock removes the temporaries of killed writers
+                stack.enter_context(exclusive_lock(out, "training run"))
+            given = {**(read_config_file(config_file) if config_file else {}), **overrides}
+            config, checkpoint = resumed_config(out, given, env) if resume else (fresh_config(out, given), None)
+            barrier(env)
+            trainer = Trainer(config, out, env, resume=checkpoint, show_progress=show_progress)
+            return trainer.fit()
+    finally:
+        teardown(env)
+
+
+def fresh_config(out: Path, given: dict[str, Any]) -> TrainConfig:
+    """The options of a new run into ``out``, which must hold nothing but what a run leaves before its first
+    checkpoint; the dataset path is made absolute."""
+    if out.exists() and not out.is_dir():
+        raise ReidxError(f"{out} already exists and is not a directory", "pass another --out")
+    if out.is_dir() and any(not leftover(path) for path in out.iterdir()):
+        raise ReidxError(f"{out} already exists and is not empty", "pass --resume to continue it, or another --out")
+    config = build_config(given)
+    if not config.dataset:
+        raise ReidxError("no training dataset given", "pass --dataset DIR (a directory made by `reidx prepare`)")
+    config.dataset = str(Path(config.dataset).resolve())
+    return config
+
+
+def resumed_config(out: Path, given: dict[str, Any], env: DistEnv) -> tuple[TrainConfig, CheckpointFile | None]:
+    """The options and checkpoint to continue ``out`` with; a run with a config.json but no last.pt yet starts
+    again from the beginning with its recorded options."""
+    last, record = out / LAST, out / RECORD
+    if not last.is_file():
+        if not record.is_file():
+            raise ReidxError(f"nothing to resume: {last} does not exist", "train without --resume first")
+        if env.is_main:
+            err_console.print(f"{out} has no checkpoint yet: starting it again from its {RECORD}", highlight=False)
+        return fresh_resume(out, read_config_file(record), given), None
+    try:
+        checkpoint = open_checkpoint(last)
+    except ReidxError as exc:
+        raise ReidxError(
+            exc.message,
+            f"delete {last} to start the run again from its {RECORD}, or copy one of its epoch_N.pt over it",
+        ) from None
+    if "train" not in checkpoint.state:
+        raise ReidxError(f"{last} holds no training state", "resume only from a run's last.pt or epoch_N.pt")
+    config = resume_config(checkpoint.state["train"]["config"], given, out)
+    config.dataset = resume_dataset(out, checkpoint, given.get("dataset"), config.dataset)
+    return config, checkpoint
+
+
+def fresh_resume(out: Path, recorded: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The recorded options with the allowed changes of ``given``, for a run restarted from scratch."""
+    config = resume_config(recorded, given, out)
+    config.dataset = str(Path(config.dataset).resolve())
+    return config
+
+
+def resume_dataset(out: Path, checkpoint: CheckpointFile, given: str | None, configured: str) -> str:
+    """The absolute dataset path to continue on: the recorded one, or ``given`` when it is the same dataset
+    (moved); another dataset, or the folder re-prepared differently, is refused naming both."""
+    saved = checkpoint.meta.get("dataset")
+    if not isinstance(saved, dict):  # a version 1 checkpoint: only the (maybe relative) path is known
+        path = Path(configured)
+        if not (path / MANIFEST_NAME).is_file():
+            raise ReidxError(
+                f"{out} was trained on {configured}, which is not a dataset seen from {Path.cwd()}",
+                "pass --dataset with that dataset's directory",
+            )
+        return str(path.resolve())
+    path = Path(given or saved["path"])
+    if not (path / MANIFEST_NAME).is_file() or not (path / INFO_NAME).is_file():
+        fix = "pass --dataset with its new location" if not given else f"pass --dataset {saved['path']}"
+        raise ReidxError(f"the dataset {out} trained on is not at {path}", fix)
+    current = dataset_identity(path)
+    keys = ("manifest_sha256", "seed", "rates", "unseen_rates")
+    if any(current.get(key) != saved.get(key) for key in keys):
+        raise ReidxError(
+            f"{out} was trained on {describe_dataset(saved)}, but {describe_dataset(current)} is another dataset",
+            "resume with the run's own dataset, or start a new run with another --out",
+        )
+    return current["path"]
+
+
+def describe_dataset(identity: dict[str, Any]) -> str:
+    """``PATH (name, seed S, rates 2,3,4, manifest 1a2b3c4d)``."""
+    rates = ",".join(map(str, identity.get("rates", [])))
+    return (
+        f"{identity.get('path')} ({identity.get('name')}, seed {identity.get('seed')}, rates {rates}, "
+        f"manifest {str(identity.get('manifest_sha256'))[:8]})"
+    )
+
+
+def leftover(path: Path) -> bool:
+    """A file a run leaves before its first checkpoint (record, TensorBoard folder, temporaries)."""
+    return path.name in BEFORE_FIRST_CHECKPOINT or TEMPORARY.match(path.name) is not None
+
+
+def write_record(run_dir: Path, config: TrainConfig, resumed: bool) -> None:
+    """``config.json``: the options, every command line that trained this run, versions, seed."""
+    path = run_dir / RECORD
+    commands = json.loads(path.read_text()).get("commands", []) if resumed and path.is_file() else []
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(run_record(config, [*commands, command_line()]), indent=2) + "\n")
+
+
+def write_log(path: Path, history: list[dict[str, float]]) -> None:
+    """One CSV row per epoch (columns: every key seen, in first-seen order)."""
+    columns: list[str] = []
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def epoch_line(row: dict[str, float]) -> str:
+    """One line per finished epoch: total loss and the validation figures."""
+    parts = [f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}"]
+    names = {"val_rank1": "val Rank-1", "val_mAP": "mAP", "val_psnr": "PSNR", "val_psnr_bilinear": "bilinear PSNR"}
+    parts += [f"{label} {row[name]:.4g}" for name, label in names.items() if name in row]
+    return ", ".join(parts)
+
+
+def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
+    """The run's summary as JSON, or one line per figure."""
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    console.print(
+        f"trained {summary['model']} ({summary['arch']}) for {summary['epochs']} epochs, {summary['steps']} steps"
+    )
+    for label, row in (("untrained", summary["untrained"]), ("final", summary["final"])):
+        figures = [
+            f"{name} {row[name]:.4g}"
+            for name in ("val_rank1", "val_mAP", "val_psnr", "val_psnr_bilinear")
+            if name in row
+        ]
+        if figures:
+            console.print(f"{label}: " + ", ".join(figures))
+    console.print(f"best validation epoch: {summary['best_epoch']}; checkpoint: {summary['checkpoint']}")

@@ -24,7 +24,7 @@ from torch import nn
 
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
-from reidx.models import build_model
+from reidx.models import build_model, list_models
 
 FORMAT = "reidx-checkpoint"
 VERSION = 2
@@ -96,14 +96,8 @@ class CheckpointFile:
 
     def build_model(self) -> nn.Module:
         """The network this checkpoint describes, with its weights (on the CPU, in train mode)."""
-        try:
-            model = build_model(**self.model_config)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ReidxError(
-                f"{self.path} describes a model this reidx cannot build ({exc})",
-                "use the reidx version that wrote it",
-            ) from None
-        load_weights(model, self.state["model"], self.path)
+        model = _build(self.model_config, self.path)
+        model.load_state_dict(self.state["model"])  # checked against this network by open_checkpoint
         return model
 
     def load_model(self, device: torch.device | str = "cpu") -> LoadedModel:
@@ -123,6 +117,9 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointFile:
         raise ReidxError(f"cannot read checkpoint {path}: {exc.strerror}", "check the file's permissions") from None
     state = _unpickle(data, path)
     _check_layout(state, path)
+    with torch.device("meta"):  # the network's tensor names and shapes, without allocating or initialising
+        expected = _build(state["model_config"], path).state_dict()
+    check_weights(expected, state["model"], path)
     meta = state.get("meta") or {}
     return CheckpointFile(path, dict(meta), hashlib.sha256(data).hexdigest(), state)
 
@@ -189,16 +186,29 @@ def _check_layout(state: Any, path: Path) -> None:
             raise ReidxError(f"{path} is damaged: weight {name!r} is a {type(tensor).__name__}", NOT_OURS)
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Copy ``weights`` into ``model``; a missing, extra, mis-shaped or non-finite tensor is a ReidxError."""
-    expected = model.state_dict()
+def _build(model_config: dict[str, Any], path: Path) -> nn.Module:
+    """The network ``model_config`` describes (untrained); a config this reidx cannot build is a ReidxError."""
+    if model_config["name"] not in list_models():
+        raise ReidxError(
+            f"{path} holds an unknown model {model_config['name']!r}", "use the reidx version that wrote it"
+        )
+    try:
+        return build_model(**model_config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ReidxError(
+            f"{path} describes a model this reidx cannot build ({exc})", "use the reidx version that wrote it"
+        ) from None
+
+
+def check_weights(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse ``weights`` with a missing, extra, mis-shaped or non-finite tensor for a network whose
+    ``state_dict`` is ``expected``."""
     missing = [name for name in expected if name not in weights]
     extra = [name for name in weights if name not in expected]
     if missing or extra:
         what = f"lacks {missing[0]!r}" if missing else f"has an unexpected {extra[0]!r}"
-        count = len(missing) + len(extra)
         raise ReidxError(
-            f"{source} does not match its model: it {what} ({count} tensor(s) differ)",
+            f"{source} does not match its model: it {what} ({len(missing) + len(extra)} tensor(s) differ)",
             "the file is damaged or from another reidx version",
         )
     for name, tensor in weights.items():
@@ -213,4 +223,9 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Pat
                 f"{source} holds non-finite weights (NaN or Inf) in {name!r}",
                 "training diverged: use an earlier checkpoint of the run (epoch_N.pt) or retrain with a lower --lr",
             )
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy checked ``weights`` (:func:`check_weights`) into ``model``."""
+    check_weights(model.state_dict(), weights, source)
     model.load_state_dict(weights)

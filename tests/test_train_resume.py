@@ -1,0 +1,228 @@
+"""Resuming safely: the run's own dataset only, from any directory, after a kill -9 at any point (even in the
+first save), with stale temporaries cleaned and never two writers in one run directory."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from reidx.checkpoint import open_checkpoint, save_checkpoint
+from reidx.data.prepare import prepare_dataset
+from reidx.train import run_training
+
+TINY = {
+    "arch": "resnet18",
+    "pretrained": False,
+    "input_size": "64x32",
+    "discriminator_width": 8,
+    "batch_ids": 2,
+    "batch_instances": 2,
+    "workers": 0,
+}
+CLI_TINY = [
+    "--arch",
+    "resnet18",
+    "--no-pretrained",
+    "--input-size",
+    "64x32",
+    "--discriminator-width",
+    "8",
+    "--batch-ids",
+    "2",
+    "--batch-instances",
+    "2",
+    "--workers",
+    "0",
+]
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("resume")
+    for name, ids in (("a", 8), ("b", 6)):
+        prepare_dataset("synthetic", None, root / name, ids=ids, cameras=2, images_per_camera=2, workers=2)
+    return root
+
+
+def untrained_run(dataset: Path, run: Path) -> Path:
+    run_training(run, {"dataset": str(dataset), "epochs": 0, "val_ids": 0, **TINY}, device="cpu", show_progress=False)
+    return run
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def fails(run_cli: Cli, *args: object, match: str) -> str:
+    code, _, err = run_cli("--device", "cpu", *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_resume_refuses_another_dataset_and_a_re_prepared_one(run_cli: Cli, datasets: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(datasets / "a", data)
+    run = untrained_run(data, tmp_path / "run")
+    before = tree(run)
+    line = fails(run_cli, "train", "--out", run, "--resume", "--dataset", datasets / "b", match="is another dataset")
+    assert str(data.resolve()) in line and str((datasets / "b").resolve()) in line
+    assert tree(run) == before
+    prepare_dataset("synthetic", None, data, ids=8, cameras=2, images_per_camera=2, workers=2, seed=1, overwrite=True)
+    line = fails(run_cli, "train", "--out", run, "--resume", "--epochs", "1", match="is another dataset")
+    assert "seed 0" in line and "seed 1" in line and line.count(str(data.resolve())) == 2
+    assert tree(run) == before
+
+
+def test_resume_from_another_directory_after_a_relative_dataset(
+    run_cli: Cli, datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copytree(datasets / "a", tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "here")
+    args = ["--dataset", "../data", "--out", "../run", "--epochs", "0", "--val-ids", "0", *CLI_TINY]
+    code, _, err = run_cli("--device", "cpu", "train", *args)
+    assert code == 0, err
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["config"]["dataset"] == str((tmp_path / "data").resolve())
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, err = run_cli("--device", "cpu", "train", "--out", run, "--resume", "--epochs", "1")
+    assert code == 0, err
+    assert open_checkpoint(run / "last.pt").meta["epoch"] == 1
+
+
+def test_a_version_1_run_with_a_relative_dataset_names_the_fix(run_cli: Cli, datasets: Path, tmp_path: Path) -> None:
+    run = untrained_run(datasets / "a", tmp_path / "run")
+    state = open_checkpoint(run / "last.pt").state
+    state["train"]["config"]["dataset"] = "data/a"  # how version 1 recorded `--dataset data/a`
+    old = {key: value for key, value in state.items() if key != "meta"} | {"version": 1}
+    torch.save(old, run / "last.pt")
+    fails(run_cli, "train", "--out", run, "--resume", "--epochs", "1", match="pass --dataset")
+    code, _, err = run_cli("--device", "cpu", "train", "--out", run, "--resume", "--dataset", datasets / "a")
+    assert code == 0, err
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_a_run_killed_in_its_first_save_restarts_and_loses_its_temporaries(
+    run_cli: Cli, datasets: Path, tmp_path: Path
+) -> None:
+    reference = untrained_run(datasets / "a", tmp_path / "reference")
+    for resume in (["--resume"], []):
+        run = tmp_path / f"killed{len(resume)}"
+        run.mkdir()
+        shutil.copyfile(reference / "config.json", run / "config.json")
+        stale = run / f".last.pt.{dead_pid()}-k3j_x9a2.tmp"  # what atomic_path leaves on kill -9
+        stale.write_bytes(b"half a checkpoint")
+        (tmp_path / f".{run.name}.lock").write_text("12345")  # the dead writer's lock file (its flock died with it)
+        theirs = [run / ".last.pt.mine.tmp", run / "last.pt.k3j_x9a2.tmp"] if resume else []
+        for path in theirs:
+            path.write_text("not reidx's")
+        options = [] if resume else ["--dataset", datasets / "a", "--epochs", "0", "--val-ids", "0", *CLI_TINY]
+        code, _, err = run_cli("--device", "cpu", "train", "--out", run, *resume, *options)
+        assert code == 0, err
+        assert not stale.exists() and (run / "last.pt").is_file()
+        assert all(path.read_text() == "not reidx's" for path in theirs)
+        assert not (tmp_path / f".{run.name}.lock").exists()
+
+
+def test_a_damaged_training_state_is_one_line(run_cli: Cli, datasets: Path, tmp_path: Path) -> None:
+    run = untrained_run(datasets / "a", tmp_path / "run")
+    checkpoint = open_checkpoint(run / "last.pt")
+    model_config, state = checkpoint.model_config, checkpoint.state
+    del state["train"]["scheduler"]
+    torch.save(state, run / "last.pt")
+    before = tree(run)
+    fails(run_cli, "train", "--out", run, "--resume", match="holds a damaged training state")
+    assert tree(run) == before and model_config["name"] == "cadnet"
+    save_checkpoint(run / "last.pt", checkpoint.build_model(), (64, 32))  # weights only, like best.pt
+    fails(run_cli, "train", "--out", run, "--resume", match="holds no training state")
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_run(run_cli: Cli, datasets: Path, tmp_path: Path) -> None:
+    run = untrained_run(datasets / "a", tmp_path / "run")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom reidx.io import exclusive_lock\n"
+            "with exclusive_lock(sys.argv[1], 'training run'):\n    print('held', flush=True)\n    time.sleep(120)\n",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = tree(run)
+        line = fails(
+            run_cli,
+            "train",
+            "--out",
+            run,
+            "--resume",
+            "--epochs",
+            "1",
+            match="is being written by another reidx process",
+        )
+        assert f"pid {holder.pid}" in line and tree(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    code, _, err = run_cli("--device", "cpu", "train", "--out", run, "--resume", "--epochs", "1")
+    assert code == 0, err  # the dead holder's lock is gone with its process
+
+
+def read_log(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_is_bit_identical(datasets: Path, tmp_path: Path) -> None:
+    options = {"epochs": 3, "save_every": 1, "val_ids": 0.25, **TINY}
+    reference = tmp_path / "reference"
+    run_training(reference, {"dataset": str(datasets / "a"), **options}, device="cpu", show_progress=False)
+    run = tmp_path / "killed"
+    flags = ["--epochs", "3", "--save-every", "1", "--val-ids", "0.25", *CLI_TINY]
+    command = [sys.executable, "-m", "reidx", "--device", "cpu", "train", "--dataset", str(datasets / "a")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    child = subprocess.Popen([*command, "--out", str(run), *flags], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run / "epoch_1.pt").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL, "training ended before it could be killed"
+    assert not (run / "epoch_3.pt").exists()
+    code = subprocess.run([*command[:5], "train", "--out", str(run), "--resume"], env=env, capture_output=True)
+    assert code.returncode == 0, code.stderr.decode()[-2000:]
+    assert not any(path.name.endswith(".tmp") for path in run.iterdir())
+    final, expected = open_checkpoint(run / "last.pt").state, open_checkpoint(reference / "last.pt").state
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, final["model"][name]), name
+    timing = ("images_per_s", "seconds")
+    logged = [[{k: v for k, v in row.items() if k not in timing} for row in read_log(r)] for r in (run, reference)]
+    assert logged[0] == logged[1]

@@ -16,6 +16,7 @@ import torch
 
 from reidx.checkpoint import FORMAT, open_checkpoint
 from reidx.data.prepare import prepare_dataset
+from reidx.device import Devices
 from reidx.train import run_training
 
 TINY = {
@@ -59,7 +60,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset and an untrained CAD-Net run (its last.pt holds a training state)."""
     root = tmp_path_factory.mktemp("hostile")
     prepare_dataset("synthetic", None, root / "data", ids=6, cameras=2, images_per_camera=2, workers=2)
-    run_training(root / "run", {"dataset": str(root / "data"), **TINY}, device="cpu", show_progress=False)
+    run_training(root / "run", {"dataset": str(root / "data"), **TINY}, devices=Devices("cpu"), show_progress=False)
     return root
 
 

@@ -20,6 +20,7 @@ import torch
 
 from reidx.checkpoint import open_checkpoint, save_checkpoint
 from reidx.data.prepare import prepare_dataset
+from reidx.device import Devices
 from reidx.train import run_training
 
 TINY = {
@@ -58,7 +59,9 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def untrained_run(dataset: Path, run: Path) -> Path:
-    run_training(run, {"dataset": str(dataset), "epochs": 0, "val_ids": 0, **TINY}, device="cpu", show_progress=False)
+    run_training(
+        run, {"dataset": str(dataset), "epochs": 0, "val_ids": 0, **TINY}, devices=Devices("cpu"), show_progress=False
+    )
     return run
 
 
@@ -205,7 +208,7 @@ def read_log(run: Path) -> list[dict[str, str]]:
 def test_kill_9_mid_run_then_resume_is_bit_identical(datasets: Path, tmp_path: Path) -> None:
     options = {"epochs": 3, "save_every": 1, "val_ids": 0.25, **TINY}
     reference = tmp_path / "reference"
-    run_training(reference, {"dataset": str(datasets / "a"), **options}, device="cpu", show_progress=False)
+    run_training(reference, {"dataset": str(datasets / "a"), **options}, devices=Devices("cpu"), show_progress=False)
     run = tmp_path / "killed"
     flags = ["--epochs", "3", "--save-every", "1", "--val-ids", "0.25", *CLI_TINY]
     command = [sys.executable, "-m", "reidx", "--device", "cpu", "train", "--dataset", str(datasets / "a")]

@@ -260,10 +260,13 @@ def search(
     must_exist(queries, "image")
     must_exist([gallery], "index")
     must_exist([checkpoint] if checkpoint else [], "checkpoint")
+    from reidx.io import check_file_output
     from reidx.retrieval.inputs import expand_images
     from reidx.retrieval.montage import draw_montage
     from reidx.retrieval.search import open_gallery, print_results, results_json, search_images
 
+    if montage is not None:
+        check_file_output(montage, "--montage")
     paths = expand_images(queries)
     index, loaded = open_gallery(gallery, checkpoint, ctx.obj)
     results = search_images(index, loaded, paths, top_k, nprobe, min_score, query_pid, batch_size, workers)

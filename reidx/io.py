@@ -61,13 +61,23 @@ def writing(path: str | os.PathLike, errors: frozenset[int] = frozenset(WRITE_ER
         raise error from None
 
 
-def make_parent(path: Path) -> None:
-    """Create the folder ``path`` goes in; a file in the way or an unwritable place is a one-line error."""
-    blocker = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
-    if blocker is not None and not blocker.is_dir():
+def make_parent(path: Path) -> list[Path]:
+    """Create the folder ``path`` goes in and return the folders created (outermost first); a file in the
+    way or an unwritable place is a one-line error naming ``path``."""
+    blocker = _in_the_way(path)
+    if blocker is not None:
         raise ReidxError(f"cannot write {path}: {blocker} is not a folder", "choose a path inside a folder")
+    created = [p for p in reversed(path.parents) if not p.exists()]
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders of ``folders`` that are empty, innermost first (what a failed write created)."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -77,22 +87,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Write failures (full disk, read-only folder, a folder at ``path``) are one-line errors naming ``path``.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ReidxError(f"cannot write {path}: it is a folder", "give the path of a file")
-    make_parent(path)
-    remove_stale_temporaries(path.parent, of=path.name)
-    with writing(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like a plain open()
+    check_file_output(path)
+    created = make_parent(path)
     try:
-        with writing(path, OUTPUT_ERRORS):
-            yield tmp_path
+        remove_stale_temporaries(path.parent, of=path.name)
         with writing(path):
-            os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like a plain open()
+            with writing(path, OUTPUT_ERRORS):
+                yield tmp_path
+            with writing(path):
+                os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+    except BaseException:
+        remove_empty(created)
+        raise
+
+
+def check_file_output(path: str | os.PathLike, flag: str | None = None) -> None:
+    """Refuse, before any work, a file output whose path is a folder or lies below a file."""
+    path, name = Path(path), f"{flag} {path}" if flag else str(path)
+    if path.is_dir():
+        raise ReidxError(f"cannot write {name}: it is a folder", "give the path of a file")
+    blocker = _in_the_way(path)
+    if blocker is not None:
+        raise ReidxError(f"cannot write {name}: {blocker} is not a folder", "choose a path inside a folder")
+
+
+def _in_the_way(path: Path) -> Path | None:
+    """The nearest existing parent of ``path`` when it is not a folder (a file, a broken link), else None."""
+    nearest = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    return nearest if nearest is not None and not nearest.is_dir() else None
 
 
 def temporary_dir(path: Path) -> Path:
@@ -177,30 +206,34 @@ def exclusive_lock(directory: str | os.PathLike, what: str = "output folder") ->
     The lock is ``fcntl.flock`` on ``.NAME.lock`` beside the folder, so the kernel releases it when the
     process ends, even by ``kill -9``. Another process holding it is a ReidxError naming that process (a
     second writer refuses, it never races); nested use in one process is free. On taking it, the stale
-    reidx temporaries beside and inside ``directory`` are removed.
+    reidx temporaries beside and inside ``directory`` are removed; ``directory`` and the parents it had to
+    create are removed again when they are left empty.
     """
     target = Path(directory).expanduser().resolve()
     if target in _held_locks:
         yield
         return
     lock = target.parent / f".{target.name}.lock"
-    make_parent(lock)
-    handle = _acquire(lock, target, what)
-    _held_locks.add(target)
+    created = [*make_parent(target), *([] if target.exists() else [target])]
     try:
-        remove_stale_temporaries(target.parent, of=target.name)
-        remove_stale_temporaries(target, recursive=True)
-        yield
+        handle = _acquire(lock, target, what)
+        _held_locks.add(target)
+        try:
+            remove_stale_temporaries(target.parent, of=target.name)
+            remove_stale_temporaries(target, recursive=True)
+            yield
+        finally:
+            _held_locks.discard(target)
+            lock.unlink(missing_ok=True)  # before unlocking: a waiter that opened this file retries (_acquire)
+            os.close(handle)
     finally:
-        _held_locks.discard(target)
-        lock.unlink(missing_ok=True)  # before unlocking: a waiter that opened this file retries (_acquire)
-        os.close(handle)
+        remove_empty(created)  # the folders made for an output that is not there (empty: nothing is lost)
 
 
 def _acquire(lock: Path, target: Path, what: str) -> int:
     """An open, flock-ed descriptor of ``lock`` holding this process id."""
     while True:
-        with writing(lock):
+        with writing(target):
             handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -219,8 +252,9 @@ def _acquire(lock: Path, target: Path, what: str) -> int:
         if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
             break
         os.close(handle)  # the previous holder removed this file after we opened it: lock the new one
-    os.ftruncate(handle, 0)
-    os.write(handle, f"{os.getpid()}\n".encode())
+    with contextlib.suppress(OSError):  # the id is for messages only (a full disk may refuse it)
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
     return handle
 
 

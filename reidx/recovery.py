@@ -24,7 +24,7 @@ from reidx.console import console, progress
 from reidx.data.loading import iterate_images
 from reidx.data.transforms import to_model_input, to_pil, to_unit_range
 from reidx.errors import ReidxError
-from reidx.io import atomic_path, exclusive_lock, load_image, writing
+from reidx.io import atomic_path, check_file_output, exclusive_lock, load_image, writing
 from reidx.metrics import recovery_metrics
 from reidx.outputs import KINDS, check_apart, existing_output, mark_output
 from reidx.retrieval.inputs import expand_images
@@ -88,6 +88,8 @@ def recover_images(
     workers: int = 2,
 ) -> RecoveryReport:
     """Recover every image of ``inputs`` (files or folders) into ``out``; score against ``hr`` if given."""
+    if grid is not None:
+        check_file_output(grid, "--grid")
     paths = expand_images(inputs)
     stems = [path.stem for path in paths]
     if len(set(stems)) != len(stems):

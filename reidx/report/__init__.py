@@ -10,7 +10,7 @@ import torch
 
 from reidx.console import err_console
 from reidx.errors import ReidxError
-from reidx.io import atomic_path
+from reidx.io import atomic_path, check_file_output
 from reidx.report.plots import write_plots
 from reidx.report.runner import Report, collect, parse_modes, parse_trial
 from reidx.report.tables import FORMATS, render
@@ -40,6 +40,8 @@ def run_report(
     """Evaluate what is not cached, write the plots and the report (to ``out`` or stdout); return it."""
     if fmt not in FORMATS:
         raise ReidxError(f"--format {fmt!r} is not supported", f"use one of {', '.join(FORMATS)}")
+    if out is not None:
+        check_file_output(out, "--out")
     report = collect(
         checkpoints, datasets, modes=modes, trial=trial, device=device, batch_size=batch_size, workers=workers
     )

@@ -124,8 +124,12 @@ def resume_chunks(state_dir: Path, key: str, total: int) -> list[Path]:
         shutil.rmtree(state_dir, ignore_errors=True)
         with writing(state_dir):
             state_dir.mkdir(parents=True)
-        with atomic_path(job_file) as tmp:
-            tmp.write_text(json.dumps(job))
+        try:
+            with atomic_path(job_file) as tmp:
+                tmp.write_text(json.dumps(job))
+        except BaseException:
+            state_dir.rmdir()  # nothing to resume: leave nothing
+            raise
         return []
     chunks, end, dim = [], 0, None
     for chunk in sorted(state_dir.glob(CHUNK_GLOB)):

@@ -206,3 +206,13 @@ def test_check_apart(tmp_path: Path) -> None:
     (tmp_path / "elsewhere" / "img.png").symlink_to(data / "images")
     with pytest.raises(ReidxError, match="is or contains the input"):
         check_apart(data, [tmp_path / "elsewhere" / "img.png"])
+
+
+def test_atomic_dir_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Systems without renameat2 (macOS, some file systems) replace with two renames, leaving nothing."""
+    monkeypatch.setattr("reidx.io.exchange", lambda first, second: False)
+    out = tmp_path / "idx"
+    for text in ("1", "2"):
+        with atomic_dir(out, "index", overwrite=True) as tmp:
+            (tmp / "x").write_text(text)
+    assert (out / "x").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["idx"]

@@ -21,18 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from reidx.checkpoint import open_checkpoint
 from reidx.data.manifest import read_dataset
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
+from reidx.evaluation import iter_embeddings
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
 from reidx.models.discriminators import FeatureDiscriminator
 from reidx.train.config import parse_size
 from reidx.train.data import load_training_set
 from reidx.train.losses import FAKE, REAL, gan_loss
-from reidx.train.validation import ValidationImages, ValidationSet, build_validation_set, rank_queries
+from reidx.train.validation import ValidationSet, build_validation_set, rank_queries
 
 PROBE_IMAGES, PROBE_STEPS, PROBE_BATCH = 256, 200, 32
 
@@ -51,12 +51,11 @@ def resolution_gap(paths: list[str], rates: list[int], size: tuple[int, int]) ->
 @torch.no_grad()
 def rank1_by_mode(model: torch.nn.Module, entries: ValidationSet, size: tuple[int, int]) -> dict[str, float]:
     """Multi-shot Rank-1 (%) of the LR queries of ``entries`` against their HR gallery, per embedding mode."""
-    modes = getattr(model, "embedding_modes", ("fused",))
-    features: dict[str, list[torch.Tensor]] = {mode: [] for mode in modes}
-    for inputs, _, _ in DataLoader(ValidationImages(entries, size), batch_size=64):
-        for mode in modes:
-            features[mode].append(model.embed(inputs, mode))
-    return {mode: 100 * rank_queries(torch.cat(chunks), entries)["rank1"] for mode, chunks in features.items()}
+    rank1 = {}
+    for mode in model.embedding_modes:
+        vectors = np.concatenate(list(iter_embeddings(model, entries.paths, size, mode, rates=entries.rates)))
+        rank1[mode] = 100 * rank_queries(vectors, entries)["rank1"]
+    return rank1
 
 
 def feature_probe(model: torch.nn.Module, paths: list[str], rates: list[int], size: tuple[int, int]) -> float:

@@ -159,7 +159,7 @@ def recover(
     """
     must_exist(inputs, "image")
     must_exist([checkpoint], "checkpoint")
-    from reidx.recovery import print_report, recover_images
+    from reidx.recover import print_report, recover_images
 
     report = recover_images(
         inputs,

@@ -1,4 +1,4 @@
-"""CMC / mAP: hand-worked cases, the torchreid oracle, properties, single-shot and bad input."""
+"""CMC / mAP: hand-worked cases, the per-query reference, properties, single-shot and bad input."""
 
 from __future__ import annotations
 
@@ -12,27 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, MetricInputError, evaluate, evaluate_embeddings
+from reidx.metrics import _rank_kernel as kernel
 from reidx.metrics import rank as rank_module
-
-
-def market1501_oracle(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, kind="quicksort"):
-    """torchreid's ``eval_market1501`` algorithm, written from its description: sort each query's row,
-    drop gallery entries with the query's pid and camid, CMC from the first hit, AP = sum of the precision
-    at each hit / number of hits, skip queries without a hit. ``kind="stable"`` gives reidx's tie rule
-    (torchreid's own call is NumPy's default quicksort). CMC is padded with its last value up to max_rank."""
-    order = np.argsort(distmat, axis=1, kind=kind)
-    cmcs, aps = [], []
-    for i in range(len(distmat)):
-        ranked = order[i]
-        keep = ~((g_pids[ranked] == q_pids[i]) & (g_camids[ranked] == q_camids[i]))
-        hits = (g_pids[ranked][keep] == q_pids[i]).astype(np.float64)
-        if not hits.any():
-            continue
-        cmc = np.minimum(hits.cumsum(), 1.0)
-        cmcs.append(np.pad(cmc, (0, max(0, max_rank - len(cmc))), mode="edge")[:max_rank])
-        precision = hits.cumsum() / np.arange(1, len(hits) + 1)
-        aps.append((precision * hits).sum() / hits.sum())
-    return np.mean(cmcs, axis=0), float(np.mean(aps)), len(aps)
+from reidx.metrics.reference import multi_shot_reference
 
 
 def random_problem(rng, nq, ng, ids, cams, dtype=np.float32):
@@ -82,7 +64,7 @@ def test_ties_follow_gallery_order(g_pids, expected_rank):
 def test_equals_torchreid_oracle_on_market_like_data():
     rng = np.random.default_rng(3)
     problem = random_problem(rng, 300, 2000, ids=120, cams=6)
-    cmc, m_ap, valid = market1501_oracle(*problem, max_rank=50)
+    cmc, m_ap, valid = multi_shot_reference(*problem, max_rank=50, kind="quicksort")
     m = evaluate(*problem, max_rank=50)
     np.testing.assert_allclose(m.cmc, cmc, atol=1e-6)
     assert abs(m.mAP - m_ap) < 1e-6 and m.num_valid_queries == valid
@@ -107,13 +89,18 @@ def test_property_equals_per_query_reference(data, nq, ng, dtype, sizes):
     q_pids, g_pids, q_cams, g_cams = labels
     max_rank = data.draw(ints(1, 15))
     chunk, run = sizes
-    with mock.patch.object(rank_module, "_CHUNK_ELEMENTS", chunk), mock.patch.object(rank_module, "_RUN", run):
+    patches = (
+        mock.patch.object(rank_module, "_CHUNK_ELEMENTS", chunk),
+        mock.patch.object(kernel, "_CHUNK_ELEMENTS", chunk),
+        mock.patch.object(kernel, "_RUN", run),
+    )
+    with patches[0], patches[1], patches[2]:
         try:
             m = evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
         except MetricInputError:
             assert not any(((g_pids == p) & (g_cams != c)).any() for p, c in zip(q_pids, q_cams, strict=True))
             return
-    cmc, m_ap, valid = market1501_oracle(dist, q_pids, g_pids, q_cams, g_cams, max_rank, kind="stable")
+    cmc, m_ap, valid = multi_shot_reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank)
     np.testing.assert_allclose(m.cmc, cmc, atol=1e-12)
     assert m.mAP == pytest.approx(m_ap, abs=1e-12) and m.num_valid_queries == valid
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from reidx.metrics import MetricInputError, lpips_unavailable_reason, recovery_metrics
+from reidx.metrics import (
+    RECOVERY_METRICS,
+    MetricInputError,
+    RecoveryResult,
+    lpips_unavailable_reason,
+    recovery_metrics,
+)
 from reidx.metrics.recovery import alexnet_weights_path
 
 
@@ -70,3 +76,17 @@ def test_lpips_with_local_weights():
 def test_bad_images(pred, target, message):
     with pytest.raises(MetricInputError, match=message):
         recovery_metrics(pred, target, lpips=False)
+
+
+def test_concat_of_batches_equals_one_batch_and_summary_is_its_mean(no_lpips_weights):
+    pred, target = images(5), images(5, seed=1)
+    whole = recovery_metrics(pred, target)
+    parts = RecoveryResult.concat([recovery_metrics(pred[:2], target[:2]), recovery_metrics(pred[2:], target[2:])])
+    np.testing.assert_allclose(parts.ssim, whole.ssim, rtol=1e-6)
+    np.testing.assert_allclose(parts.psnr, whole.psnr, rtol=1e-6)
+    assert parts.lpips is None and parts.lpips_reason == whole.lpips_reason
+    summary = parts.summary()
+    assert list(summary) == list(RECOVERY_METRICS) and summary["lpips"] is None
+    assert summary["psnr"] == pytest.approx(float(whole.psnr.mean()))
+    with pytest.raises(MetricInputError):
+        RecoveryResult.concat([])

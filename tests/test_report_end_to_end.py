@@ -25,12 +25,12 @@ from reidx.data.manifest import DatasetInfo, read_dataset, write_dataset
 from reidx.data.prepare import prepare_dataset
 from reidx.data.transforms import to_unit_range
 from reidx.errors import ReidxError
+from reidx.evaluation import embed_paths
 from reidx.metrics import evaluate_embeddings, recovery_metrics
 from reidx.models import build_model
 from reidx.report import Report, collect, run_report
 from reidx.report.cache import CACHE_DIR
 from reidx.report.tables import render
-from reidx.retrieval import embed_paths
 
 INPUT_SIZE = (64, 32)
 MODES = ["fused", "f", "g"]
@@ -354,6 +354,29 @@ def test_a_changed_manifest_invalidates_the_cache(workspace: Workspace) -> None:
     changed = collect([run], [data], workers=0)
     assert (changed.evaluated, changed.cached) == (2, 0)
     assert len(list((run.parent / CACHE_DIR).glob("*.json"))) == 3  # model info + one entry per mode, none stale
+
+
+def test_an_edited_image_invalidates_the_cache(workspace: Workspace) -> None:
+    """The cache key covers the images, not only the manifest: editing one in place recomputes the report."""
+    data = workspace.root / "data" / "edited"
+    shutil.copytree(workspace.synthetic, data)
+    run = workspace.root / "runs" / "edited" / "last.pt"
+    run.parent.mkdir(parents=True)
+    shutil.copy(workspace.cadnet, run)
+    before = run_report([run], [data], out=workspace.root / "edited.md", modes=["f"], trial=0, workers=0)
+    assert (collect([run], [data], modes=["f"], trial=0, workers=0).cached) == 2
+    frame, _ = read_dataset(data)
+    query = frame[(frame["split"] == "query") & (frame["trial"] == 0) & (frame["query_set"] == "mixed")].iloc[0]
+    assert query["path"].startswith(str(data.resolve()))  # an LR image of the copy, not of the original
+    image = Image.open(query["path"])
+    Image.fromarray(255 - np.asarray(image)).save(query["path"])  # same size and name, other pixels
+    after = run_report([run], [data], out=workspace.root / "edited.md", modes=["f"], trial=0, workers=0)
+    assert (after.evaluated, after.cached) == (2, 0)  # ranking and recovery, both recomputed
+    recovery = after.recovery[0].payload["sets"]["mixed"]["bilinear"]
+    assert recovery != before.recovery[0].payload["sets"]["mixed"]["bilinear"]
+    r1, r5, r10, _ = expected_cells(run, data, "f", "mixed", [0])
+    main = table((workspace.root / "edited.md").read_text(), "Cross-resolution")
+    assert main.value("edited/last.pt", "f", "synthetic R1 / R5 / R10") == f"{r1} / {r5} / {r10}"
 
 
 def _one_line(stderr: str) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from reidx.checkpoint import CheckpointFile
+from reidx.data.manifest import DatasetInfo
 from reidx.errors import ReidxError
-from reidx.report.cache import CACHE_DIR, ResultCache, dataset_fingerprint
-from reidx.report.evaluation import initialisation, training_config
+from reidx.report.cache import CACHE_DIR, MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, dataset_fingerprint, ranking_entry
+from reidx.report.evaluation import EvalDataset, initialisation, training_config
 from reidx.report.published import TABLE1, table1_key, table1_rows
 from reidx.report.runner import parse_modes, parse_trial
 from reidx.report.tables import md_table, percent
@@ -87,26 +89,40 @@ def test_initialisation_from_the_checkpoint_or_the_run_record(tmp_path: Path) ->
     assert init({}, {"train_config": {"pretrained": False}}) == "scratch"  # the checkpoint's own meta wins
 
 
+def _dataset(directory: Path, manifest: bytes, image: Path) -> EvalDataset:
+    """A stand-in dataset directory: manifest and info files, and a frame naming one query image."""
+    directory.mkdir(exist_ok=True)
+    (directory / "manifest.parquet").write_bytes(manifest)
+    (directory / "dataset.json").write_text("{}")
+    frame = pd.DataFrame({"path": [str(image)], "source": [str(image)], "split": ["query"]})
+    info = DatasetInfo("synthetic", "multi-shot", [2])
+    return EvalDataset(directory, frame, info, dataset_fingerprint(directory, frame), "synthetic")
+
+
 def test_cache_round_trip_miss_on_change_and_stale_entry_dropped(tmp_path: Path) -> None:
     checkpoint = tmp_path / "run" / "last.pt"
-    dataset = tmp_path / "data"
-    dataset.mkdir()
-    (dataset / "manifest.parquet").write_bytes(b"one")
-    (dataset / "dataset.json").write_text("{}")
-    first = dataset_fingerprint(dataset)
+    image = tmp_path / "q.png"
+    image.write_bytes(b"pixels")
+    first = _dataset(tmp_path / "data", b"one", image)
     cache = ResultCache(checkpoint, "a" * 64)
-    assert cache.load(first, "fused") is None
-    cache.save(dataset, first, "fused", {"x": 1})
-    assert cache.load(first, "fused") == {"x": 1}
-    assert cache.load(first, "g") is None
-    assert ResultCache(checkpoint, "b" * 64).load(first, "fused") is None  # other checkpoint bytes
+    assert cache.load(ranking_entry("fused"), first) is None
+    cache.save(ranking_entry("fused"), {"x": 1}, first)
+    assert cache.load(ranking_entry("fused"), first) == {"x": 1}
+    assert cache.load(ranking_entry("g"), first) is None and cache.load(RECOVERY_ENTRY, first) is None
+    assert ResultCache(checkpoint, "b" * 64).load(ranking_entry("fused"), first) is None  # other checkpoint bytes
+    cache.save(MODEL_ENTRY, {"model": "cadnet"})
+    assert cache.load(MODEL_ENTRY) == {"model": "cadnet"} and cache.load(MODEL_ENTRY, first) is None
 
-    (dataset / "manifest.parquet").write_bytes(b"two")
-    second = dataset_fingerprint(dataset)
-    assert second != first and cache.load(second, "fused") is None
-    cache.save(dataset, second, "fused", {"x": 2})
-    assert len(list((checkpoint.parent / CACHE_DIR).glob("*.json"))) == 1  # the stale entry is gone
-    assert cache.load(second, "fused") == {"x": 2}
+    second = _dataset(tmp_path / "data", b"two", image)
+    assert second.fingerprint != first.fingerprint and cache.load(ranking_entry("fused"), second) is None
+    cache.save(ranking_entry("fused"), {"x": 2}, second)
+    assert len(list((checkpoint.parent / CACHE_DIR).glob("*.json"))) == 2  # the stale entry is gone
+    assert cache.load(ranking_entry("fused"), second) == {"x": 2}
 
-    next((checkpoint.parent / CACHE_DIR).glob("*.json")).write_text("{broken")
-    assert cache.load(second, "fused") is None
+    image.write_bytes(b"other pixels")  # an edited image is a changed dataset
+    third = _dataset(tmp_path / "data", b"two", image)
+    assert third.fingerprint != second.fingerprint and cache.load(ranking_entry("fused"), third) is None
+
+    for entry in (checkpoint.parent / CACHE_DIR).glob("*.json"):
+        entry.write_text("{broken")
+    assert cache.load(ranking_entry("fused"), second) is None

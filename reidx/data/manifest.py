@@ -36,7 +36,6 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "query_set": "string",
 }
 SPLITS = ("train", "query", "gallery")
-PROTOCOLS = ("multi-shot", "single-shot")
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""Evaluation: ranking metrics (CMC/mAP, multi- and single-shot), recovery metrics and result records."""
+"""Metrics: ranking metrics (CMC/mAP, multi- and single-shot), recovery metrics and result records."""
 
-from reidx.metrics.inputs import MetricInputError
+from reidx.metrics.checks import MetricInputError
 from reidx.metrics.rank import (
     MULTI_SHOT_MAP,
     PROTOCOLS,
@@ -9,12 +9,14 @@ from reidx.metrics.rank import (
     evaluate,
     evaluate_embeddings,
 )
-from reidx.metrics.recovery import RecoveryResult, lpips_unavailable_reason, recovery_metrics
-from reidx.metrics.results import EvalResult, aggregate_trials, results_to_frame
+from reidx.metrics.recovery import RECOVERY_METRICS, RecoveryResult, lpips_unavailable_reason, recovery_metrics
+from reidx.metrics.results import RANKING_METRICS, EvalResult, aggregate_trials, results_to_frame
 
 __all__ = [
     "MULTI_SHOT_MAP",
     "PROTOCOLS",
+    "RANKING_METRICS",
+    "RECOVERY_METRICS",
     "SINGLE_SHOT_MAP",
     "EvalResult",
     "MetricInputError",

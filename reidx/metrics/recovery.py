@@ -9,6 +9,7 @@ the reason.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,8 +18,10 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from reidx.metrics.inputs import MetricInputError
+from reidx.metrics.checks import MetricInputError
 
+#: The per-image scores of a :class:`RecoveryResult`, in the order the tables show them.
+RECOVERY_METRICS = ("ssim", "psnr", "lpips")
 _LPIPS_BATCH = 64
 
 
@@ -31,13 +34,19 @@ class RecoveryResult:
     lpips: np.ndarray | None
     lpips_reason: str | None
 
+    @classmethod
+    def concat(cls, results: Sequence[RecoveryResult]) -> RecoveryResult:
+        """The scores of several batches as one result, in order (LPIPS and its reason from the first)."""
+        if not results:
+            raise MetricInputError("no recovery results to concatenate")
+        lpips = None if results[0].lpips is None else np.concatenate([r.lpips for r in results])
+        ssim, psnr = (np.concatenate([getattr(r, name) for r in results]) for name in ("ssim", "psnr"))
+        return cls(ssim, psnr, lpips, results[0].lpips_reason)
+
     def summary(self) -> dict[str, float | None]:
-        """Means over the batch as plain floats (LPIPS: None when unavailable)."""
-        return {
-            "ssim": float(self.ssim.mean()),
-            "psnr": float(self.psnr.mean()),
-            "lpips": None if self.lpips is None else float(self.lpips.mean()),
-        }
+        """Means over the images as plain floats (LPIPS: None when unavailable)."""
+        scores = {name: getattr(self, name) for name in RECOVERY_METRICS}
+        return {name: None if values is None else float(values.mean()) for name, values in scores.items()}
 
 
 def alexnet_weights_path() -> Path:

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reidx.metrics.inputs import MetricInputError
+from reidx.metrics.checks import MetricInputError
 from reidx.metrics.rank import RankingMetrics
 
-METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")
+RANKING_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")
 CMC_LENGTH = 20
 _COUNTS = ("num_queries", "num_valid_queries", "trials", "draws")
 _SHARED = ("dataset", "protocol", "query_set", "rates", "mode", "map_definition", "draws")
@@ -27,7 +27,7 @@ _SHARED = ("dataset", "protocol", "query_set", "rates", "mode", "map_definition"
 class EvalResult:
     """One evaluation (``trials == 1``) or the mean over trials, with the standard deviation in ``std``.
 
-    ``std`` maps each of ``METRICS`` to its population standard deviation over trials (0.0 for one trial).
+    ``std`` maps each of ``RANKING_METRICS`` to its population standard deviation over trials (0.0 for one trial).
     ``cmc`` holds the first 20 ranks. ``num_queries`` and ``num_valid_queries`` are summed over trials.
     """
 
@@ -36,7 +36,7 @@ class EvalResult:
     query_set: str  # e.g. "LR {2,3,4} mixed", "LR 8 unseen", "HR"
     rates: tuple[int, ...]
     checkpoint: str
-    mode: str  # what was evaluated, e.g. "cadnet" or "baseline"
+    mode: str  # the embedding evaluated: "fused", "f" or "g"
     rank1: float
     rank5: float
     rank10: float
@@ -51,11 +51,11 @@ class EvalResult:
     std: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        plain = {name: float(getattr(self, name)) for name in METRICS}
+        plain = {name: float(getattr(self, name)) for name in RANKING_METRICS}
         plain |= {name: int(getattr(self, name)) for name in _COUNTS}
         plain["rates"] = tuple(int(r) for r in self.rates)
         plain["cmc"] = tuple(float(c) for c in self.cmc)
-        plain["std"] = {name: float(self.std.get(name, 0.0)) for name in METRICS}
+        plain["std"] = {name: float(self.std.get(name, 0.0)) for name in RANKING_METRICS}
         for name, value in plain.items():
             object.__setattr__(self, name, value)
 
@@ -126,7 +126,7 @@ def aggregate_trials(results: Sequence[EvalResult]) -> EvalResult:
             raise MetricInputError(f"trials differ in {', '.join(differing)}", "aggregate one setting")
         if r.trials != 1:
             raise MetricInputError(f"aggregate_trials takes single-trial records, got {r.trials} trials")
-    values = {name: np.array([getattr(r, name) for r in results]) for name in METRICS}
+    values = {name: np.array([getattr(r, name) for r in results]) for name in RANKING_METRICS}
     checkpoints = list(dict.fromkeys(r.checkpoint for r in results))
     return EvalResult(
         **{name: getattr(first, name) for name in _SHARED},
@@ -147,6 +147,6 @@ def results_to_frame(results: Sequence[EvalResult]) -> pd.DataFrame:
         row = r.to_dict()
         del row["cmc"], row["std"]
         row["rates"] = ",".join(str(rate) for rate in r.rates)
-        row |= {f"{name}_std": r.std[name] for name in METRICS}
+        row |= {f"{name}_std": r.std[name] for name in RANKING_METRICS}
         rows.append(row)
     return pd.DataFrame(rows)

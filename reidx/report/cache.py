@@ -1,8 +1,11 @@
-"""The evaluation cache: one JSON entry per (checkpoint, dataset, mode), beside the checkpoint.
+"""The evaluation cache: one JSON entry per (checkpoint, entry, dataset), beside the checkpoint.
 
-Entries live in ``<checkpoint dir>/eval-cache/<slot>-<key>.json``. ``key`` hashes the checkpoint's SHA-256,
-the dataset's manifest fingerprint and the mode, so a changed checkpoint or manifest is a miss; ``slot``
-hashes the checkpoint file name, dataset directory and mode, so saving a new entry drops the stale one.
+Entries live in ``<checkpoint dir>/eval-cache/<slot>-<key>.json``. An entry is :data:`MODEL_ENTRY` (what
+the checkpoint holds, no dataset), :data:`RECOVERY_ENTRY` or :func:`ranking_entry` of an embedding mode (on
+one dataset). ``key`` hashes the checkpoint's SHA-256, the entry and the dataset's fingerprint (its manifest,
+info file and the size and modification time of every test image), so a changed checkpoint, manifest or
+image is a miss; ``slot`` hashes the checkpoint file name, the entry and the dataset directory, so saving a
+new entry drops the stale one.
 """
 
 from __future__ import annotations
@@ -10,23 +13,48 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from reidx.console import err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME
 from reidx.io import atomic_path, sha256_file
 
+if TYPE_CHECKING:
+    from reidx.report.evaluation import EvalDataset
+
 CACHE_DIR = "eval-cache"
 #: Bump when the layout or meaning of an entry changes: every older entry becomes a miss.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: The checkpoint's description (no dataset), and the recovery scores on a dataset.
+MODEL_ENTRY, RECOVERY_ENTRY = "model", "recovery"
 
 
-def dataset_fingerprint(directory: Path) -> str:
-    """SHA-256 over the dataset's manifest and info files (what defines its query/gallery sets)."""
+def ranking_entry(mode: str) -> str:
+    """The entry of the ranking results of one embedding mode on a dataset."""
+    return f"ranking-{mode}"
+
+
+def dataset_fingerprint(directory: Path, frame: pd.DataFrame) -> str:
+    """SHA-256 over the dataset's manifest and info files and the size and mtime of every image a report reads
+    (query, HR source and gallery images of ``frame``, the manifest as read): an edited image is a change."""
     digest = hashlib.sha256()
     for name in (MANIFEST_NAME, INFO_NAME):
         digest.update(sha256_file(directory / name).encode())
+    test = frame[frame["split"] != "train"]
+    for path in sorted(set(test["path"]) | set(test["source"])):
+        digest.update(f"{path}|{_stamp(Path(path))}\n".encode())
     return digest.hexdigest()
+
+
+def _stamp(path: Path) -> str:
+    """Size and modification time of a file ("missing" when it cannot be read: evaluating it will say why)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _short_hash(text: str) -> str:
@@ -41,30 +69,32 @@ class ResultCache:
         self.fingerprint = fingerprint
         self.directory = checkpoint.parent / CACHE_DIR
 
-    def key(self, dataset_fingerprint: str, mode: str) -> str:
-        """The content key of ``mode`` on the dataset with ``dataset_fingerprint``."""
-        return _short_hash(f"v{CACHE_VERSION}|{self.fingerprint}|{dataset_fingerprint}|{mode}")
+    def key(self, entry: str, dataset: EvalDataset | None = None) -> str:
+        """The content key of ``entry`` (on ``dataset``, None for an entry about the checkpoint alone)."""
+        fingerprint = dataset.fingerprint if dataset is not None else ""
+        return _short_hash(f"v{CACHE_VERSION}|{self.fingerprint}|{fingerprint}|{entry}")
 
-    def load(self, dataset_fingerprint: str, mode: str) -> dict[str, Any] | None:
+    def load(self, entry: str, dataset: EvalDataset | None = None) -> dict[str, Any] | None:
         """The cached payload, or ``None`` on a miss (an unreadable entry counts as a miss)."""
-        for path in self.directory.glob(f"*-{self.key(dataset_fingerprint, mode)}.json"):
+        for path in self.directory.glob(f"*-{self.key(entry, dataset)}.json"):
             try:
                 return json.loads(path.read_text())["payload"]
             except (OSError, ValueError, KeyError, TypeError):
                 return None
         return None
 
-    def save(self, dataset_dir: Path | None, dataset_fingerprint: str, mode: str, payload: dict[str, Any]) -> None:
-        """Store ``payload`` atomically and drop the stale entry of the same checkpoint, dataset and mode
-        (``dataset_dir`` None: an entry about the checkpoint alone)."""
-        key = self.key(dataset_fingerprint, mode)
-        slot = _short_hash(f"{self.checkpoint.name}|{dataset_dir.resolve() if dataset_dir else ''}|{mode}")
-        entry = {"checkpoint": self.fingerprint, "dataset": dataset_fingerprint, "mode": mode, "payload": payload}
+    def save(self, entry: str, payload: dict[str, Any], dataset: EvalDataset | None = None) -> None:
+        """Store ``payload`` atomically and drop the stale version of the same checkpoint, entry and dataset."""
+        key = self.key(entry, dataset)
+        where = str(dataset.directory.resolve()) if dataset is not None else ""
+        slot = _short_hash(f"{self.checkpoint.name}|{where}|{entry}")
+        fingerprint = dataset.fingerprint if dataset is not None else ""
+        record = {"checkpoint": self.fingerprint, "dataset": fingerprint, "entry": entry, "payload": payload}
         try:
             for old in self.directory.glob(f"{slot}-*.json"):
                 if not old.name.endswith(f"-{key}.json"):
                     old.unlink(missing_ok=True)
             with atomic_path(self.directory / f"{slot}-{key}.json") as tmp:
-                tmp.write_text(json.dumps(entry))
+                tmp.write_text(json.dumps(record))
         except OSError as exc:  # a read-only run folder: the report still works, uncached
             err_console.print(f"warning: results not cached, cannot write {self.directory}: {exc.strerror or exc}")

@@ -2,8 +2,10 @@
 
 Query sets of a trial (protocols.md §2): "HR" (the queries of the main set replaced by their HR ``source``),
 each seen rate alone (the subset of the mixed queries at that rate), the main set ("mixed"), and every
-other set the manifest has (unseen rates such as ``r8``; CAVIAR's ``native``). Embeddings come from
-:func:`reidx.retrieval.embed_paths`, metrics from :mod:`reidx.metrics`; nothing is re-implemented here.
+other set the manifest has (unseen rates such as ``r8``; CAVIAR's ``native``). This module holds the plan
+(which images form which query set and gallery) and the records; embeddings and recovery scores come from
+:mod:`reidx.evaluation` (the paths ``embed``, ``search``, ``recover`` and validation use), CMC/mAP from
+:mod:`reidx.metrics` and the example rankings from the search's own ordering.
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from reidx.checkpoint import CheckpointFile, LoadedModel
-from reidx.data.loading import iterate_images
 from reidx.data.manifest import DatasetInfo, read_dataset
-from reidx.data.transforms import to_pil, to_unit_range
+from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
-from reidx.metrics import EvalResult, RecoveryResult, evaluate_embeddings, recovery_metrics
+from reidx.evaluation import embed_paths, recover_batches, score_recovery
+from reidx.metrics import EvalResult, evaluate_embeddings
 from reidx.models import list_models, model_class
 from reidx.report.cache import dataset_fingerprint
-from reidx.retrieval import embed_paths
+from reidx.retrieval.index import ranked
 
 MAX_RANK = 50
 MAIN_SET = "mixed"
@@ -121,7 +122,7 @@ def initialisation(training: dict[str, Any]) -> str:
 
 
 @dataclass
-class Dataset:
+class EvalDataset:
     """A prepared dataset opened for evaluation."""
 
     directory: Path
@@ -136,7 +137,7 @@ class Dataset:
         return sorted(int(t) for t in self.frame.loc[self.frame["split"] == "query", "trial"].unique())
 
 
-def open_dataset(directory: Path) -> Dataset:
+def open_dataset(directory: Path) -> EvalDataset:
     """Read a dataset directory; a missing one or one without query and gallery rows is a ReidxError."""
     if not directory.is_dir():
         raise ReidxError(f"dataset not found: {directory}", "pass a directory written by `reidx prepare --out DIR`")
@@ -147,7 +148,7 @@ def open_dataset(directory: Path) -> Dataset:
             f"{directory} has no test split ({' and '.join(missing)} images missing)",
             "prepare a dataset with query and gallery images (`reidx prepare`) to evaluate on it",
         )
-    return Dataset(directory, frame, info, dataset_fingerprint(directory), info.dataset)
+    return EvalDataset(directory, frame, info, dataset_fingerprint(directory, frame), info.dataset)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def main_set_name(names: list[str]) -> str:
     return MAIN_SET if MAIN_SET in names else names[0]
 
 
-def query_sets(dataset: Dataset, trial: int) -> list[QuerySet]:
+def query_sets(dataset: EvalDataset, trial: int) -> list[QuerySet]:
     """The query sets of ``trial``, in column order: HR, each seen rate alone, mixed, the others."""
     frame = dataset.frame
     queries = frame[(frame["split"] == "query") & (frame["trial"] == trial)]
@@ -204,7 +205,7 @@ def query_sets(dataset: Dataset, trial: int) -> list[QuerySet]:
     return sets
 
 
-def gallery_rows(dataset: Dataset, trial: int) -> pd.DataFrame:
+def gallery_rows(dataset: EvalDataset, trial: int) -> pd.DataFrame:
     """The gallery of ``trial``."""
     frame = dataset.frame
     return frame[(frame["split"] == "gallery") & (frame["trial"] == trial)]
@@ -216,7 +217,7 @@ def trial_seed(info: DatasetInfo, trial: int) -> int:
 
 
 def rank_trials(
-    loaded: LoadedModel, dataset: Dataset, mode: str, trials: list[int], *, batch_size: int = 64, workers: int = 2
+    loaded: LoadedModel, dataset: EvalDataset, mode: str, trials: list[int], *, batch_size: int = 64, workers: int = 2
 ) -> dict[str, Any]:
     """Per trial: an :class:`EvalResult` (as a dict) per query set and a few ranked lists for the montage."""
     plans = {trial: (gallery_rows(dataset, trial), query_sets(dataset, trial)) for trial in trials}
@@ -275,18 +276,18 @@ def ranked_examples(q_feats: np.ndarray, g_feats: np.ndarray, queries: pd.DataFr
     examples = []
     for i in picks:
         query = queries.iloc[i]
-        scores = g_feats @ q_feats[i]
-        order = np.argsort(-scores, kind="stable")
-        order = order[~((g_pids[order] == query["pid"]) & (g_camids[order] == query["camid"]))][:EXAMPLE_HITS]
+        (scores,), (order,) = ranked((g_feats @ q_feats[i])[None], np.arange(len(gallery))[None])
+        kept = ~((g_pids[order] == query["pid"]) & (g_camids[order] == query["camid"]))
+        scores, order = scores[kept][:EXAMPLE_HITS], order[kept][:EXAMPLE_HITS]
         hits = [
             {
                 "index": int(j),
                 "path": str(gallery["path"].iloc[j]),
                 "pid": int(gallery["pid"].iloc[j]),
                 "camid": int(gallery["camid"].iloc[j]),
-                "score": float(scores[j]),
+                "score": float(score),
             }
-            for j in order
+            for j, score in zip(order, scores, strict=True)
         ]
         examples.append(
             {"query": str(query["path"]), "pid": int(query["pid"]), "camid": int(query["camid"]), "hits": hits}
@@ -294,7 +295,7 @@ def ranked_examples(q_feats: np.ndarray, g_feats: np.ndarray, queries: pd.DataFr
     return examples
 
 
-def recovery_pairs(dataset: Dataset, trials: list[int]) -> dict[str, pd.DataFrame]:
+def recovery_pairs(dataset: EvalDataset, trials: list[int]) -> dict[str, pd.DataFrame]:
     """Per LR query set with an HR original: its distinct (LR path, HR source) pairs over ``trials``."""
     frame = dataset.frame
     queries = frame[(frame["split"] == "query") & (frame["path"] != frame["source"]) & frame["trial"].isin(trials)]
@@ -306,7 +307,7 @@ def recovery_pairs(dataset: Dataset, trials: list[int]) -> dict[str, pd.DataFram
 
 def recover_dataset(
     loaded: LoadedModel | None,
-    dataset: Dataset,
+    dataset: EvalDataset,
     input_size: tuple[int, int],
     trials: list[int],
     *,
@@ -321,49 +322,29 @@ def recover_dataset(
     pairs = recovery_pairs(dataset, trials)
     names = list(pairs)
     out: dict[str, Any] = {"sets": {}, "samples": []}
-    device = next(loaded.model.parameters()).device if loaded else torch.device("cpu")
+    model = loaded.model if loaded else None
     for name, rows in pairs.items():
-        scores: dict[str, list] = {"model": [], "bilinear": []}
-        lr_batches = iterate_images(list(rows["path"]), input_size, batch_size, workers)
-        hr_batches = iterate_images(list(rows["source"]), input_size, batch_size, workers)
-        for (lr, _), (hr, _) in zip(lr_batches, hr_batches, strict=True):
-            target = to_unit_range(hr)
-            scores["bilinear"].append(recovery_metrics(to_unit_range(lr), target))
-            if loaded:
-                scores["model"].append(
-                    recovery_metrics(to_unit_range(loaded.model.recover(lr.to(device)).cpu()), target)
-                )
+        scores = score_recovery(
+            model, list(rows["path"]), list(rows["source"]), input_size, batch_size=batch_size, workers=workers
+        )
         rates = tuple(sorted(int(r) for r in rows["rate"].unique()))
         out["sets"][name] = {
             "label": set_label(name, rates, dataset.info),
             "count": len(rows),
-            **{method: summarise(results) for method, results in scores.items() if results},
+            **{method: {**result.summary(), "lpips_reason": result.lpips_reason} for method, result in scores.items()},
         }
     if loaded and names:
         out["samples"] = recovery_samples(loaded, pairs[main_set_name(names)], input_size)
     return out
 
 
-def summarise(results: list[RecoveryResult]) -> dict[str, Any]:
-    """Mean SSIM, PSNR and LPIPS over batches of per-image scores (LPIPS None with its reason)."""
-    lpips = None if results[0].lpips is None else float(np.concatenate([r.lpips for r in results]).mean())
-    return {
-        "ssim": float(np.concatenate([r.ssim for r in results]).mean()),
-        "psnr": float(np.concatenate([r.psnr for r in results]).mean()),
-        "lpips": lpips,
-        "lpips_reason": results[0].lpips_reason,
-    }
-
-
 def recovery_samples(loaded: LoadedModel, rows: pd.DataFrame, input_size: tuple[int, int]) -> list[dict[str, str]]:
     """A few evenly spread (LR path, HR path, rate, recovered image as base64 PNG) samples."""
     picks = np.unique(np.linspace(0, len(rows) - 1, min(RECOVERY_SAMPLES, len(rows))).round().astype(int))
     chosen = rows.iloc[picks]
-    device = next(loaded.model.parameters()).device
-    images, _ = next(iterate_images(list(chosen["path"]), input_size, len(chosen), workers=0))
-    recovered = loaded.model.recover(images.to(device)).cpu()
+    batch = next(recover_batches(loaded.model, list(chosen["path"]), input_size, batch_size=len(chosen), workers=0))
     samples = []
-    for (_, row), tensor in zip(chosen.iterrows(), recovered, strict=True):
+    for (_, row), tensor in zip(chosen.iterrows(), batch.recovered, strict=True):
         buffer = io.BytesIO()
         to_pil(tensor).save(buffer, format="PNG")
         encoded = base64.b64encode(buffer.getvalue()).decode()

@@ -19,10 +19,10 @@ from reidx.console import progress
 from reidx.errors import ReidxError
 from reidx.metrics import EvalResult, aggregate_trials
 from reidx.models import list_models, model_class
-from reidx.report.cache import ResultCache
+from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, ranking_entry
 from reidx.report.evaluation import (
     CheckpointInfo,
-    Dataset,
+    EvalDataset,
     describe_checkpoint,
     open_dataset,
     query_sets,
@@ -30,8 +30,6 @@ from reidx.report.evaluation import (
     recover_dataset,
 )
 
-MODEL_ENTRY = "model"
-RECOVERY_ENTRY = "recovery"
 ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
 
 
@@ -131,15 +129,15 @@ class Report:
 
 def checkpoint_info(checkpoint: CheckpointFile, cache: ResultCache) -> CheckpointInfo:
     """The checkpoint's description, from the cache when its bytes are unchanged."""
-    cached = cache.load("", MODEL_ENTRY)
+    cached = cache.load(MODEL_ENTRY)
     if cached is not None:
         return replace(CheckpointInfo.from_dict(cached), path=str(checkpoint.path.resolve()))
     info = describe_checkpoint(checkpoint)
-    cache.save(None, "", MODEL_ENTRY, info.to_dict())
+    cache.save(MODEL_ENTRY, info.to_dict())
     return info
 
 
-def select_trials(dataset: Dataset, trial: int | None) -> list[int]:
+def select_trials(dataset: EvalDataset, trial: int | None) -> list[int]:
     """Every trial, or the one asked for (which must exist)."""
     if trial is None:
         return dataset.trials
@@ -153,7 +151,7 @@ def _column_order(query_set: SetInfo) -> tuple[int, int, str]:
     return group, query_set.rate or 0, query_set.key
 
 
-def summarise_dataset(dataset: Dataset, label: str, trials: list[int]) -> DatasetSummary:
+def summarise_dataset(dataset: EvalDataset, label: str, trials: list[int]) -> DatasetSummary:
     """The dataset's description and its query sets over ``trials``, in column order."""
     info = dataset.info
     found = {s.key: SetInfo(s.key, s.label, s.rate, s.main) for trial in trials for s in query_sets(dataset, trial)}
@@ -181,13 +179,18 @@ def unique_labels(names: list[str], directories: list[Path]) -> list[str]:
 class _Job:
     checkpoint: CheckpointInfo
     cache: ResultCache
-    dataset: Dataset
+    dataset: EvalDataset
     summary: DatasetSummary
-    mode: str  # an embedding mode, or RECOVERY_ENTRY
+    mode: str | None  # the embedding mode ranked; None: the recovery job
 
     @property
     def trials(self) -> list[int]:
         return self.checkpoint.trials_on(self.dataset.directory, self.summary.trials)
+
+    @property
+    def entry(self) -> str:
+        """The job's cache entry."""
+        return RECOVERY_ENTRY if self.mode is None else ranking_entry(self.mode)
 
 
 def collect(
@@ -236,7 +239,7 @@ def collect(
                 )
                 continue
             jobs += [_Job(info, cache, dataset, summary, mode) for mode in wanted if mode in info.modes]
-            jobs.append(_Job(info, cache, dataset, summary, RECOVERY_ENTRY))
+            jobs.append(_Job(info, cache, dataset, summary, None))
     if not usable_modes:
         raise ReidxError(
             f"none of the checkpoints has the embedding mode(s) {', '.join(modes or [])}",
@@ -269,16 +272,16 @@ def _run_jobs(
     with progress() as bar:
         task = bar.add_task("evaluating", total=len(jobs))
         for job in jobs:
-            what = f"{Path(job.checkpoint.path).parent.name} · {job.summary.label} · {job.mode}"
+            what = f"{Path(job.checkpoint.path).parent.name} · {job.summary.label} · {job.mode or 'recovery'}"
             bar.update(task, description=what)
-            cached = job.cache.load(job.dataset.fingerprint, job.mode)
+            cached = job.cache.load(job.entry, job.dataset)
             payload = _evaluate(job, cached, model, batch_size, workers)
             if payload is None:
                 payload = cached
                 report.cached += 1
                 bar.update(task, description=f"{what} (cached)")
             else:
-                job.cache.save(job.dataset.directory, job.dataset.fingerprint, job.mode, payload)
+                job.cache.save(job.entry, payload, job.dataset)
                 report.evaluated += 1
             _add(report, job, payload)
             bar.advance(task)
@@ -289,7 +292,7 @@ def _evaluate(
     job: _Job, cached: dict[str, Any] | None, model: Callable[[_Job], LoadedModel], batch_size: int, workers: int
 ) -> dict[str, Any] | None:
     """The job's payload with what the cache lacks evaluated (ranking: missing trials), or None when it has all."""
-    if job.mode == RECOVERY_ENTRY:
+    if job.mode is None:
         if cached is not None:
             return None
         recovering = model(job) if job.checkpoint.can_recover else None
@@ -305,7 +308,7 @@ def _evaluate(
 
 def _add(report: Report, job: _Job, payload: dict[str, Any]) -> None:
     label = job.summary.label
-    if job.mode == RECOVERY_ENTRY:
+    if job.mode is None:
         report.recovery.append(RecoveryEntry(job.checkpoint, label, payload))
         return
     trials = [payload[str(t)] for t in job.trials]

@@ -4,8 +4,9 @@ Similarity is the inner product of L2-normalised embeddings, ties broken by gall
 the evaluator (protocols.md §3). FAISS is imported only when an index is built, opened or searched.
 """
 
+from reidx.evaluation.embed import check_mode, embed_paths
 from reidx.retrieval.build import BuildResult, build_index
-from reidx.retrieval.embedder import check_mode, embed_paths, embed_to_chunks, embedding_fingerprint
+from reidx.retrieval.embedder import embed_to_chunks, embedding_fingerprint
 from reidx.retrieval.index import GalleryIndex, IndexHeader
 from reidx.retrieval.inputs import dataset_table, expand_images, gallery_table, identity_from_name, images_table
 from reidx.retrieval.montage import draw_montage

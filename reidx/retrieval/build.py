@@ -15,9 +15,10 @@ from reidx.checkpoint import LoadedModel
 from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
+from reidx.evaluation.embed import check_mode
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
-from reidx.retrieval.embedder import FLUSH_SECONDS, check_mode, embed_to_chunks, embedding_fingerprint
+from reidx.retrieval.embedder import FLUSH_SECONDS, embed_to_chunks, embedding_fingerprint
 from reidx.retrieval.index import (
     INDEX_TYPES,
     PARTIAL_NAME,

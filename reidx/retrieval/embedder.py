@@ -1,25 +1,22 @@
-"""Batched embedding: images decoded in DataLoader workers while the model runs, L2-normalised vectors out.
-
-:func:`embed_to_chunks` persists the vectors in chunks under a state folder so that an interrupted run,
-started again with the same model, mode and image list, continues where it stopped.
+"""Resumable embedding jobs for ``reidx embed``: the vectors of :func:`reidx.evaluation.iter_embeddings`,
+persisted in chunks under a state folder so that an interrupted run, started again with the same model,
+mode and image list, continues where it stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from reidx.checkpoint import LoadedModel
-from reidx.console import err_console, progress
-from reidx.data.loading import iterate_images
-from reidx.errors import ReidxError
+from reidx.console import err_console
+from reidx.evaluation.embed import iter_embeddings, progress_counter
 from reidx.io import atomic_path, writing
 
 JOB_NAME = "job.json"
@@ -28,42 +25,9 @@ CHUNK_GLOB = "chunk-*.npy"
 FLUSH_SECONDS = 10.0
 
 
-def check_mode(loaded: LoadedModel, mode: str) -> None:
-    """Refuse an embedding mode the model does not have."""
-    modes = loaded.model.embedding_modes
-    if mode not in modes:
-        raise ReidxError(f"the {loaded.name} model has no {mode!r} embedding", f"use --mode {' or '.join(modes)}")
-
-
 def embedding_fingerprint(loaded: LoadedModel, mode: str) -> dict[str, object]:
     """What makes two embeddings comparable: the checkpoint's bytes, the mode and the input size."""
     return {"checkpoint_sha256": loaded.fingerprint, "mode": mode, "input_size": list(loaded.input_size)}
-
-
-def iter_embeddings(
-    loaded: LoadedModel, paths: Sequence[str], mode: str = "fused", batch_size: int = 64, workers: int = 2
-) -> Iterator[np.ndarray]:
-    """Float32 embeddings batch by batch, in path order; a bad image raises ReidxError naming it."""
-    check_mode(loaded, mode)
-    device = next(loaded.model.parameters()).device
-    for images, _ in iterate_images(paths, loaded.input_size, batch_size, workers):
-        vectors = loaded.model.embed(images.to(device, non_blocking=True), mode)
-        yield vectors.float().cpu().numpy()
-
-
-def embed_paths(
-    loaded: LoadedModel, paths: Sequence[str], mode: str = "fused", batch_size: int = 64, workers: int = 2
-) -> np.ndarray:
-    """The (N, D) float32 embeddings of ``paths`` (rows L2-normalised, in path order)."""
-    check_mode(loaded, mode)
-    if not paths:
-        raise ReidxError("no images to embed", "give at least one image")
-    with progress_counter(len(paths), 0, "embedding", show=len(paths) > batch_size) as advance:
-        batches = []
-        for vectors in iter_embeddings(loaded, paths, mode, batch_size, workers):
-            batches.append(vectors)
-            advance(len(vectors))
-    return np.concatenate(batches)
 
 
 def embed_to_chunks(
@@ -83,15 +47,18 @@ def embed_to_chunks(
 
     A chunk is written every ``chunk_size`` images or ``flush_seconds``, whichever comes first, always at
     a batch boundary (so a resumed run batches the rest exactly as an uninterrupted one would).
-    ``on_chunk(done)`` is called after each chunk is safely on disk.
+    ``on_chunk(done)`` is called after each chunk is safely on disk. The caller (``build_index``, the entry
+    function) has checked ``mode``.
     """
-    check_mode(loaded, mode)
     chunks = resume_chunks(state_dir, job_key(loaded, mode, paths), len(paths))
     done = chunk_range(chunks[-1])[1] if chunks else 0
     pending: list[np.ndarray] = []
     start, flushed = done, time.monotonic()
     with progress_counter(len(paths), done, "embedding", show=True) as advance:
-        for vectors in iter_embeddings(loaded, paths[done:], mode, batch_size, workers):
+        vectors_of = iter_embeddings(
+            loaded.model, paths[done:], loaded.input_size, mode, batch_size=batch_size, workers=workers
+        )
+        for vectors in vectors_of:
             pending.append(vectors)
             done += len(vectors)
             advance(len(vectors))
@@ -174,14 +141,3 @@ def write_chunk(state_dir: Path, start: int, vectors: np.ndarray) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, vectors)
     return path
-
-
-@contextlib.contextmanager
-def progress_counter(total: int, done: int, description: str, show: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr (when ``show``), yielded as an ``advance(n)`` function."""
-    if not show:
-        yield lambda n: None
-        return
-    with progress(transient=True) as bar:
-        task = bar.add_task(description, total=total, completed=done)
-        yield lambda n: bar.advance(task, n)

@@ -15,7 +15,7 @@ from reidx.checkpoint import LoadedModel, load_model
 from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
-from reidx.retrieval.embedder import embed_paths
+from reidx.evaluation.embed import embed_paths
 from reidx.retrieval.index import HEADER_NAME, GalleryIndex
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 

@@ -197,7 +197,7 @@ class Trainer:
         """Validation metrics on the main rank (empty elsewhere, or without a validation split)."""
         if self.validation is None or not self.env.is_main:
             return {}
-        return run_validation(self.model, self.validation, self.config.input_size, self.device, workers=0)
+        return run_validation(self.model, self.validation, self.config.input_size, workers=0)
 
     def fit(self) -> dict[str, Any]:
         """Train up to ``config.epochs``; return a summary (untrained and final validation, best epoch)."""

@@ -14,25 +14,23 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from rich.table import Table
 
 from reidx.checkpoint import load_model
 from reidx.console import console, progress
-from reidx.data.loading import iterate_images
-from reidx.data.transforms import to_model_input, to_pil, to_unit_range
+from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
-from reidx.io import atomic_path, check_file_output, exclusive_lock, load_image, writing
-from reidx.metrics import recovery_metrics
+from reidx.evaluation import MODEL, RecoveryScores, recover_batches
+from reidx.io import atomic_path, check_file_output, exclusive_lock, writing
+from reidx.metrics import RECOVERY_METRICS, RecoveryResult
 from reidx.outputs import KINDS, check_apart, existing_output, mark_output
 from reidx.retrieval.inputs import expand_images
 
 #: The grid shows at most this many rows (the first images, in input order).
 GRID_ROWS = 32
 KIND = "recovered"
-METRICS = ("ssim", "psnr", "lpips")
 
 
 @dataclass
@@ -114,39 +112,48 @@ def recover_images(
     with exclusive_lock(out, KINDS[KIND][0]):
         prepare_output_folder(out, [Path(record.output).name for record in records], grid)
         tiles: list[list[torch.Tensor]] = []
-        per_image: dict[str, list[np.ndarray]] = {}
-        lpips_reason = ""
+        scores = RecoveryScores()
+        batches = recover_batches(
+            loaded.model,
+            [str(p) for p in paths],
+            size,
+            hr_paths=[str(p) for p in truth] if truth is not None else None,
+            batch_size=batch_size,
+            workers=workers,
+        )
         with progress() as bar:
             task = bar.add_task("recover", total=len(paths))
-            for images, indices in iterate_images([str(p) for p in paths], size, batch_size, workers):
-                recovered = loaded.model.recover(images.to(device)).float().cpu()
-                for tensor, index in zip(recovered, indices.tolist(), strict=True):
+            for batch in batches:
+                for tensor, index in zip(batch.recovered, batch.indices.tolist(), strict=True):
                     with atomic_path(records[index].output) as tmp:
                         to_pil(tensor).save(tmp, format="PNG")
-                targets = None
-                if truth is not None:
-                    targets = torch.stack([to_model_input(load_image(truth[i]), size) for i in indices.tolist()])
-                    for name, pred in (("", recovered), ("bilinear_", images)):
-                        result = recovery_metrics(to_unit_range(pred), to_unit_range(targets))
-                        lpips_reason = result.lpips_reason or "ok"
-                        for metric in METRICS:
-                            values = getattr(result, metric)
-                            per_image.setdefault(name + metric, []).append(
-                                np.full(len(pred), np.nan) if values is None else values
-                            )
-                for row, index in enumerate(indices.tolist()):
+                if batch.hr is not None:
+                    scores.add(batch)
+                for row, index in enumerate(batch.indices.tolist()):
                     if index < GRID_ROWS:
-                        tiles.append([images[row], recovered[row]] + ([targets[row]] if targets is not None else []))
-                bar.advance(task, len(indices))
+                        tiles.append([t[row] for t in (batch.lr, batch.recovered, batch.hr) if t is not None])
+                bar.advance(task, len(batch.indices))
         if grid is not None:
             write_grid(Path(grid), tiles)
-    mean: dict[str, float | None] = {}
-    for name, chunks in per_image.items():
-        values = np.concatenate(chunks)
-        for record, value in zip(records, values, strict=True):
-            record.scores[name] = None if np.isnan(value) else float(value)
-        mean[name] = None if np.isnan(values).all() else float(values.mean())
+    mean, lpips_reason = attach_scores(records, scores.results())
     return RecoveryReport(str(checkpoint), str(out), list(size), records, mean, lpips_reason)
+
+
+def attach_scores(
+    records: list[RecoveredImage], results: dict[str, RecoveryResult]
+) -> tuple[dict[str, float | None], str]:
+    """Per-image scores into ``records`` (``psnr``, ``bilinear_psnr``, ...) and ``(means, LPIPS status)``:
+    the status is "ok", the reason LPIPS is n/a, or "" without ground truth."""
+    mean: dict[str, float | None] = {}
+    for method, result in results.items():
+        prefix = "" if method == MODEL else f"{method}_"
+        for metric, average in result.summary().items():
+            values = getattr(result, metric)
+            for i, record in enumerate(records):
+                record.scores[prefix + metric] = None if values is None else float(values[i])
+            mean[prefix + metric] = average
+    reasons = [result.lpips_reason for result in results.values()]
+    return mean, (reasons[-1] or "ok") if reasons else ""
 
 
 def prepare_output_folder(out: Path, names: list[str], grid: str | Path | None) -> None:
@@ -182,7 +189,7 @@ def print_report(report: RecoveryReport, as_json: bool = False) -> None:
         return
     table = Table(title=f"Recovery vs HR ground truth ({report.input_size[0]}x{report.input_size[1]}, [0, 1])")
     table.add_column("image")
-    columns = [*METRICS, *(f"bilinear_{name}" for name in METRICS)]
+    columns = [*RECOVERY_METRICS, *(f"bilinear_{name}" for name in RECOVERY_METRICS)]
     for name in columns:
         table.add_column(name.replace("_", " "), justify="right")
     for record in report.images:

@@ -1,4 +1,4 @@
-"""Input coercion and the error type shared by the metrics."""
+"""Input checks shared by the metrics: the error type and array coercion."""
 
 from __future__ import annotations
 

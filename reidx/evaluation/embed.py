@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from reidx.checkpoint import LoadedModel
 from reidx.console import progress
 from reidx.data.loading import iterate_images
 from reidx.errors import ReidxError
+from reidx.models import ReidModel
 
 
 def check_mode(loaded: LoadedModel, mode: str) -> None:
@@ -29,7 +29,7 @@ def check_mode(loaded: LoadedModel, mode: str) -> None:
 
 @torch.no_grad()
 def iter_embeddings(
-    model: nn.Module,
+    model: ReidModel,
     paths: Sequence[str],
     size: tuple[int, int],
     mode: str = "fused",

@@ -11,11 +11,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from reidx.data.loading import iterate_images
 from reidx.data.transforms import to_unit_range
 from reidx.metrics import RecoveryResult, recovery_metrics
+from reidx.models import ReidModel
 
 #: What is scored against the HR original: G's output, and the bilinear-upsampled LR input it started from.
 MODEL, BILINEAR = "model", "bilinear"
@@ -34,7 +34,7 @@ class RecoveryBatch:
 
 @torch.no_grad()
 def recover_batches(
-    model: nn.Module | None,
+    model: ReidModel | None,
     lr_paths: Sequence[str],
     size: tuple[int, int],
     *,
@@ -77,7 +77,7 @@ class RecoveryScores:
 
 
 def score_recovery(
-    model: nn.Module | None,
+    model: ReidModel | None,
     lr_paths: Sequence[str],
     hr_paths: Sequence[str],
     size: tuple[int, int],

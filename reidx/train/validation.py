@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
 from reidx.evaluation import BILINEAR, MODEL, iter_embeddings, score_recovery
 from reidx.metrics import evaluate_embeddings
+from reidx.models import ReidModel
 
 #: Seed-sequence tag of the validation query camera and rate draws.
 VAL_QUERY_STREAM = 102
@@ -53,7 +53,7 @@ def build_validation_set(rows: pd.DataFrame, rates: list[int], seed: int) -> Val
 
 
 def run_validation(
-    model: nn.Module,
+    model: ReidModel,
     entries: ValidationSet,
     size: tuple[int, int],
     batch_size: int = 64,
@@ -77,7 +77,7 @@ def run_validation(
 
 
 def recovery_psnr(
-    model: nn.Module, entries: ValidationSet, size: tuple[int, int], batch_size: int, workers: int
+    model: ReidModel, entries: ValidationSet, size: tuple[int, int], batch_size: int, workers: int
 ) -> dict[str, float]:
     """Mean PSNR of G's recovery of the LR queries and of their bilinear up-sampling, against the HR originals."""
     queries = [path for path, is_query in zip(entries.paths, entries.is_query, strict=True) if is_query]

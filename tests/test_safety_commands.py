@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,23 @@ def test_progress_is_kept_every_few_seconds_not_only_every_chunk(ws: Path, tmp_p
     seen.clear()
     build_index(cadnet, table, tmp_path / "b", batch_size=4, workers=0, on_chunk=seen.append)
     assert seen == [16]  # the default: at most one flush per FLUSH_SECONDS
+
+
+def test_prepare_a_second_writer_is_refused_and_a_killed_one_leaves_nothing(ws: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    args = ["prepare", "--dataset", "synthetic", "--ids", "300", "--cameras", "2", "--images-per-camera", "4",
+            "--downsample", "2", "--workers", "1", "--out", str(out)]  # fmt: skip
+    first = subprocess.Popen([sys.executable, "-m", "reidx", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".ds.*.tmp")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until it builds its temporary folder (it holds the lock by then)
+        second = reidx(*args)
+        refused((second.returncode, second.stdout, second.stderr), f"another reidx process (pid {first.pid})")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert not out.exists() and list(tmp_path.glob(".ds.*.tmp"))  # killed halfway: only its temporary
+    again = reidx(*args[:4], "60", *args[5:])
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # the killed run's temporary is gone

@@ -5,7 +5,8 @@
 2. Memorisation: Rank-1 of each embedding mode on the run's held-out validation ids beside the same figure on
    as many ids it trained on (same protocol, same gallery size).
 3. Resolution invariance: a fresh D_F learns to tell E(x_H) from E(x_L) on half of the training images and
-   is scored on the other half (50% = E's features carry no resolution; RAIN's D_F, Adam 1e-4).
+   is scored on the other half (50% = E's features carry no resolution; RAIN's D_F, Adam 1e-4), beside
+   the training D_F's own accuracy per epoch (``acc_d_feature`` in the run's log.csv).
 
     python -m benchmarks.diagnose_runs RUN [RUN ...] [--sizes 64x32,128x48]
 
@@ -83,6 +84,13 @@ def feature_probe(model: torch.nn.Module, paths: list[str], rates: list[int], si
     return 50 * float(correct)
 
 
+def training_accuracy(run: Path) -> list[float]:
+    """The training D_F's accuracy (%) on its own batches, per epoch, from ``RUN/log.csv`` (empty for a
+    baseline or a run logged before accuracies were)."""
+    log = pd.read_csv(run / "log.csv")
+    return [100 * value for value in log["acc_d_feature"].dropna()] if "acc_d_feature" in log else []
+
+
 def diagnose(run: Path) -> dict[str, Any]:
     """Memorisation and invariance figures of one run, on its own dataset, trial and validation ids."""
     checkpoint = open_checkpoint(run / "last.pt")
@@ -106,6 +114,7 @@ def diagnose(run: Path) -> dict[str, Any]:
         "held_out_rank1": rank1_by_mode(model, held_out, size),
         "trained_rank1": rank1_by_mode(model, trained, size),
         "probe_accuracy": feature_probe(model, data.paths, data.rates, size),
+        "training_d_accuracy": training_accuracy(run),
         "dataset": config["dataset"],
         "rates": data.rates,
         "paths": data.paths,
@@ -126,12 +135,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("|---|" + "---|" * len(first["rates"]))
     for size, values in gaps.items():
         print(f"| {size} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
-    print("\nRank-1 (%) held-out training ids / ids it trained on, per mode; fresh-D_F accuracy on held-out images")
-    print("| run | " + " | ".join(("fused", "f", "g")) + " | D_F probe |\n|---|---|---|---|---|")
+    print("\nRank-1 (%) held-out training ids / ids it trained on, per mode; fresh-D_F accuracy on held-out images;")
+    print("the training D_F's accuracy on its own batches, epoch 1 → last")
+    print("| run | " + " | ".join(("fused", "f", "g")) + " | D_F probe | training D_F |\n|---|---|---|---|---|---|")
     for result in results:
         held, seen = result["held_out_rank1"], result["trained_rank1"]
         cells = [f"{held[m]:.1f} / {seen[m]:.1f}" if m in held else "–" for m in ("fused", "f", "g")]
-        print(f"| {result['run']} | " + " | ".join(cells) + f" | {result['probe_accuracy']:.1f}% |")
+        trained = result["training_d_accuracy"]
+        during = f"{trained[0]:.1f}% → {trained[-1]:.1f}%" if trained else "–"
+        print(f"| {result['run']} | " + " | ".join(cells) + f" | {result['probe_accuracy']:.1f}% | {during} |")
     for result in results:
         del result["paths"]
     return {"resolution_gap": gaps, "runs": pd.DataFrame(results).to_dict("records")}

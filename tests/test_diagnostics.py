@@ -27,4 +27,6 @@ def test_diagnose_runs_measures_gap_memorisation_and_invariance(tmp_path: Path, 
     (figures,) = result["runs"]
     assert set(figures["held_out_rank1"]) == set(figures["trained_rank1"]) == {"fused", "f", "g"}
     assert all(0 <= value <= 100 for value in [*figures["held_out_rank1"].values(), figures["probe_accuracy"]])
+    (accuracy,) = figures["training_d_accuracy"]  # one epoch, CAD-Net
+    assert 0 <= accuracy <= 100
     assert "| 64x32 |" in capsys.readouterr().out

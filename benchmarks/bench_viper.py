@@ -1,9 +1,11 @@
-"""MLR-VIPeR on real images: the baseline, CAD-Net and two ablations, same arch, input, epochs and seed.
+"""MLR-VIPeR on real images: the baseline, CAD-Net and three ablations, same arch, input, epochs and seed.
 
 Reads `../shared/data/VIPeR` (or `--root`; research use only, never copied), prepares MLR-VIPeR (316/316
-ids, cam_a LR queries at rates {2,3,4}, cam_b HR gallery, 10 seeded splits), trains every variant on the
-first `--splits` splits, then runs `reidx report` over all runs (each run evaluated on its own split) and
-prints, per variant, LR-query and HR-query Rank-1 averaged over the splits, and G's recovery quality.
+ids, cam_a LR queries at rates {2,3,4} plus an unseen ×8 set, cam_b HR gallery, 10 seeded splits), trains
+every variant of `--variants` on the first `--splits` splits, split by split, then runs `reidx report` over
+the finished runs (each evaluated on its own split). It prints, per variant, LR-query Rank-1 / Rank-5 / mAP,
+HR-query and ×8 Rank-1 as mean ± 95% CI over splits (Student t on the per-split values), G's recovery against
+bilinear, and the **paired** per-split differences against the baseline (and the ablations against CAD-Net).
 
 Input size: VIPeR's native 128×48 by default. Smaller inputs erase the resolution gap CAD-Net exists to close:
 at 64×32 the HR image is itself VIPeR down-sampled ×2, and an LR query at r = 2 up-sampled back to 64×32 is
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -36,7 +39,45 @@ VARIANTS: dict[str, str] = {
     "cadnet": "--model cadnet",
     "cadnet-no-adv-feature": "--model cadnet --no-adv-feature",
     "cadnet-no-rec": "--model cadnet --no-rec",
+    "cadnet-no-adv-image": "--model cadnet --no-adv-image",
 }
+
+#: report query set -> column: LR {2,3,4} mixed, HR queries, and every query at the unseen rate 8
+SETS = {"mixed": "LR", "hr": "HR", "r8": "x8"}
+
+#: t_{0.975, df} for df = 1..30 (two-sided 95% Student t); beyond 30 the normal 1.96 is used
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def reidx(args: str) -> subprocess.CompletedProcess:
@@ -45,46 +86,128 @@ def reidx(args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).with_name("reidx")), *shlex.split(args)], check=True)
 
 
-def train_all(data: Path, runs: Path, splits: int, train_flags: str) -> dict[str, list[Path]]:
-    """Train (or resume, or skip when finished) every variant on every split; checkpoints per variant."""
-    checkpoints: dict[str, list[Path]] = defaultdict(list)
+def mean_ci(values: list[float]) -> tuple[float, float | None]:
+    """Mean and 95% confidence half-width (Student t on the sample standard deviation); None for one value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
+    return mean, (T975[n - 2] if n - 1 <= len(T975) else 1.96) * sd / math.sqrt(n)
+
+
+def paired_ci(a: dict[int, float], b: dict[int, float]) -> tuple[list[int], float, float | None]:
+    """Splits both have, and mean ± 95% half-width of the per-split difference a − b over them."""
+    splits = sorted(set(a) & set(b))
+    return (splits, *mean_ci([a[s] - b[s] for s in splits])) if splits else (splits, math.nan, None)
+
+
+def run_dir(runs: Path, split: int, variant: str) -> Path:
+    """Where one variant's run on one split lives."""
+    return runs / f"split{split}" / variant
+
+
+def train_all(data: Path, runs: Path, splits: int, variants: list[str], train_flags: str) -> None:
+    """Train (or resume, or skip when finished) every variant on every split, split by split."""
     for split in range(splits):
-        for variant, flags in VARIANTS.items():
-            run = runs / f"split{split}" / variant
-            done = run / "done"
-            if not done.is_file():
+        for variant in variants:
+            run = run_dir(runs, split, variant)
+            if not (run / "done").is_file():
                 resume = "--resume" if (run / "last.pt").is_file() else ""
-                reidx(f"train --dataset {data} --trial {split} --out {run} {flags} {train_flags} {resume}")
-                done.touch()
-            checkpoints[variant].append(run / "last.pt")
-    return checkpoints
+                reidx(f"train --dataset {data} --trial {split} --out {run} {VARIANTS[variant]} {train_flags} {resume}")
+                (run / "done").touch()
 
 
-def summarise(report_json: Path, checkpoints: dict[str, list[Path]]) -> dict[str, dict[str, float]]:
-    """Per variant: LR / HR-query Rank-1 and mAP and G's SSIM / PSNR, averaged over its splits."""
+def finished(runs: Path, splits: int, variants: list[str]) -> dict[str, dict[int, Path]]:
+    """variant -> split -> last.pt of every finished run."""
+    found: dict[str, dict[int, Path]] = defaultdict(dict)
+    for variant in variants:
+        for split in range(splits):
+            run = run_dir(runs, split, variant)
+            if (run / "done").is_file():
+                found[variant][split] = run / "last.pt"
+    return found
+
+
+Values = dict[str, dict[str, dict[int, float]]]  # variant -> metric -> split -> value
+
+
+def per_split(report_json: Path, checkpoints: dict[str, dict[int, Path]]) -> tuple[Values, dict[str, str]]:
+    """Per variant, metric and split: Rank-1/5 and mAP per query set, G's SSIM / PSNR; and each variant's init."""
     document = json.loads(report_json.read_text())
-    variant_of = {str(path.resolve()): variant for variant, paths in checkpoints.items() for path in paths}
-    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    owner = {str(path.resolve()): (v, s) for v, paths in checkpoints.items() for s, path in paths.items()}
+    values: Values = defaultdict(lambda: defaultdict(dict))
+    init: dict[str, str] = {}
     for entry in document["ranking"]:
-        variant = variant_of.get(str(Path(entry["checkpoint"]).resolve()))
-        if variant and entry["set"] in ("mixed", "hr"):
-            prefix = "LR" if entry["set"] == "mixed" else "HR"
-            values[variant][f"{prefix} R1"].append(entry["rank1"])
-            values[variant][f"{prefix} mAP"].append(entry["mAP"])
+        variant, split = owner.get(str(Path(entry["checkpoint"]).resolve()), (None, None))
+        if variant and entry["set"] in SETS:
+            init[variant] = entry["init"]
+            for metric, label in (("rank1", "R1"), ("rank5", "R5"), ("mAP", "mAP")):
+                values[variant][f"{SETS[entry['set']]} {label}"][split] = 100 * entry[metric]
     for record in document["recovery"]:
-        variant = variant_of.get(str(Path(record["checkpoint"]).resolve()))
+        variant, split = owner.get(str(Path(record["checkpoint"]).resolve()), (None, None))
         if variant and record["set"] == "mixed":
             key = "bilinear" if record["label"] == METHOD_BILINEAR else variant
-            values[key]["SSIM"].append(record["ssim"])
-            values[key]["PSNR"].append(record["psnr"])
-    return {v: {k: sum(xs) / len(xs) for k, xs in metrics.items()} for v, metrics in values.items()}
+            values[key]["SSIM"][split] = record["ssim"]
+            values[key]["PSNR"][split] = record["psnr"]
+    return values, init
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def cell(values: dict[int, float] | None, digits: int = 1) -> str:
+    """``mean ± half-width`` over the splits (``mean`` alone for one split, – for none)."""
+    if not values:
+        return "–"
+    mean, half = mean_ci(list(values.values()))
+    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if half is not None else "")
+
+
+def diff_cell(a: dict[int, float] | None, b: dict[int, float] | None) -> str:
+    """The paired per-split difference a − b as ``mean ± half-width``, or – when no split has both."""
+    splits, mean, half = paired_ci(a or {}, b or {})
+    if not splits:
+        return "–"
+    return f"{mean:+.1f}" + (f" ± {half:.1f}" if half is not None else "")
+
+
+def tables(values: Values, init: dict[str, str]) -> str:
+    """The markdown tables: every variant's means ± 95% CI, then the paired differences per split."""
+    lines = [
+        "| variant | init | splits | LR R1 | LR R5 | LR mAP | HR R1 | ×8 R1 | G PSNR dB (SSIM) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in [v for v in (*VARIANTS, "bilinear") if v in values]:
+        metrics = values[variant]
+        lr = metrics.get("LR R1", {})
+        recovery = f"{cell(metrics.get('PSNR'), 2)} ({cell(metrics.get('SSIM'), 3)})" if "PSNR" in metrics else "–"
+        if variant == "bilinear":
+            lines.append(f"| bilinear up-sampling (reference) | | | | | | | | {recovery} |")
+            continue
+        ranks = [cell(metrics.get(key)) for key in ("LR R1", "LR R5", "LR mAP", "HR R1", "x8 R1")]
+        lines.append(f"| {variant} | {init.get(variant, '?')} | {len(lr)} | " + " | ".join(ranks) + f" | {recovery} |")
+    lines += [
+        "",
+        "| paired difference | splits | Δ LR R1 | Δ LR R5 | Δ LR mAP | Δ HR R1 | Δ ×8 R1 | Δ LR R1 per split |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    pairs = [(v, "baseline") for v in VARIANTS if v != "baseline"]
+    pairs += [(v, "cadnet") for v in VARIANTS if v.startswith("cadnet-")]
+    for a, b in pairs:
+        if a in values and b in values:
+            first, second = values[a], values[b]
+            splits, _, _ = paired_ci(first.get("LR R1", {}), second.get("LR R1", {}))
+            keys = ("LR R1", "LR R5", "LR mAP", "HR R1", "x8 R1")
+            deltas = [diff_cell(first.get(k), second.get(k)) for k in keys]
+            each = " ".join(f"{first['LR R1'][s] - second['LR R1'][s]:+.1f}" for s in splits)
+            lines.append(f"| {a} − {b} | {len(splits)} | " + " | ".join(deltas) + f" | {each} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> tuple[Values, dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=DEFAULT_VIPER, help="VIPeR folder (cam_a/, cam_b/)")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "viper", help="work folder")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "viper", help="work folder (keep it out of git)")
     parser.add_argument("--splits", type=int, default=2, help="splits to train and evaluate (of 10)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--input-size", default="128x48", help="HxW (default: VIPeR's native size)")
     parser.add_argument("--epochs", type=int, default=12)
@@ -96,37 +219,46 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         help="extra train flags (default: the demo's CPU-from-scratch recipe plus residual recovery, the best "
         "CAD-Net setting on held-out training ids; '' = paper-lineage defaults)",
     )
+    parser.add_argument("--report-only", action="store_true", help="train nothing; summarise the finished runs")
     parser.add_argument("--quick", action="store_true", help="1 split, 1 epoch (a smoke test of the pipeline)")
     args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; use some of {', '.join(VARIANTS)}")
     if not (args.root / "cam_a").is_dir():
         print(f"skipped: no VIPeR at {args.root} (cam_a/, cam_b/); pass --root", file=sys.stderr)
-        return {}
+        return {}, {}
     splits, epochs = (1, 1) if args.quick else (args.splits, args.epochs)
     recipe = "-".join(args.recipe.replace("--", "").split()) or "paper-defaults"
+    init_name = "imagenet" if args.pretrained else "scratch"
     data = args.out / "data"
-    runs = args.out / f"{args.arch}-{args.input_size}-e{epochs}-s{args.seed}-{recipe}"
+    runs = args.out / f"{args.arch}-{init_name}-{args.input_size}-e{epochs}-s{args.seed}-{recipe}"
     if not (data / "manifest.parquet").is_file():
-        reidx(f"prepare --dataset viper --root {args.root} --downsample 2,3,4 --trials 10 --seed 0 --out {data}")
+        rates = "--downsample 2,3,4 --unseen 8"
+        reidx(f"prepare --dataset viper --root {args.root} {rates} --trials 10 --seed 0 --out {data}")
     init = f"--pretrained {args.pretrained}" if args.pretrained else "--no-pretrained"
     train_flags = (
         f"--arch {args.arch} --input-size {args.input_size} --epochs {epochs} --seed {args.seed} {init} {args.recipe}"
     )
-    checkpoints = train_all(data, runs, splits, train_flags)
-    every = " ".join(f"--checkpoint {path}" for paths in checkpoints.values() for path in paths)
+    if not args.report_only:
+        train_all(data, runs, splits, variants, train_flags)
+    checkpoints = finished(runs, splits, variants)
+    if not checkpoints:
+        print(f"no finished runs under {runs}", file=sys.stderr)
+        return {}, {}
+    every = " ".join(f"--checkpoint {path}" for paths in checkpoints.values() for path in paths.values())
     report = runs / "report.md"
     reidx(f"report {every} --dataset {data} --modes fused --published --out {report}")
     reidx(f"report {every} --dataset {data} --modes fused --format json --out {runs / 'report.json'}")
-    summary = summarise(runs / "report.json", checkpoints)
-    print(f"\nMLR-VIPeR, single-shot, queries LR {{2,3,4}} mixed, {splits} split(s), {train_flags}")
-    print("| variant | LR R1 | LR mAP (=MRR) | HR R1 | SSIM | PSNR |\n|---|---|---|---|---|---|")
-    for variant, figures in summary.items():
-        cells = [figures.get(key) for key in ("LR R1", "LR mAP", "HR R1")]
-        text = [f"{100 * x:.1f}" if x is not None else "–" for x in cells]
-        ssim, psnr = figures.get("SSIM"), figures.get("PSNR")
-        text += [f"{ssim:.3f}" if ssim is not None else "–", f"{psnr:.2f}" if psnr is not None else "–"]
-        print(f"| {variant} | " + " | ".join(text) + " |")
-    print(f"\nfull report: {report}")
-    return summary
+    values, init_of = per_split(runs / "report.json", checkpoints)
+    text = tables(values, init_of)
+    print(f"\nMLR-VIPeR, single-shot, LR queries {{2,3,4}} mixed (cam_a) vs HR gallery (cam_b); {train_flags}")
+    print("Rank-k and mAP (= MRR) in %, mean ± 95% CI over splits (Student t); each run on its own split\n")
+    print(text)
+    (runs / "summary.md").write_text(text + "\n")
+    print(f"\nfull report: {report}; these tables: {runs / 'summary.md'}")
+    return values, init_of
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ def run_training(
             config, checkpoint = resumed_config(out, given, env) if resume else (fresh_config(out, given), None)
             barrier(env)
             trainer = Trainer(config, out, env, resume=checkpoint, show_progress=show_progress)
+            if env.is_main and show_progress:
+                for load in trainer.model.imagenet_loads():  # what each trunk took from its ImageNet file
+                    err_console.print(str(load), highlight=False, soft_wrap=True)
             return trainer.fit()
     finally:
         teardown(env)

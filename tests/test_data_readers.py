@@ -13,6 +13,7 @@ from reidx.data.base import Options, Record, Source
 from reidx.data.registry import dataset_names, get_reader, register_dataset
 from reidx.data.viper import VIPeR
 from reidx.errors import ReidxError
+from reidx.registry import Registry
 
 
 def stats(records: list[Record]) -> tuple[int, int, int]:
@@ -31,7 +32,7 @@ def test_registry_lists_names_on_unknown_dataset() -> None:
 
 
 def test_register_dataset_adds_a_reader_and_refuses_a_clash(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_READERS", dict(registry._READERS))
+    monkeypatch.setattr(registry, "_READERS", Registry("dataset", load=registry._load_builtin))
 
     @register_dataset("test-viper-copy")
     class Copy(VIPeR):

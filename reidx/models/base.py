@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from reidx.errors import ReidxError
 from reidx.models.backbones import Backbone, Pretrained, WeightsLoad
+from reidx.registry import Registry
 
 #: ``forward`` keys: f (E's last map), pooled (what C and the triplet see), logits, embedding (L2-normalised,
 #: as ``embed(x, "fused")``); models that recover also give recovered (x̃_H) and g (F's last map).
@@ -21,7 +21,7 @@ OUTPUT_KEYS = ("f", "pooled", "logits", "embedding", "recovered", "g")
 LEGACY_CONFIG = {"input_norm": "none"}
 
 M = TypeVar("M", bound=type["ReidModel"])
-_MODELS: dict[str, type[ReidModel]] = {}
+_MODELS: Registry[type[ReidModel]] = Registry("model")
 
 
 class ReidModel(nn.Module):
@@ -73,26 +73,21 @@ def register_model(name: str) -> Callable[[M], M]:
     """Register a :class:`ReidModel` class as ``name`` (a class decorator)."""
 
     def register(cls: M) -> M:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
         if not issubclass(cls, ReidModel):
             raise TypeError(f"{cls.__name__} is not a ReidModel")
-        _MODELS[name] = cls
-        return cls
+        return _MODELS.register(name)(cls)
 
     return register
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`build_model` (and ``--model``)."""
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def model_class(name: str) -> type[ReidModel]:
     """The registered class ``name`` (its ``embedding_modes`` and ``can_recover`` without building it)."""
-    if name not in _MODELS:
-        raise ReidxError(f"unknown model {name!r}", f"use one of {', '.join(list_models())}")
-    return _MODELS[name]
+    return _MODELS.get(name)
 
 
 def model_options(name: str) -> dict[str, Any]:

@@ -13,15 +13,15 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from reidx.errors import ReidxError
 from reidx.models.backbones.weights import Pretrained, WeightsLoad
+from reidx.registry import Registry
 
 INPUT_NORMS = ("none", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 B = TypeVar("B", bound=Callable[..., "Backbone"])
-_BACKBONES: dict[str, Callable[..., Backbone]] = {}
+_BACKBONES: Registry[Callable[..., Backbone]] = Registry("architecture")
 
 
 class Backbone(nn.Module):
@@ -64,23 +64,14 @@ class Backbone(nn.Module):
 
 def register_backbone(name: str) -> Callable[[B], B]:
     """Register ``builder(pretrained=False, input_norm="none") -> Backbone`` as ``name`` (a decorator)."""
-
-    def register(builder: B) -> B:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _BACKBONES[name] = builder
-        return builder
-
-    return register
+    return _BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`build_backbone` (and ``--arch``)."""
-    return sorted(_BACKBONES)
+    return _BACKBONES.names()
 
 
 def build_backbone(name: str, pretrained: Pretrained = False, input_norm: str = "none") -> Backbone:
     """The trunk ``name``; ``pretrained`` = True (torchvision's cache) or a file of ImageNet weights."""
-    if name not in _BACKBONES:
-        raise ReidxError(f"unknown architecture {name!r}", f"use one of {', '.join(list_backbones())}")
-    return _BACKBONES[name](pretrained=pretrained, input_norm=input_norm)
+    return _BACKBONES.get(name)(pretrained=pretrained, input_norm=input_norm)

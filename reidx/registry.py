@@ -3,7 +3,9 @@ decorator in each entry's own module; a lookup of an unknown name is one line li
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from reidx.errors import ReidxError
@@ -42,3 +44,9 @@ class Registry(Generic[T]):
         if name not in self._entries:
             raise ReidxError(f"unknown {self.kind} {name!r}", f"use one of {', '.join(names)}")
         return self._entries[name]
+
+
+def import_package_modules(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (its ``__path__``), so each registers what it defines."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

@@ -18,18 +18,8 @@ from reidx.checkpoint import FORMAT, open_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.train import run_training
+from tests.tiny import TINY
 
-TINY = {
-    "arch": "resnet18",
-    "pretrained": False,
-    "input_size": "64x32",
-    "discriminator_width": 8,
-    "batch_ids": 2,
-    "batch_instances": 2,
-    "workers": 0,
-    "val_ids": 0,
-    "epochs": 0,
-}
 NAMES = [
     "empty",
     "garbage",
@@ -60,7 +50,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset and an untrained CAD-Net run (its last.pt holds a training state)."""
     root = tmp_path_factory.mktemp("hostile")
     prepare_dataset("synthetic", None, root / "data", ids=6, cameras=2, images_per_camera=2, workers=2)
-    run_training(root / "run", {"dataset": str(root / "data"), **TINY}, devices=Devices("cpu"), show_progress=False)
+    options = {"dataset": str(root / "data"), **TINY, "val_ids": 0, "epochs": 0}
+    run_training(root / "run", options, devices=Devices("cpu"), show_progress=False)
     return root
 
 

@@ -339,12 +339,18 @@ def test_rerun_hits_the_cache_and_one_trial_reads_from_it(workspace: Workspace, 
     assert main.value("cadnet/last.pt", "f", "viper R1 / R5 / R10") == f"{r1} / {r5} / {r10}"
 
 
-def test_a_changed_manifest_invalidates_the_cache(workspace: Workspace) -> None:
-    data = workspace.root / "data" / "copy"
+def copied(workspace: Workspace, name: str, checkpoint: Path) -> tuple[Path, Path]:
+    """A copy of the synthetic dataset and of ``checkpoint`` under ``name``, so a test may change them."""
+    data = workspace.root / "data" / name
     shutil.copytree(workspace.synthetic, data)
-    run = workspace.root / "runs" / "copy" / "last.pt"
+    run = workspace.root / "runs" / name / "last.pt"
     run.parent.mkdir(parents=True)
-    shutil.copy(workspace.baseline, run)
+    shutil.copy(checkpoint, run)
+    return data, run
+
+
+def test_a_changed_manifest_invalidates_the_cache(workspace: Workspace) -> None:
+    data, run = copied(workspace, "copy", workspace.baseline)
     first = collect([run], [data], workers=0)
     assert (first.evaluated, first.cached) == (2, 0)  # fused + recovery
     assert (collect([run], [data], workers=0).cached) == 2
@@ -358,11 +364,7 @@ def test_a_changed_manifest_invalidates_the_cache(workspace: Workspace) -> None:
 
 def test_an_edited_image_invalidates_the_cache(workspace: Workspace) -> None:
     """The cache key covers the images, not only the manifest: editing one in place recomputes the report."""
-    data = workspace.root / "data" / "edited"
-    shutil.copytree(workspace.synthetic, data)
-    run = workspace.root / "runs" / "edited" / "last.pt"
-    run.parent.mkdir(parents=True)
-    shutil.copy(workspace.cadnet, run)
+    data, run = copied(workspace, "edited", workspace.cadnet)
     before = run_report([run], [data], out=workspace.root / "edited.md", modes=["f"], trial=0, workers=0)
     assert (collect([run], [data], modes=["f"], trial=0, workers=0).cached) == 2
     frame, _ = read_dataset(data)

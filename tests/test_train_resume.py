@@ -22,31 +22,8 @@ from reidx.checkpoint import open_checkpoint, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.train import run_training
+from tests.tiny import CLI_TINY, TINY
 
-TINY = {
-    "arch": "resnet18",
-    "pretrained": False,
-    "input_size": "64x32",
-    "discriminator_width": 8,
-    "batch_ids": 2,
-    "batch_instances": 2,
-    "workers": 0,
-}
-CLI_TINY = [
-    "--arch",
-    "resnet18",
-    "--no-pretrained",
-    "--input-size",
-    "64x32",
-    "--discriminator-width",
-    "8",
-    "--batch-ids",
-    "2",
-    "--batch-instances",
-    "2",
-    "--workers",
-    "0",
-]
 Cli = Callable[..., tuple[int, str, str]]
 
 

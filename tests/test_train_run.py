@@ -18,16 +18,8 @@ from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.models import build_model
 from reidx.train import run_training
+from tests.tiny import TINY
 
-TINY = {
-    "arch": "resnet18",
-    "pretrained": False,
-    "input_size": "64x32",
-    "discriminator_width": 8,
-    "batch_ids": 2,
-    "batch_instances": 2,
-    "workers": 0,
-}
 CLI_TINY = ["--arch", "resnet18", "--no-pretrained", "--input-size", "64x32", "--discriminator-width", "8"]
 
 

@@ -6,9 +6,6 @@ module here is imported below, so adding a model is one file.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from reidx.models.base import (
     ReidModel,
     build_model,
@@ -18,9 +15,9 @@ from reidx.models.base import (
     model_options,
     register_model,
 )
+from reidx.registry import import_package_modules
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_package_modules(__name__, __path__)
 
 from reidx.models.baseline import Baseline  # noqa: E402 - after the registration above, for the names
 from reidx.models.cadnet import CADNet  # noqa: E402

@@ -1,7 +1,8 @@
 """The trainer: independent HR and LR P×K batches per step, a generator step (E, G, F, C) then a
 discriminator step (D_F, D_I) on detached tensors, per-epoch validation and resumable checkpoints.
 
-The run directory's files are described in :mod:`reidx.train.run`; the resume state in :mod:`reidx.train.state`.
+The run directory's rules are in :mod:`reidx.train.run`, its files in :mod:`reidx.train.files`, the resume
+state in :mod:`reidx.train.state`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from reidx.models import ReidModel, build_model, complete_config, model_options
 from reidx.train.config import TrainConfig
 from reidx.train.data import HRImages, LRImages, load_training_set
 from reidx.train.distributed import DistEnv, barrier, check_in_sync, wrap
+from reidx.train.files import BEST, LAST, LOG, epoch_line, write_log, write_record
 from reidx.train.losses import DISCRIMINATOR, GENERATOR, LossWeights, Objective
-from reidx.train.run import BEST, LAST, LOG, epoch_line, write_log, write_record
 from reidx.train.sampler import IdentityBatchSampler
 from reidx.train.state import capture, restore_checked, rng_state
 from reidx.train.validation import build_validation_set, run_validation

@@ -9,7 +9,6 @@ writes a run directory at a time (:func:`reidx.io.exclusive_lock`).
 
 from __future__ import annotations
 
-import csv
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,18 +19,17 @@ from reidx.console import console, err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, dataset_identity
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
-from reidx.io import TEMPORARY, atomic_path, exclusive_lock
+from reidx.io import TEMPORARY, exclusive_lock
 from reidx.train.config import (
     TrainConfig,
     build_config,
-    command_line,
     read_config_file,
     resume_config,
-    run_record,
 )
 from reidx.train.distributed import DistEnv, barrier, setup, teardown
+from reidx.train.engine import Trainer
+from reidx.train.files import LAST, RECORD
 
-LAST, BEST, LOG, RECORD = "last.pt", "best.pt", "log.csv", "config.json"
 #: What a run that stopped before its first checkpoint leaves (besides temporaries): a fresh run may start there.
 BEFORE_FIRST_CHECKPOINT = frozenset({RECORD, "tensorboard"})
 
@@ -46,8 +44,6 @@ def run_training(
 ) -> dict[str, Any]:
     """``reidx train``: a fresh run into an empty ``out`` (or one a run left before its first checkpoint), or
     ``resume`` ``out/last.pt``. Under torchrun every rank calls this; rank 0 locks ``out`` and writes."""
-    from reidx.train.engine import Trainer  # engine writes this module's files
-
     out = Path(out)
     env = setup(devices)
     try:
@@ -149,33 +145,6 @@ def describe_dataset(identity: dict[str, Any]) -> str:
 def leftover(path: Path) -> bool:
     """A file a run leaves before its first checkpoint (record, TensorBoard folder, temporaries)."""
     return path.name in BEFORE_FIRST_CHECKPOINT or TEMPORARY.match(path.name) is not None
-
-
-def write_record(run_dir: Path, config: TrainConfig, resumed: bool) -> None:
-    """``config.json``: the options, every command line that trained this run, versions, seed."""
-    path = run_dir / RECORD
-    commands = json.loads(path.read_text()).get("commands", []) if resumed and path.is_file() else []
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(run_record(config, [*commands, command_line()]), indent=2) + "\n")
-
-
-def write_log(path: Path, history: list[dict[str, float]]) -> None:
-    """One CSV row per epoch (columns: every key seen, in first-seen order)."""
-    columns: list[str] = []
-    for row in history:
-        columns += [key for key in row if key not in columns]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def epoch_line(row: dict[str, float]) -> str:
-    """One line per finished epoch: total loss and the validation figures."""
-    parts = [f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}"]
-    names = {"val_rank1": "val Rank-1", "val_mAP": "mAP", "val_psnr": "PSNR", "val_psnr_bilinear": "bilinear PSNR"}
-    parts += [f"{label} {row[name]:.4g}" for name, label in names.items() if name in row]
-    return ", ".join(parts)
 
 
 def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:

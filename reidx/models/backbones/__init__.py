@@ -6,9 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from reidx.models.backbones.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,9 +16,9 @@ from reidx.models.backbones.base import (
     register_backbone,
 )
 from reidx.models.backbones.weights import Pretrained, WeightsLoad, weights_path
+from reidx.registry import import_package_modules
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_package_modules(__name__, __path__)
 
 __all__ = [
     "IMAGENET_MEAN",

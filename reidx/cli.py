@@ -244,23 +244,32 @@ def search(
     min_score: Annotated[float | None, typer.Option(help="Score under which 'not in gallery'.")] = None,
     nprobe: Annotated[int | None, typer.Option(help="ivfpq lists visited per query.", min=1)] = None,
     query_pid: Annotated[int | None, typer.Option(help="The queries' identity, for montage borders.")] = None,
+    camera: Annotated[list[int] | None, typer.Option(help="Only gallery entries of this camid; repeatable.")] = None,
+    pid: Annotated[list[int] | None, typer.Option(help="Only gallery entries of this pid; repeatable.")] = None,
+    other_cameras: Annotated[
+        bool, typer.Option("--other-cameras", help="Only gallery entries from another camera than the query's.")
+    ] = False,
+    query_camera: Annotated[int | None, typer.Option(help="The queries' camid (default: from the name).")] = None,
     batch_size: Annotated[int, typer.Option(help="Query images per model batch.", min=1)] = 64,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.", min=0)] = 2,
 ) -> None:
     """Search a gallery index with query images (any resolution; embedded exactly like the gallery).
 
     Scores are cosine similarities (inner products of L2-normalised embeddings), ties in gallery order.
+    Filters (`--camera`, `--pid`, `--other-cameras`) give the exact top-k among the entries that pass.
 
     Examples:
 
     * `reidx search query.jpg --gallery idx/ --top-k 10`
     * `reidx search lr_crops/ --gallery idx/ --json --min-score 0.6`
     * `reidx search 0002_c1s1_000451_03.jpg --gallery idx/ --montage hits.png`
+    * `reidx search 0002_c1s1_000451_03.jpg --gallery idx/ --other-cameras --camera 2 --camera 3`
     """
     must_exist(queries, "image")
     must_exist([gallery], "index")
     must_exist([checkpoint] if checkpoint else [], "checkpoint")
     from reidx.io import check_file_output
+    from reidx.retrieval.filters import GalleryFilter
     from reidx.retrieval.inputs import expand_images
     from reidx.retrieval.montage import draw_montage
     from reidx.retrieval.search import open_gallery, print_results, results_json, search_images
@@ -268,8 +277,11 @@ def search(
     if montage is not None:
         check_file_output(montage, "--montage")
     paths = expand_images(queries)
+    filters = GalleryFilter.of(camera, pid, other_cameras)
     index, loaded = open_gallery(gallery, checkpoint, ctx.obj)
-    results = search_images(index, loaded, paths, top_k, nprobe, min_score, query_pid, batch_size, workers)
+    results = search_images(
+        index, loaded, paths, top_k, nprobe, min_score, query_pid, batch_size, workers, filters, query_camera
+    )
     if montage is not None:
         draw_montage(results, montage, index.header.input_size)
     if json_output:

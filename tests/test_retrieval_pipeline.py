@@ -260,6 +260,22 @@ def test_search_cli_json_montage_and_threshold(workspace: Path, index_dir: Path,
     assert table.exit_code == 0 and "rank" in table.stdout and "score" in table.stdout
 
 
+def test_search_cli_filters(workspace: Path, index_dir: Path, tmp_path: Path) -> None:
+    query = gallery_paths(workspace)[7]  # 0003_c2...
+    base = ["search", query, "--gallery", str(index_dir), "--json", "--workers", "0", "--top-k", "30"]
+    other = json.loads(CliRunner().invoke(app, [*base, "--other-cameras"]).stdout)[0]
+    assert other["camid"] == 2 and len(other["results"]) == IDS * (CAMERAS - 1)
+    assert all(hit["camid"] != 2 for hit in other["results"])
+    chosen = json.loads(CliRunner().invoke(app, [*base, "--pid", "3", "--pid", "5", "--camera", "3"]).stdout)[0]
+    assert sorted(hit["pid"] for hit in chosen["results"]) == [3, 5]
+    assert {hit["camid"] for hit in chosen["results"]} == {3}
+    plain = str(shutil.copy(query, tmp_path / "plain.png"))
+    unknown = CliRunner().invoke(app, ["search", plain, "--gallery", str(index_dir), "--other-cameras"])
+    assert unknown.exit_code == 1 and "--query-camera" in str(unknown.exception)
+    given = CliRunner().invoke(app, ["search", plain, *base[2:], "--other-cameras", "--query-camera", "2"])
+    assert json.loads(given.stdout)[0]["results"] == other["results"]
+
+
 def run_reidx(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "reidx", *args], capture_output=True, text=True, timeout=120)
 

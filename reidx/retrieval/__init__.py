@@ -7,6 +7,7 @@ the evaluator (protocols.md §3). FAISS is imported only when an index is built,
 from reidx.evaluation.embed import check_mode, embed_paths
 from reidx.retrieval.build import BuildResult, build_index
 from reidx.retrieval.embedder import embed_to_chunks, embedding_fingerprint
+from reidx.retrieval.filters import GalleryFilter
 from reidx.retrieval.index import GalleryIndex, IndexHeader
 from reidx.retrieval.inputs import dataset_table, expand_images, gallery_table, identity_from_name, images_table
 from reidx.retrieval.montage import draw_montage
@@ -14,6 +15,7 @@ from reidx.retrieval.search import Hit, QueryResult, load_gallery_model, rank_ve
 
 __all__ = [
     "BuildResult",
+    "GalleryFilter",
     "GalleryIndex",
     "Hit",
     "IndexHeader",

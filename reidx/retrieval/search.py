@@ -16,6 +16,7 @@ from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
+from reidx.retrieval.filters import NO_FILTER, GalleryFilter, allowed_rows, filtered_top_k
 from reidx.retrieval.index import HEADER_NAME, GalleryIndex
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 
@@ -99,20 +100,30 @@ def rank_vectors(
     nprobe: int | None = None,
     min_score: float | None = None,
     query_pid: int | None = None,
+    filters: GalleryFilter = NO_FILTER,
+    query_camid: int | None = None,
 ) -> list[QueryResult]:
-    """Search ``vectors`` (one row per query path) and attach the gallery metadata to the hits."""
-    scores, ids = gallery.search(vectors, k, nprobe)
+    """Search ``vectors`` (one row per query path), only among the entries ``filters`` lets through, and
+    attach the gallery metadata to the hits. A query's pid and camid come from its name unless given."""
+    queries = [str(query) for query in queries]
+    identities = [identity_from_name(query) for query in queries]
+    query_pids = [pid if query_pid is None else query_pid for pid, _ in identities]
+    query_camids = [camid if query_camid is None else query_camid for _, camid in identities]
+    if filters.active:
+        allowed = allowed_rows(filters, gallery.metadata, query_camids, queries)
+        scores, ids = filtered_top_k(lambda rows, n: gallery.search(rows, n, nprobe), vectors, k, allowed)
+    else:
+        scores, ids = gallery.search(vectors, k, nprobe)
     meta = gallery.metadata
     paths, pids, camids = meta["path"].to_numpy(), meta["pid"].to_numpy(), meta["camid"].to_numpy()
     results = []
-    for query, row_scores, row_ids in zip(queries, scores, ids, strict=True):
+    for query, pid, camid, row_scores, row_ids in zip(queries, query_pids, query_camids, scores, ids, strict=True):
         hits: list[Hit] = []
         for score, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
             if i >= 0:
                 above = min_score is None or score >= min_score
                 hits.append(Hit(len(hits) + 1, i, str(paths[i]), score, int(pids[i]), int(camids[i]), above))
-        pid, camid = identity_from_name(query)
-        results.append(QueryResult(str(query), pid if query_pid is None else query_pid, camid, hits, min_score))
+        results.append(QueryResult(query, pid, camid, hits, min_score))
     return results
 
 
@@ -126,11 +137,13 @@ def search_images(
     query_pid: int | None = None,
     batch_size: int = 64,
     workers: int = 2,
+    filters: GalleryFilter = NO_FILTER,
+    query_camid: int | None = None,
 ) -> list[QueryResult]:
     """Embed the query images in batches (the gallery's mode and input size) and rank the gallery."""
     paths = [str(query) for query in queries]
     vectors = embed_paths(loaded, paths, gallery.header.mode, batch_size, workers)
-    return rank_vectors(gallery, vectors, paths, k, nprobe, min_score, query_pid)
+    return rank_vectors(gallery, vectors, paths, k, nprobe, min_score, query_pid, filters, query_camid)
 
 
 def results_json(results: Sequence[QueryResult]) -> str:

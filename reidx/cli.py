@@ -31,7 +31,7 @@ DatasetName = lazy_choice("DatasetName", _dataset_names)
 
 app = typer.Typer(
     name="reidx",
-    help="Cross-resolution person re-identification (CAD-Net): prepare, train, recover, embed, search, report.",
+    help="Cross-resolution person re-identification (CAD-Net): prepare, train, recover, embed, search, serve, report.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
@@ -288,6 +288,39 @@ def search(
         typer.echo(results_json(results))
     else:
         print_results(results)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    gallery: Annotated[Path, typer.Option(help="Index directory written by `reidx embed`.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the header's).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless --public).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one).", min=0, max=65535)] = 8000,
+    public: Annotated[
+        bool, typer.Option("--public", help="Allow a --host beyond this machine (e.g. 0.0.0.0).")
+    ] = False,
+    min_score: Annotated[float | None, typer.Option(help="Default score under which 'not in gallery'.")] = None,
+) -> None:
+    """Serve searches of a gallery over HTTP, the model and index loaded once: a web page at `/`, the API at
+    `POST /search` (uploaded crops, `top_k`, `min_score`, `camera`, `pid`, `other_cameras`; the JSON of
+    `reidx search --json`), `GET /gallery/{id}/image` and `GET /health`.
+
+    It listens on 127.0.0.1 only. It has no TLS and no authentication: to serve others, run it with
+    `--host 0.0.0.0 --public` behind a reverse proxy (nginx, Caddy) that adds TLS and authentication, or keep
+    it on loopback and let the proxy forward to it.
+
+    Examples:
+
+    * `reidx serve --gallery idx/` then open http://127.0.0.1:8000/
+    * `curl -F images=@query.jpg -F top_k=5 http://127.0.0.1:8000/search`
+    * `reidx serve --gallery idx/ --min-score 0.6 --port 8080`
+    """
+    must_exist([gallery], "index")
+    must_exist([checkpoint] if checkpoint else [], "checkpoint")
+    from reidx.service.server import serve as run_server
+
+    run_server(gallery, checkpoint, ctx.obj, host, port, min_score, public)
 
 
 @app.command()

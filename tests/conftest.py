@@ -135,3 +135,61 @@ def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> C
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with ``model.pt`` (an untrained resnet18 baseline at 64x32, seeded), ``gallery/`` (12 blocky
+    Market-named crops: pids 1-4 x cameras 1-3), ``queries/`` (a 16x8 and a 32x16 crop of pids 2 and 3 from
+    camera 1) and ``idx/``, its flat index."""
+    import torch
+
+    from reidx.checkpoint import load_model, save_checkpoint
+    from reidx.models import build_model
+    from reidx.retrieval import build_index, images_table
+
+    root = tmp_path_factory.mktemp("tiny-gallery")
+    torch.manual_seed(0)
+    save_checkpoint(root / "model.pt", build_model("baseline", num_classes=4, arch="resnet18"), (64, 32))
+    rng = np.random.default_rng(0)
+    for folder in ("gallery", "queries"):
+        (root / folder).mkdir()
+    for pid in range(1, 5):
+        blocks = (rng.random((4, 2, 3)) * 255).astype(np.uint8)
+        for cam in range(1, 4):
+            shifted = np.clip(blocks.astype(int) + rng.integers(-20, 20, blocks.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(shifted).resize((32, 64), Image.NEAREST).save(
+                root / "gallery" / f"{pid:04d}_c{cam}s1_000001_00.png"
+            )
+    for pid, size in ((2, (8, 16)), (3, (16, 32))):
+        image = Image.open(root / "gallery" / f"{pid:04d}_c1s1_000001_00.png")
+        image.resize(size, Image.BICUBIC).save(root / "queries" / f"{pid:04d}_c1s2_000002_00.png")
+    build_index(load_model(root / "model.pt"), images_table([root / "gallery"]), root / "idx", batch_size=12, workers=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_gallery: Path):
+    """``reidx serve``'s app on the tiny gallery, run by uvicorn in a thread on a free loopback port, with
+    small limits (2 MiB bodies, 4 images a request); yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    from reidx.device import Devices
+    from reidx.retrieval.search import open_gallery
+    from reidx.service.app import Limits, create_app
+    from reidx.service.server import bind
+
+    gallery, loaded = open_gallery(tiny_gallery / "idx", devices=Devices("cpu"))
+    app = create_app(gallery, loaded, min_score=None, limits=Limits(body_bytes=2 * 2**20, images=4))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        threading.Event().wait(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from reidx.checkpoint import LoadedModel
 from reidx.console import progress
 from reidx.data.loading import iterate_images
+from reidx.data.transforms import to_model_input
 from reidx.errors import ReidxError
 from reidx.models import ReidModel
 
@@ -40,9 +42,23 @@ def iter_embeddings(
 ) -> Iterator[np.ndarray]:
     """Float32 ``model.embed`` vectors batch by batch, in path order, each image resized to ``size`` (image i
     first down-sampled by ``rates[i]`` when given); a bad image raises ReidxError naming it."""
-    device = next(model.parameters()).device
     for images, _ in iterate_images(paths, size, batch_size, workers, rates):
-        yield model.embed(images.to(device, non_blocking=True), mode).float().cpu().numpy()
+        yield embed_batch(model, images, mode)
+
+
+@torch.no_grad()
+def embed_batch(model: ReidModel, images: torch.Tensor, mode: str = "fused") -> np.ndarray:
+    """Float32 ``model.embed`` vectors of one batch of model inputs (:func:`reidx.data.transforms.to_model_input`)."""
+    device = next(model.parameters()).device
+    return model.embed(images.to(device, non_blocking=True), mode).float().cpu().numpy()
+
+
+def embed_images(loaded: LoadedModel, images: Sequence[Image.Image], mode: str = "fused") -> np.ndarray:
+    """The (N, D) float32 embeddings of decoded images (``reidx serve``'s uploads), prepared exactly as files."""
+    check_mode(loaded, mode)
+    if not images:
+        raise ReidxError("no images to embed", "give at least one image")
+    return embed_batch(loaded.model, torch.stack([to_model_input(image, loaded.input_size) for image in images]), mode)
 
 
 def embed_paths(

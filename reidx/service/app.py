@@ -1,0 +1,195 @@
+"""The search API over one opened gallery and its model: uploaded crops in, ``reidx search --json`` out.
+
+Uploads are decoded by :mod:`reidx.images` (formats, EXIF, modes, the ``REIDX_MAX_PIXELS`` limit) outside
+the model lock; the embedding and the index search of one request run under it, so concurrent requests
+are answered one at a time by the one model and index, each with its own result. Every error is one line
+of JSON, ``{"error": ..., "fix": ...}``, with a 4xx status for the client's mistakes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path, PurePath
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
+
+from reidx import __version__
+from reidx.checkpoint import LoadedModel
+from reidx.errors import ReidxError
+from reidx.evaluation.embed import embed_images
+from reidx.images import image_from_bytes
+from reidx.retrieval.filters import GalleryFilter
+from reidx.retrieval.index import GalleryIndex
+from reidx.retrieval.search import rank_vectors
+
+#: Hits one query may ask for.
+MAX_TOP_K = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may send: its body in bytes and its number of images."""
+
+    body_bytes: int = 20 * 2**20
+    images: int = 64
+
+
+def error(status: int, message: str, fix: str) -> JSONResponse:
+    """The one-line JSON error every failure is answered with."""
+    return JSONResponse({"error": message, "fix": fix}, status_code=status)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before anything parses it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self.too_large()(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size, more = size + len(chunks[-1]), message.get("more_body", False)
+            if size > self.limit:
+                await self.too_large()(scope, receive, send)
+                return
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def too_large(self) -> JSONResponse:
+        return error(
+            413,
+            f"the request body is over the server's limit of {self.limit:,} bytes",
+            "send fewer or smaller images (person crops are a few kB each)",
+        )
+
+
+def one_line(exc: RequestValidationError) -> str:
+    """The first validation problem as ``field: reason``."""
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path"))
+    return f"{field}: {first['msg']}" if field else str(first["msg"])
+
+
+def create_app(
+    gallery: GalleryIndex, loaded: LoadedModel, min_score: float | None = None, limits: Limits = Limits()
+) -> FastAPI:
+    """The FastAPI app answering searches of ``gallery`` with ``loaded`` (the model that embedded it)."""
+    app = FastAPI(title="reidx serve", version=__version__, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, limit=limits.body_bytes)
+    page = resources.files("reidx.service").joinpath("page.html").read_text(encoding="utf-8")
+    lock = threading.Lock()
+    paths = gallery.metadata["path"].to_numpy()
+    answered = {"searches": 0, "queries": 0}
+
+    @app.exception_handler(ReidxError)
+    async def user_error(request: Request, exc: ReidxError) -> JSONResponse:
+        return error(400, exc.message, exc.fix or "check the request")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, one_line(exc), "see the fields of POST /search in GET /openapi.json")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), "see GET /openapi.json for the routes")
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        return error(500, f"internal error: {reason}", "the server keeps running; report this with the request")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    def health() -> dict:
+        """The model, the index and their counts."""
+        meta = gallery.metadata
+        return {
+            "status": "ok",
+            "reidx_version": __version__,
+            "model": {
+                "name": loaded.name,
+                "checkpoint": str(loaded.path),
+                "sha256": loaded.fingerprint,
+                "mode": gallery.header.mode,
+                "input_size": list(gallery.header.input_size),
+                "device": str(next(loaded.model.parameters()).device),
+            },
+            "index": {
+                "directory": str(gallery.directory),
+                "type": gallery.header.index_type,
+                "dim": gallery.header.dim,
+                "on_gpu": gallery.on_gpu,
+            },
+            "counts": {
+                "entries": len(gallery),
+                "identities": int(meta["pid"].nunique()),
+                "cameras": sorted(int(camid) for camid in meta["camid"].unique()),
+                **answered,
+            },
+            "min_score": min_score,
+            "limits": {"body_bytes": limits.body_bytes, "images": limits.images, "top_k": MAX_TOP_K},
+        }
+
+    @app.post("/search")
+    def search(
+        images: Annotated[list[UploadFile], File(description="Query crops (JPEG, PNG, BMP, ...), any size.")],
+        top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K, description="Results per query.")] = 10,
+        min_score: Annotated[float | None, Form(description="Score under which 'not in gallery'.")] = min_score,
+        camera: Annotated[list[int] | None, Form(description="Only gallery entries of these camids.")] = None,
+        pid: Annotated[list[int] | None, Form(description="Only gallery entries of these pids.")] = None,
+        other_cameras: Annotated[bool, Form(description="Only other cameras than the query's.")] = False,
+        query_camera: Annotated[int | None, Form(description="The queries' camid (default: names).")] = None,
+        nprobe: Annotated[int | None, Form(ge=1, description="ivfpq lists visited per query.")] = None,
+    ) -> JSONResponse:
+        """Rank the gallery for each uploaded image: the same JSON as ``reidx search --json``."""
+        if len(images) > limits.images:
+            return error(413, f"{len(images)} images in one request, over the limit of {limits.images}", "split it")
+        names = [PurePath(upload.filename or f"upload-{i}").name for i, upload in enumerate(images)]
+        decoded = [image_from_bytes(upload.file.read(), name) for upload, name in zip(images, names, strict=True)]
+        filters = GalleryFilter.of(camera, pid, other_cameras)
+        with lock:
+            vectors = embed_images(loaded, decoded, gallery.header.mode)
+            results = rank_vectors(gallery, vectors, names, top_k, nprobe, min_score, None, filters, query_camera)
+            answered["searches"] += 1
+            answered["queries"] += len(results)
+        return JSONResponse([result.to_dict() for result in results])
+
+    @app.get("/gallery/{entry}/image")
+    def gallery_image(entry: int) -> FileResponse:
+        """The crop of gallery entry ``entry`` (a row of the index metadata, the ``index_id`` of a hit)."""
+        if not 0 <= entry < len(paths):
+            raise HTTPException(404, f"no gallery entry {entry} (the index has {len(paths)}: 0..{len(paths) - 1})")
+        path = Path(paths[entry])
+        if not path.is_file():
+            raise HTTPException(404, f"the image of gallery entry {entry} is gone from disk: {path}")
+        return FileResponse(path)
+
+    return app

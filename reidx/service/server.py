@@ -1,0 +1,73 @@
+"""Start ``reidx serve``: check the address (loopback unless ``--public``), bind it, load once, run uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+from reidx.console import err_console
+from reidx.device import Devices
+from reidx.errors import ReidxError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, public: bool) -> None:
+    """Refuse to listen beyond this machine unless ``public`` was asked for."""
+    if not public and not is_loopback(host):
+        raise ReidxError(
+            f"--host {host} would serve the gallery beyond this machine",
+            "add --public (behind a reverse proxy with TLS and authentication), or keep --host 127.0.0.1",
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free one); a taken port is one ReidxError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ReidxError(f"cannot listen on {host}:{port}: {exc.strerror}", "pass another --port or --host") from None
+    sock.listen(128)
+    return sock
+
+
+def serve(
+    gallery_dir: Path,
+    checkpoint: Path | None,
+    devices: Devices,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    min_score: float | None = None,
+    public: bool = False,
+) -> None:
+    """Bind the address, load the index and its model once, and answer requests until interrupted."""
+    check_host(host, public)
+    sock = bind(host, port)
+    import uvicorn  # after the address checks, which need neither uvicorn nor torch
+
+    from reidx.retrieval.search import open_gallery
+    from reidx.service.app import create_app
+
+    gallery, loaded = open_gallery(gallery_dir, checkpoint, devices)
+    app = create_app(gallery, loaded, min_score)
+    shown = f"[{host}]" if ":" in host else host
+    err_console.print(
+        f"serving {len(gallery)} gallery entries of {gallery_dir} ({loaded.name}) at "
+        f"http://{shown}:{sock.getsockname()[1]}/  (Ctrl-C stops)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

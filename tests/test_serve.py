@@ -1,0 +1,188 @@
+"""``reidx serve`` through real HTTP on localhost: search = ``reidx search --json``, filters, concurrency,
+bad uploads answered 4xx in one JSON line while the server keeps serving, gallery images, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from reidx.cli import app
+from reidx.device import Devices
+from reidx.retrieval.search import open_gallery, search_images
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def upload(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
+
+
+def post(url: str, files: list, data: dict | None = None) -> httpx.Response:
+    return httpx.post(f"{url}/search", files=files, data=data or {}, timeout=60)
+
+
+def expected(tiny_gallery: Path, paths: list[Path], **options) -> list[dict]:
+    """What ``reidx search --json`` answers for ``paths``, with the query field as the file name."""
+    gallery, loaded = open_gallery(tiny_gallery / "idx", devices=Devices("cpu"))
+    results = search_images(gallery, loaded, paths, workers=0, **options)
+    return [{**result.to_dict(), "query": Path(result.query).name} for result in results]
+
+
+def queries(tiny_gallery: Path) -> list[Path]:
+    return sorted((tiny_gallery / "queries").glob("*.png"))
+
+
+def test_health_reports_model_index_and_counts(live_server: str, tiny_gallery: Path) -> None:
+    health = httpx.get(f"{live_server}/health").json()
+    assert health["status"] == "ok" and health["model"]["name"] == "baseline"
+    assert health["model"]["input_size"] == [64, 32] and health["index"]["type"] == "flat"
+    assert health["counts"]["entries"] == 12 and health["counts"]["identities"] == 4
+    assert health["counts"]["cameras"] == [1, 2, 3] and health["index"]["directory"] == str(tiny_gallery / "idx")
+
+
+def test_search_answers_what_reidx_search_json_does(live_server: str, tiny_gallery: Path) -> None:
+    paths = queries(tiny_gallery)
+    answer = post(live_server, upload(*paths), {"top_k": "5", "min_score": "0.5"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == expected(tiny_gallery, paths, k=5, min_score=0.5)
+    own = post(live_server, upload(tiny_gallery / "gallery" / "0004_c2s1_000001_00.png"), {"top_k": "1"}).json()
+    assert own[0]["results"][0]["path"] == str(tiny_gallery / "gallery" / "0004_c2s1_000001_00.png")
+    assert own[0]["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_filters_are_the_cli_filters(live_server: str, tiny_gallery: Path) -> None:
+    paths = queries(tiny_gallery)
+    from reidx.retrieval.filters import GalleryFilter
+
+    answer = post(live_server, upload(*paths), {"top_k": "20", "other_cameras": "true", "camera": ["1", "3"]})
+    assert answer.status_code == 200, answer.text
+    filters = GalleryFilter.of([1, 3], other_cameras=True)
+    assert answer.json() == expected(tiny_gallery, paths, k=20, filters=filters)
+    assert {hit["camid"] for result in answer.json() for hit in result["results"]} == {3}
+    chosen = post(live_server, upload(paths[0]), {"pid": ["2", "4"], "query_camera": "2"}).json()[0]["results"]
+    assert sorted((hit["pid"], hit["camid"]) for hit in chosen) == [(2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3)]
+
+
+def test_concurrent_requests_each_get_their_own_result(live_server: str, tiny_gallery: Path) -> None:
+    """Each answer equals the same request sent alone (one image per batch, so the floats match exactly)."""
+    paths = sorted((tiny_gallery / "gallery").glob("*.png"))[:8] + queries(tiny_gallery)
+    truth = {path.name: post(live_server, upload(path), {"top_k": "3"}).json()[0] for path in paths}
+    assert all(truth[path.name]["results"][0]["path"] == str(path) for path in paths[:8])
+    answers: dict[str, object] = {}
+    start = threading.Barrier(len(paths))
+
+    def ask(path: Path) -> None:
+        start.wait()
+        answers[path.name] = post(live_server, upload(path), {"top_k": "3"}).json()
+
+    threads = [threading.Thread(target=ask, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers == {name: [result] for name, result in truth.items()}
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header (IHDR, CRC fixed) claims ``width`` x ``height``: a decompression bomb."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "words"),
+    [
+        ("not an image", 400, "cannot read image notes.png"),
+        ("truncated", 400, "cannot read image cut.png"),
+        ("decompression bomb", 400, "over the limit"),
+        ("over REIDX_MAX_PIXELS", 400, "128 pixels, over the limit of 100"),
+        ("body too large", 413, "over the server's limit"),
+        ("too many images", 413, "over the limit of 4"),
+        ("bad top_k", 422, "top_k"),
+        ("no image", 422, "images"),
+    ],
+)
+def test_bad_requests_are_one_json_line_and_the_server_keeps_serving(
+    live_server: str, tiny_gallery: Path, monkeypatch: pytest.MonkeyPatch, case: str, status: int, words: str
+) -> None:
+    good = queries(tiny_gallery)[0]
+    files, data = upload(good), {}
+    if case == "not an image":
+        files = [("images", ("notes.png", b"just some text", "image/png"))]
+    elif case == "truncated":
+        files = [("images", ("cut.png", good.read_bytes()[:60], "image/png"))]
+    elif case == "decompression bomb":
+        files = [("images", ("bomb.png", png_claiming(40_000, 40_000), "image/png"))]
+    elif case == "over REIDX_MAX_PIXELS":
+        monkeypatch.setenv("REIDX_MAX_PIXELS", "100")  # the server runs in this process
+    elif case == "body too large":
+        files = [("images", ("big.png", os.urandom(3 * 2**20), "image/png"))]
+    elif case == "too many images":
+        files = upload(good) * 5
+    elif case == "bad top_k":
+        data = {"top_k": "0"}
+    else:
+        files, data = [], {"top_k": "3"}
+    answer = httpx.post(f"{live_server}/search", files=files or None, data=data, timeout=60)
+    body = answer.json()
+    assert answer.status_code == status and set(body) == {"error", "fix"} and words in body["error"], body
+    assert "\n" not in answer.text and "Traceback" not in answer.text
+    monkeypatch.delenv("REIDX_MAX_PIXELS", raising=False)
+    assert post(live_server, upload(good)).status_code == 200
+
+
+def test_gallery_images_only_from_the_index(live_server: str, tiny_gallery: Path) -> None:
+    metadata_path = httpx.get(f"{live_server}/gallery/0/image")
+    first = sorted((tiny_gallery / "gallery").glob("*.png"))[0]
+    assert metadata_path.status_code == 200 and metadata_path.content == first.read_bytes()
+    assert metadata_path.headers["content-type"] == "image/png"
+    for bad in ("12", "-1", "..%2F..%2Fmodel.pt", "%2Fetc%2Fpasswd"):
+        answer = httpx.get(f"{live_server}/gallery/{bad}/image")
+        assert answer.status_code in (404, 422) and set(answer.json()) == {"error", "fix"}, bad
+    assert httpx.get(f"{live_server}/nowhere").json()["error"] == "Not Found"
+    page = httpx.get(f"{live_server}/")
+    assert page.status_code == 200 and "<title>reidx search</title>" in page.text
+
+
+def test_serve_refuses_a_public_address_unless_asked(tiny_gallery: Path) -> None:
+    result = CliRunner().invoke(app, ["serve", "--gallery", str(tiny_gallery / "idx"), "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "--public" in str(result.exception)
+    assert "reverse proxy" in " ".join(CliRunner().invoke(app, ["serve", "--help"]).stdout.split())
+
+
+def test_reidx_serve_starts_and_answers(tiny_gallery: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "reidx", "--device", "cpu", "serve", "--gallery", str(tiny_gallery / "idx")]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--min-score", "1.5"], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = process.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, line
+        health = httpx.get(f"{url[0]}/health", timeout=30).json()
+        assert health["min_score"] == 1.5 and health["counts"]["entries"] == 12
+        answer = post(url[0], upload(queries(tiny_gallery)[0]), {"top_k": "2"}).json()
+        assert answer[0]["min_score"] == 1.5 and answer[0]["in_gallery"] is False
+        assert json.dumps(answer).count("above_threshold") == 2
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -190,13 +190,18 @@ def embed(
     nprobe: Annotated[int, typer.Option(help="ivfpq default lists visited per query (0: auto).", min=0)] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add to the index in --out (new paths).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an index reidx wrote.")] = False,
+    backend: Annotated[str | None, typer.Option(help="Where the vectors go: faiss (default) | milvus.")] = None,
+    uri: Annotated[str | None, typer.Option(help="milvus: FILE.db (Milvus Lite) or http://HOST:19530.")] = None,
+    collection: Annotated[str | None, typer.Option(help="milvus: collection name prefix (default: --out's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.", min=1)] = 64,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.", min=0)] = 2,
     json_output: Annotated[bool, typer.Option("--json", help="Print the header and counts as JSON.")] = False,
 ) -> None:
-    """Embed gallery images into a FAISS index directory (header.json, index.faiss, metadata.parquet).
+    """Embed gallery images into an index directory (header.json, metadata.parquet and the vectors: index.faiss,
+    or with `--backend milvus` a Milvus collection named in backend.json).
 
-    An interrupted run resumes when started again with the same arguments.
+    An interrupted run resumes when started again with the same arguments. A Milvus server's token, if it
+    needs one, is read from $MILVUS_TOKEN.
 
     Examples:
 
@@ -204,6 +209,8 @@ def embed(
     * `reidx embed --checkpoint runs/cadnet/last.pt photos/ cam2/*.jpg --out idx/ --mode g`
     * `reidx embed --checkpoint runs/cadnet/last.pt new_photos/ --out idx/ --append`
     * `reidx embed --checkpoint runs/cadnet/last.pt --dataset data/mlr-market --out idx/ --index ivfpq`
+    * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --backend milvus --uri gallery.db`
+    * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --backend milvus --uri http://HOST:19530`
     """
     must_exist(images or [], "image")
     must_exist([dataset] if dataset else [], "dataset")
@@ -228,6 +235,9 @@ def embed(
         batch_size=batch_size,
         workers=workers,
         devices=ctx.obj,
+        backend=backend,
+        uri=uri,
+        collection=collection,
     )
     result.show(as_json=json_output)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,25 +17,11 @@ from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import check_mode
+from reidx.gallery import DEFAULT_BACKEND, BackendRecord, Gallery, backend_class, open_gallery_dir
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
 from reidx.retrieval.embedder import FLUSH_SECONDS, embed_to_chunks, embedding_fingerprint
-from reidx.retrieval.index import (
-    INDEX_TYPES,
-    PARTIAL_NAME,
-    GalleryIndex,
-    IndexHeader,
-    fingerprint_mismatch,
-    ivf_lists,
-    ivfpq_params,
-    new_faiss_index,
-    to_cpu,
-    to_device,
-    write_index_dir,
-)
-
-#: Vectors used to train IVF-PQ quantizers (FAISS samples at most 256 points per centroid anyway).
-MAX_TRAINING_VECTORS = 256 * 1024
+from reidx.retrieval.index import INDEX_TYPES, PARTIAL_NAME, IndexHeader, fingerprint_mismatch, ivf_lists, ivfpq_params
 
 
 @dataclass
@@ -77,13 +64,17 @@ def build_index(
     chunk_size: int = 4096,
     flush_seconds: float = FLUSH_SECONDS,
     on_chunk: Callable[[int], None] | None = None,
+    backend: str | None = None,
+    uri: str | None = None,
+    collection: str | None = None,
 ) -> BuildResult:
     """Embed the images of ``table`` (columns path, pid, camid, ...) into the index directory ``out``.
 
-    New index: ``index_type`` flat (default) or ivfpq. ``append``: add to the index in ``out`` (same
-    fingerprint and type), skipping paths it already holds. Embeddings are kept in ``out/.partial``
-    until the index is written, so re-running an interrupted call resumes; the directory is replaced in
-    one rename at the end, so a failure leaves any existing index as it was.
+    New index: ``index_type`` flat (default) or ivfpq, its vectors in ``backend`` (:mod:`reidx.gallery`:
+    faiss, the default, or milvus at ``uri`` in ``collection``). ``append``: add to the index in ``out``
+    (same fingerprint, type and backend), skipping paths it already holds. Embeddings are kept in
+    ``out/.partial`` until the index is written, so re-running an interrupted call resumes; the directory is
+    replaced in one rename at the end, so a failure leaves any existing index as it was.
     """
     check_mode(loaded, mode)
     if index_type is not None and index_type not in INDEX_TYPES:
@@ -93,7 +84,8 @@ def build_index(
         fingerprint = embedding_fingerprint(loaded, mode)
         existing = existing_index(out, append, overwrite)
         if existing is not None:
-            check_compatible(existing, fingerprint, index_type)
+            check_compatible(existing, fingerprint, index_type, backend)
+        record = existing.record if existing is not None else new_record(out, backend, uri, collection)
         known = set(existing.metadata["path"]) if existing is not None else set()
         rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
         skipped = len(table) - len(rows)
@@ -120,34 +112,45 @@ def build_index(
             dim = int(np.load(chunks[0], mmap_mode="r").shape[1])
             params = ivfpq_params(dim, nlist, pq_m, nprobe) if kind == "ivfpq" else {}
             header = IndexHeader(fingerprint, str(loaded.path.resolve()), loaded.name, dim, 0, kind, params)
-            index, metadata = new_faiss_index(dim, kind, params), rows
+            metadata = rows
         else:
-            header, index = existing.header, existing.index
+            header = existing.header
             metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
-        index, on_gpu = to_device(index, devices)
-        if not index.is_trained:
-            index.train(training_sample(chunks, MAX_TRAINING_VECTORS))
-        for chunk in chunks:
-            index.add(np.load(chunk))
-        header.count = int(index.ntotal)
-        write_index_dir(out, header, to_cpu(index, on_gpu), metadata)
+        backend_class(record.backend).write(out, header, existing, metadata, chunks, devices, record)
         return BuildResult(out, header, len(rows), skipped)
 
 
-def existing_index(out: Path, append: bool, overwrite: bool) -> GalleryIndex | None:
+def new_record(out: Path, backend: str | None, uri: str | None, collection: str | None) -> BackendRecord:
+    """Where a new index's vectors go: FAISS in ``out``, or a Milvus collection at ``uri``."""
+    name = backend or DEFAULT_BACKEND
+    backend_class(name)  # an unknown name is one line listing the backends
+    if name == "faiss":
+        if uri or collection:
+            raise ReidxError("--uri and --collection are for --backend milvus", "drop them, or add --backend milvus")
+        return BackendRecord()
+    from reidx.gallery.milvus import default_collection, resolve_uri
+
+    if collection is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,200}", collection):
+        raise ReidxError(f"--collection {collection!r} is not a Milvus name", "use letters, digits and _ only")
+    return BackendRecord(name, resolve_uri(uri, out), collection or default_collection(out))
+
+
+def existing_index(out: Path, append: bool, overwrite: bool) -> Gallery | None:
     """The index to append to, or None for a new one. Only an index reidx wrote may be appended to or
     replaced (``overwrite``); anything else in ``out`` is refused (:mod:`reidx.outputs`)."""
     if not existing_output(out, "index"):
         return None  # absent, empty, or only an interrupted first run's resume state
     if append:
-        return GalleryIndex.open(out, Devices("cpu"))
+        return open_gallery_dir(out, Devices("cpu"))
     if not overwrite:
         raise ReidxError(f"{out} already holds an index", "pass --append to add images or --overwrite to rebuild")
     return None
 
 
-def check_compatible(existing: GalleryIndex, fingerprint: dict[str, Any], index_type: str | None) -> None:
-    """Refuse to append embeddings of another model, mode or input size, or into another index type."""
+def check_compatible(
+    existing: Gallery, fingerprint: dict[str, Any], index_type: str | None, backend: str | None = None
+) -> None:
+    """Refuse to append embeddings of another model, mode or input size, or into another index type or backend."""
     mismatch = fingerprint_mismatch(existing.header.fingerprint, fingerprint)
     if mismatch:
         raise ReidxError(
@@ -159,18 +162,8 @@ def check_compatible(existing: GalleryIndex, fingerprint: dict[str, Any], index_
             f"{existing.directory} is a {existing.header.index_type} index, not {index_type}",
             "drop --index when appending",
         )
-
-
-def training_sample(chunks: Sequence[Path], limit: int, seed: int = 0) -> np.ndarray:
-    """Up to ``limit`` vectors drawn uniformly (seeded) from the chunk files, without loading them all."""
-    arrays = [np.load(chunk, mmap_mode="r") for chunk in chunks]
-    total = sum(len(array) for array in arrays)
-    if total <= limit:
-        return np.ascontiguousarray(np.concatenate(arrays))
-    picked = np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
-    parts, start = [], 0
-    for array in arrays:
-        inside = picked[(picked >= start) & (picked < start + len(array))] - start
-        parts.append(array[inside])
-        start += len(array)
-    return np.ascontiguousarray(np.concatenate(parts))
+    if backend is not None and backend != existing.record.backend:
+        raise ReidxError(
+            f"{existing.directory} keeps its vectors in {existing.record.backend}, not {backend}",
+            "drop --backend when appending",
+        )

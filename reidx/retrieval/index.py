@@ -219,14 +219,7 @@ class GalleryIndex:
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1][:160]
             raise ReidxError(f"cannot read {index_path}: {reason}", f"the file is corrupt; {REBUILD}") from None
-        try:
-            metadata = pd.read_parquet(metadata_path)
-        except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file to the user
-            reason = " ".join(str(exc).split())[:160]
-            raise ReidxError(f"cannot read {metadata_path}: {reason}", f"the file is corrupt; {REBUILD}") from None
-        problem = metadata_problem(metadata)
-        if problem:
-            raise ReidxError(f"cannot read {metadata_path}: {problem}", f"the file is corrupt; {REBUILD}")
+        metadata = read_metadata(directory)
         kind = faiss.IndexIVFPQ if header.index_type == "ivfpq" else faiss.IndexFlat
         if not isinstance(index, kind) or index.metric_type != faiss.METRIC_INNER_PRODUCT or not index.is_trained:
             raise ReidxError(
@@ -345,6 +338,22 @@ def header_problem(fields: Any) -> str | None:
     if any(key not in params for key in needed) or not all(is_count(value, 1) for value in params.values()):
         return f"index params {json.dumps(params)[:60]} are not {', '.join(needed) or 'positive integers'}"
     return None
+
+
+def read_metadata(directory: Path) -> pd.DataFrame:
+    """The checked ``metadata.parquet`` of an index directory; anything wrong is a one-line ReidxError."""
+    path = directory / METADATA_NAME
+    if not path.is_file():
+        raise ReidxError(f"index {directory} is incomplete: {path.name} is missing", REBUILD)
+    try:
+        metadata = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file to the user
+        reason = " ".join(str(exc).split())[:160]
+        raise ReidxError(f"cannot read {path}: {reason}", f"the file is corrupt; {REBUILD}") from None
+    problem = metadata_problem(metadata)
+    if problem:
+        raise ReidxError(f"cannot read {path}: {problem}", f"the file is corrupt; {REBUILD}")
+    return metadata
 
 
 def metadata_problem(metadata: pd.DataFrame) -> str | None:

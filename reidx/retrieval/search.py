@@ -16,8 +16,9 @@ from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
+from reidx.gallery import Gallery, open_gallery_dir
 from reidx.retrieval.filters import NO_FILTER, GalleryFilter, allowed_rows, filtered_top_k
-from reidx.retrieval.index import HEADER_NAME, GalleryIndex
+from reidx.retrieval.index import HEADER_NAME
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 
 
@@ -63,7 +64,7 @@ class QueryResult:
 
 
 def load_gallery_model(
-    gallery: GalleryIndex, checkpoint: str | Path | None = None, device: torch.device | str = "cpu"
+    gallery: Gallery, checkpoint: str | Path | None = None, device: torch.device | str = "cpu"
 ) -> LoadedModel:
     """The model that built ``gallery`` (the checkpoint its header names, or ``checkpoint``); a checkpoint
     with other bytes than the one the gallery was embedded with is refused."""
@@ -86,14 +87,15 @@ def load_gallery_model(
 
 def open_gallery(
     directory: str | Path, checkpoint: str | Path | None = None, devices: Devices = AUTO
-) -> tuple[GalleryIndex, LoadedModel]:
-    """The index (on the GPUs when ``devices.faiss_gpu``) and its model (on ``devices.torch``)."""
-    gallery = GalleryIndex.open(directory, devices)
+) -> tuple[Gallery, LoadedModel]:
+    """The index, whatever its backend (FAISS on the GPUs when ``devices.faiss_gpu``), and its model (on
+    ``devices.torch``)."""
+    gallery = open_gallery_dir(directory, devices)
     return gallery, load_gallery_model(gallery, checkpoint, devices.torch)
 
 
 def rank_vectors(
-    gallery: GalleryIndex,
+    gallery: Gallery,
     vectors: np.ndarray,
     queries: Sequence[str],
     k: int = 10,
@@ -128,7 +130,7 @@ def rank_vectors(
 
 
 def search_images(
-    gallery: GalleryIndex,
+    gallery: Gallery,
     loaded: LoadedModel,
     queries: Sequence[str | Path],
     k: int = 10,

@@ -1,0 +1,131 @@
+"""The gallery backend interface: an index directory's header and metadata, and the engine holding its vectors.
+
+Every index directory holds ``header.json`` and ``metadata.parquet`` (:mod:`reidx.retrieval.index`); where
+its vectors live is named by ``backend.json`` (:class:`BackendRecord`; absent: ``faiss``, the vectors in
+``index.faiss`` beside them). Each backend is a :class:`Gallery` subclass registered in :data:`BACKENDS`
+by its module in this package; ``reidx search --gallery DIR`` opens any of them with :func:`open_gallery_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from reidx.device import AUTO, Devices
+from reidx.errors import ReidxError
+from reidx.registry import Registry, import_package_modules
+
+if TYPE_CHECKING:
+    from reidx.retrieval.index import IndexHeader
+
+RECORD_NAME = "backend.json"
+DEFAULT_BACKEND = "faiss"
+
+
+def _load_backends() -> None:
+    from reidx import gallery
+
+    import_package_modules(gallery.__name__, gallery.__path__)
+
+
+#: Backend name -> its Gallery class.
+BACKENDS: Registry[type[Gallery]] = Registry("gallery backend", _load_backends)
+
+
+@dataclass(frozen=True)
+class BackendRecord:
+    """``backend.json``: the engine holding an index directory's vectors, its address and collection."""
+
+    backend: str = DEFAULT_BACKEND
+    uri: str = ""
+    collection: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def read_record(directory: Path) -> BackendRecord:
+    """The backend record of an index directory (the default, FAISS, when it has none)."""
+    path = directory / RECORD_NAME
+    if not path.exists():
+        return BackendRecord()
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+        record = BackendRecord(**fields)
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise ReidxError(f"cannot read {path}: {reason}", "the file is corrupt; rebuild the index") from None
+    if not all(isinstance(value, str) for value in asdict(record).values()):
+        raise ReidxError(f"cannot read {path}: its fields are not text", "the file is corrupt; rebuild the index")
+    return record
+
+
+class Gallery(ABC):
+    """An opened index directory: header, metadata (row i = vector id i) and the backend holding the vectors.
+
+    Results follow one contract whatever the backend: ``(scores, ids)``, inner products of normalised
+    embeddings ranked best first, ties in gallery order, id -1 where there are fewer hits.
+    """
+
+    #: The backend's registered name.
+    name: ClassVar[str]
+
+    def __init__(self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord) -> None:
+        self.directory, self.header, self.metadata, self.record = directory, header, metadata, record
+
+    def __len__(self) -> int:
+        return self.header.count
+
+    @classmethod
+    @abstractmethod
+    def open(cls, directory: Path, record: BackendRecord, devices: Devices = AUTO) -> Gallery:
+        """Read and check the index directory and reach its vectors; anything wrong is a ReidxError."""
+
+    @classmethod
+    @abstractmethod
+    def write(
+        cls,
+        out: Path,
+        header: IndexHeader,
+        existing: Gallery | None,
+        metadata: pd.DataFrame,
+        chunks: Sequence[Path],
+        devices: Devices,
+        record: BackendRecord,
+    ) -> None:
+        """Store the vectors of ``chunks`` (after those of ``existing``, when appending) and write the index
+        directory ``out`` (header, the whole ``metadata``) in one step; the caller holds its lock and has
+        checked that ``out`` may be replaced."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)``, each (Q, min(k, len)), under the contract above."""
+
+    def check_queries(self, queries: np.ndarray) -> np.ndarray:
+        """The query embeddings as contiguous float32 rows of the index's dimension."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.header.dim:
+            raise ReidxError(
+                f"query embeddings have shape {queries.shape}, the index holds {self.header.dim}-d vectors",
+                "embed the queries with the index's model and mode",
+            )
+        return queries
+
+
+def backend_class(name: str) -> type[Gallery]:
+    """The Gallery class of backend ``name`` (unknown: a one-line error listing the known ones)."""
+    return BACKENDS.get(name)
+
+
+def open_gallery_dir(directory: str | Path, devices: Devices = AUTO) -> Gallery:
+    """Open the index directory ``directory`` with the backend its record names."""
+    directory = Path(directory)
+    record = read_record(directory) if directory.is_dir() else BackendRecord()
+    return backend_class(record.backend).open(directory, record, devices)

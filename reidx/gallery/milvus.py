@@ -1,0 +1,310 @@
+"""The Milvus backend: the vectors in a Milvus collection, reached through pymilvus.
+
+``--uri FILE.db`` runs Milvus Lite (embedded, one process at a time per file); ``--uri http://HOST:19530``
+talks to a Milvus standalone or cluster with the same code (token, if any, from ``$MILVUS_TOKEN``; never
+stored). The index directory keeps the header and metadata and names the collection in ``backend.json``.
+
+A collection holds ``id`` (= metadata row), ``vector``, ``pid`` and ``camid`` (for filters). A new or
+``--overwrite`` build fills a fresh collection (the name in ``backend.json`` plus a generation suffix) and
+drops the directory's older ones only once the directory points at it, so a failed run leaves the old
+index as it was; ``--append`` inserts ids after the header's count, first deleting any an interrupted
+append left there. Collections are tagged with their directory, and reidx drops only those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reidx.device import AUTO, Devices
+from reidx.errors import ReidxError
+from reidx.gallery.base import BACKENDS, RECORD_NAME, BackendRecord, Gallery
+from reidx.outputs import atomic_dir
+from reidx.retrieval.index import (
+    HEADER_NAME,
+    METADATA_NAME,
+    PQ_BITS,
+    IndexHeader,
+    read_header,
+    read_metadata,
+    top_k,
+)
+
+TOKEN_ENV = "MILVUS_TOKEN"
+#: Milvus answers at most this many hits per query (its ``limit`` cap).
+MAX_HITS = 16384
+#: Rows per insert call and queries per search call (gRPC messages stay a few MB).
+INSERT_BYTES = 8 << 20
+QUERY_BATCH = 256
+REMOTE = ("http://", "https://", "tcp://", "grpc://")
+REBUILD = "rebuild it with `reidx embed ... --backend milvus --uri URI --out DIR --overwrite`"
+
+
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` names a Milvus server (else a Milvus Lite file)."""
+    return uri.startswith(REMOTE)
+
+
+def resolve_uri(uri: str | None, out: Path) -> str:
+    """The URI to record: a server's as given, a Milvus Lite file's absolute path (not inside ``out``)."""
+    if not uri:
+        raise ReidxError("--backend milvus needs --uri", "pass --uri gallery.db (Milvus Lite) or http://HOST:19530")
+    if is_remote(uri):
+        return uri
+    path = Path(uri).expanduser().resolve()
+    if path.suffix != ".db":
+        raise ReidxError(
+            f"--uri {uri} is neither a Milvus Lite .db file nor a server", "use FILE.db or http://HOST:PORT"
+        )
+    if path.is_relative_to(out.expanduser().resolve()):
+        raise ReidxError(f"--uri {uri} lies inside --out {out}", "keep the Milvus Lite file outside the index folder")
+    return str(path)
+
+
+def default_collection(out: Path) -> str:
+    """A collection name of the output folder's name and a hash of its absolute path."""
+    target = out.expanduser().resolve()
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", target.name)[:40]
+    return f"reidx_{stem}_{hashlib.sha256(str(target).encode()).hexdigest()[:8]}"
+
+
+def owner_tag(directory: Path) -> str:
+    """The description marking a collection as the vectors of the index directory ``directory``."""
+    return f"reidx index {directory.expanduser().resolve()}"
+
+
+def short(exc: BaseException) -> str:
+    """An exception as one short line (pymilvus errors carry a code and a message)."""
+    message = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(message).split())[:200]
+
+
+def connect(uri: str) -> Any:
+    """A pymilvus client for ``uri``; an unreachable server or unusable file is a one-line ReidxError."""
+    with warnings.catch_warnings():  # milvus-lite 2.5 imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        from pymilvus import MilvusClient
+
+        try:
+            return MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises several kinds; all mean "cannot connect"
+            raise ReidxError(
+                f"cannot reach Milvus at {uri}: {short(exc)}",
+                "check the server address, or that no other process has this Milvus Lite file open",
+            ) from None
+
+
+def index_params(client: Any, header: IndexHeader) -> Any:
+    """The vector index of a collection: FLAT (exact) or IVF_PQ with the header's parameters."""
+    params = client.prepare_index_params()
+    if header.index_type == "ivfpq":
+        build = {"nlist": header.params["nlist"], "m": header.params["pq_m"], "nbits": PQ_BITS}
+        params.add_index("vector", index_type="IVF_PQ", metric_type="IP", params=build)
+    else:
+        params.add_index("vector", index_type="FLAT", metric_type="IP")
+    return params
+
+
+def create_collection(client: Any, name: str, header: IndexHeader, owner: str) -> None:
+    """An empty collection (id, vector, pid, camid) with its vector index, strongly consistent."""
+    from pymilvus import DataType
+
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=owner)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=header.dim)
+    schema.add_field("pid", DataType.INT64)
+    schema.add_field("camid", DataType.INT64)
+    client.create_collection(name, schema=schema, index_params=index_params(client, header), consistency_level="Strong")
+
+
+def insert_rows(client: Any, name: str, chunks: Sequence[Path], metadata: pd.DataFrame, start: int) -> int:
+    """Insert the chunks' vectors as ids ``start``, ``start + 1``, ... with their rows' pid and camid."""
+    pids, camids = metadata["pid"].to_numpy(np.int64), metadata["camid"].to_numpy(np.int64)
+    at = start
+    for chunk in chunks:
+        vectors = np.load(chunk)
+        step = max(1, INSERT_BYTES // max(1, vectors.nbytes // max(1, len(vectors))))
+        for low in range(0, len(vectors), step):
+            rows = range(at + low, at + min(low + step, len(vectors)))
+            block = vectors[low : low + len(rows)]
+            client.insert(
+                name,
+                [
+                    {"id": i, "vector": vector, "pid": int(pids[i]), "camid": int(camids[i])}
+                    for i, vector in zip(rows, block, strict=True)
+                ],
+            )
+        at += len(vectors)
+    return at - start
+
+
+def count_rows(client: Any, name: str, expr: str = "") -> int:
+    """The number of entities in a collection (deleted ones excluded) that pass ``expr``."""
+    found = client.query(name, filter=expr, output_fields=["count(*)"], consistency_level="Strong")
+    return int(found[0]["count(*)"])
+
+
+def drop_older(client: Any, prefix: str, owner: str, keep: str) -> None:
+    """Drop this directory's other collections (``prefix``-named, tagged ``owner``): replaced or orphaned."""
+    for name in client.list_collections():
+        if name != keep and name.startswith(prefix) and client.describe_collection(name).get("description") == owner:
+            client.drop_collection(name)
+
+
+def write_directory(out: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord) -> None:
+    """The index directory of a Milvus gallery: header, metadata and the backend record, in one step."""
+    with atomic_dir(out, "index", overwrite=True) as tmp:
+        metadata.reset_index(drop=True).to_parquet(tmp / METADATA_NAME, index=False, engine="pyarrow")
+        (tmp / HEADER_NAME).write_text(header.to_json())
+        (tmp / RECORD_NAME).write_text(record.to_json())
+
+
+def expression(conditions: Sequence[tuple[str, bool, Sequence[int]]]) -> str:
+    """A Milvus boolean filter for metadata conditions ``(column, keep, values)``: all must hold."""
+    tests = (f"{column} {'in' if keep else 'not in'} {[int(v) for v in values]}" for column, keep, values in conditions)
+    return " and ".join(tests)
+
+
+@BACKENDS.register("milvus")
+class MilvusGallery(Gallery):
+    """An index directory whose vectors are a Milvus collection (Milvus Lite file or server)."""
+
+    name = "milvus"
+
+    def __init__(
+        self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, client: Any
+    ) -> None:
+        super().__init__(directory, header, metadata, record)
+        self.client = client
+        #: Rows past the header's count (an append in progress, or one killed before it wrote the directory)
+        #: are left out of every search.
+        self.bound = ""
+
+    @classmethod
+    def open(cls, directory: Path, record: BackendRecord, devices: Devices = AUTO) -> MilvusGallery:
+        header = read_header(directory)
+        metadata = read_metadata(directory)
+        client = connect(record.uri)
+        name = record.collection
+        if not client.has_collection(name):
+            where = f"named by {directory / RECORD_NAME}"
+            raise ReidxError(f"Milvus at {record.uri} has no collection {name!r} ({where})", REBUILD)
+        try:
+            client.load_collection(name)
+            count = count_rows(client, name, f"id < {header.count}")
+            extra = count_rows(client, name) - count
+            fields = client.describe_collection(name)["fields"]
+        except Exception as exc:  # noqa: BLE001 - any engine failure here is one line to the user
+            raise ReidxError(f"cannot open Milvus collection {name!r} at {record.uri}: {short(exc)}", REBUILD) from None
+        dim = next((int(f["params"]["dim"]) for f in fields if f["name"] == "vector"), None)
+        if count != header.count or len(metadata) != header.count or dim != header.dim:
+            raise ReidxError(
+                f"index {directory} is inconsistent (entries: header.json {header.count}, {METADATA_NAME} "
+                f"{len(metadata)}, collection {name} {count}; dim {dim})",
+                f"re-run the interrupted `reidx embed ... --append`, or {REBUILD[0].lower()}{REBUILD[1:]}",
+            )
+        gallery = cls(directory, header, metadata, record, client)
+        gallery.bound = f"id < {header.count}" if extra else ""
+        return gallery
+
+    @classmethod
+    def write(
+        cls,
+        out: Path,
+        header: IndexHeader,
+        existing: Gallery | None,
+        metadata: pd.DataFrame,
+        chunks: Sequence[Path],
+        devices: Devices,
+        record: BackendRecord,
+    ) -> None:
+        appending = isinstance(existing, MilvusGallery)
+        client = existing.client if appending else connect(record.uri)
+        owner = owner_tag(out)
+        start = existing.header.count if appending else 0
+        name = record.collection if appending else f"{record.collection}_{secrets.token_hex(4)}"
+        try:
+            if appending:
+                client.delete(name, filter=f"id >= {start}")  # what an interrupted append left
+            else:
+                create_collection(client, name, header, owner)
+            added = insert_rows(client, name, chunks, metadata, start)
+            client.flush(name)
+        except Exception as exc:  # noqa: BLE001 - an engine refusal (e.g. an index type Lite lacks) is one line
+            cls.undo(client, name, appending, start)
+            reason = short(exc)
+            raise ReidxError(f"Milvus at {record.uri} refused the gallery: {reason}", "see its message") from None
+        header.count = start + added
+        try:
+            write_directory(out, header, metadata, BackendRecord(cls.name, record.uri, name))
+        except BaseException:
+            cls.undo(client, name, appending, start)
+            raise
+        if not appending:
+            drop_older(client, record.collection + "_", owner, keep=name)
+
+    @staticmethod
+    def undo(client: Any, name: str, appending: bool, start: int) -> None:
+        """Remove what a failed write added: the new rows of an append, or the whole new collection."""
+        try:
+            if appending:
+                client.delete(name, filter=f"id >= {start}")
+            elif client.has_collection(name):
+                client.drop_collection(name)
+        except Exception:  # noqa: BLE001, S110 - best effort; the next run cleans up the same way
+            pass
+
+    def search(
+        self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, expr: str = ""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tie-exact top k (the FAISS path's re-fetch rule, :func:`reidx.retrieval.index.top_k`), among the
+        entries ``expr`` (a Milvus boolean filter) lets through; at most ``MAX_HITS - 1`` hits."""
+        queries = self.check_queries(queries)
+        k = max(1, min(k, self.header.count, MAX_HITS - 1))
+        expr = " and ".join(f"({part})" for part in (expr, self.bound) if part)
+        return top_k(MilvusSearch(self, nprobe, expr), queries, k, self.header.count)
+
+
+class MilvusSearch:
+    """``search(queries, n)`` over one collection with a fixed filter, shaped like a FAISS index's."""
+
+    def __init__(self, gallery: MilvusGallery, nprobe: int | None, expr: str) -> None:
+        self.gallery, self.expr = gallery, expr
+        params: dict[str, Any] = {}
+        if gallery.header.index_type == "ivfpq":
+            params["nprobe"] = nprobe or gallery.header.params["nprobe"]
+        self.params = {"metric_type": "IP", "params": params}
+
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)``, each (Q, min(n, MAX_HITS)), padded with -inf / -1 where fewer entries pass."""
+        n = min(n, MAX_HITS)
+        scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), n), -1, dtype=np.int64)
+        for low, rows in batches(len(queries), QUERY_BATCH):
+            found = self.gallery.client.search(
+                self.gallery.record.collection,
+                data=list(queries[low : low + rows]),
+                limit=n,
+                filter=self.expr,
+                search_params=self.params,
+                consistency_level="Strong",
+            )
+            for row, hits in enumerate(found, start=low):
+                ids[row, : len(hits)] = [hit["id"] for hit in hits]
+                scores[row, : len(hits)] = [hit["distance"] for hit in hits]
+        return scores, ids
+
+
+def batches(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, rows)`` of consecutive batches of at most ``size`` over ``total`` items."""
+    for low in range(0, total, size):
+        yield low, min(size, total - low)

@@ -1,0 +1,189 @@
+"""Gallery backends: FAISS and Milvus (a real Milvus Lite engine) give the same results, keep the same rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from reidx.checkpoint import load_model, save_checkpoint
+from reidx.cli import app
+from reidx.device import Devices
+from reidx.errors import ReidxError
+from reidx.gallery import BackendRecord, backend_class, open_gallery_dir
+from reidx.gallery.milvus import MilvusGallery, connect, count_rows, default_collection, expression
+from reidx.models import build_model
+from reidx.retrieval import build_index, images_table
+from reidx.retrieval.index import HEADER_NAME, METADATA_NAME, IndexHeader
+
+FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
+CPU = Devices("cpu")
+
+
+def normalised(array: np.ndarray) -> np.ndarray:
+    return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One Milvus Lite file for the module (each file starts its own embedded server)."""
+    return str(tmp_path_factory.mktemp("milvus") / "gallery.db")
+
+
+def write_gallery(out: Path, vectors: np.ndarray, backend: str, uri: str, metadata: pd.DataFrame | None = None):
+    """An index directory of ``vectors`` (one chunk file) in ``backend``, opened."""
+    chunk = out.parent / f"{out.name}-chunk.npy"
+    np.save(chunk, vectors)
+    count, dim = vectors.shape
+    if metadata is None:
+        metadata = pd.DataFrame({"path": [f"img{i:04d}.png" for i in range(count)], "pid": -1, "camid": -1})
+    header = IndexHeader(dict(FINGERPRINT), "model.pt", "baseline", dim, 0, "flat", {})
+    record = BackendRecord() if backend == "faiss" else BackendRecord("milvus", uri, default_collection(out))
+    backend_class(backend).write(out, header, None, metadata, [chunk], CPU, record)
+    return open_gallery_dir(out, CPU)
+
+
+def test_milvus_ranks_like_faiss_with_ties_in_gallery_order(tmp_path: Path, lite: str) -> None:
+    rng = np.random.default_rng(0)
+    base = normalised(rng.standard_normal((6, 16)))
+    vectors = np.concatenate([base[rng.integers(0, 6, 120)], normalised(rng.standard_normal((180, 16)))])
+    faiss_gallery = write_gallery(tmp_path / "f", vectors, "faiss", lite)
+    milvus_gallery = write_gallery(tmp_path / "m", vectors, "milvus", lite)
+    assert isinstance(milvus_gallery, MilvusGallery) and len(milvus_gallery) == 300
+    queries = np.concatenate([base, vectors[150:160]])  # base rows: ~20 exact copies each, a tie at every k
+    for k in (1, 5, 30):
+        f_scores, f_ids = faiss_gallery.search(queries, k)
+        m_scores, m_ids = milvus_gallery.search(queries, k)
+        np.testing.assert_array_equal(m_ids, f_ids)
+        np.testing.assert_allclose(m_scores, f_scores, atol=1e-5)
+    tied = milvus_gallery.search(base[:1], 3)[1][0]
+    assert tied.tolist() == np.flatnonzero((vectors == base[0]).all(axis=1))[:3].tolist()  # lowest ids first
+
+
+def test_milvus_filter_expression_matches_a_mask(tmp_path: Path, lite: str) -> None:
+    rng = np.random.default_rng(1)
+    vectors = normalised(rng.standard_normal((200, 8)))
+    metadata = pd.DataFrame(
+        {"path": [f"p{i}.png" for i in range(200)], "pid": np.arange(200) % 7, "camid": np.arange(200) % 3}
+    )
+    gallery = write_gallery(tmp_path / "m", vectors, "milvus", lite, metadata)
+    conditions = [("pid", True, (1, 2, 3)), ("camid", False, (0,))]
+    assert expression(conditions) == "pid in [1, 2, 3] and camid not in [0]"
+    _, ids = gallery.search(vectors[:4], 10, expr=expression(conditions))
+    passing = np.flatnonzero(metadata["pid"].isin([1, 2, 3]) & (metadata["camid"] != 0))
+    expected = np.argsort(-(vectors[:4] @ vectors[passing].T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(ids, passing[expected])
+    _, none = gallery.search(vectors[:1], 5, expr="pid in [99]")
+    assert none.tolist() == [[-1] * 5]
+
+
+def test_open_refuses_a_missing_or_inconsistent_collection(tmp_path: Path, lite: str) -> None:
+    vectors = normalised(np.random.default_rng(2).standard_normal((20, 8)))
+    gallery = write_gallery(tmp_path / "m", vectors, "milvus", lite)
+    client, name = gallery.client, gallery.record.collection
+    client.delete(name, filter="id >= 15")
+    with pytest.raises(ReidxError, match="inconsistent .*collection \\S+ 15"):
+        open_gallery_dir(tmp_path / "m", CPU)
+    client.drop_collection(name)
+    with pytest.raises(ReidxError, match="has no collection"):
+        open_gallery_dir(tmp_path / "m", CPU)
+
+
+INPUT_SIZE = (64, 32)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CAD-Net checkpoint, 12 Market-named gallery images in ``gallery/``, 2 more in ``new/``."""
+    root = tmp_path_factory.mktemp("backends")
+    torch.manual_seed(0)
+    model = build_model("cadnet", num_classes=3, arch="resnet18", discriminator_width=8)
+    save_checkpoint(root / "cadnet.pt", model, INPUT_SIZE)
+    rng = np.random.default_rng(0)
+    for folder, pids in (("gallery", range(1, 5)), ("new", range(21, 22))):
+        (root / folder).mkdir()
+        for pid in pids:
+            for cam in (1, 2, 3) if folder == "gallery" else (1, 2):
+                blocks = (rng.random((4, 2, 3)) * 255).astype(np.uint8)
+                image = Image.fromarray(blocks).resize(INPUT_SIZE[::-1], Image.NEAREST)
+                image.save(root / folder / f"{pid:04d}_c{cam}s1_000001_00.png")
+    return root
+
+
+def embed(*args: str) -> None:
+    result = CliRunner().invoke(app, ["--device", "cpu", "embed", *args, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+
+
+def search_json(workspace: Path, gallery: Path) -> list[dict]:
+    queries = [str(p) for p in sorted((workspace / "gallery").glob("*.png"))[::4]]
+    result = CliRunner().invoke(
+        app, ["--device", "cpu", "search", *queries, "--gallery", str(gallery), "--json", "--top-k", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_cli_milvus_gallery_searches_like_faiss(workspace: Path, tmp_path: Path, lite: str) -> None:
+    checkpoint, gallery = str(workspace / "cadnet.pt"), str(workspace / "gallery")
+    embed("--checkpoint", checkpoint, gallery, "--out", str(tmp_path / "f"))
+    embed("--checkpoint", checkpoint, gallery, "--out", str(tmp_path / "m"), "--backend", "milvus", "--uri", lite)
+    record = json.loads((tmp_path / "m" / "backend.json").read_text())
+    assert record["backend"] == "milvus" and record["uri"] == lite
+    files = {HEADER_NAME, METADATA_NAME, "backend.json", ".reidx-output.json"}
+    assert {p.name for p in (tmp_path / "m").iterdir()} == files
+    assert (tmp_path / "f" / HEADER_NAME).read_text() == (tmp_path / "m" / HEADER_NAME).read_text()
+    from_faiss, from_milvus = search_json(workspace, tmp_path / "f"), search_json(workspace, tmp_path / "m")
+    for one, other in zip(from_faiss, from_milvus, strict=True):
+        assert [hit["index_id"] for hit in one["results"]] == [hit["index_id"] for hit in other["results"]]
+        assert [hit["path"] for hit in one["results"]] == [hit["path"] for hit in other["results"]]
+        scores = [[hit["score"] for hit in result["results"]] for result in (one, other)]
+        np.testing.assert_allclose(*scores, atol=1e-5)
+        assert one["results"][0]["path"] == one["query"]
+
+
+def test_milvus_append_overwrite_and_refusals(workspace: Path, tmp_path: Path, lite: str) -> None:
+    cadnet, out = load_model(workspace / "cadnet.pt"), tmp_path / "m"
+    table = images_table([workspace / "gallery"])
+    first = build_index(cadnet, table, out, workers=0, devices=CPU, backend="milvus", uri=lite)
+    name = json.loads((out / "backend.json").read_text())["collection"]
+    client = connect(lite)
+    stray = np.full((1, first.header.dim), first.header.dim**-0.5, np.float32)
+    client.insert(name, [{"id": 12, "vector": stray[0], "pid": 0, "camid": 0}])
+    # ^ as an append killed after inserting, before the directory was written: searches skip it, appends replace it
+    assert client.search(name, data=list(stray), limit=1)[0][0]["id"] == 12
+    assert 12 not in open_gallery_dir(out, CPU).search(stray, 12)[1]
+    both = images_table([workspace / "new", workspace / "gallery"])
+    result = build_index(cadnet, both, out, append=True, workers=0, devices=CPU)
+    assert (result.added, result.skipped, result.header.count) == (2, 12, 14)
+    gallery = open_gallery_dir(out, CPU)
+    assert gallery.record.collection == name and count_rows(client, name) == 14
+    new = gallery.metadata["path"].tolist()[12:]
+    assert sorted(new) == sorted(str(p) for p in (workspace / "new").glob("*.png"))
+    with pytest.raises(ReidxError, match="keeps its vectors in milvus, not faiss"):
+        build_index(cadnet, both, out, append=True, workers=0, devices=CPU, backend="faiss")
+    with pytest.raises(ReidxError, match="already holds an index"):
+        build_index(cadnet, table, out, workers=0, devices=CPU, backend="milvus", uri=lite)
+    build_index(cadnet, table, out, overwrite=True, workers=0, devices=CPU, backend="milvus", uri=lite)
+    renewed = json.loads((out / "backend.json").read_text())["collection"]
+    assert renewed != name and not client.has_collection(name) and len(open_gallery_dir(out, CPU)) == 12
+
+
+def test_milvus_user_errors_leave_nothing(workspace: Path, tmp_path: Path, lite: str) -> None:
+    cadnet, table = load_model(workspace / "cadnet.pt"), images_table([workspace / "gallery"])
+    with pytest.raises(ReidxError, match="needs --uri"):
+        build_index(cadnet, table, tmp_path / "a", workers=0, devices=CPU, backend="milvus")
+    with pytest.raises(ReidxError, match="inside --out"):
+        inside = str(tmp_path / "b" / "x.db")
+        build_index(cadnet, table, tmp_path / "b", workers=0, devices=CPU, backend="milvus", uri=inside)
+    with pytest.raises(ReidxError, match="unknown gallery backend 'qdrant'"):
+        build_index(cadnet, table, tmp_path / "c", workers=0, devices=CPU, backend="qdrant")
+    with pytest.raises(ReidxError, match="are for --backend milvus"):
+        build_index(cadnet, table, tmp_path / "d", workers=0, devices=CPU, uri=lite)
+    assert not any(tmp_path.iterdir())

@@ -19,7 +19,8 @@ from reidx.errors import ReidxError
 from reidx.gallery import BackendRecord, backend_class, open_gallery_dir
 from reidx.gallery.milvus import MilvusGallery, connect, count_rows, default_collection, expression
 from reidx.models import build_model
-from reidx.retrieval import build_index, images_table
+from reidx.retrieval import build_index, images_table, rank_vectors
+from reidx.retrieval.filters import GalleryFilter
 from reidx.retrieval.index import HEADER_NAME, METADATA_NAME, IndexHeader
 
 FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
@@ -83,6 +84,27 @@ def test_milvus_filter_expression_matches_a_mask(tmp_path: Path, lite: str) -> N
     assert none.tolist() == [[-1] * 5]
 
 
+def test_filters_give_the_same_hits_on_both_backends(tmp_path: Path, lite: str) -> None:
+    rng = np.random.default_rng(3)
+    vectors = normalised(rng.standard_normal((240, 8)))
+    vectors[100:120] = vectors[0]  # ties across the filter's boundary
+    metadata = pd.DataFrame(
+        {"path": [f"p{i}.png" for i in range(240)], "pid": np.arange(240) % 11, "camid": np.arange(240) % 4}
+    )
+    galleries = [write_gallery(tmp_path / name, vectors, name, lite, metadata) for name in ("faiss", "milvus")]
+    names = [f"{pid:04d}_c{pid % 4}s1_000001_00.png" for pid in range(1, 9)]
+    queries = vectors[[0, 1, 2, 3, 100, 5, 6, 7]]
+    for spec in (GalleryFilter.of(other_cameras=True), GalleryFilter.of([1, 2], [0, 3, 5, 7], True)):
+        one, other = (rank_vectors(gallery, queries, names, 12, filters=spec) for gallery in galleries)
+        for a, b in zip(one, other, strict=True):
+            assert [hit.index_id for hit in a.hits] == [hit.index_id for hit in b.hits] and len(a.hits) > 0
+            np.testing.assert_allclose([hit.score for hit in a.hits], [hit.score for hit in b.hits], atol=1e-5)
+            allowed = metadata["camid"] != b.camid
+            if spec.pids:
+                allowed &= metadata["camid"].isin(spec.cameras) & metadata["pid"].isin(spec.pids)
+            assert all(allowed[hit.index_id] for hit in b.hits)
+
+
 def test_open_refuses_a_missing_or_inconsistent_collection(tmp_path: Path, lite: str) -> None:
     vectors = normalised(np.random.default_rng(2).standard_normal((20, 8)))
     gallery = write_gallery(tmp_path / "m", vectors, "milvus", lite)
@@ -121,10 +143,10 @@ def embed(*args: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def search_json(workspace: Path, gallery: Path) -> list[dict]:
+def search_json(workspace: Path, gallery: Path, *options: str) -> list[dict]:
     queries = [str(p) for p in sorted((workspace / "gallery").glob("*.png"))[::4]]
     result = CliRunner().invoke(
-        app, ["--device", "cpu", "search", *queries, "--gallery", str(gallery), "--json", "--top-k", "5"]
+        app, ["--device", "cpu", "search", *queries, "--gallery", str(gallery), "--json", "--top-k", "5", *options]
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
@@ -146,6 +168,15 @@ def test_cli_milvus_gallery_searches_like_faiss(workspace: Path, tmp_path: Path,
         scores = [[hit["score"] for hit in result["results"]] for result in (one, other)]
         np.testing.assert_allclose(*scores, atol=1e-5)
         assert one["results"][0]["path"] == one["query"]
+    options = ("--other-cameras", "--camera", "1", "--camera", "3")
+    from_faiss, from_milvus = (
+        search_json(workspace, tmp_path / "f", *options),
+        search_json(workspace, tmp_path / "m", *options),
+    )
+    assert [[hit["index_id"] for hit in one["results"]] for one in from_faiss] == [
+        [hit["index_id"] for hit in one["results"]] for one in from_milvus
+    ]
+    assert all(hit["camid"] in (1, 3) and hit["camid"] != one["camid"] for one in from_milvus for hit in one["results"])
 
 
 def test_milvus_append_overwrite_and_refusals(workspace: Path, tmp_path: Path, lite: str) -> None:

@@ -8,21 +8,24 @@ import pytest
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
+from reidx.gallery import BackendRecord, Gallery, backend_class, open_gallery_dir
 from reidx.retrieval.filters import NO_FILTER, Condition, GalleryFilter
-from reidx.retrieval.index import GalleryIndex, IndexHeader, new_faiss_index, write_index_dir
+from reidx.retrieval.index import IndexHeader
 from reidx.retrieval.search import rank_vectors
 
 FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
 COUNT, DIM = 600, 16
+CPU = Devices("cpu")
 
 
 def normalised(array: np.ndarray) -> np.ndarray:
     return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> GalleryIndex:
-    """600 vectors, many of them exact copies (ties), 40 pids over 6 cameras (camera 6 holds only 3)."""
+@pytest.fixture(scope="module", params=["faiss", "milvus"])
+def gallery(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Gallery:
+    """600 vectors, many of them exact copies (ties), 40 pids over 6 cameras (camera 6 holds only 3), in
+    each backend (Milvus: a real Milvus Lite engine, filtering by expression)."""
     rng = np.random.default_rng(0)
     base = normalised(rng.standard_normal((50, DIM)))
     vectors = base[rng.integers(0, 50, COUNT)]
@@ -30,14 +33,16 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> GalleryIndex:
     camid[[5, 300, 599]] = 6
     metadata = pd.DataFrame({"path": [f"g{i:04d}.png" for i in range(COUNT)], "pid": rng.integers(0, 40, COUNT)})
     metadata["camid"] = camid
-    index = new_faiss_index(DIM, "flat", {})
-    index.add(vectors)
-    directory = tmp_path_factory.mktemp("filters") / "idx"
-    write_index_dir(directory, IndexHeader(FINGERPRINT, "m.pt", "baseline", DIM, COUNT), index, metadata)
-    return GalleryIndex.open(directory, Devices("cpu"))
+    root = tmp_path_factory.mktemp("filters")
+    np.save(root / "chunk.npy", vectors)
+    header = IndexHeader(FINGERPRINT, "m.pt", "baseline", DIM, COUNT)
+    milvus = BackendRecord("milvus", str(root / "g.db"), "filters")
+    record = milvus if request.param == "milvus" else BackendRecord()
+    backend_class(request.param).write(root / "idx", header, None, metadata, [root / "chunk.npy"], CPU, record)
+    return open_gallery_dir(root / "idx", CPU)
 
 
-def reference(gallery: GalleryIndex, query: np.ndarray, passes: np.ndarray, k: int) -> list[int]:
+def reference(gallery: Gallery, query: np.ndarray, passes: np.ndarray, k: int) -> list[int]:
     """The unfiltered full ranking (score descending, ties by id), kept where ``passes``, first k."""
     _, ids = gallery.search(query[None], COUNT)
     return [i for i in ids[0].tolist() if passes[i]][:k]
@@ -54,7 +59,7 @@ def reference(gallery: GalleryIndex, query: np.ndarray, passes: np.ndarray, k: i
         (GalleryFilter.of(pids=[999]), 1),
     ],
 )
-def test_filtered_search_is_the_exact_top_k_that_passes(gallery: GalleryIndex, spec: GalleryFilter, query_camid: int):
+def test_filtered_search_is_the_exact_top_k_that_passes(gallery: Gallery, spec: GalleryFilter, query_camid: int):
     rng = np.random.default_rng(1)
     queries = normalised(rng.standard_normal((4, DIM)))
     meta = gallery.metadata
@@ -74,7 +79,7 @@ def test_filtered_search_is_the_exact_top_k_that_passes(gallery: GalleryIndex, s
         assert all(result.hits == [] for result in results)
 
 
-def test_other_cameras_follows_each_querys_name(gallery: GalleryIndex) -> None:
+def test_other_cameras_follows_each_querys_name(gallery: Gallery) -> None:
     rng = np.random.default_rng(2)
     names = ["0001_c2s1_000001_00.png", "0001_c5s1_000001_00.png"]
     results = rank_vectors(

@@ -23,6 +23,7 @@ from reidx.errors import ReidxError
 from reidx.registry import Registry, import_package_modules
 
 if TYPE_CHECKING:
+    from reidx.retrieval.filters import GalleryFilter
     from reidx.retrieval.index import IndexHeader
 
 RECORD_NAME = "backend.json"
@@ -107,6 +108,24 @@ class Gallery(ABC):
     @abstractmethod
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)``, each (Q, min(k, len)), under the contract above."""
+
+    def search_filtered(
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: GalleryFilter,
+        camids: Sequence[int],
+        names: Sequence[str],
+        nprobe: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of each query (camera ``camids[i]``, named ``names[i]``) among the entries ``filters``
+        lets through, in the unfiltered order (score -inf, id -1 where fewer pass). This default over-fetches
+        ranked hits until k pass (:func:`reidx.retrieval.filters.filtered_top_k`); an engine with its own
+        filter language overrides it."""
+        from reidx.retrieval.filters import allowed_rows, filtered_top_k
+
+        allowed = allowed_rows(filters, self.metadata, camids, names)
+        return filtered_top_k(lambda rows, n: self.search(rows, n, nprobe), queries, k, allowed)
 
     def check_queries(self, queries: np.ndarray) -> np.ndarray:
         """The query embeddings as contiguous float32 rows of the index's dimension."""

@@ -29,6 +29,7 @@ from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.gallery.base import BACKENDS, RECORD_NAME, BackendRecord, Gallery
 from reidx.outputs import atomic_dir
+from reidx.retrieval.filters import GalleryFilter
 from reidx.retrieval.index import (
     HEADER_NAME,
     METADATA_NAME,
@@ -272,6 +273,27 @@ class MilvusGallery(Gallery):
         k = max(1, min(k, self.header.count, MAX_HITS - 1))
         expr = " and ".join(f"({part})" for part in (expr, self.bound) if part)
         return top_k(MilvusSearch(self, nprobe, expr), queries, k, self.header.count)
+
+    def search_filtered(
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: GalleryFilter,
+        camids: Sequence[int],
+        names: Sequence[str],
+        nprobe: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The filters as Milvus boolean expressions, one search per distinct query camera."""
+        queries = self.check_queries(queries)
+        k = max(1, min(k, self.header.count, MAX_HITS - 1))
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        cameras = np.asarray(camids)
+        for camid in dict.fromkeys(camids):
+            rows = np.flatnonzero(cameras == camid)
+            expr = expression(filters.conditions(camid, names[rows[0]]))
+            scores[rows], ids[rows] = self.search(queries[rows], k, nprobe, expr)
+        return scores, ids
 
 
 class MilvusSearch:

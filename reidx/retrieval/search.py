@@ -17,7 +17,7 @@ from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
 from reidx.gallery import Gallery, open_gallery_dir
-from reidx.retrieval.filters import NO_FILTER, GalleryFilter, allowed_rows, filtered_top_k
+from reidx.retrieval.filters import NO_FILTER, GalleryFilter
 from reidx.retrieval.index import HEADER_NAME
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 
@@ -112,8 +112,7 @@ def rank_vectors(
     query_pids = [pid if query_pid is None else query_pid for pid, _ in identities]
     query_camids = [camid if query_camid is None else query_camid for _, camid in identities]
     if filters.active:
-        allowed = allowed_rows(filters, gallery.metadata, query_camids, queries)
-        scores, ids = filtered_top_k(lambda rows, n: gallery.search(rows, n, nprobe), vectors, k, allowed)
+        scores, ids = gallery.search_filtered(vectors, k, filters, query_camids, queries, nprobe)
     else:
         scores, ids = gallery.search(vectors, k, nprobe)
     meta = gallery.metadata

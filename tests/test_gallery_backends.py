@@ -218,3 +218,28 @@ def test_milvus_user_errors_leave_nothing(workspace: Path, tmp_path: Path, lite:
     with pytest.raises(ReidxError, match="are for --backend milvus"):
         build_index(cadnet, table, tmp_path / "d", workers=0, devices=CPU, uri=lite)
     assert not any(tmp_path.iterdir())
+
+
+def test_serve_answers_from_a_milvus_gallery(tiny_gallery: Path, tmp_path: Path, lite: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from reidx.retrieval.search import open_gallery, search_images
+    from reidx.service.app import create_app
+
+    loaded = load_model(tiny_gallery / "model.pt")
+    table = images_table([tiny_gallery / "gallery"])
+    build_index(loaded, table, tmp_path / "m", workers=0, devices=CPU, backend="milvus", uri=lite)
+    gallery, _ = open_gallery(tmp_path / "m", devices=CPU)
+    client = TestClient(create_app(gallery, loaded))
+    health = client.get("/health").json()
+    assert health["index"]["backend"] == "milvus" and health["counts"]["entries"] == 12
+    queries = sorted((tiny_gallery / "queries").glob("*.png"))
+    files = [("images", (path.name, path.read_bytes(), "image/png")) for path in queries]
+    answer = client.post("/search", files=files, data={"top_k": "4", "other_cameras": "true"}).json()
+    faiss_gallery, _ = open_gallery(tiny_gallery / "idx", devices=CPU)
+    others = GalleryFilter.of(other_cameras=True)
+    expected = search_images(faiss_gallery, loaded, queries, k=4, workers=0, filters=others)
+    assert [[hit["index_id"] for hit in one["results"]] for one in answer] == [
+        [hit.index_id for hit in result.hits] for result in expected
+    ]
+    assert all(hit["camid"] != 1 for one in answer for hit in one["results"])

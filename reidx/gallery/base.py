@@ -84,6 +84,11 @@ class Gallery(ABC):
     def __len__(self) -> int:
         return self.header.count
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether reidx searches the vectors on this machine's GPUs (a server's own devices do not count)."""
+        return False
+
     @classmethod
     @abstractmethod
     def open(cls, directory: Path, record: BackendRecord, devices: Devices = AUTO) -> Gallery:

@@ -30,6 +30,10 @@ class FaissGallery(Gallery):
         super().__init__(index.directory, index.header, index.metadata, record)
         self.index = index
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.index.on_gpu
+
     @classmethod
     def open(cls, directory: Path, record: BackendRecord, devices: Devices = AUTO) -> FaissGallery:
         return cls(GalleryIndex.open(directory, devices), record)

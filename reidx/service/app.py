@@ -23,9 +23,9 @@ from reidx import __version__
 from reidx.checkpoint import LoadedModel
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_images
+from reidx.gallery import Gallery
 from reidx.images import image_from_bytes
 from reidx.retrieval.filters import GalleryFilter
-from reidx.retrieval.index import GalleryIndex
 from reidx.retrieval.search import rank_vectors
 
 #: Hits one query may ask for.
@@ -96,7 +96,7 @@ def one_line(exc: RequestValidationError) -> str:
 
 
 def create_app(
-    gallery: GalleryIndex, loaded: LoadedModel, min_score: float | None = None, limits: Limits = Limits()
+    gallery: Gallery, loaded: LoadedModel, min_score: float | None = None, limits: Limits = Limits()
 ) -> FastAPI:
     """The FastAPI app answering searches of ``gallery`` with ``loaded`` (the model that embedded it)."""
     app = FastAPI(title="reidx serve", version=__version__, docs_url=None, redoc_url=None)
@@ -145,6 +145,7 @@ def create_app(
             "index": {
                 "directory": str(gallery.directory),
                 "type": gallery.header.index_type,
+                "backend": gallery.record.backend,
                 "dim": gallery.header.dim,
                 "on_gpu": gallery.on_gpu,
             },

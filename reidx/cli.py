@@ -201,7 +201,8 @@ def embed(
     or with `--backend milvus` a Milvus collection named in backend.json).
 
     An interrupted run resumes when started again with the same arguments. A Milvus server's token, if it
-    needs one, is read from $MILVUS_TOKEN.
+    needs one, is read from $MILVUS_TOKEN. Under `torchrun` each process embeds a share of the images on its
+    own device (cuda:LOCAL_RANK, else CPU) and rank 0 writes the one index; a re-run resumes each share.
 
     Examples:
 
@@ -211,6 +212,7 @@ def embed(
     * `reidx embed --checkpoint runs/cadnet/last.pt --dataset data/mlr-market --out idx/ --index ivfpq`
     * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --backend milvus --uri gallery.db`
     * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --backend milvus --uri http://HOST:19530`
+    * `torchrun --nproc_per_node 4 -m reidx embed --checkpoint runs/cadnet/last.pt --dataset data/mlr-market --out idx/`
     """
     must_exist(images or [], "image")
     must_exist([dataset] if dataset else [], "dataset")
@@ -218,28 +220,35 @@ def embed(
     from reidx.checkpoint import load_model
     from reidx.retrieval import build_index
     from reidx.retrieval.inputs import gallery_table
+    from reidx.train.distributed import setup, teardown
 
     table = gallery_table(images or [], dataset, split, trial)
-    loaded = load_model(checkpoint, ctx.obj.torch)
-    result = build_index(
-        loaded,
-        table,
-        out,
-        mode=mode,
-        index_type=index,
-        nlist=nlist,
-        pq_m=pq_m,
-        nprobe=nprobe,
-        append=append,
-        overwrite=overwrite,
-        batch_size=batch_size,
-        workers=workers,
-        devices=ctx.obj,
-        backend=backend,
-        uri=uri,
-        collection=collection,
-    )
-    result.show(as_json=json_output)
+    shards = setup(ctx.obj)  # under torchrun: this rank's device and the process group
+    try:
+        loaded = load_model(checkpoint, shards.device)
+        result = build_index(
+            loaded,
+            table,
+            out,
+            mode=mode,
+            index_type=index,
+            nlist=nlist,
+            pq_m=pq_m,
+            nprobe=nprobe,
+            append=append,
+            overwrite=overwrite,
+            batch_size=batch_size,
+            workers=workers,
+            devices=ctx.obj,
+            backend=backend,
+            uri=uri,
+            collection=collection,
+            shards=shards,
+        )
+    finally:
+        teardown(shards)
+    if result is not None:  # rank 0 (or the only process) reports
+        result.show(as_json=json_output)
 
 
 @app.command()

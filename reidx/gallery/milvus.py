@@ -43,8 +43,8 @@ from reidx.retrieval.index import (
 TOKEN_ENV = "MILVUS_TOKEN"
 #: Milvus answers at most this many hits per query (its ``limit`` cap).
 MAX_HITS = 16384
-#: Rows per insert call and queries per search call (gRPC messages stay a few MB).
-INSERT_BYTES = 8 << 20
+#: Bytes of vectors per insert call (Milvus Lite slows down sharply past a few MB a call) and queries per search call.
+INSERT_BYTES = 1 << 20
 QUERY_BATCH = 256
 REMOTE = ("http://", "https://", "tcp://", "grpc://")
 REBUILD = "rebuild it with `reidx embed ... --backend milvus --uri URI --out DIR --overwrite`"

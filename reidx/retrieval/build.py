@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
 from reidx.retrieval.embedder import FLUSH_SECONDS, embed_to_chunks, embedding_fingerprint
 from reidx.retrieval.index import INDEX_TYPES, PARTIAL_NAME, IndexHeader, fingerprint_mismatch, ivf_lists, ivfpq_params
+
+if TYPE_CHECKING:
+    from reidx.train.distributed import DistEnv
 
 
 @dataclass
@@ -67,7 +70,8 @@ def build_index(
     backend: str | None = None,
     uri: str | None = None,
     collection: str | None = None,
-) -> BuildResult:
+    shards: DistEnv | None = None,
+) -> BuildResult | None:
     """Embed the images of ``table`` (columns path, pid, camid, ...) into the index directory ``out``.
 
     New index: ``index_type`` flat (default) or ivfpq, its vectors in ``backend`` (:mod:`reidx.gallery`:
@@ -75,39 +79,59 @@ def build_index(
     (same fingerprint, type and backend), skipping paths it already holds. Embeddings are kept in
     ``out/.partial`` until the index is written, so re-running an interrupted call resumes; the directory is
     replaced in one rename at the end, so a failure leaves any existing index as it was.
+
+    ``shards`` (under ``torchrun``): every rank embeds its share (:mod:`reidx.retrieval.shards`), rank 0
+    writes the one index and gets the result; the other ranks get None.
     """
     check_mode(loaded, mode)
     if index_type is not None and index_type not in INDEX_TYPES:
         raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
     out = Path(out)
+    sharded = shards is not None and shards.enabled
+    state_dir = out / PARTIAL_NAME
+    options = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "chunk_size": chunk_size,
+        "flush_seconds": flush_seconds,
+        "on_chunk": on_chunk,
+    }
+    if sharded:
+        from reidx.retrieval.shards import embed_shards, share_paths
+
+        if not shards.is_main:  # embed the share rank 0 sends; rank 0 alone checks, writes and reports
+            paths = share_paths(shards)
+            if paths:
+                embed_shards(shards, loaded, paths, mode, state_dir, **options)
+            return None
     with exclusive_lock(out, "index"):
-        fingerprint = embedding_fingerprint(loaded, mode)
-        existing = existing_index(out, append, overwrite)
-        if existing is not None:
-            check_compatible(existing, fingerprint, index_type, backend)
-        record = existing.record if existing is not None else new_record(out, backend, uri, collection)
-        known = set(existing.metadata["path"]) if existing is not None else set()
-        rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
-        skipped = len(table) - len(rows)
-        if rows.empty:
-            if existing is None:
+        try:
+            fingerprint = embedding_fingerprint(loaded, mode)
+            existing = existing_index(out, append, overwrite)
+            if existing is not None:
+                check_compatible(existing, fingerprint, index_type, backend)
+            record = existing.record if existing is not None else new_record(out, backend, uri, collection)
+            known = set(existing.metadata["path"]) if existing is not None else set()
+            rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
+            skipped = len(table) - len(rows)
+            if rows.empty and existing is None:
                 raise ReidxError("no images to embed", "give images, folders or a --dataset")
+            kind = existing.header.index_type if existing is not None else index_type or "flat"
+            if existing is None and kind == "ivfpq":
+                nlist = ivf_lists(len(rows), nlist)
+            paths = list(rows["path"])
+        except BaseException:
+            if sharded:
+                share_paths(shards, None)  # the other ranks stop; this one reports
+            raise
+        if sharded:
+            share_paths(shards, paths)
+        if not paths:
             return BuildResult(out, existing.header, 0, skipped)
-        kind = existing.header.index_type if existing is not None else index_type or "flat"
-        if existing is None and kind == "ivfpq":
-            nlist = ivf_lists(len(rows), nlist)
-        paths = list(rows["path"])
-        chunks = embed_to_chunks(
-            loaded,
-            paths,
-            mode,
-            out / PARTIAL_NAME,
-            batch_size=batch_size,
-            workers=workers,
-            chunk_size=chunk_size,
-            flush_seconds=flush_seconds,
-            on_chunk=on_chunk,
-        )
+        if sharded:
+            chunks = embed_shards(shards, loaded, paths, mode, state_dir, **options)
+        else:
+            chunks = embed_to_chunks(loaded, paths, mode, state_dir, **options)
         if existing is None:
             dim = int(np.load(chunks[0], mmap_mode="r").shape[1])
             params = ivfpq_params(dim, nlist, pq_m, nprobe) if kind == "ivfpq" else {}

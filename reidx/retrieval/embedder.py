@@ -41,20 +41,21 @@ def embed_to_chunks(
     chunk_size: int = 4096,
     flush_seconds: float = FLUSH_SECONDS,
     on_chunk: Callable[[int], None] | None = None,
+    show: bool = True,
 ) -> list[Path]:
     """Embed ``paths`` into ``chunk-START-END.npy`` files under ``state_dir``, in order, resuming the
     chunks a previous run of the same job left there; returns the chunk files covering every path.
 
     A chunk is written every ``chunk_size`` images or ``flush_seconds``, whichever comes first, always at
     a batch boundary (so a resumed run batches the rest exactly as an uninterrupted one would).
-    ``on_chunk(done)`` is called after each chunk is safely on disk. The caller (``build_index``, the entry
-    function) has checked ``mode``.
+    ``on_chunk(done)`` is called after each chunk is safely on disk; ``show``: the progress bar. The caller
+    (``build_index``, the entry function) has checked ``mode``.
     """
     chunks = resume_chunks(state_dir, job_key(loaded, mode, paths), len(paths))
     done = chunk_range(chunks[-1])[1] if chunks else 0
     pending: list[np.ndarray] = []
     start, flushed = done, time.monotonic()
-    with progress_counter(len(paths), done, "embedding", show=True) as advance:
+    with progress_counter(len(paths), done, "embedding", show=show) as advance:
         vectors_of = iter_embeddings(
             loaded.model, paths[done:], loaded.input_size, mode, batch_size=batch_size, workers=workers
         )

@@ -1,0 +1,68 @@
+"""Sharded embedding under ``torchrun``: every rank embeds a contiguous share of the image list on its own
+device (``reidx.train.distributed.setup``: cuda:LOCAL_RANK, else CPU with gloo) into its own resumable state
+folder ``.partial/shard-R-of-W`` (:func:`reidx.retrieval.embedder.embed_to_chunks`), and rank 0, the only
+writer, stores every rank's chunks in rank order: the same vectors, ids and metadata order as one process.
+
+Rank 0 decides what to embed (the output checks, ``--append``'s known paths) and sends the list; a refusal
+there sends None and the other ranks stop quietly. A failure on any rank while embedding is raised on rank 0,
+after the ranks that succeeded have kept their chunks, so the next run resumes each shard where it stopped.
+The index folder must be on a file system every rank sees (one machine, or a shared mount).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from reidx.checkpoint import LoadedModel
+from reidx.errors import ReidxError
+from reidx.retrieval.embedder import embed_to_chunks
+from reidx.train.distributed import DistEnv
+
+
+def shard_span(count: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``(start, end)``: the contiguous share of ``count`` items that rank ``rank`` of ``world_size`` embeds."""
+    return count * rank // world_size, count * (rank + 1) // world_size
+
+
+def shard_dir(state_dir: Path, env: DistEnv) -> Path:
+    """The resume-state folder of this rank's shard."""
+    return state_dir / f"shard-{env.rank:03d}-of-{env.world_size:03d}"
+
+
+def share_paths(env: DistEnv, paths: Sequence[str] | None = None) -> list[str] | None:
+    """Rank 0's image list (None: it refused, stop), received by every rank."""
+    box = [list(paths) if paths is not None else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def embed_shards(env: DistEnv, loaded: LoadedModel, paths: Sequence[str], mode: str, state_dir: Path, **options: Any):
+    """Embed this rank's share of ``paths``; rank 0 gets every rank's chunk files in order, the others None.
+
+    ``options`` go to :func:`embed_to_chunks`. A rank that failed reports why; rank 0 raises it.
+    """
+    start, end = shard_span(len(paths), env.rank, env.world_size)
+    try:
+        chunks = (
+            []
+            if end == start
+            else embed_to_chunks(loaded, paths[start:end], mode, shard_dir(state_dir, env), show=env.is_main, **options)
+        )
+        status: tuple = ("ok", [str(chunk) for chunk in chunks])
+    except ReidxError as exc:
+        status = ("error", exc.message, exc.fix)
+    except Exception as exc:  # noqa: BLE001 - reported by rank 0 as one line, this rank stops quietly
+        status = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", None)
+    gathered: list[Any] = [None] * env.world_size
+    dist.all_gather_object(gathered, status)
+    if not env.is_main:
+        return None
+    for rank, (state, *details) in enumerate(gathered):
+        if state != "ok":
+            message, fix = details
+            raise ReidxError(f"rank {rank}: {message}", fix or "fix it and run the same command again (it resumes)")
+    return [Path(chunk) for _, chunks in gathered for chunk in chunks]

@@ -11,11 +11,12 @@ import pytest
 from reidx.checkpoint import CheckpointFile
 from reidx.data.manifest import DatasetInfo
 from reidx.errors import ReidxError
+from reidx.metrics import percent
 from reidx.report.cache import CACHE_DIR, MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, dataset_fingerprint, ranking_entry
 from reidx.report.evaluation import EvalDataset, initialisation, training_config
 from reidx.report.published import TABLE1, table1_key, table1_rows
 from reidx.report.runner import parse_modes, parse_trial
-from reidx.report.tables import md_table, percent
+from reidx.report.tables import md_table
 
 
 @pytest.mark.parametrize(

@@ -99,3 +99,13 @@ def test_resume_config_refuses_changed_model_options(tmp_path: Path) -> None:
     assert resume_config(saved, {"epochs": 5, "pretrained": False}, tmp_path).epochs == 5
     with pytest.raises(ReidxError, match="trained with arch=resnet34, not resnet18"):
         resume_config(saved, {"arch": "resnet18"}, tmp_path)
+
+
+def test_epoch_line_shows_rank1_and_map_as_the_report_does() -> None:
+    from reidx.metrics import percent
+    from reidx.train.files import epoch_line
+
+    row = {"epoch": 3, "total": 1.23456, "val_rank1": 0.83749, "val_mAP": 0.7125, "val_psnr": 23.844}
+    assert epoch_line(row) == "epoch 3: loss 1.2346, val Rank-1 83.7%, mAP 71.2%, PSNR 23.84 dB"
+    assert f"Rank-1 {percent(row['val_rank1'])}%" in epoch_line(row)
+    assert epoch_line({"epoch": 1, "total": 2.0}) == "epoch 1: loss 2.0000"

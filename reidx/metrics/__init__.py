@@ -10,7 +10,7 @@ from reidx.metrics.rank import (
     evaluate_embeddings,
 )
 from reidx.metrics.recovery import RECOVERY_METRICS, RecoveryResult, lpips_unavailable_reason, recovery_metrics
-from reidx.metrics.results import RANKING_METRICS, EvalResult, aggregate_trials, results_to_frame
+from reidx.metrics.results import RANKING_METRICS, EvalResult, aggregate_trials, percent, results_to_frame
 
 __all__ = [
     "MULTI_SHOT_MAP",
@@ -26,6 +26,7 @@ __all__ = [
     "evaluate",
     "evaluate_embeddings",
     "lpips_unavailable_reason",
+    "percent",
     "recovery_metrics",
     "results_to_frame",
 ]

@@ -150,3 +150,10 @@ def results_to_frame(results: Sequence[EvalResult]) -> pd.DataFrame:
         row |= {f"{name}_std": r.std[name] for name in RANKING_METRICS}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def percent(value: float, std: float | None = None, bold: bool = False) -> str:
+    """A fraction as the report and the training log show it: ``83.7`` or ``83.7 ± 1.2`` (std when given),
+    bold (markdown) on request."""
+    text = f"{100 * value:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+    return f"**{text}**" if bold else text

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, EvalResult, results_to_frame
+from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, EvalResult, percent, results_to_frame
 from reidx.report.evaluation import NATIVE_SET, CheckpointInfo
 from reidx.report.published import SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_key, table1_rows
 from reidx.report.runner import DatasetSummary, Report
@@ -28,12 +28,6 @@ AP_NOTE = (
 PUBLISHED_LABEL = "published (paper)"
 METHOD_BILINEAR = "bilinear up-sampling of the LR input (reference)"
 ROW_HEADER = ["checkpoint [model, backbone, init]", "mode"]
-
-
-def percent(value: float, std: float | None = None, bold: bool = False) -> str:
-    """``83.7`` or ``83.7 ± 1.2`` (std shown when given), bold on request."""
-    text = f"{100 * value:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-    return f"**{text}**" if bold else text
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

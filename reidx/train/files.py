@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from reidx.io import atomic_path
+from reidx.metrics.results import percent
 from reidx.train.config import TrainConfig, command_line, run_record
 
 LAST, BEST, LOG, RECORD = "last.pt", "best.pt", "log.csv", "config.json"
@@ -33,8 +34,11 @@ def write_log(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def epoch_line(row: dict[str, float]) -> str:
-    """One line per finished epoch: total loss and the validation figures."""
+    """One line per finished epoch: total loss and the validation figures (Rank-1 and mAP in % as in
+    ``reidx report``, PSNR in dB)."""
     parts = [f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}"]
-    names = {"val_rank1": "val Rank-1", "val_mAP": "mAP", "val_psnr": "PSNR", "val_psnr_bilinear": "bilinear PSNR"}
-    parts += [f"{label} {row[name]:.4g}" for name, label in names.items() if name in row]
+    ranks = {"val_rank1": "val Rank-1", "val_mAP": "mAP"}
+    parts += [f"{label} {percent(row[name])}%" for name, label in ranks.items() if name in row]
+    psnrs = {"val_psnr": "PSNR", "val_psnr_bilinear": "bilinear PSNR"}
+    parts += [f"{label} {row[name]:.2f} dB" for name, label in psnrs.items() if name in row]
     return ", ".join(parts)

@@ -26,7 +26,7 @@ import torch
 from reidx.checkpoint import open_checkpoint
 from reidx.data.manifest import read_dataset
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
-from reidx.evaluation import iter_embeddings
+from reidx.evaluation.embed import iter_embeddings
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
 from reidx.models.discriminators import FeatureDiscriminator

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from reidx.errors import ReidxError
+from reidx.fingerprints import recall, remember, stat_key
 from reidx.io import atomic_path
 from reidx.models import build_model, list_models
 
@@ -106,27 +107,44 @@ class CheckpointFile:
         return LoadedModel(model, self.model_config, self.input_size, self.fingerprint, self.path, self.meta)
 
 
-def open_checkpoint(path: str | os.PathLike) -> CheckpointFile:
-    """Read, hash and load a checkpoint once (weights_only=True); any unusable file raises one ReidxError."""
+def open_checkpoint(path: str | os.PathLike, lazy: bool = False) -> CheckpointFile:
+    """Read, hash and load a checkpoint once (weights_only=True); any unusable file raises one ReidxError.
+
+    A file whose fingerprint :mod:`reidx.fingerprints` remembers (the same bytes, checked before) is not
+    hashed or zip-checked again; ``lazy`` then maps it instead of reading it (for a caller that copies the
+    weights into a model at once, as :func:`load_model` does), so the training state is never read.
+    """
     path = Path(path)
     if not path.is_file():
         raise ReidxError(f"checkpoint not found: {path}", NOT_OURS)
     try:
-        data = path.read_bytes()
+        key = stat_key(path)
+        known = recall(path, key)
+        if known is not None:
+            state = _torch_load(str(path), path, mmap=lazy)
+            if stat_key(path) != key:  # changed while being read: start again, the careful way
+                known = None
+        if known is None:
+            data = path.read_bytes()
     except OSError as exc:
         raise ReidxError(f"cannot read checkpoint {path}: {exc.strerror}", "check the file's permissions") from None
-    state = _unpickle(data, path)
+    if known is None:
+        state = _unpickle(data, path)
     _check_layout(state, path)
     with torch.device("meta"):  # the network's tensor names and shapes, without allocating or initialising
         expected = _build(state["model_config"], path).state_dict()
     check_weights(expected, state["model"], path)
     meta = state.get("meta") or {}
-    return CheckpointFile(path, dict(meta), hashlib.sha256(data).hexdigest(), state)
+    if known is None:
+        known = hashlib.sha256(data).hexdigest()
+        if stat_key(path) == key:
+            remember(path, key, known)
+    return CheckpointFile(path, dict(meta), known, state)
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
-    """``open_checkpoint(path).load_model(device)``."""
-    return open_checkpoint(path).load_model(device)
+    """``open_checkpoint(path, lazy=True).load_model(device)``."""
+    return open_checkpoint(path, lazy=True).load_model(device)
 
 
 def _unpickle(data: bytes, path: Path) -> Any:
@@ -144,8 +162,13 @@ def _unpickle(data: bytes, path: Path) -> Any:
             f"cannot read checkpoint {path}: the file is truncated or damaged ({damaged} fails its check)",
             "copy it again, or use another checkpoint of the run (best.pt, epoch_N.pt)",
         )
+    return _torch_load(io.BytesIO(data), path)
+
+
+def _torch_load(source: str | io.BytesIO, path: Path, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` of a checkpoint, its failures as ReidxErrors."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap or None)
     except pickle.UnpicklingError:
         raise ReidxError(
             f"{path} is not a reidx checkpoint: it holds Python objects other than tensors, which may run code "

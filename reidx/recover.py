@@ -22,7 +22,7 @@ from reidx.checkpoint import load_model
 from reidx.console import console, progress
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
-from reidx.evaluation import MODEL, RecoveryScores, recover_batches
+from reidx.evaluation.recovery import MODEL, RecoveryScores, recover_batches
 from reidx.io import atomic_path, check_file_output, exclusive_lock, writing
 from reidx.metrics import RECOVERY_METRICS, RecoveryResult
 from reidx.outputs import KINDS, check_apart, existing_output, mark_output

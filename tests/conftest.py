@@ -7,6 +7,8 @@ import os
 # torch and the FAISS wheel bundle their own OpenMP runtimes; busy-waiting threads of one starve the
 # other on small machines and make small tests many times slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Remembered checkpoint fingerprints (reidx.fingerprints) go to a fresh folder, not the user's cache.
+os.environ["REIDX_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="reidx-test-cache-")
 
 import hashlib  # noqa: E402
 import sys

@@ -11,7 +11,8 @@ import torch
 from reidx.checkpoint import LoadedModel, load_model, save_checkpoint
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.errors import ReidxError
-from reidx.evaluation import BILINEAR, MODEL, embed_paths, iter_embeddings, score_recovery
+from reidx.evaluation.embed import embed_paths, iter_embeddings
+from reidx.evaluation.recovery import BILINEAR, MODEL, score_recovery
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
 from reidx.models import build_model

@@ -25,7 +25,7 @@ from reidx.data.manifest import DatasetInfo, read_dataset, write_dataset
 from reidx.data.prepare import prepare_dataset
 from reidx.data.transforms import to_unit_range
 from reidx.errors import ReidxError
-from reidx.evaluation import embed_paths
+from reidx.evaluation.embed import embed_paths
 from reidx.metrics import evaluate_embeddings, recovery_metrics
 from reidx.models import build_model
 from reidx.report import Report, collect, run_report

@@ -1,17 +1,5 @@
-"""Inference for evaluation: one embedding loop and one recovery-scoring path, shared by ``embed``, ``search``,
-``report``, ``recover`` and the trainer's validation. The metrics themselves live in :mod:`reidx.metrics`."""
-
-from reidx.evaluation.embed import check_mode, embed_paths, iter_embeddings
-from reidx.evaluation.recovery import BILINEAR, MODEL, RecoveryBatch, RecoveryScores, recover_batches, score_recovery
-
-__all__ = [
-    "BILINEAR",
-    "MODEL",
-    "RecoveryBatch",
-    "RecoveryScores",
-    "check_mode",
-    "embed_paths",
-    "iter_embeddings",
-    "recover_batches",
-    "score_recovery",
-]
+"""Inference for evaluation: one embedding loop (:mod:`.embed`) and one recovery-scoring path (:mod:`.recovery`),
+shared by ``embed``, ``search``, ``serve``, ``report``, ``recover`` and the trainer's validation. The metrics
+themselves live in :mod:`reidx.metrics`. Import from the submodules: ``search`` and ``serve`` need only the
+embedding loop, not the recovery metrics (torchmetrics), so this package imports neither eagerly.
+"""

@@ -24,7 +24,8 @@ from reidx.checkpoint import CheckpointFile, LoadedModel
 from reidx.data.manifest import DatasetInfo, read_dataset
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
-from reidx.evaluation import embed_paths, recover_batches, score_recovery
+from reidx.evaluation.embed import embed_paths
+from reidx.evaluation.recovery import recover_batches, score_recovery
 from reidx.metrics import EvalResult, evaluate_embeddings
 from reidx.models import list_models, model_class
 from reidx.report.cache import dataset_fingerprint

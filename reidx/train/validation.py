@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from reidx.evaluation import BILINEAR, MODEL, iter_embeddings, score_recovery
+from reidx.evaluation.embed import iter_embeddings
+from reidx.evaluation.recovery import BILINEAR, MODEL, score_recovery
 from reidx.metrics import evaluate_embeddings
 from reidx.models import ReidModel
 

@@ -243,3 +243,15 @@ def test_serve_answers_from_a_milvus_gallery(tiny_gallery: Path, tmp_path: Path,
         [hit.index_id for hit in result.hits] for result in expected
     ]
     assert all(hit["camid"] != 1 for one in answer for hit in one["results"])
+
+
+def test_milvus_lite_refuses_ivfpq_in_one_line_and_leaves_nothing(tmp_path: Path, lite: str) -> None:
+    np.save(tmp_path / "chunk.npy", normalised(np.random.default_rng(4).standard_normal((50, 16))))
+    params = {"nlist": 4, "pq_m": 4, "nprobe": 2}
+    header = IndexHeader(dict(FINGERPRINT), "model.pt", "baseline", 16, 0, "ivfpq", params)
+    metadata = pd.DataFrame({"path": [f"p{i}.png" for i in range(50)], "pid": 0, "camid": 0})
+    record = BackendRecord("milvus", lite, "refused")
+    with pytest.raises(ReidxError, match="refused the gallery: invalid index type: IVF_PQ"):
+        MilvusGallery.write(tmp_path / "m", header, None, metadata, [tmp_path / "chunk.npy"], CPU, record)
+    assert not (tmp_path / "m").exists()
+    assert not [name for name in connect(lite).list_collections() if name.startswith("refused")]

@@ -14,6 +14,7 @@ append left there. Collections are tagged with their directory, and reidx drops 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -94,6 +95,8 @@ def connect(uri: str) -> Any:
     with warnings.catch_warnings():  # milvus-lite 2.5 imports the deprecated pkg_resources
         warnings.simplefilter("ignore")
         from pymilvus import MilvusClient
+
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its refusals reach the user as ReidxErrors
 
         try:
             return MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))

@@ -1,7 +1,9 @@
 """Retrieval speed on this machine, each comparison measured in one run (best of ``--repeats``).
 
-(a) exact search, 1,000 queries against 100k x 4096-d: FAISS ``IndexFlatIP`` (through reidx's tie-exact
-    top-k) vs torch matmul + topk; goal: FAISS not slower.
+(a) exact search, 1,000 queries against 1k, 20k, 100k (1024-d) and 1M (512-d; ``--quick``: not 1M) gallery
+    entries: reidx's CPU exact search (``GalleryIndex.search`` on a flat index) vs torch matmul + topk, and
+    FAISS's own ``IndexFlatIP`` search for reference; goal: torch time / reidx time >= 1.0 at every size, reidx's
+    ids identical to a tie-exact reference ranking. First, at 20k, why FAISS trails: its time by threads.
 (b) approximate search, 1M x 256-d vectors with re-ID-like cluster structure: IVF-PQ (nlist 1024,
     64 bytes/vector = reidx's automatic pq_m) trained on a 64k sample; ms/query and recall@10 against
     exact search (recall@10 = share of queries whose exact nearest neighbour is in the top 10).
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -31,7 +34,7 @@ from reidx.data.transforms import to_model_input
 from reidx.io import load_image
 from reidx.models import build_model
 from reidx.retrieval import embed_paths
-from reidx.retrieval.index import ivfpq_params, new_faiss_index, top_k
+from reidx.retrieval.index import GalleryIndex, IndexHeader, flat_vectors, ivfpq_params, new_faiss_index, top_k
 
 K = 10
 
@@ -77,25 +80,91 @@ def embedding_like(count: int, model: dict[str, np.ndarray], rng: np.random.Gene
     return normalised(out)
 
 
+def tie_exact_reference(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the ids of the k best scores with ties by id ascending (np.partition, independent of reidx)."""
+    ids = np.empty((len(scores), k), dtype=np.int64)
+    for row, values in enumerate(scores):
+        threshold = np.partition(values, len(values) - k)[len(values) - k]
+        candidates = np.flatnonzero(values >= threshold)
+        ids[row] = candidates[np.lexsort((candidates, -values[candidates]))[:k]]
+    return ids
+
+
 def exact_search(gallery_size: int, dim: int, queries: int, repeats: int) -> dict[str, float]:
-    """(a) FAISS IndexFlatIP vs torch matmul + topk on the same vectors."""
+    """(a) reidx's exact CPU search (GalleryIndex.search on a flat index) vs torch matmul + topk vs FAISS's
+    own IndexFlatIP search, same vectors; reidx's ids checked against a tie-exact reference ranking."""
+    rng = np.random.default_rng(0)
+    gallery, query = random_unit(gallery_size, dim, rng), random_unit(queries, dim, rng)
+    index = new_faiss_index(dim, "flat", {})
+    index.add(gallery)
+    del gallery  # the index holds the vectors; torch reads the same memory
+    header = IndexHeader({}, "bench", "baseline", dim, gallery_size)
+    reidx_index = GalleryIndex(Path("bench"), header, pd.DataFrame(), index)
+    gallery_t, query_t = torch.from_numpy(flat_vectors(index)), torch.from_numpy(query)
+    timed = race(
+        repeats if gallery_size >= 100_000 else 5 * repeats,  # short runs: more tries against the noise
+        {
+            "reidx": lambda: reidx_index.search(query, K),
+            "torch": lambda: torch.topk(query_t @ gallery_t.T, K),
+            "faiss": lambda: top_k(index, query, K, gallery_size),
+        },
+    )
+    (reidx_s, (_, reidx_ids)), (torch_s, (_, torch_ids)), (faiss_s, (_, faiss_ids)) = (
+        timed["reidx"],
+        timed["torch"],
+        timed["faiss"],
+    )
+    del timed
+    reference = tie_exact_reference((query_t @ gallery_t.T).numpy(), K)
+    identical = bool(np.array_equal(reidx_ids, reference))
+    print(
+        f"(a) exact, {queries} queries x {gallery_size:>9,} x {dim:4d}-d: reidx {reidx_s:6.3f} s, torch matmul+topk "
+        f"{torch_s:6.3f} s, FAISS IndexFlatIP (tie-exact top_k) {faiss_s:6.3f} s; torch/reidx {torch_s / reidx_s:.2f}, "
+        f"torch/FAISS {torch_s / faiss_s:.2f}; reidx ids identical to the tie-exact reference: {identical} "
+        f"(torch.topk ids agree {np.mean(torch_ids.numpy() == reference):.4f}, "
+        f"FAISS {np.mean(faiss_ids == reference):.4f})"
+    )
+    name = f"exact_{gallery_size // 1000}k"
+    return {
+        f"{name}_reidx_s": reidx_s,
+        f"{name}_torch_s": torch_s,
+        f"{name}_faiss_s": faiss_s,
+        f"{name}_torch_over_reidx": torch_s / reidx_s,
+        f"{name}_identical": float(identical),
+    }
+
+
+def faiss_threads(gallery_size: int, dim: int, queries: int, repeats: int) -> dict[str, float]:
+    """Why FAISS's exhaustive search trails torch here: its time by OpenMP threads, with and without
+    reidx's tie re-fetch (k+1 hits, then :func:`ranked`), against torch's matmul and topk separately."""
     rng = np.random.default_rng(0)
     gallery, query = random_unit(gallery_size, dim, rng), random_unit(queries, dim, rng)
     index = new_faiss_index(dim, "flat", {})
     index.add(gallery)
     gallery_t, query_t = torch.from_numpy(gallery), torch.from_numpy(query)
-    timed = race(
-        repeats,
-        {"faiss": lambda: top_k(index, query, K, gallery_size), "torch": lambda: torch.topk(query_t @ gallery_t.T, K)},
-    )
-    (faiss_s, (_, faiss_ids)), (torch_s, (_, torch_ids)) = timed["faiss"], timed["torch"]
-    agree = float(np.mean(faiss_ids == torch_ids.numpy()))
+    threads = faiss.omp_get_max_threads()
+    runs: dict[str, Callable[[], object]] = {
+        "torch matmul": lambda: query_t @ gallery_t.T,
+        "torch matmul+topk": lambda: torch.topk(query_t @ gallery_t.T, K),
+    }
+    for count in sorted({threads, 1}, reverse=True):
+        runs[f"faiss search k={K}, {count} threads"] = lambda count=count: threaded(count, index.search, query, K)
+        runs[f"faiss tie-exact top_k, {count} threads"] = lambda count=count: threaded(
+            count, top_k, index, query, K, gallery_size
+        )
+    timed = race(repeats, runs)
+    faiss.omp_set_num_threads(threads)
     print(
-        f"(a) exact, {queries} queries x {gallery_size:,} x {dim}-d: FAISS IndexFlatIP {faiss_s:.2f} s, "
-        f"torch matmul+topk {torch_s:.2f} s, torch/FAISS time ratio {torch_s / faiss_s:.2f} "
-        f"(ids agree {agree:.4f})"
+        f"    why ({queries} x {gallery_size:,} x {dim}-d): "
+        + "; ".join(f"{n} {t:.3f} s" for n, (t, _) in timed.items())
     )
-    return {"exact_faiss_s": faiss_s, "exact_torch_s": torch_s, "exact_torch_over_faiss": torch_s / faiss_s}
+    return {f"why_{n.replace(' ', '_')}_s": t for n, (t, _) in timed.items()}
+
+
+def threaded(count: int, run: Callable[..., object], *args: object) -> object:
+    """``run(*args)`` with FAISS's OpenMP limited to ``count`` threads."""
+    faiss.omp_set_num_threads(count)
+    return run(*args)
 
 
 def exact_top_k(gallery: np.ndarray, query: np.ndarray) -> tuple[float, np.ndarray]:
@@ -195,14 +264,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), faiss {faiss.__version__}")
     sizes = {
         "c": {"images": 64 if args.quick else 192, "batch_size": 32, "workers": 2, "repeats": args.repeats},
-        "a": {"gallery_size": 20_000 if args.quick else 100_000, "dim": 1024 if args.quick else 4096},
+        # (gallery size, dim): 1024-d up to 100k; 512-d at 1M keeps the 1,000 x 1M score matrix + vectors at 6 GB
+        "a": [(1_000, 1024), (20_000, 1024), (100_000, 1024)] + ([] if args.quick else [(1_000_000, 512)]),
         "b": {"gallery_size": 100_000 if args.quick else 1_000_000, "nlist": 256 if args.quick else 1024},
     }
     figures: dict[str, float] = {}
     if "c" in args.parts:
         figures |= embedding_throughput(**sizes["c"])
     if "a" in args.parts:
-        figures |= exact_search(**sizes["a"], queries=1_000, repeats=args.repeats)
+        figures |= faiss_threads(20_000, 1024, queries=1_000, repeats=args.repeats)
+        for gallery_size, dim in sizes["a"]:
+            figures |= exact_search(gallery_size, dim, queries=1_000, repeats=args.repeats)
     if "b" in args.parts:
         figures |= approximate_search(**sizes["b"], dim=256, queries=500 if args.quick else 1_000, pq_m=0)
     return figures

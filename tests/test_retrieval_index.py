@@ -13,6 +13,7 @@ import torch
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
+from reidx.retrieval import exact
 from reidx.retrieval.index import (
     HEADER_NAME,
     INDEX_NAME,
@@ -175,3 +176,33 @@ def test_damaged_index_is_one_clear_error(tmp_path: Path, damage, message: str) 
 def test_missing_index_directory(tmp_path: Path) -> None:
     with pytest.raises(ReidxError, match="no index at"):
         GalleryIndex.open(tmp_path / "nowhere", Devices("cpu"))
+
+
+@pytest.mark.parametrize(("block_floats", "dim"), [(7 * 3, 16), (64 * 3, 17), (exact.BLOCK_FLOATS, 33)])
+def test_exact_top_k_is_tie_exact_across_blocks(monkeypatch, block_floats: int, dim: int) -> None:
+    """Ties inside a block, straddling a block's k-th place and spread over blocks all come back by id."""
+    monkeypatch.setattr(exact, "BLOCK_FLOATS", block_floats)
+    monkeypatch.setattr(exact, "QUERY_BLOCK", 2)
+    rng = np.random.default_rng(3)
+    base = normalised(rng.standard_normal((5, dim)))
+    gallery = np.ascontiguousarray(base[rng.integers(0, 5, 200)])  # ~40 exact copies of each vector
+    queries = np.ascontiguousarray(np.concatenate([base[:2], normalised(rng.standard_normal((1, dim)))]))
+    similarity = queries @ gallery.T
+    for k in (1, 3, 10, 39, 41, 200):
+        scores, ids = exact.exact_top_k(gallery, queries, k)
+        assert scores.dtype == np.float32 and ids.shape == (len(queries), k)
+        for row in range(len(queries)):
+            stable = np.argsort(-similarity[row], kind="stable")[:k]
+            np.testing.assert_array_equal(ids[row], stable)
+            np.testing.assert_allclose(scores[row], similarity[row, stable], atol=1e-6)
+
+
+def test_exact_top_k_orders_by_exact_scores_not_float32_rounding() -> None:
+    """Scores a float32 ulp apart: the float64 order wins whatever the BLAS rounds them to."""
+    rng = np.random.default_rng(4)
+    query = normalised(rng.standard_normal((1, 256)))
+    gallery = np.repeat(query, 50, axis=0)
+    gallery[::2] += np.float32(2e-8) * rng.standard_normal((25, 256), dtype=np.float32)  # below float32 resolution
+    scores, ids = exact.exact_top_k(np.ascontiguousarray(gallery), query, 50)
+    truth = gallery.astype(np.float64) @ query[0].astype(np.float64)
+    np.testing.assert_array_equal(ids[0], np.lexsort((np.arange(50), -truth)))

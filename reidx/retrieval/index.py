@@ -13,7 +13,8 @@ An index directory holds
 Similarity is the inner product of L2-normalised embeddings (cosine), as in the evaluator
 (protocols.md §3). Index types: ``flat`` (``IndexFlatIP``, exact) and ``ivfpq`` (``IndexIVFPQ``, trained on
 the gallery, approximate). FAISS is imported lazily; indexes go to every GPU FAISS sees unless the device
-is ``cpu``.
+is ``cpu``. On the CPU a flat index is searched by torch matmul over the vectors it stores
+(:mod:`reidx.retrieval.exact`: faster than FAISS's own exhaustive search on few cores, same tie rule).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from reidx.errors import ReidxError
 from reidx.io import WRITE_ERRORS
 from reidx.models import list_models, model_class
 from reidx.outputs import atomic_dir
+from reidx.retrieval.exact import exact_top_k, longest_row, ranked
 
 FORMAT = "reidx-index"
 VERSION = 1
@@ -162,14 +164,6 @@ def set_nprobe(index: Any, nprobe: int, on_gpu: bool) -> None:
     space.set_index_parameter(index, "nprobe", nprobe)
 
 
-def ranked(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows re-ordered by score descending, ties by gallery id ascending (missing ids, -1, last)."""
-    missing = ids < 0
-    keys = (np.where(missing, np.iinfo(np.int64).max, ids), np.where(missing, np.inf, -scores))
-    order = np.lexsort(keys, axis=1)
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
-
-
 def top_k(index: Any, queries: np.ndarray, k: int, total: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best of ``total`` entries per query, equal to a stable descending sort of the similarity row.
 
@@ -190,6 +184,13 @@ def top_k(index: Any, queries: np.ndarray, k: int, total: int) -> tuple[np.ndarr
     return scores, ids
 
 
+def flat_vectors(index: Any) -> np.ndarray:
+    """The (ntotal, d) float32 vectors a CPU ``IndexFlat`` stores, as a view (no copy; keep the index alive)."""
+    import faiss
+
+    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+
 @dataclass
 class GalleryIndex:
     """An opened index directory: header, metadata and the FAISS index (on the GPU when available)."""
@@ -199,6 +200,7 @@ class GalleryIndex:
     metadata: pd.DataFrame
     index: Any
     on_gpu: bool = False
+    gallery_norm: float | None = field(default=None, repr=False)  # the longest stored vector (exact CPU search)
 
     def __len__(self) -> int:
         return self.header.count
@@ -244,9 +246,15 @@ class GalleryIndex:
                 f"query embeddings have shape {queries.shape}, the index holds {self.header.dim}-d vectors",
                 "embed the queries with the index's model and mode",
             )
+        k = max(1, min(k, self.header.count))
+        if self.header.index_type == "flat" and not self.on_gpu and self.header.count:
+            vectors = flat_vectors(self.index)
+            if self.gallery_norm is None:
+                self.gallery_norm = longest_row(vectors)
+            return exact_top_k(vectors, queries, k, self.gallery_norm)
         if self.header.index_type == "ivfpq":
             set_nprobe(self.index, nprobe or self.header.params["nprobe"], self.on_gpu)
-        return top_k(self.index, queries, max(1, min(k, self.header.count)), self.header.count)
+        return top_k(self.index, queries, k, self.header.count)
 
 
 #: The type of every ``header.json`` field (bool is refused where an int is asked for).

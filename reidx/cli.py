@@ -188,6 +188,10 @@ def embed(
     nlist: Annotated[int, typer.Option(help="ivfpq inverted lists (0: about 4·sqrt(N)).", min=0)] = 0,
     pq_m: Annotated[int, typer.Option(help="ivfpq bytes per vector (0: auto; divides the dim).", min=0)] = 0,
     nprobe: Annotated[int, typer.Option(help="ivfpq default lists visited per query (0: auto).", min=0)] = 0,
+    on_disk: Annotated[
+        bool, typer.Option("--on-disk", help="ivfpq inverted lists in a file, memory-mapped (beyond RAM).")
+    ] = False,
+    reduce_dim: Annotated[int, typer.Option(help="PCA to this many dimensions inside the index (0: none).", min=0)] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add to the index in --out (new paths).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an index reidx wrote.")] = False,
     backend: Annotated[str | None, typer.Option(help="Where the vectors go: faiss (default) | milvus.")] = None,
@@ -213,6 +217,7 @@ def embed(
     * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --backend milvus --uri gallery.db`
     * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --backend milvus --uri http://HOST:19530`
     * `torchrun --nproc_per_node 4 -m reidx embed --checkpoint runs/cadnet/last.pt --dataset data/mlr-market --out idx/`
+    * `reidx embed --checkpoint runs/cadnet/last.pt city/ --out idx/ --index ivfpq --on-disk --reduce-dim 256`
     """
     must_exist(images or [], "image")
     must_exist([dataset] if dataset else [], "dataset")
@@ -235,6 +240,8 @@ def embed(
             nlist=nlist,
             pq_m=pq_m,
             nprobe=nprobe,
+            on_disk=on_disk,
+            reduce_dim=reduce_dim,
             append=append,
             overwrite=overwrite,
             batch_size=batch_size,

@@ -13,17 +13,26 @@ import torch
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.retrieval import exact
+from reidx.retrieval import exact, ondisk
+from reidx.retrieval.build import check_layout, layout_params
 from reidx.retrieval.index import (
     HEADER_NAME,
     INDEX_NAME,
+    LISTS_NAME,
     METADATA_NAME,
+    MIN_IVFPQ_VECTORS,
     GalleryIndex,
     IndexHeader,
+    flat_vectors,
+    index_bytes,
+    inner_index,
     ivf_lists,
     ivfpq_params,
     new_faiss_index,
+    pre_transformed,
+    shard_across_gpus,
     to_device,
+    top_k,
     write_index_dir,
 )
 
@@ -206,3 +215,84 @@ def test_exact_top_k_orders_by_exact_scores_not_float32_rounding() -> None:
     scores, ids = exact.exact_top_k(np.ascontiguousarray(gallery), query, 50)
     truth = gallery.astype(np.float64) @ query[0].astype(np.float64)
     np.testing.assert_array_equal(ids[0], np.lexsort((np.arange(50), -truth)))
+
+
+def trained_ivfpq(vectors: np.ndarray, params: dict) -> faiss.Index:
+    index = new_faiss_index(vectors.shape[1], "ivfpq", params)
+    index.train(vectors)
+    return index
+
+
+def test_on_disk_ivfpq_searches_like_the_in_memory_one(tmp_path: Path, monkeypatch, one_faiss_thread) -> None:
+    """Shards of 700 vectors merged into one lists file that follows the folder's rename; same hits."""
+    monkeypatch.setattr(ondisk, "SHARD_VECTORS", 700)
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((20, 16)).astype(np.float32)
+    gallery, queries = clustered(MIN_IVFPQ_VECTORS, 16, rng, centres), clustered(20, 16, rng, centres)
+    params = ivfpq_params(16, 16, pq_m=4, nprobe=4)
+    memory = trained_ivfpq(gallery, params)
+    disk = faiss.clone_index(memory)
+    memory.add(gallery)
+    header = IndexHeader(FINGERPRINT, "model.pt", "baseline", 16, len(gallery), "ivfpq", params | {"on_disk": 1})
+    metadata = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(len(gallery))], "pid": -1, "camid": -1})
+    write_index_dir(tmp_path / "idx", header, disk, metadata, on_disk=np.array_split(gallery, 7))
+    (tmp_path / "idx").rename(tmp_path / "moved")
+    assert sorted(path.name for path in (tmp_path / "moved").iterdir()) == sorted(
+        [HEADER_NAME, INDEX_NAME, METADATA_NAME, LISTS_NAME, ".reidx-output.json"]
+    )
+    opened = GalleryIndex.open(tmp_path / "moved", Devices("cpu"))
+    expected = top_k(memory, queries, 10, len(gallery))
+    np.testing.assert_array_equal(opened.search(queries, 10)[1], expected[1])
+    (tmp_path / "moved" / LISTS_NAME).unlink()
+    with pytest.raises(ReidxError, match="incomplete"):
+        GalleryIndex.open(tmp_path / "moved", Devices("cpu"))
+
+
+def test_reduce_dim_keeps_the_query_dim_and_finds_neighbours(tmp_path: Path) -> None:
+    """A PCA to 8 of 32 dims inside a flat index: 32-d queries still search, header and file agree."""
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((30, 32)).astype(np.float32)
+    gallery = clustered(600, 32, rng, centres)
+    directory = write_vectors(tmp_path / "pca", gallery, "flat", {"reduce_dim": 8})
+    index = GalleryIndex.open(directory, Devices("cpu"))
+    assert index.header.dim == 32 and index.index.d == 32 and index.header.params == {"reduce_dim": 8}
+    scores, ids = index.search(gallery[:50], 5)
+    assert np.mean(ids[:, 0] == np.arange(50)) >= 0.9  # each vector finds itself after the projection
+    reduced = exact.exact_top_k(flat_vectors(inner_index(index.index)), pre_transformed(index.index, gallery[:50]), 5)
+    np.testing.assert_array_equal(ids, reduced[1])
+    assert np.all(scores <= 1 + 1e-5)  # cosines in the reduced space
+    header = json.loads((directory / HEADER_NAME).read_text())
+    (directory / HEADER_NAME).write_text(json.dumps(header | {"params": {}}))
+    with pytest.raises(ReidxError, match="not the trained"):
+        GalleryIndex.open(directory, Devices("cpu"))
+
+
+def test_layout_options_are_checked() -> None:
+    assert layout_params(512, "ivfpq", 64, 0, 0, True, 256) == {
+        "nlist": 64,
+        "pq_m": 64,
+        "nprobe": 8,
+        "on_disk": 1,
+        "reduce_dim": 256,
+    }
+    assert layout_params(512, "flat", 0, 0, 0, False, 0) == {}
+    with pytest.raises(ReidxError, match="not below"):
+        layout_params(256, "flat", 0, 0, 0, False, 256)
+    with pytest.raises(ReidxError, match="--index ivfpq"):
+        check_layout("flat", "faiss", True, 0, 10_000)
+    with pytest.raises(ReidxError, match="drop them with --backend milvus"):
+        check_layout("flat", "milvus", False, 16, 10_000)
+    with pytest.raises(ReidxError, match="needs at least 256 images"):
+        check_layout("flat", "faiss", False, 256, 100)
+
+
+def test_gpu_sharding_is_chosen_by_size() -> None:
+    """(The GPU path itself is not run here: no GPU.) Shard only with several GPUs and too little room."""
+    gib = 2**30
+    assert not shard_across_gpus(10 * gib, [80 * gib])  # one GPU: replicate (or fail) as before
+    assert not shard_across_gpus(10 * gib, [80 * gib, 80 * gib])
+    assert shard_across_gpus(70 * gib, [80 * gib, 80 * gib])
+    assert shard_across_gpus(10 * gib, [80 * gib, 12 * gib])  # the smallest GPU decides
+    flat = new_faiss_index(16, "flat", {})
+    flat.add(np.zeros((10, 16), np.float32))
+    assert index_bytes(flat) == 10 * 16 * 4

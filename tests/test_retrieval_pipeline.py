@@ -295,3 +295,22 @@ def test_bad_input_is_one_line_on_stderr(workspace: Path, index_dir: Path, tmp_p
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error:") and expected[case] in done.stderr
     assert "Traceback" not in done.stderr and file_hashes(index_dir) == before
+
+
+def test_reduce_dim_index_searches_with_full_size_queries(workspace: Path, tmp_path: Path, cadnet) -> None:
+    """``--reduce-dim``: a PCA inside the index, recorded in the header; search embeds 1024-d queries as before."""
+    out = tmp_path / "pca"
+    result = CliRunner().invoke(
+        app,
+        ["embed", "--checkpoint", str(workspace / "cadnet.pt"), str(workspace / "gallery"), "--out", str(out)]
+        + ["--reduce-dim", "16", "--workers", "0", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    header = json.loads(result.stdout)["header"]
+    assert header["dim"] == 1024 and header["params"] == {"reduce_dim": 16}
+    queries = gallery_paths(workspace)[:3]
+    found = CliRunner().invoke(app, ["search", *queries, "--gallery", str(out), "--top-k", "3", "--json"])
+    assert found.exit_code == 0, found.output
+    assert [answer["results"][0]["path"] for answer in json.loads(found.stdout)] == queries
+    with pytest.raises(ReidxError, match="add --index ivfpq"):
+        build_index(cadnet, images_table([workspace / "gallery"]), tmp_path / "disk", on_disk=True)

@@ -56,6 +56,11 @@ class FaissGallery(Gallery):
         index, on_gpu = to_device(index, devices)
         if not index.is_trained:
             index.train(training_sample(chunks, MAX_TRAINING_VECTORS))
+        if header.params.get("on_disk"):  # the vectors go straight to the lists file, in shards
+            header.count = sum(int(np.load(chunk, mmap_mode="r").shape[0]) for chunk in chunks)
+            vectors = (np.load(chunk) for chunk in chunks)
+            write_index_dir(out, header, to_cpu(index, on_gpu), metadata, on_disk=vectors)
+            return
         for chunk in chunks:
             index.add(np.load(chunk))
         header.count = int(index.ntotal)

@@ -59,6 +59,8 @@ def build_index(
     nlist: int = 0,
     pq_m: int = 0,
     nprobe: int = 0,
+    on_disk: bool = False,
+    reduce_dim: int = 0,
     append: bool = False,
     overwrite: bool = False,
     batch_size: int = 64,
@@ -75,7 +77,9 @@ def build_index(
     """Embed the images of ``table`` (columns path, pid, camid, ...) into the index directory ``out``.
 
     New index: ``index_type`` flat (default) or ivfpq, its vectors in ``backend`` (:mod:`reidx.gallery`:
-    faiss, the default, or milvus at ``uri`` in ``collection``). ``append``: add to the index in ``out``
+    faiss, the default, or milvus at ``uri`` in ``collection``); FAISS only: ``on_disk`` keeps ivfpq's
+    inverted lists in a file (galleries larger than memory), ``reduce_dim`` puts a PCA to that many
+    dimensions in the index (trained on the gallery). ``append``: add to the index in ``out``
     (same fingerprint, type and backend), skipping paths it already holds. Embeddings are kept in
     ``out/.partial`` until the index is written, so re-running an interrupted call resumes; the directory is
     replaced in one rename at the end, so a failure leaves any existing index as it was.
@@ -109,7 +113,7 @@ def build_index(
             fingerprint = embedding_fingerprint(loaded, mode)
             existing = existing_index(out, append, overwrite)
             if existing is not None:
-                check_compatible(existing, fingerprint, index_type, backend)
+                check_compatible(existing, fingerprint, index_type, backend, on_disk or bool(reduce_dim))
             record = existing.record if existing is not None else new_record(out, backend, uri, collection)
             known = set(existing.metadata["path"]) if existing is not None else set()
             rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
@@ -117,6 +121,7 @@ def build_index(
             if rows.empty and existing is None:
                 raise ReidxError("no images to embed", "give images, folders or a --dataset")
             kind = existing.header.index_type if existing is not None else index_type or "flat"
+            check_layout(kind, record.backend, on_disk, reduce_dim, len(rows))
             if existing is None and kind == "ivfpq":
                 nlist = ivf_lists(len(rows), nlist)
             paths = list(rows["path"])
@@ -134,7 +139,7 @@ def build_index(
             chunks = embed_to_chunks(loaded, paths, mode, state_dir, **options)
         if existing is None:
             dim = int(np.load(chunks[0], mmap_mode="r").shape[1])
-            params = ivfpq_params(dim, nlist, pq_m, nprobe) if kind == "ivfpq" else {}
+            params = layout_params(dim, kind, nlist, pq_m, nprobe, on_disk, reduce_dim)
             header = IndexHeader(fingerprint, str(loaded.path.resolve()), loaded.name, dim, 0, kind, params)
             metadata = rows
         else:
@@ -171,10 +176,50 @@ def existing_index(out: Path, append: bool, overwrite: bool) -> Gallery | None:
     return None
 
 
+def check_layout(kind: str, backend: str, on_disk: bool, reduce_dim: int, count: int) -> None:
+    """Refuse ``--on-disk`` without ivfpq, either option outside FAISS, and a PCA with fewer training
+    images than dimensions."""
+    if (on_disk or reduce_dim) and backend != "faiss":
+        raise ReidxError("--on-disk and --reduce-dim shape a FAISS index", "drop them with --backend milvus")
+    if on_disk and kind != "ivfpq":
+        raise ReidxError("--on-disk keeps IVF-PQ inverted lists in a file; a flat index has none", "add --index ivfpq")
+    if reduce_dim and count < reduce_dim:
+        raise ReidxError(
+            f"--reduce-dim {reduce_dim} needs at least {reduce_dim} images to train the PCA, there are {count}",
+            "use a smaller --reduce-dim or drop it",
+        )
+
+
+def layout_params(
+    dim: int, kind: str, nlist: int, pq_m: int, nprobe: int, on_disk: bool, reduce_dim: int
+) -> dict[str, int]:
+    """The header params of a new index: IVF-PQ's (for the reduced dim when there is a PCA), ``reduce_dim``
+    and ``on_disk`` when asked for."""
+    if reduce_dim and reduce_dim >= dim:
+        raise ReidxError(
+            f"--reduce-dim {reduce_dim} is not below the embedding dimension {dim}", f"use fewer than {dim}"
+        )
+    params = ivfpq_params(reduce_dim or dim, nlist, pq_m, nprobe) if kind == "ivfpq" else {}
+    return params | ({"reduce_dim": reduce_dim} if reduce_dim else {}) | ({"on_disk": 1} if on_disk else {})
+
+
 def check_compatible(
-    existing: Gallery, fingerprint: dict[str, Any], index_type: str | None, backend: str | None = None
+    existing: Gallery,
+    fingerprint: dict[str, Any],
+    index_type: str | None,
+    backend: str | None = None,
+    new_layout: bool = False,
 ) -> None:
-    """Refuse to append embeddings of another model, mode or input size, or into another index type or backend."""
+    """Refuse to append embeddings of another model, mode or input size, into another index type or
+    backend, with layout options (``--on-disk``, ``--reduce-dim``: the index keeps its own), or to an
+    on-disk index."""
+    if new_layout:
+        raise ReidxError("--on-disk and --reduce-dim apply to a new index", "drop them when appending")
+    if existing.header.params.get("on_disk"):
+        raise ReidxError(
+            f"cannot append to {existing.directory}: its inverted lists are on disk",
+            "rebuild it with all the images and --overwrite",
+        )
     mismatch = fingerprint_mismatch(existing.header.fingerprint, fingerprint)
     if mismatch:
         raise ReidxError(

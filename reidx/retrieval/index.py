@@ -8,6 +8,7 @@ An index directory holds
 * ``metadata.parquet``: one row per vector: ``path`` (absolute), ``pid``, ``camid`` and, for a dataset
   split, every other manifest column;
 * ``.partial/`` (only while ``reidx embed`` runs or after it was interrupted): embedding chunks to resume;
+* ``lists.ivfdata`` (``--on-disk`` IVF-PQ only): the inverted lists, memory-mapped at search time;
 * ``.reidx-output.json``: the marker of the safe-output rule (:mod:`reidx.outputs`).
 
 Similarity is the inner product of L2-normalised embeddings (cosine), as in the evaluator
@@ -15,6 +16,8 @@ Similarity is the inner product of L2-normalised embeddings (cosine), as in the 
 the gallery, approximate). FAISS is imported lazily; indexes go to every GPU FAISS sees unless the device
 is ``cpu``. On the CPU a flat index is searched by torch matmul over the vectors it stores
 (:mod:`reidx.retrieval.exact`: faster than FAISS's own exhaustive search on few cores, same tie rule).
+Params ``reduce_dim`` (a PCA to that many dimensions, then L2 normalisation, inside the index: queries
+keep the embedding's dim) and ``on_disk`` (IVF-PQ lists in a file) are recorded in the header.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,8 @@ VERSION = 1
 HEADER_NAME = "header.json"
 INDEX_NAME = "index.faiss"
 METADATA_NAME = "metadata.parquet"
+#: The inverted lists of an ``--on-disk`` IVF-PQ index (``faiss.OnDiskInvertedLists``), beside INDEX_NAME.
+LISTS_NAME = "lists.ivfdata"
 PARTIAL_NAME = ".partial"
 METRIC = "inner_product"
 INDEX_TYPES = ("flat", "ivfpq")
@@ -117,28 +123,84 @@ def ivfpq_params(dim: int, nlist: int, pq_m: int = 0, nprobe: int = 0) -> dict[s
 
 
 def new_faiss_index(dim: int, index_type: str, params: dict[str, int]) -> Any:
-    """An empty CPU index for normalised vectors under the inner product."""
+    """An empty CPU index for normalised vectors under the inner product; ``params["reduce_dim"]`` puts a
+    PCA to that many dimensions (then L2 normalisation) in front of it (``faiss.IndexPreTransform``)."""
     import faiss
 
+    inner_dim = params.get("reduce_dim", dim)
     if index_type == "flat":
-        return faiss.IndexFlatIP(dim)
-    if index_type == "ivfpq":
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["pq_m"], PQ_BITS, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexFlatIP(inner_dim)
+    elif index_type == "ivfpq":
+        quantizer = faiss.IndexFlatIP(inner_dim)
+        index = faiss.IndexIVFPQ(
+            quantizer, inner_dim, params["nlist"], params["pq_m"], PQ_BITS, faiss.METRIC_INNER_PRODUCT
+        )
         index.nprobe = params["nprobe"]
+    else:
+        raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
+    if inner_dim == dim:
         return index
-    raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
+    wrapped = faiss.IndexPreTransform(index)
+    wrapped.prepend_transform(faiss.NormalizationTransform(inner_dim, 2.0))
+    wrapped.prepend_transform(faiss.PCAMatrix(dim, inner_dim))
+    return wrapped
+
+
+def inner_index(index: Any) -> Any:
+    """The index behind a (PCA) pre-transform, or the index itself."""
+    import faiss
+
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+
+
+def pre_transformed(index: Any, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` through the pre-transform chain of an ``IndexPreTransform`` (unchanged for other indexes)."""
+    import faiss
+
+    if not isinstance(index, faiss.IndexPreTransform):
+        return vectors
+    for step in range(index.chain.size()):
+        vectors = faiss.downcast_VectorTransform(index.chain.at(step)).apply(vectors)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def index_bytes(index: Any) -> int:
+    """About what a (CPU) index takes in memory: its vectors or codes and ids, and IVF centroids."""
+    inner = inner_index(index)
+    if not hasattr(inner, "nlist"):
+        return inner.ntotal * inner.d * 4
+    return inner.ntotal * (inner.code_size + 8) + inner.nlist * inner.d * 4
+
+
+#: Share of the smallest GPU's free memory an index may take before it is sharded across the GPUs.
+GPU_SHARE = 0.8
+
+
+def shard_across_gpus(size: int, free: list[int]) -> bool:
+    """Whether an index of ``size`` bytes is split across the GPUs (free bytes each) rather than copied to
+    each: only when it does not fit ``GPU_SHARE`` of the smallest one and there are several."""
+    return len(free) > 1 and size > GPU_SHARE * min(free)
+
+
+def gpu_free_bytes(count: int) -> list[int]:
+    """Free memory of each of the first ``count`` CUDA devices (torch's view, the GPUs FAISS sees)."""
+    import torch
+
+    return [torch.cuda.mem_get_info(device)[0] for device in range(count)]
 
 
 def to_device(index: Any, devices: Devices) -> tuple[Any, bool]:
-    """``(index, on_gpu)``: the index cloned to every GPU FAISS sees, when ``devices.faiss_gpu``."""
+    """``(index, on_gpu)``: the index cloned to every GPU FAISS sees, or sharded across them when it does
+    not fit one (:func:`shard_across_gpus`), when ``devices.faiss_gpu`` (not run on a GPU in reidx's tests)."""
     import faiss
 
     if not devices.faiss_gpu:
         return index, False
     options = faiss.GpuMultipleClonerOptions()
     # float16 lookup tables let a large pq_m fit the GPU's shared memory; flat vectors stay float32 (exact)
-    options.useFloat16 = isinstance(index, faiss.IndexIVFPQ)
+    options.useFloat16 = isinstance(inner_index(index), faiss.IndexIVFPQ)
+    # an index too large for one GPU is split across them (each searches its part, results merged)
+    options.shard = shard_across_gpus(index_bytes(index), gpu_free_bytes(faiss.get_num_gpus()))
     try:
         return faiss.index_cpu_to_all_gpus(index, co=options), True
     except RuntimeError as exc:  # e.g. a PQ layout the GPU kernels do not support
@@ -210,20 +272,31 @@ class GalleryIndex:
         """Read and validate an index directory; anything wrong is a one-line ReidxError."""
         import faiss
 
+        from reidx.retrieval.ondisk import read_on_disk
+
         directory = Path(directory)
         header = read_header(directory)
         index_path, metadata_path = directory / INDEX_NAME, directory / METADATA_NAME
-        for path in (index_path, metadata_path):
+        on_disk = bool(header.params.get("on_disk"))
+        for path in (index_path, metadata_path) + ((directory / LISTS_NAME,) if on_disk else ()):
             if not path.is_file():
                 raise ReidxError(f"index {directory} is incomplete: {path.name} is missing", REBUILD)
         try:
-            index = faiss.read_index(str(index_path))
+            # on-disk inverted lists are memory-mapped from LISTS_NAME beside the index file
+            index = read_on_disk(index_path) if on_disk else faiss.read_index(str(index_path))
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1][:160]
             raise ReidxError(f"cannot read {index_path}: {reason}", f"the file is corrupt; {REBUILD}") from None
         metadata = read_metadata(directory)
         kind = faiss.IndexIVFPQ if header.index_type == "ivfpq" else faiss.IndexFlat
-        if not isinstance(index, kind) or index.metric_type != faiss.METRIC_INNER_PRODUCT or not index.is_trained:
+        inner = inner_index(index)
+        reduced = inner.d if isinstance(index, faiss.IndexPreTransform) else None
+        if (
+            not isinstance(inner, kind)
+            or reduced != header.params.get("reduce_dim")
+            or inner.metric_type != faiss.METRIC_INNER_PRODUCT
+            or not index.is_trained
+        ):
             raise ReidxError(
                 f"{index_path} is not the trained inner-product {header.index_type} index {HEADER_NAME} describes",
                 f"the file is corrupt; {REBUILD}",
@@ -232,7 +305,8 @@ class GalleryIndex:
         if len(set(counts.values())) != 1 or index.d != header.dim:
             found = ", ".join(f"{name} {count}" for name, count in counts.items())
             raise ReidxError(f"index {directory} is inconsistent (entries: {found}; dim {index.d})", REBUILD)
-        index, on_gpu = to_device(index, devices)
+        # on-disk lists are for galleries larger than memory: they stay memory-mapped on the CPU
+        index, on_gpu = to_device(index, Devices("cpu") if on_disk else devices)
         return cls(directory, header, metadata, index, on_gpu)
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -248,10 +322,10 @@ class GalleryIndex:
             )
         k = max(1, min(k, self.header.count))
         if self.header.index_type == "flat" and not self.on_gpu and self.header.count:
-            vectors = flat_vectors(self.index)
+            vectors = flat_vectors(inner_index(self.index))
             if self.gallery_norm is None:
                 self.gallery_norm = longest_row(vectors)
-            return exact_top_k(vectors, queries, k, self.gallery_norm)
+            return exact_top_k(vectors, pre_transformed(self.index, queries), k, self.gallery_norm)
         if self.header.index_type == "ivfpq":
             set_nprobe(self.index, nprobe or self.header.params["nprobe"], self.on_gpu)
         return top_k(self.index, queries, k, self.header.count)
@@ -380,12 +454,23 @@ def metadata_problem(metadata: pd.DataFrame) -> str | None:
     return None
 
 
-def write_index_dir(directory: Path, header: IndexHeader, index: Any, metadata: pd.DataFrame) -> None:
+def write_index_dir(
+    directory: Path,
+    header: IndexHeader,
+    index: Any,
+    metadata: pd.DataFrame,
+    on_disk: Iterable[np.ndarray] | None = None,
+) -> None:
     """Write the three files into a fresh folder that then replaces ``directory`` in one step (the
-    caller has checked that ``directory`` may be replaced)."""
+    caller has checked that ``directory`` may be replaced). ``on_disk``: vectors added to the trained,
+    empty IVF ``index`` there, its inverted lists in LISTS_NAME (:mod:`reidx.retrieval.ondisk`)."""
+    from reidx.retrieval.ondisk import write_on_disk
 
     with atomic_dir(directory, "index", overwrite=True) as tmp:
-        write_faiss(index, tmp / INDEX_NAME)
+        if on_disk is None:
+            write_faiss(index, tmp / INDEX_NAME)
+        else:
+            write_on_disk(index, on_disk, tmp / INDEX_NAME, tmp / LISTS_NAME)
         metadata.reset_index(drop=True).to_parquet(tmp / METADATA_NAME, index=False, engine="pyarrow")
         (tmp / HEADER_NAME).write_text(header.to_json())
 

@@ -27,6 +27,7 @@ from reidx.checkpoint import open_checkpoint
 from reidx.data.manifest import read_dataset
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.evaluation.embed import iter_embeddings
+from reidx.evaluation.embedders import TorchEmbedder
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
 from reidx.models.discriminators import FeatureDiscriminator
@@ -54,7 +55,8 @@ def rank1_by_mode(model: torch.nn.Module, entries: ValidationSet, size: tuple[in
     """Multi-shot Rank-1 (%) of the LR queries of ``entries`` against their HR gallery, per embedding mode."""
     rank1 = {}
     for mode in model.embedding_modes:
-        vectors = np.concatenate(list(iter_embeddings(model, entries.paths, size, mode, rates=entries.rates)))
+        embedder = TorchEmbedder(model, size, mode)
+        vectors = np.concatenate(list(iter_embeddings(embedder, entries.paths, rates=entries.rates)))
         rank1[mode] = 100 * rank_queries(vectors, entries)["rank1"]
     return rank1
 

@@ -14,7 +14,15 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-BENCHMARKS = ("bench_prepare", "bench_metrics", "bench_retrieval", "bench_milvus", "bench_serve", "bench_train")
+BENCHMARKS = (
+    "bench_prepare",
+    "bench_metrics",
+    "bench_retrieval",
+    "bench_milvus",
+    "bench_serve",
+    "bench_train",
+    "bench_export",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

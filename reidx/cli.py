@@ -31,7 +31,10 @@ DatasetName = lazy_choice("DatasetName", _dataset_names)
 
 app = typer.Typer(
     name="reidx",
-    help="Cross-resolution person re-identification (CAD-Net): prepare, train, recover, embed, search, serve, report.",
+    help=(
+        "Cross-resolution person re-identification (CAD-Net): prepare, train, recover, embed, search, serve, "
+        "export, report."
+    ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
@@ -177,13 +180,14 @@ def recover(
 @app.command()
 def embed(
     ctx: typer.Context,
-    checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (.pt) written by `reidx train`.")],
     out: Annotated[Path, typer.Option(help="Index directory to write (or to --append to).")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Model checkpoint (.pt) written by `reidx train`.")] = None,
+    model_file: Annotated[Path | None, typer.Option(help="Or an ONNX file from `reidx export` (onnxruntime).")] = None,
     images: Annotated[list[Path] | None, typer.Argument(help="Images or folders (or --dataset).")] = None,
     dataset: Annotated[Path | None, typer.Option(help="A dataset written by `reidx prepare`.")] = None,
     split: Annotated[str, typer.Option(help="--dataset split: train | query | gallery.")] = "gallery",
     trial: Annotated[int | None, typer.Option(help="--dataset trial (needed when it has several).")] = None,
-    mode: Annotated[str, typer.Option(help="Embedding: fused | f | g (CAD-Net only).")] = "fused",
+    mode: Annotated[str | None, typer.Option(help="Embedding: fused | f | g (CAD-Net only); default fused.")] = None,
     index: Annotated[str | None, typer.Option(help="flat (exact, default) | ivfpq (approximate).")] = None,
     nlist: Annotated[int, typer.Option(help="ivfpq inverted lists (0: about 4·sqrt(N)).", min=0)] = 0,
     pq_m: Annotated[int, typer.Option(help="ivfpq bytes per vector (0: auto; divides the dim).", min=0)] = 0,
@@ -218,11 +222,12 @@ def embed(
     * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --backend milvus --uri http://HOST:19530`
     * `torchrun --nproc_per_node 4 -m reidx embed --checkpoint runs/cadnet/last.pt --dataset data/mlr-market --out idx/`
     * `reidx embed --checkpoint runs/cadnet/last.pt city/ --out idx/ --index ivfpq --on-disk --reduce-dim 256`
+    * `reidx embed --model-file cadnet.onnx photos/ --out idx/` (the index matches one built from its checkpoint)
     """
+    model = one_model_file(checkpoint, model_file, required=True)
     must_exist(images or [], "image")
     must_exist([dataset] if dataset else [], "dataset")
-    must_exist([checkpoint], "checkpoint")
-    from reidx.checkpoint import load_model
+    from reidx.export.runtime import open_embedder
     from reidx.retrieval import build_index
     from reidx.retrieval.inputs import gallery_table
     from reidx.train.distributed import setup, teardown
@@ -230,12 +235,10 @@ def embed(
     table = gallery_table(images or [], dataset, split, trial)
     shards = setup(ctx.obj)  # under torchrun: this rank's device and the process group
     try:
-        loaded = load_model(checkpoint, shards.device)
         result = build_index(
-            loaded,
+            open_embedder(model, mode, ctx.obj, shards.device),
             table,
             out,
-            mode=mode,
             index_type=index,
             nlist=nlist,
             pq_m=pq_m,
@@ -263,7 +266,8 @@ def search(
     ctx: typer.Context,
     queries: Annotated[list[Path], typer.Argument(help="Query images or folders, any resolution.")],
     gallery: Annotated[Path, typer.Option(help="Index directory written by `reidx embed`.")],
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the header's).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the header's model file).")] = None,
+    model_file: Annotated[Path | None, typer.Option(help="Or an ONNX file from `reidx export` (onnxruntime).")] = None,
     top_k: Annotated[int, typer.Option(help="Results per query.", min=1)] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     montage: Annotated[Path | None, typer.Option(help="Write a PNG of each query and its top-k.")] = None,
@@ -290,10 +294,11 @@ def search(
     * `reidx search lr_crops/ --gallery idx/ --json --min-score 0.6`
     * `reidx search 0002_c1s1_000451_03.jpg --gallery idx/ --montage hits.png`
     * `reidx search 0002_c1s1_000451_03.jpg --gallery idx/ --other-cameras --camera 2 --camera 3`
+    * `reidx search query.jpg --gallery idx/ --model-file cadnet.onnx` (the same checkpoint and mode as the index)
     """
+    model = one_model_file(checkpoint, model_file, required=False)
     must_exist(queries, "image")
     must_exist([gallery], "index")
-    must_exist([checkpoint] if checkpoint else [], "checkpoint")
     from reidx.io import check_file_output
     from reidx.retrieval.filters import GalleryFilter
     from reidx.retrieval.inputs import expand_images
@@ -304,9 +309,9 @@ def search(
         check_file_output(montage, "--montage")
     paths = expand_images(queries)
     filters = GalleryFilter.of(camera, pid, other_cameras)
-    index, loaded = open_gallery(gallery, checkpoint, ctx.obj)
+    index, embedder = open_gallery(gallery, model, ctx.obj)
     results = search_images(
-        index, loaded, paths, top_k, nprobe, min_score, query_pid, batch_size, workers, filters, query_camera
+        index, embedder, paths, top_k, nprobe, min_score, query_pid, batch_size, workers, filters, query_camera
     )
     if montage is not None:
         draw_montage(results, montage, index.header.input_size)
@@ -320,7 +325,8 @@ def search(
 def serve(
     ctx: typer.Context,
     gallery: Annotated[Path, typer.Option(help="Index directory written by `reidx embed`.")],
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the header's).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the header's model file).")] = None,
+    model_file: Annotated[Path | None, typer.Option(help="Or an ONNX file from `reidx export` (onnxruntime).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback unless --public).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: any free one).", min=0, max=65535)] = 8000,
     public: Annotated[
@@ -341,12 +347,40 @@ def serve(
     * `reidx serve --gallery idx/` then open http://127.0.0.1:8000/
     * `curl -F images=@query.jpg -F top_k=5 http://127.0.0.1:8000/search`
     * `reidx serve --gallery idx/ --min-score 0.6 --port 8080`
+    * `reidx serve --gallery idx/ --model-file cadnet.onnx` (onnxruntime; the index's checkpoint and mode)
     """
+    model = one_model_file(checkpoint, model_file, required=False)
     must_exist([gallery], "index")
-    must_exist([checkpoint] if checkpoint else [], "checkpoint")
     from reidx.service.server import serve as run_server
 
-    run_server(gallery, checkpoint, ctx.obj, host, port, min_score, public)
+    run_server(gallery, model, ctx.obj, host, port, min_score, public)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (.pt) written by `reidx train`.")],
+    out: Annotated[Path, typer.Option(help="The ONNX file to write.")],
+    mode: Annotated[str, typer.Option(help="Embedding: fused | f | g (CAD-Net only).")] = "fused",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an ONNX file reidx exported.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Export a checkpoint's embedding (pixels in [0, 1] to the L2-normalised vector) as one ONNX graph.
+
+    The graph takes float32 N×3×H×W RGB pixels / 255 at the checkpoint's input size (N dynamic) and gives
+    exactly the vectors `reidx embed` makes in that mode; its metadata carries the input size, normalisation,
+    mode, model and the checkpoint's SHA-256, so `embed` / `search --model-file` indexes stay comparable with
+    the checkpoint's. onnxruntime's output is checked against torch's before the file is written. See
+    docs/export.md for TensorRT and OpenVINO.
+
+    Examples:
+
+    * `reidx export --checkpoint runs/cadnet/best.pt --out cadnet.onnx`
+    * `reidx export --checkpoint runs/cadnet/best.pt --mode g --out cadnet-g.onnx --overwrite --json`
+    """
+    must_exist([checkpoint], "checkpoint")
+    from reidx.export.onnx import export_onnx
+
+    export_onnx(checkpoint, out, mode, overwrite).show(as_json=json_output)
 
 
 @app.command()
@@ -400,7 +434,20 @@ MISSING = {
     "checkpoint": ("checkpoint not found: {}", "pass the .pt file written by `reidx train` (RUN/last.pt)"),
     "dataset": ("dataset not found: {}", "pass a directory written by `reidx prepare --out DIR`"),
     "index": ("no index at {}", "build one with `reidx embed --out {}`"),
+    "model file": ("model file not found: {}", "pass the .onnx file written by `reidx export`"),
 }
+
+
+def one_model_file(checkpoint: Path | None, model_file: Path | None, required: bool) -> Path | None:
+    """The model file of ``--checkpoint`` or ``--model-file`` (not both; one of them when ``required``),
+    checked to exist."""
+    if checkpoint is not None and model_file is not None:
+        raise ReidxError("--checkpoint and --model-file both name a model", "give one of them")
+    if required and checkpoint is None and model_file is None:
+        raise ReidxError("no model to embed with", "pass --checkpoint RUN/best.pt or --model-file FILE.onnx")
+    must_exist([checkpoint] if checkpoint else [], "checkpoint")
+    must_exist([model_file] if model_file else [], "model file")
+    return checkpoint or model_file
 
 
 def must_exist(paths: Sequence[Path], kind: str) -> None:

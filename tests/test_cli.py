@@ -24,7 +24,7 @@ from reidx.models import list_models
 from reidx.train.config import TrainConfig, flag, read_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("prepare", "train", "recover", "embed", "search", "serve", "report")
+COMMANDS = ("prepare", "train", "recover", "embed", "search", "serve", "export", "report")
 
 #: Runs each argument list through the console entry point in this one process and says, after each,
 #: whether torch had been imported by then.

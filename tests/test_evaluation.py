@@ -12,6 +12,7 @@ from reidx.checkpoint import LoadedModel, load_model, save_checkpoint
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths, iter_embeddings
+from reidx.evaluation.embedders import TorchEmbedder
 from reidx.evaluation.recovery import BILINEAR, MODEL, score_recovery
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
@@ -40,7 +41,8 @@ def inputs(paths: list[str], rates: list[int]) -> torch.Tensor:
 
 def test_embeddings_with_per_entry_rates_are_the_models_embeddings_of_the_lr_images(cadnet, paths) -> None:
     rates = [1, 2, 3, 1, 4]
-    got = np.concatenate(list(iter_embeddings(cadnet.model, paths, SIZE, "g", rates=rates, batch_size=2, workers=0)))
+    embedder = TorchEmbedder(cadnet.model, SIZE, "g")
+    got = np.concatenate(list(iter_embeddings(embedder, paths, rates=rates, batch_size=2, workers=0)))
     expected = cadnet.model.embed(inputs(paths, rates), "g").numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     hr = embed_paths(cadnet, paths, "g", batch_size=2, workers=0)

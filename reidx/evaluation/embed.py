@@ -1,8 +1,9 @@
 """The one embedding loop: images decoded in DataLoader workers while the model runs, L2-normalised vectors out.
 
 ``embed``, ``search``, ``report`` and the trainer's validation all embed through :func:`iter_embeddings`, so
-an image is turned into a vector the same way everywhere. The embedding mode is checked once, by the entry
-functions (:func:`embed_paths` here, ``embed_to_chunks`` in retrieval); the loop trusts its caller.
+an image is turned into a vector the same way everywhere, whatever runs the network (an
+:class:`~reidx.evaluation.embedders.Embedder`: torch or onnxruntime). The embedding mode is checked once, when
+the embedder is made (by the entry functions: :func:`embed_paths` here, ``build_index`` in retrieval).
 """
 
 from __future__ import annotations
@@ -19,60 +20,48 @@ from reidx.console import progress
 from reidx.data.loading import iterate_images
 from reidx.data.transforms import to_model_input
 from reidx.errors import ReidxError
-from reidx.models import ReidModel
-
-
-def check_mode(loaded: LoadedModel, mode: str) -> None:
-    """Refuse an embedding mode the model does not have."""
-    modes = loaded.model.embedding_modes
-    if mode not in modes:
-        raise ReidxError(f"the {loaded.name} model has no {mode!r} embedding", f"use --mode {' or '.join(modes)}")
+from reidx.evaluation.embedders import Embedder, as_embedder
 
 
 @torch.no_grad()
 def iter_embeddings(
-    model: ReidModel,
+    embedder: Embedder,
     paths: Sequence[str],
-    size: tuple[int, int],
-    mode: str = "fused",
     *,
     rates: Sequence[int] | None = None,
     batch_size: int = 64,
     workers: int = 2,
 ) -> Iterator[np.ndarray]:
-    """Float32 ``model.embed`` vectors batch by batch, in path order, each image resized to ``size`` (image i
-    first down-sampled by ``rates[i]`` when given); a bad image raises ReidxError naming it."""
-    for images, _ in iterate_images(paths, size, batch_size, workers, rates):
-        yield embed_batch(model, images, mode)
+    """Float32 vectors of ``embedder`` batch by batch, in path order, each image resized to its input size
+    (image i first down-sampled by ``rates[i]`` when given); a bad image raises ReidxError naming it."""
+    for images, _ in iterate_images(paths, embedder.input_size, batch_size, workers, rates):
+        yield embedder.embed_batch(images)
 
 
-@torch.no_grad()
-def embed_batch(model: ReidModel, images: torch.Tensor, mode: str = "fused") -> np.ndarray:
-    """Float32 ``model.embed`` vectors of one batch of model inputs (:func:`reidx.data.transforms.to_model_input`)."""
-    device = next(model.parameters()).device
-    return model.embed(images.to(device, non_blocking=True), mode).float().cpu().numpy()
-
-
-def embed_images(loaded: LoadedModel, images: Sequence[Image.Image], mode: str = "fused") -> np.ndarray:
-    """The (N, D) float32 embeddings of decoded images (``reidx serve``'s uploads), prepared exactly as files."""
-    check_mode(loaded, mode)
+def embed_images(model: LoadedModel | Embedder, images: Sequence[Image.Image], mode: str | None = None) -> np.ndarray:
+    """The (N, D) float32 embeddings of decoded images (``reidx serve``'s uploads), prepared exactly as files,
+    by a loaded checkpoint in ``mode`` (default fused) or an embedder."""
+    embedder = as_embedder(model, mode)
     if not images:
         raise ReidxError("no images to embed", "give at least one image")
-    return embed_batch(loaded.model, torch.stack([to_model_input(image, loaded.input_size) for image in images]), mode)
+    return embedder.embed_batch(torch.stack([to_model_input(image, embedder.input_size) for image in images]))
 
 
 def embed_paths(
-    loaded: LoadedModel, paths: Sequence[str], mode: str = "fused", batch_size: int = 64, workers: int = 2
+    model: LoadedModel | Embedder,
+    paths: Sequence[str],
+    mode: str | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
 ) -> np.ndarray:
-    """The (N, D) float32 embeddings of ``paths`` (rows L2-normalised, in path order)."""
-    check_mode(loaded, mode)
+    """The (N, D) float32 embeddings of ``paths`` (rows L2-normalised, in path order) by a loaded checkpoint
+    in ``mode`` (default fused) or by an embedder (:func:`reidx.evaluation.embedders.as_embedder`)."""
+    embedder = as_embedder(model, mode)
     if not paths:
         raise ReidxError("no images to embed", "give at least one image")
     with progress_counter(len(paths), 0, "embedding", show=len(paths) > batch_size) as advance:
         batches = []
-        for vectors in iter_embeddings(
-            loaded.model, paths, loaded.input_size, mode, batch_size=batch_size, workers=workers
-        ):
+        for vectors in iter_embeddings(embedder, paths, batch_size=batch_size, workers=workers):
             batches.append(vectors)
             advance(len(vectors))
     return np.concatenate(batches)

@@ -4,7 +4,8 @@ Similarity is the inner product of L2-normalised embeddings, ties broken by gall
 the evaluator (protocols.md §3). FAISS is imported only when an index is built, opened or searched.
 """
 
-from reidx.evaluation.embed import check_mode, embed_paths
+from reidx.evaluation.embed import embed_paths
+from reidx.evaluation.embedders import check_mode
 from reidx.retrieval.build import BuildResult, build_index
 from reidx.retrieval.embedder import embed_to_chunks, embedding_fingerprint
 from reidx.retrieval.filters import GalleryFilter

@@ -16,11 +16,11 @@ from reidx.checkpoint import LoadedModel
 from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
-from reidx.evaluation.embed import check_mode
+from reidx.evaluation.embedders import Embedder, as_embedder
 from reidx.gallery import DEFAULT_BACKEND, BackendRecord, Gallery, backend_class, open_gallery_dir
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
-from reidx.retrieval.embedder import FLUSH_SECONDS, embed_to_chunks, embedding_fingerprint
+from reidx.retrieval.embedder import FLUSH_SECONDS, embed_to_chunks
 from reidx.retrieval.index import INDEX_TYPES, PARTIAL_NAME, IndexHeader, fingerprint_mismatch, ivf_lists, ivfpq_params
 
 if TYPE_CHECKING:
@@ -50,11 +50,11 @@ class BuildResult:
 
 
 def build_index(
-    loaded: LoadedModel,
+    model: LoadedModel | Embedder,
     table: pd.DataFrame,
     out: str | Path,
     *,
-    mode: str = "fused",
+    mode: str | None = None,
     index_type: str | None = None,
     nlist: int = 0,
     pq_m: int = 0,
@@ -74,7 +74,8 @@ def build_index(
     collection: str | None = None,
     shards: DistEnv | None = None,
 ) -> BuildResult | None:
-    """Embed the images of ``table`` (columns path, pid, camid, ...) into the index directory ``out``.
+    """Embed the images of ``table`` (columns path, pid, camid, ...) into the index directory ``out`` with
+    ``model``: a loaded checkpoint in ``mode`` (default fused) or an embedder (e.g. an exported ONNX file's).
 
     New index: ``index_type`` flat (default) or ivfpq, its vectors in ``backend`` (:mod:`reidx.gallery`:
     faiss, the default, or milvus at ``uri`` in ``collection``); FAISS only: ``on_disk`` keeps ivfpq's
@@ -87,7 +88,7 @@ def build_index(
     ``shards`` (under ``torchrun``): every rank embeds its share (:mod:`reidx.retrieval.shards`), rank 0
     writes the one index and gets the result; the other ranks get None.
     """
-    check_mode(loaded, mode)
+    embedder = as_embedder(model, mode)
     if index_type is not None and index_type not in INDEX_TYPES:
         raise ReidxError(f"unknown index type {index_type!r}", f"use one of {', '.join(INDEX_TYPES)}")
     out = Path(out)
@@ -106,11 +107,11 @@ def build_index(
         if not shards.is_main:  # embed the share rank 0 sends; rank 0 alone checks, writes and reports
             paths = share_paths(shards)
             if paths:
-                embed_shards(shards, loaded, paths, mode, state_dir, **options)
+                embed_shards(shards, embedder, paths, state_dir, **options)
             return None
     with exclusive_lock(out, "index"):
         try:
-            fingerprint = embedding_fingerprint(loaded, mode)
+            fingerprint = embedder.fingerprint()
             existing = existing_index(out, append, overwrite)
             if existing is not None:
                 check_compatible(existing, fingerprint, index_type, backend, on_disk or bool(reduce_dim))
@@ -134,13 +135,14 @@ def build_index(
         if not paths:
             return BuildResult(out, existing.header, 0, skipped)
         if sharded:
-            chunks = embed_shards(shards, loaded, paths, mode, state_dir, **options)
+            chunks = embed_shards(shards, embedder, paths, state_dir, **options)
         else:
-            chunks = embed_to_chunks(loaded, paths, mode, state_dir, **options)
+            chunks = embed_to_chunks(embedder, paths, state_dir, **options)
         if existing is None:
             dim = int(np.load(chunks[0], mmap_mode="r").shape[1])
             params = layout_params(dim, kind, nlist, pq_m, nprobe, on_disk, reduce_dim)
-            header = IndexHeader(fingerprint, str(loaded.path.resolve()), loaded.name, dim, 0, kind, params)
+            source = str(embedder.source.resolve())
+            header = IndexHeader(fingerprint, source, embedder.model_name, dim, 0, kind, params)
             metadata = rows
         else:
             header = existing.header
@@ -224,7 +226,7 @@ def check_compatible(
     if mismatch:
         raise ReidxError(
             f"cannot append to {existing.directory}: it was embedded differently ({mismatch})",
-            "use the index's checkpoint and --mode, or build a new index",
+            "use the index's checkpoint and --mode (or its `reidx export` file), or build a new index",
         )
     if index_type is not None and index_type != existing.header.index_type:
         raise ReidxError(

@@ -17,6 +17,7 @@ import numpy as np
 from reidx.checkpoint import LoadedModel
 from reidx.console import err_console
 from reidx.evaluation.embed import iter_embeddings, progress_counter
+from reidx.evaluation.embedders import Embedder, as_embedder
 from reidx.io import atomic_path, writing
 
 JOB_NAME = "job.json"
@@ -25,15 +26,15 @@ CHUNK_GLOB = "chunk-*.npy"
 FLUSH_SECONDS = 10.0
 
 
-def embedding_fingerprint(loaded: LoadedModel, mode: str) -> dict[str, object]:
-    """What makes two embeddings comparable: the checkpoint's bytes, the mode and the input size."""
-    return {"checkpoint_sha256": loaded.fingerprint, "mode": mode, "input_size": list(loaded.input_size)}
+def embedding_fingerprint(model: LoadedModel | Embedder, mode: str | None = None) -> dict[str, object]:
+    """What makes two embeddings comparable: the checkpoint's bytes, the mode and the input size (the same for a
+    checkpoint and its ``reidx export`` file of that mode)."""
+    return as_embedder(model, mode).fingerprint()
 
 
 def embed_to_chunks(
-    loaded: LoadedModel,
+    embedder: Embedder,
     paths: Sequence[str],
-    mode: str,
     state_dir: Path,
     *,
     batch_size: int = 64,
@@ -48,17 +49,14 @@ def embed_to_chunks(
 
     A chunk is written every ``chunk_size`` images or ``flush_seconds``, whichever comes first, always at
     a batch boundary (so a resumed run batches the rest exactly as an uninterrupted one would).
-    ``on_chunk(done)`` is called after each chunk is safely on disk; ``show``: the progress bar. The caller
-    (``build_index``, the entry function) has checked ``mode``.
+    ``on_chunk(done)`` is called after each chunk is safely on disk; ``show``: the progress bar.
     """
-    chunks = resume_chunks(state_dir, job_key(loaded, mode, paths), len(paths))
+    chunks = resume_chunks(state_dir, job_key(embedder, paths), len(paths))
     done = chunk_range(chunks[-1])[1] if chunks else 0
     pending: list[np.ndarray] = []
     start, flushed = done, time.monotonic()
     with progress_counter(len(paths), done, "embedding", show=show) as advance:
-        vectors_of = iter_embeddings(
-            loaded.model, paths[done:], loaded.input_size, mode, batch_size=batch_size, workers=workers
-        )
+        vectors_of = iter_embeddings(embedder, paths[done:], batch_size=batch_size, workers=workers)
         for vectors in vectors_of:
             pending.append(vectors)
             done += len(vectors)
@@ -71,9 +69,9 @@ def embed_to_chunks(
     return chunks
 
 
-def job_key(loaded: LoadedModel, mode: str, paths: Sequence[str]) -> str:
+def job_key(embedder: Embedder, paths: Sequence[str]) -> str:
     """A hash naming one embedding job: model fingerprint, mode, input size and the exact path list."""
-    job = {"fingerprint": embedding_fingerprint(loaded, mode), "paths": list(map(str, paths))}
+    job = {"fingerprint": embedder.fingerprint(), "paths": list(map(str, paths))}
     return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
 
 

@@ -3,7 +3,8 @@
 An index directory holds
 
 * ``header.json``: :class:`IndexHeader` (format, reidx version, the embedding fingerprint = checkpoint
-  SHA-256 + mode + input size, checkpoint path, model name, dim, metric, count, index type and params);
+  SHA-256 + mode + input size, the model file embedded with (``checkpoint``: a checkpoint or its
+  ``reidx export`` ``.onnx`` file), model name, dim, metric, count, index type and params);
 * ``index.faiss``: the FAISS index (always written from a CPU copy), id i = row i of the metadata;
 * ``metadata.parquet``: one row per vector: ``path`` (absolute), ``pid``, ``camid`` and, for a dataset
   split, every other manifest column;

@@ -8,17 +8,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.table import Table
 
-from reidx.checkpoint import LoadedModel, load_model
+from reidx.checkpoint import LoadedModel
 from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
+from reidx.evaluation.embedders import Embedder
+from reidx.export.runtime import ONNX_SUFFIX, open_embedder
 from reidx.gallery import Gallery, open_gallery_dir
 from reidx.retrieval.filters import NO_FILTER, GalleryFilter
-from reidx.retrieval.index import HEADER_NAME
+from reidx.retrieval.index import HEADER_NAME, fingerprint_mismatch
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 
 
@@ -63,35 +64,36 @@ class QueryResult:
         }
 
 
-def load_gallery_model(
-    gallery: Gallery, checkpoint: str | Path | None = None, device: torch.device | str = "cpu"
-) -> LoadedModel:
-    """The model that built ``gallery`` (the checkpoint its header names, or ``checkpoint``); a checkpoint
-    with other bytes than the one the gallery was embedded with is refused."""
-    path = Path(checkpoint or gallery.header.checkpoint)
-    if checkpoint is None and not path.is_file():
+def load_gallery_model(gallery: Gallery, model_file: str | Path | None = None, devices: Devices = AUTO) -> Embedder:
+    """The embedder of ``gallery``'s model: the file its header names, or ``model_file`` (a checkpoint, or a
+    ``reidx export`` ONNX file run by onnxruntime), in the gallery's mode. A model that embeds differently
+    (other checkpoint bytes, mode or input size) is refused."""
+    path = Path(model_file or gallery.header.checkpoint)
+    if model_file is None and not path.is_file():
         raise ReidxError(
-            f"the checkpoint recorded in {gallery.directory / HEADER_NAME} is missing: {path}",
-            "pass --checkpoint with that model's file",
+            f"the model file recorded in {gallery.directory / HEADER_NAME} is missing: {path}",
+            "pass --checkpoint (or --model-file) with that model's file",
         )
-    loaded = load_model(path, device)
-    expected = gallery.header.fingerprint["checkpoint_sha256"]
-    if loaded.fingerprint != expected:
+    onnx = path.suffix.lower() == ONNX_SUFFIX
+    embedder = open_embedder(path, None if onnx else gallery.header.mode, devices)
+    mismatch = fingerprint_mismatch(gallery.header.fingerprint, embedder.fingerprint())
+    if mismatch:
+        what = "the model" if onnx else "the checkpoint"
         raise ReidxError(
-            f"{path} is not the checkpoint {gallery.directory} was embedded with "
-            f"(sha256 {loaded.fingerprint[:12]}… vs {expected[:12]}…)",
-            "pass that checkpoint, or re-embed the gallery with this one",
+            f"{path} is not {what} {gallery.directory} was embedded with ({mismatch})",
+            f"pass that checkpoint or its `reidx export --mode {gallery.header.mode}` file, "
+            "or re-embed the gallery with this model",
         )
-    return loaded
+    return embedder
 
 
 def open_gallery(
-    directory: str | Path, checkpoint: str | Path | None = None, devices: Devices = AUTO
-) -> tuple[Gallery, LoadedModel]:
-    """The index, whatever its backend (FAISS on the GPUs when ``devices.faiss_gpu``), and its model (on
-    ``devices.torch``)."""
+    directory: str | Path, model_file: str | Path | None = None, devices: Devices = AUTO
+) -> tuple[Gallery, Embedder]:
+    """The index, whatever its backend (FAISS on the GPUs when ``devices.faiss_gpu``), and its model's embedder
+    (on ``devices.torch``)."""
     gallery = open_gallery_dir(directory, devices)
-    return gallery, load_gallery_model(gallery, checkpoint, devices.torch)
+    return gallery, load_gallery_model(gallery, model_file, devices)
 
 
 def rank_vectors(
@@ -130,7 +132,7 @@ def rank_vectors(
 
 def search_images(
     gallery: Gallery,
-    loaded: LoadedModel,
+    model: LoadedModel | Embedder,
     queries: Sequence[str | Path],
     k: int = 10,
     nprobe: int | None = None,
@@ -141,9 +143,10 @@ def search_images(
     filters: GalleryFilter = NO_FILTER,
     query_camid: int | None = None,
 ) -> list[QueryResult]:
-    """Embed the query images in batches (the gallery's mode and input size) and rank the gallery."""
+    """Embed the query images in batches (the gallery's mode and input size) with ``model`` (a loaded
+    checkpoint or an embedder) and rank the gallery."""
     paths = [str(query) for query in queries]
-    vectors = embed_paths(loaded, paths, gallery.header.mode, batch_size, workers)
+    vectors = embed_paths(model, paths, gallery.header.mode, batch_size, workers)
     return rank_vectors(gallery, vectors, paths, k, nprobe, min_score, query_pid, filters, query_camid)
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch.distributed as dist
 
-from reidx.checkpoint import LoadedModel
 from reidx.errors import ReidxError
+from reidx.evaluation.embedders import Embedder
 from reidx.retrieval.embedder import embed_to_chunks
 from reidx.train.distributed import DistEnv
 
@@ -40,7 +40,7 @@ def share_paths(env: DistEnv, paths: Sequence[str] | None = None) -> list[str] |
     return box[0]
 
 
-def embed_shards(env: DistEnv, loaded: LoadedModel, paths: Sequence[str], mode: str, state_dir: Path, **options: Any):
+def embed_shards(env: DistEnv, embedder: Embedder, paths: Sequence[str], state_dir: Path, **options: Any):
     """Embed this rank's share of ``paths``; rank 0 gets every rank's chunk files in order, the others None.
 
     ``options`` go to :func:`embed_to_chunks`. A rank that failed reports why; rank 0 raises it.
@@ -50,7 +50,7 @@ def embed_shards(env: DistEnv, loaded: LoadedModel, paths: Sequence[str], mode: 
         chunks = (
             []
             if end == start
-            else embed_to_chunks(loaded, paths[start:end], mode, shard_dir(state_dir, env), show=env.is_main, **options)
+            else embed_to_chunks(embedder, paths[start:end], shard_dir(state_dir, env), show=env.is_main, **options)
         )
         status: tuple = ("ok", [str(chunk) for chunk in chunks])
     except ReidxError as exc:

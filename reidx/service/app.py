@@ -23,6 +23,7 @@ from reidx import __version__
 from reidx.checkpoint import LoadedModel
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_images
+from reidx.evaluation.embedders import Embedder, as_embedder
 from reidx.gallery import Gallery
 from reidx.images import image_from_bytes
 from reidx.retrieval.filters import GalleryFilter
@@ -96,9 +97,11 @@ def one_line(exc: RequestValidationError) -> str:
 
 
 def create_app(
-    gallery: Gallery, loaded: LoadedModel, min_score: float | None = None, limits: Limits = Limits()
+    gallery: Gallery, model: LoadedModel | Embedder, min_score: float | None = None, limits: Limits = Limits()
 ) -> FastAPI:
-    """The FastAPI app answering searches of ``gallery`` with ``loaded`` (the model that embedded it)."""
+    """The FastAPI app answering searches of ``gallery`` with ``model``, the model that embedded it: a loaded
+    checkpoint, or an embedder (its checkpoint in torch, or its ``reidx export`` file in onnxruntime)."""
+    model = as_embedder(model, gallery.header.mode)
     app = FastAPI(title="reidx serve", version=__version__, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=limits.body_bytes)
     page = resources.files("reidx.service").joinpath("page.html").read_text(encoding="utf-8")
@@ -135,12 +138,13 @@ def create_app(
             "status": "ok",
             "reidx_version": __version__,
             "model": {
-                "name": loaded.name,
-                "checkpoint": str(loaded.path),
-                "sha256": loaded.fingerprint,
+                "name": model.model_name,
+                "checkpoint": str(model.source),
+                "sha256": model.checkpoint_sha256,
                 "mode": gallery.header.mode,
                 "input_size": list(gallery.header.input_size),
-                "device": str(next(loaded.model.parameters()).device),
+                "runtime": model.runtime,
+                "device": model.device,
             },
             "index": {
                 "directory": str(gallery.directory),
@@ -177,7 +181,7 @@ def create_app(
         decoded = [image_from_bytes(upload.file.read(), name) for upload, name in zip(images, names, strict=True)]
         filters = GalleryFilter.of(camera, pid, other_cameras)
         with lock:
-            vectors = embed_images(loaded, decoded, gallery.header.mode)
+            vectors = embed_images(model, decoded, gallery.header.mode)
             results = rank_vectors(gallery, vectors, names, top_k, nprobe, min_score, None, filters, query_camera)
             answered["searches"] += 1
             answered["queries"] += len(results)

@@ -48,7 +48,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(
     gallery_dir: Path,
-    checkpoint: Path | None,
+    model_file: Path | None,
     devices: Devices,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -63,11 +63,11 @@ def serve(
     from reidx.retrieval.search import open_gallery
     from reidx.service.app import create_app
 
-    gallery, loaded = open_gallery(gallery_dir, checkpoint, devices)
-    app = create_app(gallery, loaded, min_score)
+    gallery, embedder = open_gallery(gallery_dir, model_file, devices)
+    app = create_app(gallery, embedder, min_score)
     shown = f"[{host}]" if ":" in host else host
     err_console.print(
-        f"serving {len(gallery)} gallery entries of {gallery_dir} ({loaded.name}) at "
+        f"serving {len(gallery)} gallery entries of {gallery_dir} ({embedder.model_name}, {embedder.runtime}) at "
         f"http://{shown}:{sock.getsockname()[1]}/  (Ctrl-C stops)",
         highlight=False,
         soft_wrap=True,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reidx.evaluation.embed import iter_embeddings
+from reidx.evaluation.embedders import TorchEmbedder
 from reidx.evaluation.recovery import BILINEAR, MODEL, score_recovery
 from reidx.metrics import evaluate_embeddings
 from reidx.models import ReidModel
@@ -64,11 +65,9 @@ def run_validation(
     was_training = model.training
     model.eval()
     try:
-        embeddings = np.concatenate(
-            list(
-                iter_embeddings(model, entries.paths, size, rates=entries.rates, batch_size=batch_size, workers=workers)
-            )
-        )
+        embedder = TorchEmbedder(model, size)
+        batches = iter_embeddings(embedder, entries.paths, rates=entries.rates, batch_size=batch_size, workers=workers)
+        embeddings = np.concatenate(list(batches))
         metrics = {f"val_{name}": value for name, value in rank_queries(embeddings, entries).items()}
         if model.can_recover:
             metrics |= recovery_psnr(model, entries, size, batch_size, workers)

@@ -1,0 +1,101 @@
+"""Embedders: what the embedding loop drives. One batch of model-input images in, L2-normalised vectors out.
+
+:class:`TorchEmbedder` runs a network (a checkpoint's, or the trainer's own); ``reidx.export.runtime.OnnxEmbedder``
+runs a ``reidx export`` file with onnxruntime. Both say which embeddings they make (model, checkpoint SHA-256,
+mode, input size): two embedders with the same :meth:`Embedder.fingerprint` give comparable vectors.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reidx.checkpoint import LoadedModel
+from reidx.errors import ReidxError
+from reidx.models import ReidModel
+
+
+class Embedder(ABC):
+    """Images (N×3×H×W in [-1, 1], H×W = ``input_size``) to float32 (N, D) L2-normalised rows.
+
+    ``checkpoint_sha256`` and ``source`` are None for a network that is not read from a file (validation).
+    """
+
+    model_name: str
+    mode: str
+    input_size: tuple[int, int]
+    checkpoint_sha256: str | None
+    source: Path | None
+    #: what runs the network, for messages and benchmarks
+    runtime: str
+
+    @abstractmethod
+    def embed_batch(self, images: torch.Tensor) -> np.ndarray:
+        """The embeddings of one batch, in order."""
+
+    @property
+    @abstractmethod
+    def device(self) -> str:
+        """Where the network runs, in words (``cpu``, ``cuda:0``, ...)."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two embeddings comparable: the checkpoint's bytes, the mode and the input size."""
+        if self.checkpoint_sha256 is None:
+            raise ValueError("an embedder without a checkpoint has no fingerprint")
+        return {"checkpoint_sha256": self.checkpoint_sha256, "mode": self.mode, "input_size": list(self.input_size)}
+
+
+@dataclass
+class TorchEmbedder(Embedder):
+    """``model.embed(images, mode)`` in torch, on the device the model is on."""
+
+    model: ReidModel
+    input_size: tuple[int, int]
+    mode: str = "fused"
+    checkpoint_sha256: str | None = None
+    source: Path | None = None
+    runtime = "torch"
+
+    @property
+    def model_name(self) -> str:  # type: ignore[override]
+        return self.model.config["name"]
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, mode: str = "fused") -> TorchEmbedder:
+        """The embedder of a loaded checkpoint; a mode the model does not have is refused."""
+        check_mode(loaded, mode)
+        return cls(loaded.model, tuple(loaded.input_size), mode, loaded.fingerprint, loaded.path)
+
+    @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device)
+
+    @torch.no_grad()
+    def embed_batch(self, images: torch.Tensor) -> np.ndarray:
+        device = next(self.model.parameters()).device
+        return self.model.embed(images.to(device, non_blocking=True), self.mode).float().cpu().numpy()
+
+
+def check_mode(loaded: LoadedModel, mode: str) -> None:
+    """Refuse an embedding mode the model does not have."""
+    modes = loaded.model.embedding_modes
+    if mode not in modes:
+        raise ReidxError(f"the {loaded.name} model has no {mode!r} embedding", f"use --mode {' or '.join(modes)}")
+
+
+def as_embedder(model: LoadedModel | Embedder, mode: str | None = None) -> Embedder:
+    """``model`` as an embedder of ``mode``: a loaded checkpoint in torch (``mode`` None: fused), or an
+    embedder as it is (its mode must be ``mode`` when one is given)."""
+    if isinstance(model, LoadedModel):
+        return TorchEmbedder.of(model, mode or "fused")
+    if mode is not None and mode != model.mode:
+        raise ReidxError(
+            f"{model.source} makes {model.mode!r} embeddings, not {mode!r}",
+            f"export the checkpoint again with `reidx export --mode {mode}`, or drop --mode",
+        )
+    return model

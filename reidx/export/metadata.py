@@ -1,0 +1,159 @@
+"""What a ``reidx export`` ONNX file says about itself, in its ONNX ``metadata_props`` (string keys and values).
+
+The graph takes ``images``: float32 N×3×H×W RGB pixels in [0, 1] (8-bit values / 255), each resized (bilinear)
+to ``input_size`` = H×W; inside it the pixels are normalised to the model's [-1, 1] ((x - 0.5) / 0.5), then
+converted as the trunks were trained (``input_norm``: ``imagenet`` or ``none``). It gives ``embedding``:
+float32 N×D, rows L2-normalised, exactly ``reidx.evaluation.embed`` of the checkpoint in ``mode``.
+``checkpoint_sha256`` is the SHA-256 of the checkpoint's bytes: an index built with the file has the same
+embedding fingerprint as one built with the checkpoint. ``graph_sha256`` detects a damaged graph.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reidx import __version__
+from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
+from reidx.errors import ReidxError
+from reidx.models import list_models, model_class
+from reidx.models.backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT_NORMS
+
+FORMAT = "reidx-onnx"
+VERSION = 1
+INPUT_NAME = "images"
+OUTPUT_NAME = "embedding"
+NOT_OURS = "export one with `reidx export --checkpoint RUN/best.pt --out FILE.onnx`"
+#: The largest input side a file may claim (as for index headers).
+MAX_INPUT_SIDE = 4096
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: The metadata keys every export has, and what each value must parse to.
+KEYS = (
+    "reidx_format",
+    "reidx_format_version",
+    "reidx_version",
+    "model",
+    "arch",
+    "mode",
+    "input_size",
+    "embedding_dim",
+    "input",
+    "pixel_mean",
+    "pixel_std",
+    "input_norm",
+    "checkpoint_sha256",
+    "checkpoint",
+    "graph_sha256",
+    "model_config",
+)
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """The facts an export carries: the model, its embedding mode, input size and dimension, its input
+    normalisation and the checkpoint it came from."""
+
+    model: str
+    arch: str
+    mode: str
+    input_size: tuple[int, int]
+    dim: int
+    input_norm: str
+    checkpoint_sha256: str
+    checkpoint: str
+    graph_sha256: str
+    model_config: dict[str, Any]
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` of the file (every value a string; structured ones as JSON)."""
+        height, width = self.input_size
+        imagenet = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)} if self.input_norm == "imagenet" else {}
+        return {
+            "reidx_format": FORMAT,
+            "reidx_format_version": str(VERSION),
+            "reidx_version": __version__,
+            "model": self.model,
+            "arch": self.arch,
+            "mode": self.mode,
+            "input_size": json.dumps([height, width]),
+            "embedding_dim": str(self.dim),
+            "input": (
+                f"{INPUT_NAME}: float32 N x 3 x {height} x {width}, RGB pixels / 255 in [0, 1], resized bilinear "
+                f"to {height}x{width}; output {OUTPUT_NAME}: float32 N x {self.dim}, L2-normalised (cosine = dot)"
+            ),
+            "pixel_mean": str(PIXEL_MEAN),
+            "pixel_std": str(PIXEL_STD),
+            "input_norm": json.dumps({"name": self.input_norm, **imagenet}),
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "checkpoint": self.checkpoint,
+            "graph_sha256": self.graph_sha256,
+            "model_config": json.dumps(self.model_config, sort_keys=True),
+        }
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], path: Path) -> ExportInfo:
+        """The info of a file's ``metadata_props``; a file reidx did not export, or whose metadata is damaged
+        or from another format version, is a one-line ReidxError naming ``path``."""
+        if props.get("reidx_format") != FORMAT:
+            raise ReidxError(f"{path} is not a reidx export (its ONNX metadata has no reidx_format)", NOT_OURS)
+        if props.get("reidx_format_version") != str(VERSION):
+            raise ReidxError(
+                f"{path} is a reidx export of format version {props.get('reidx_format_version')!r}; "
+                f"this reidx reads {VERSION}",
+                "export the checkpoint again with this reidx",
+            )
+        missing = [key for key in KEYS if key not in props]
+        if missing:
+            raise ReidxError(f"{path} is damaged: its metadata lacks {', '.join(missing)}", NOT_OURS)
+        problem = props_problem(props)
+        if problem:
+            raise ReidxError(f"{path} is damaged: {problem}", NOT_OURS)
+        height, width = json.loads(props["input_size"])
+        return cls(
+            model=props["model"],
+            arch=props["arch"],
+            mode=props["mode"],
+            input_size=(height, width),
+            dim=int(props["embedding_dim"]),
+            input_norm=json.loads(props["input_norm"])["name"],
+            checkpoint_sha256=props["checkpoint_sha256"],
+            checkpoint=props["checkpoint"],
+            graph_sha256=props["graph_sha256"],
+            model_config=json.loads(props["model_config"]),
+        )
+
+
+def props_problem(props: dict[str, str]) -> str | None:
+    """What is wrong with the values of a reidx export's metadata, None when nothing is."""
+    try:
+        size = json.loads(props["input_size"])
+        norm = json.loads(props["input_norm"])
+        config = json.loads(props["model_config"])
+    except (ValueError, RecursionError):
+        return "its metadata holds malformed JSON"
+    if not isinstance(size, list) or len(size) != 2 or not all(positive(side) for side in size):
+        return f"input_size {props['input_size'][:40]} is not two positive integers"
+    if max(size) > MAX_INPUT_SIDE:
+        return f"input_size {size} is over {MAX_INPUT_SIDE} pixels a side"
+    if not props["embedding_dim"].isdigit() or int(props["embedding_dim"]) < 1:
+        return f"embedding_dim {props['embedding_dim'][:20]!r} is not a positive integer"
+    if not isinstance(norm, dict) or norm.get("name") not in INPUT_NORMS:
+        return f"input_norm {props['input_norm'][:40]} is not one of {', '.join(INPUT_NORMS)}"
+    if props["model"] not in list_models() or props["mode"] not in model_class(props["model"]).embedding_modes:
+        return f"model {props['model'][:40]!r} has no embedding mode {props['mode'][:20]!r} in this reidx"
+    if not isinstance(config, dict) or config.get("name") != props["model"]:
+        return "its model_config does not describe its model"
+    for key in ("checkpoint_sha256", "graph_sha256"):
+        if not SHA256.match(props[key]):
+            return f"{key} is not a SHA-256"
+    if (props["pixel_mean"], props["pixel_std"]) != (str(PIXEL_MEAN), str(PIXEL_STD)):
+        return f"pixel normalisation {props['pixel_mean'][:10]}/{props['pixel_std'][:10]} is not reidx's"
+    return None
+
+
+def positive(value: Any) -> bool:
+    """An int (not a bool) of at least 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -1,0 +1,263 @@
+"""``reidx export`` and ``--model-file``: onnxruntime's embeddings equal torch's for every model and mode, indexes
+built with either rank alike and are interchangeable, every backbone exports, and foreign, damaged or other
+models' ONNX files are one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from reidx.checkpoint import load_model, save_checkpoint
+from reidx.data.prepare import prepare_dataset
+from reidx.device import Devices
+from reidx.errors import ReidxError
+from reidx.evaluation.embed import embed_paths
+from reidx.evaluation.embedders import TorchEmbedder
+from reidx.export.onnx import export_onnx
+from reidx.export.runtime import open_onnx
+from reidx.models import build_model, list_models, model_class
+from reidx.models.backbones import list_backbones
+from reidx.retrieval import GalleryIndex, build_index, images_table, search_images
+from reidx.retrieval.search import open_gallery
+from reidx.train import run_training
+from tests.test_cli import ROOT, TORCH_PROBE
+from tests.tiny import TINY
+
+CPU = Devices("cpu")
+MIN_COSINE = 0.9999
+CASES = [(name, mode) for name in ("cadnet", "baseline") for mode in model_class(name).embedding_modes]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset and a CAD-Net and a baseline trained on it for one tiny epoch (last.pt each). CAD-Net's
+    G is residual: after one epoch a plain G paints nearly one image for every input, so its g embeddings tie
+    within float noise and no two runs could rank them alike."""
+    root = tmp_path_factory.mktemp("export")
+    prepare_dataset("synthetic", None, root / "data", ids=6, cameras=2, images_per_camera=2, workers=2)
+    for name, extra in (("cadnet", {"residual_recovery": True}), ("baseline", {})):
+        options = {"dataset": str(root / "data"), **TINY, "model": name, "epochs": 1, "val_ids": 0, "seed": 0}
+        run_training(root / name, {**options, **extra}, devices=CPU, show_progress=False)
+    return root
+
+
+def checkpoint(workspace: Path, name: str) -> Path:
+    return workspace / name / "last.pt"
+
+
+def exported(workspace: Path, name: str, mode: str = "fused") -> Path:
+    """The ONNX export of the ``name`` run in ``mode`` (written once per module, shared by the tests)."""
+    path = workspace / f"{name}-{mode}.onnx"
+    if not path.exists():
+        export_onnx(checkpoint(workspace, name), path, mode)
+    return path
+
+
+@pytest.mark.parametrize(("name", "mode"), CASES)
+def test_onnxruntime_embeds_like_torch_and_its_index_ranks_alike(workspace: Path, name: str, mode: str) -> None:
+    model_file = exported(workspace, name, mode)
+    torch_embedder = TorchEmbedder.of(load_model(checkpoint(workspace, name)), mode)
+    onnx_embedder = open_onnx(model_file, mode, CPU)
+    assert onnx_embedder.fingerprint() == torch_embedder.fingerprint()
+    gallery = [str(p) for p in sorted((workspace / "data" / "hr").rglob("*.png"))]
+    queries = [str(p) for p in sorted((workspace / "data" / "lr").rglob("*.png"))]
+    assert len(gallery) >= 12 and len(queries) >= 6
+    expected = embed_paths(torch_embedder, gallery + queries, batch_size=5, workers=0)
+    got = embed_paths(onnx_embedder, gallery + queries, batch_size=7, workers=0)  # other batch sizes: dynamic N
+    cosine = np.sum(expected * got, axis=1)
+    assert cosine.min() >= MIN_COSINE, cosine.min()
+    indexes = {}
+    for runtime, embedder in (("torch", torch_embedder), ("onnx", onnx_embedder)):
+        build_index(embedder, images_table([workspace / "data" / "hr"]), workspace / f"idx-{name}-{mode}-{runtime}")
+        indexes[runtime] = GalleryIndex.open(workspace / f"idx-{name}-{mode}-{runtime}", CPU)
+    assert indexes["torch"].header.fingerprint == indexes["onnx"].header.fingerprint
+    assert indexes["onnx"].header.checkpoint == str(model_file.resolve())
+    ranked = {
+        (index, runtime): [[hit.index_id for hit in result.hits] for result in search_images(
+            indexes[index], embedder, queries, k=len(gallery), workers=0
+        )]
+        for index in indexes
+        for runtime, embedder in (("torch", torch_embedder), ("onnx", onnx_embedder))
+    }  # fmt: skip
+    assert len({json.dumps(order) for order in ranked.values()}) == 1  # every index x runtime ranks alike
+
+
+def test_an_index_is_searched_with_the_other_runtimes_model_and_refuses_another_model(workspace: Path) -> None:
+    cadnet, fused = checkpoint(workspace, "cadnet"), exported(workspace, "cadnet")
+    g = exported(workspace, "cadnet", "g")
+    build_index(load_model(cadnet), images_table([workspace / "data" / "hr"]), workspace / "by-pt", workers=0)
+    build_index(open_onnx(fused), images_table([workspace / "data" / "hr"]), workspace / "by-onnx", workers=0)
+    _, embedder = open_gallery(workspace / "by-pt", fused, CPU)
+    assert embedder.runtime == "onnxruntime"
+    _, embedder = open_gallery(workspace / "by-onnx", None, CPU)  # the header's model file: the ONNX one
+    assert embedder.runtime == "onnxruntime"
+    _, embedder = open_gallery(workspace / "by-onnx", cadnet, CPU)
+    assert embedder.runtime == "torch"
+    for other, why in ((exported(workspace, "baseline"), "checkpoint sha256"), (g, "mode fused vs g")):
+        with pytest.raises(ReidxError, match=f"{other.name} is not the model .* embedded with .*{why}.*reidx export"):
+            open_gallery(workspace / "by-pt", other, CPU)
+    with pytest.raises(ReidxError, match="cannot append .*embedded differently"):
+        build_index(open_onnx(g), images_table([workspace / "data" / "lr"]), workspace / "by-pt", append=True)
+    appended = build_index(
+        open_onnx(fused), images_table([workspace / "data" / "lr"]), workspace / "by-pt", append=True, workers=0
+    )
+    assert appended.added > 0
+
+
+def test_cli_export_embed_search_and_the_file_rules(workspace: Path, run_cli, tmp_path: Path) -> None:
+    baseline, out, hr = checkpoint(workspace, "baseline"), tmp_path / "m.onnx", workspace / "data" / "hr"
+    code, stdout, stderr = run_cli("export", "--checkpoint", baseline, "--out", out, "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["info"]["mode"] == "fused" and result["min_cosine"] >= MIN_COSINE
+    props = {prop.key: prop.value for prop in onnx.load(out).metadata_props}
+    assert props["checkpoint_sha256"] == load_model(baseline).fingerprint and props["input_size"] == "[64, 32]"
+    assert json.loads(props["input_norm"])["name"] == "none" and props["model"] == "baseline"
+    assert props["arch"] == "resnet18" and props["embedding_dim"] == "512"
+    code, _, stderr = run_cli("export", "--checkpoint", baseline, "--out", out)
+    assert code == 1 and "already holds a reidx export" in stderr and "--overwrite" in stderr
+    stamp = out.stat().st_mtime_ns
+    assert run_cli("export", "--checkpoint", baseline, "--out", out, "--overwrite")[0] == 0
+    assert out.stat().st_mtime_ns != stamp
+    foreign = tmp_path / "notes.onnx"
+    foreign.write_text("mine")
+    code, _, stderr = run_cli("export", "--checkpoint", baseline, "--out", foreign, "--overwrite")
+    assert code == 1 and "was not written by `reidx export`" in stderr and "--overwrite" not in stderr
+    assert foreign.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "notes.onnx"]  # no temporaries, no locks
+    code, _, stderr = run_cli("--device", "cpu", "embed", "--model-file", out, hr, "--out", tmp_path / "idx")
+    assert code == 0, stderr
+    queries = sorted((workspace / "data" / "lr").rglob("*.png"))[:2]
+    code, stdout, stderr = run_cli(
+        "--device", "cpu", "search", *queries, "--gallery", tmp_path / "idx", "--checkpoint", baseline, "--json"
+    )
+    assert code == 0, stderr
+    assert len(json.loads(stdout)) == 2
+    code, _, stderr = run_cli("embed", "--model-file", out, "--mode", "g", hr, "--out", tmp_path / "x")
+    assert code == 1 and "makes 'fused' embeddings, not 'g'" in stderr and not (tmp_path / "x").exists()
+
+
+def test_serve_answers_with_the_onnx_model_as_with_the_checkpoint(tiny_gallery: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from reidx.service.app import create_app
+
+    export_onnx(tiny_gallery / "model.pt", tmp_path / "model.onnx")
+    answers = {}
+    for model_file in (None, tmp_path / "model.onnx"):
+        gallery, embedder = open_gallery(tiny_gallery / "idx", model_file, CPU)
+        client = TestClient(create_app(gallery, embedder))
+        files = [
+            ("images", (p.name, p.read_bytes(), "image/png")) for p in sorted((tiny_gallery / "queries").iterdir())
+        ]
+        answer = client.post("/search", files=files, data={"top_k": "12"})
+        assert answer.status_code == 200, answer.text
+        health = client.get("/health").json()["model"]
+        answers[health["runtime"]] = answer.json()
+    assert sorted(answers) == ["onnxruntime", "torch"]
+    for torch_result, onnx_result in zip(answers["torch"], answers["onnxruntime"], strict=True):
+        assert [hit["index_id"] for hit in torch_result["results"]] == [
+            hit["index_id"] for hit in onnx_result["results"]
+        ]
+        scores = [
+            (a["score"], b["score"]) for a, b in zip(torch_result["results"], onnx_result["results"], strict=True)
+        ]
+        assert max(abs(a - b) for a, b in scores) < 1e-5
+
+
+def hostile_files(workspace: Path, folder: Path) -> dict[str, Path]:
+    """ONNX files reidx must refuse, each with the words its error names."""
+    folder.mkdir()
+    data = exported(workspace, "baseline").read_bytes()
+    files = {
+        "empty": b"",
+        "garbage": b"\x00\x01 this is not protobuf \xff" * 10,
+        "truncated": data[: len(data) // 2],
+    }
+    foreign = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["images"], ["embedding"])],
+            "foreign",
+            [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["N", 3, 64, 32])],
+            [onnx.helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["N", 3, 64, 32])],
+        )
+    )
+    files["foreign"] = foreign.SerializeToString()
+    proto = onnx.load_model_from_string(data)
+    proto.graph.initializer[0].raw_data = bytes(len(proto.graph.initializer[0].raw_data))  # zeroed weights
+    files["tampered"] = proto.SerializeToString()
+    proto = onnx.load_model_from_string(data)
+    next(p for p in proto.metadata_props if p.key == "mode").value = "sideways"
+    files["mislabelled"] = proto.SerializeToString()
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name}.onnx"
+        paths[name].write_bytes(content)
+    return paths
+
+
+def test_foreign_damaged_and_tampered_onnx_files_are_one_line(workspace: Path, run_cli, tmp_path: Path) -> None:
+    expected = {
+        "empty": "the file is empty",
+        "garbage": "not an ONNX model",
+        "truncated": "not an ONNX model|not a reidx export",
+        "foreign": "not a reidx export",
+        "tampered": "does not match the graph_sha256",
+        "mislabelled": "has no embedding mode 'sideways'",
+    }
+    for name, path in hostile_files(workspace, tmp_path / "bad").items():
+        code, stdout, stderr = run_cli(
+            "embed", "--model-file", path, workspace / "data" / "hr", "--out", tmp_path / "i"
+        )
+        assert code == 1, (name, stderr)
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path.name) in lines[0] and "reidx export" in lines[0], (name, stderr)
+        assert any(words in lines[0] for words in expected[name].split("|")), (name, lines[0])
+        assert not (tmp_path / "i").exists()
+
+
+def test_export_and_model_file_errors_and_help_import_no_torch(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    cases = [
+        ["export", "--help"],
+        ["export", "--checkpoint", str(missing / "m.pt"), "--out", str(tmp_path / "m.onnx")],
+        ["embed", "--model-file", str(missing / "m.onnx"), "--out", str(tmp_path / "idx"), str(tmp_path)],
+        ["search", str(tmp_path), "--gallery", str(tmp_path), "--model-file", str(missing / "m.onnx")],
+        ["embed", "--out", str(tmp_path / "idx"), str(tmp_path)],
+        ["serve", "--gallery", str(tmp_path), "--model-file", str(missing / "m.onnx")],
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_PROBE, json.dumps(cases)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [[0, False]] + [[1, False]] * 5, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert (
+        len(errors) == 5
+        and "model file not found" in errors[4]
+        and "checkpoint not found" in errors[0]
+        and "no model to embed with" in errors[3]
+    )
+    assert "model file not found" in errors[1] and "model file not found" in errors[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list_backbones())
+@pytest.mark.parametrize("name", list_models())
+def test_every_backbone_and_model_exports_with_a_dynamic_batch(tmp_path: Path, arch: str, name: str) -> None:
+    torch.manual_seed(0)
+    size = (40, 24)  # not multiples of 32: G resizes its maps (the interpolations are in the graph too)
+    extra = {"discriminator_width": 8} if name == "cadnet" else {}
+    model = build_model(name, num_classes=3, arch=arch, input_norm="imagenet", **extra)
+    save_checkpoint(tmp_path / "m.pt", model, size)
+    result = export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx")  # fused: the whole path (other modes: above)
+    assert result.min_cosine >= MIN_COSINE  # onnxruntime vs torch on random batches of 1 and 3 (traced with 2)
+    assert result.info.dim == (2 if name == "cadnet" else 1) * model.encoder.out_channels

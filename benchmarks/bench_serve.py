@@ -35,7 +35,6 @@ import numpy as np  # noqa: E402
 
 from reidx.data.transforms import to_model_input  # noqa: E402
 from reidx.device import Devices  # noqa: E402
-from reidx.evaluation.embed import embed_batch  # noqa: E402
 from reidx.images import load_image  # noqa: E402
 from reidx.retrieval.index import GalleryIndex, IndexHeader, new_faiss_index, write_index_dir  # noqa: E402
 from reidx.retrieval.search import open_gallery  # noqa: E402
@@ -108,10 +107,10 @@ def warm_serve(index: Path, crops: list[Path], requests: int) -> list[float]:
 
 def parts(index: Path, crops: list[Path], repeats: int) -> tuple[list[float], list[float]]:
     """Wall seconds of the model forward alone and of the index search alone, one crop at a time."""
-    gallery, loaded = open_gallery(index, devices=Devices("auto"))
-    inputs = [to_model_input(load_image(crop), loaded.input_size)[None] for crop in crops]
-    vectors = [embed_batch(loaded.model, batch, gallery.header.mode) for batch in inputs]
-    forward = timed(lambda: embed_batch(loaded.model, inputs[0], gallery.header.mode), repeats)
+    gallery, embedder = open_gallery(index, devices=Devices("auto"))  # the index's checkpoint, in torch
+    inputs = [to_model_input(load_image(crop), embedder.input_size)[None] for crop in crops]
+    vectors = [embedder.embed_batch(batch) for batch in inputs]
+    forward = timed(lambda: embedder.embed_batch(inputs[0]), repeats)
     search = timed(lambda: gallery.search(vectors[0], K), repeats)
     return forward, search
 

@@ -197,6 +197,8 @@ def test_milvus_append_overwrite_and_refusals(workspace: Path, tmp_path: Path, l
     assert gallery.record.collection == name and count_rows(client, name) == 14
     new = gallery.metadata["path"].tolist()[12:]
     assert sorted(new) == sorted(str(p) for p in (workspace / "new").glob("*.png"))
+    with pytest.raises(ReidxError, match="drop them when appending"):
+        build_index(cadnet, both, out, append=True, workers=0, devices=CPU, uri=str(tmp_path / "other.db"))
     with pytest.raises(ReidxError, match="keeps its vectors in milvus, not faiss"):
         build_index(cadnet, both, out, append=True, workers=0, devices=CPU, backend="faiss")
     with pytest.raises(ReidxError, match="already holds an index"):

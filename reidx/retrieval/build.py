@@ -115,6 +115,8 @@ def build_index(
             existing = existing_index(out, append, overwrite)
             if existing is not None:
                 check_compatible(existing, fingerprint, index_type, backend, on_disk or bool(reduce_dim))
+            if existing is not None and (uri or collection):
+                raise ReidxError("--uri and --collection name a new index's store", "drop them when appending")
             record = existing.record if existing is not None else new_record(out, backend, uri, collection)
             known = set(existing.metadata["path"]) if existing is not None else set()
             rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)

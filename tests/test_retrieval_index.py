@@ -187,10 +187,14 @@ def test_missing_index_directory(tmp_path: Path) -> None:
         GalleryIndex.open(tmp_path / "nowhere", Devices("cpu"))
 
 
-@pytest.mark.parametrize(("block_floats", "dim"), [(7 * 3, 16), (64 * 3, 17), (exact.BLOCK_FLOATS, 33)])
-def test_exact_top_k_is_tie_exact_across_blocks(monkeypatch, block_floats: int, dim: int) -> None:
-    """Ties inside a block, straddling a block's k-th place and spread over blocks all come back by id."""
+@pytest.mark.parametrize(
+    ("block_floats", "dim", "numpy_width"), [(7 * 3, 16, 0), (64 * 3, 17, 4096), (exact.BLOCK_FLOATS, 33, 0)]
+)
+def test_exact_top_k_is_tie_exact_across_blocks(monkeypatch, block_floats: int, dim: int, numpy_width: int) -> None:
+    """Ties inside a block, straddling a block's k-th place and spread over blocks all come back by id
+    (blocks selected from by torch.topk, or by numpy for ``numpy_width``)."""
     monkeypatch.setattr(exact, "BLOCK_FLOATS", block_floats)
+    monkeypatch.setattr(exact, "NUMPY_SELECT_WIDTH", numpy_width)
     monkeypatch.setattr(exact, "QUERY_BLOCK", 2)
     rng = np.random.default_rng(3)
     base = normalised(rng.standard_normal((5, dim)))

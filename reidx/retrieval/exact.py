@@ -15,6 +15,9 @@ import numpy as np
 BLOCK_FLOATS = 32 * 1024 * 1024
 #: Hits fetched per block beyond k, so that a re-scan of the block row is rarely needed.
 EXTRA = 8
+#: Blocks up to this many gallery entries wide are selected from by numpy (faster there than torch.topk
+#: after numpy's BLAS, whose threads still spin); wider ones by torch.topk.
+NUMPY_SELECT_WIDTH = 4096
 #: float32 unit roundoff.
 UNIT_ROUNDOFF = 2.0**-24
 #: Queries scored together (the gallery block width follows from BLOCK_FLOATS).
@@ -71,7 +74,13 @@ def block_candidates(scores: np.ndarray, k: int, margin: np.ndarray, offset: int
 
     width = scores.shape[1]
     fetch = min(k + EXTRA, width)
-    values, indices = (tensor.numpy() for tensor in torch.topk(torch.from_numpy(scores), fetch, dim=1))
+    if width <= NUMPY_SELECT_WIDTH:  # numpy alone: no second thread pool waking up after the BLAS one
+        indices = np.argpartition(scores, width - fetch, axis=1)[:, width - fetch :]
+        values = np.take_along_axis(scores, indices, 1)
+        order = np.argsort(-values, axis=1)
+        values, indices = np.take_along_axis(values, order, 1), np.take_along_axis(indices, order, 1)
+    else:
+        values, indices = (tensor.numpy() for tensor in torch.topk(torch.from_numpy(scores), fetch, dim=1))
     floor = values[:, min(k, width) - 1] - margin
     rescan = np.flatnonzero(values[:, -1] >= floor) if fetch < width else []
     if not len(rescan):

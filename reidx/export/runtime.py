@@ -117,6 +117,10 @@ def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
+    # torch's thread count (onnxruntime's default, the physical cores, was slower here: benchmarks/bench_export.py),
+    # and threads that sleep between runs instead of spinning, so the image-decoding workers keep their cores
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(data, options, providers=providers(devices))
     except Exception as exc:  # noqa: BLE001 - any onnxruntime load failure is an unusable file to the user

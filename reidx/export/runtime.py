@@ -131,15 +131,17 @@ def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO
     return embedder
 
 
-def providers(devices: Devices) -> list[str]:
-    """onnxruntime's execution providers for ``devices``: CUDA first where torch uses a GPU and onnxruntime
-    has it (a note says when it does not), then the CPU."""
+def providers(devices: Devices) -> list[str | tuple[str, dict[str, int]]]:
+    """onnxruntime's execution providers for ``devices``: CUDA first, on torch's GPU (a torchrun rank's own),
+    where torch uses one and onnxruntime has it (a note says when it does not), then the CPU."""
     import onnxruntime as ort
+    import torch
 
     if devices.name == "cpu" or devices.torch.type != "cuda":
         return [CPU_PROVIDER]
     if CUDA_PROVIDER in ort.get_available_providers():
-        return [CUDA_PROVIDER, CPU_PROVIDER]
+        gpu = devices.torch.index if devices.torch.index is not None else torch.cuda.current_device()
+        return [(CUDA_PROVIDER, {"device_id": gpu}), CPU_PROVIDER]
     err_console.print(
         "note: this onnxruntime has no CUDA provider, so the ONNX model runs on the CPU (install onnxruntime-gpu)",
         highlight=False,

@@ -13,6 +13,8 @@ import torch
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
+from reidx.gallery.base import BackendRecord
+from reidx.gallery.faiss import FaissGallery
 from reidx.retrieval import exact, ondisk
 from reidx.retrieval.build import check_layout, layout_params
 from reidx.retrieval.index import (
@@ -300,3 +302,24 @@ def test_gpu_sharding_is_chosen_by_size() -> None:
     flat = new_faiss_index(16, "flat", {})
     flat.add(np.zeros((10, 16), np.float32))
     assert index_bytes(flat) == 10 * 16 * 4
+
+
+def test_embed_write_path_builds_an_on_disk_pca_ivfpq_index(tmp_path: Path, one_faiss_thread) -> None:
+    """The FAISS backend's write (what `reidx embed --index ivfpq --on-disk --reduce-dim` runs after
+    embedding) from chunk files: PCA 32 -> 16, lists on disk, searched with 32-d queries."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((20, 32)).astype(np.float32)
+    vectors = clustered(MIN_IVFPQ_VECTORS, 32, rng, centres)
+    chunks = []
+    for number, part in enumerate(np.array_split(vectors, 3)):
+        chunks.append(tmp_path / f"chunk{number}.npy")
+        np.save(chunks[-1], part)
+    params = layout_params(32, "ivfpq", 16, 4, 4, True, 16)
+    header = IndexHeader(FINGERPRINT, "model.pt", "baseline", 32, 0, "ivfpq", params)
+    metadata = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(len(vectors))], "pid": -1, "camid": -1})
+    FaissGallery.write(tmp_path / "idx", header, None, metadata, chunks, Devices("cpu"), BackendRecord())
+    opened = GalleryIndex.open(tmp_path / "idx", Devices("cpu"))
+    assert opened.header.count == len(vectors) and (tmp_path / "idx" / LISTS_NAME).is_file()
+    assert opened.header.params == {"nlist": 16, "pq_m": 4, "nprobe": 4, "reduce_dim": 16, "on_disk": 1}
+    _, ids = opened.search(vectors[:100], 10)
+    assert np.mean([row in ids[row] for row in range(100)]) >= 0.5  # approximate, but it finds itself

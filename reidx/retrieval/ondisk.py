@@ -26,22 +26,23 @@ def write_on_disk(
     ``shard_vectors``: vectors per shard (0: SHARD_VECTORS)."""
     import faiss
 
-    from reidx.retrieval.index import write_faiss
+    from reidx.retrieval.index import pre_transformed, write_faiss
 
     shard_vectors = shard_vectors or SHARD_VECTORS
+    ivf = faiss.extract_index_ivf(index)  # shards hold the IVF alone (FAISS cannot clone every transform)
     shards: list[Path] = []
-    shard, added = faiss.clone_index(index), 0
+    shard, added = faiss.clone_index(ivf), 0
     try:
         for chunk in vectors:
-            shard.add_with_ids(np.ascontiguousarray(chunk, dtype=np.float32), np.arange(added, added + len(chunk)))
+            inputs = pre_transformed(index, np.ascontiguousarray(chunk, dtype=np.float32))
+            shard.add_with_ids(inputs, np.arange(added, added + len(chunk)))
             added += len(chunk)
             if shard.ntotal >= shard_vectors:
                 shards.append(write_shard(shard, lists_path, len(shards)))
-                shard = faiss.clone_index(index)
+                shard = faiss.clone_index(ivf)
         if shard.ntotal or not shards:
             shards.append(write_shard(shard, lists_path, len(shards)))
         del shard
-        ivf = faiss.extract_index_ivf(index)
         lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(lists_path))
         opened = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP) for path in shards]
         parts = faiss.InvertedListsPtrVector()

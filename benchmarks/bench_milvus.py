@@ -23,7 +23,7 @@ import pandas as pd
 
 from benchmarks.bench_retrieval import embedding_like
 from reidx.device import Devices
-from reidx.gallery import BackendRecord, backend_class, open_gallery_dir
+from reidx.gallery import BackendRecord, GalleryWrite, backend_class, open_gallery_dir
 from reidx.retrieval.index import IndexHeader
 
 K = 10
@@ -89,7 +89,8 @@ def measure(name, record, folder, metadata, chunks, query, singles, found) -> di
     cpu, size, queries = Devices("cpu"), len(metadata), len(query)
     header = IndexHeader(dict(FINGERPRINT), "model.pt", "baseline", DIM, 0, "flat", {})
     out = folder / f"idx-{name}"
-    build_s, _ = timed(lambda: backend_class(name).write(out, header, None, metadata, chunks, cpu, record))
+    job = GalleryWrite(out, header, None, metadata, chunks, cpu, record)
+    build_s, _ = timed(lambda: backend_class(name).write(job))
     open_s, gallery = timed(lambda: open_gallery_dir(out, cpu))
     gallery.search(query[:2], K)  # warm-up
     batch_s, (_, ids) = timed(lambda: gallery.search(query, K))

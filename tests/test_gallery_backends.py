@@ -16,7 +16,7 @@ from reidx.checkpoint import load_model, save_checkpoint
 from reidx.cli import app
 from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.gallery import BackendRecord, backend_class, open_gallery_dir
+from reidx.gallery import BackendRecord, GalleryWrite, backend_class, open_gallery_dir
 from reidx.gallery.milvus import MilvusGallery, connect, count_rows, default_collection, expression
 from reidx.models import build_model
 from reidx.retrieval import build_index, images_table, rank_vectors
@@ -46,7 +46,7 @@ def write_gallery(out: Path, vectors: np.ndarray, backend: str, uri: str, metada
         metadata = pd.DataFrame({"path": [f"img{i:04d}.png" for i in range(count)], "pid": -1, "camid": -1})
     header = IndexHeader(dict(FINGERPRINT), "model.pt", "baseline", dim, 0, "flat", {})
     record = BackendRecord() if backend == "faiss" else BackendRecord("milvus", uri, default_collection(out))
-    backend_class(backend).write(out, header, None, metadata, [chunk], CPU, record)
+    backend_class(backend).write(GalleryWrite(out, header, None, metadata, [chunk], CPU, record))
     return open_gallery_dir(out, CPU)
 
 
@@ -254,6 +254,6 @@ def test_milvus_lite_refuses_ivfpq_in_one_line_and_leaves_nothing(tmp_path: Path
     metadata = pd.DataFrame({"path": [f"p{i}.png" for i in range(50)], "pid": 0, "camid": 0})
     record = BackendRecord("milvus", lite, "refused")
     with pytest.raises(ReidxError, match="refused the gallery: invalid index type: IVF_PQ"):
-        MilvusGallery.write(tmp_path / "m", header, None, metadata, [tmp_path / "chunk.npy"], CPU, record)
+        MilvusGallery.write(GalleryWrite(tmp_path / "m", header, None, metadata, [tmp_path / "chunk.npy"], CPU, record))
     assert not (tmp_path / "m").exists()
     assert not [name for name in connect(lite).list_collections() if name.startswith("refused")]

@@ -8,7 +8,7 @@ import pytest
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.gallery import BackendRecord, Gallery, backend_class, open_gallery_dir
+from reidx.gallery import BackendRecord, Gallery, GalleryWrite, backend_class, open_gallery_dir
 from reidx.retrieval.filters import NO_FILTER, Condition, GalleryFilter
 from reidx.retrieval.index import IndexHeader
 from reidx.retrieval.search import rank_vectors
@@ -38,7 +38,8 @@ def gallery(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     header = IndexHeader(FINGERPRINT, "m.pt", "baseline", DIM, COUNT)
     milvus = BackendRecord("milvus", str(root / "g.db"), "filters")
     record = milvus if request.param == "milvus" else BackendRecord()
-    backend_class(request.param).write(root / "idx", header, None, metadata, [root / "chunk.npy"], CPU, record)
+    job = GalleryWrite(root / "idx", header, None, metadata, [root / "chunk.npy"], CPU, record)
+    backend_class(request.param).write(job)
     return open_gallery_dir(root / "idx", CPU)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.gallery.base import BackendRecord
+from reidx.gallery.base import BackendRecord, GalleryWrite
 from reidx.gallery.faiss import FaissGallery
 from reidx.retrieval import exact, ondisk
 from reidx.retrieval.build import check_layout, layout_params
@@ -317,7 +317,7 @@ def test_embed_write_path_builds_an_on_disk_pca_ivfpq_index(tmp_path: Path, one_
     params = layout_params(32, "ivfpq", 16, 4, 4, True, 16)
     header = IndexHeader(FINGERPRINT, "model.pt", "baseline", 32, 0, "ivfpq", params)
     metadata = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(len(vectors))], "pid": -1, "camid": -1})
-    FaissGallery.write(tmp_path / "idx", header, None, metadata, chunks, Devices("cpu"), BackendRecord())
+    FaissGallery.write(GalleryWrite(tmp_path / "idx", header, None, metadata, chunks, Devices("cpu"), BackendRecord()))
     opened = GalleryIndex.open(tmp_path / "idx", Devices("cpu"))
     assert opened.header.count == len(vectors) and (tmp_path / "idx" / LISTS_NAME).is_file()
     assert opened.header.params == {"nlist": 16, "pq_m": 4, "nprobe": 4, "reduce_dim": 16, "on_disk": 1}

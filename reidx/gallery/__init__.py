@@ -3,6 +3,22 @@
 See :mod:`reidx.gallery.base` for the interface; each backend module registers itself in ``BACKENDS``.
 """
 
-from reidx.gallery.base import BACKENDS, DEFAULT_BACKEND, BackendRecord, Gallery, backend_class, open_gallery_dir
+from reidx.gallery.base import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    BackendRecord,
+    Gallery,
+    GalleryWrite,
+    backend_class,
+    open_gallery_dir,
+)
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendRecord", "Gallery", "backend_class", "open_gallery_dir"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "BackendRecord",
+    "Gallery",
+    "GalleryWrite",
+    "backend_class",
+    "open_gallery_dir",
+]

@@ -68,6 +68,20 @@ def read_record(directory: Path) -> BackendRecord:
     return record
 
 
+@dataclass
+class GalleryWrite:
+    """One write of an index directory: where, its header and whole metadata, the chunk files of the new vectors,
+    the gallery appended to (None for a new one), the devices and where the vectors go."""
+
+    out: Path
+    header: IndexHeader
+    existing: Gallery | None
+    metadata: pd.DataFrame
+    chunks: Sequence[Path]
+    devices: Devices
+    record: BackendRecord
+
+
 class Gallery(ABC):
     """An opened index directory: header, metadata (row i = vector id i) and the backend holding the vectors.
 
@@ -96,19 +110,10 @@ class Gallery(ABC):
 
     @classmethod
     @abstractmethod
-    def write(
-        cls,
-        out: Path,
-        header: IndexHeader,
-        existing: Gallery | None,
-        metadata: pd.DataFrame,
-        chunks: Sequence[Path],
-        devices: Devices,
-        record: BackendRecord,
-    ) -> None:
-        """Store the vectors of ``chunks`` (after those of ``existing``, when appending) and write the index
-        directory ``out`` (header, the whole ``metadata``) in one step; the caller holds its lock and has
-        checked that ``out`` may be replaced."""
+    def write(cls, job: GalleryWrite) -> None:
+        """Store the vectors of ``job.chunks`` (after those of ``job.existing``, when appending) and write the
+        index directory ``job.out`` (header, the whole metadata) in one step; the caller holds its lock and has
+        checked that ``job.out`` may be replaced."""
 
     @abstractmethod
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:

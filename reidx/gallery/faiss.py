@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from reidx.device import AUTO, Devices
-from reidx.gallery.base import BACKENDS, BackendRecord, Gallery
-from reidx.retrieval.index import GalleryIndex, IndexHeader, new_faiss_index, to_cpu, to_device, write_index_dir
+from reidx.gallery.base import BACKENDS, BackendRecord, Gallery, GalleryWrite
+from reidx.retrieval.index import GalleryIndex, new_faiss_index, to_cpu, to_device, write_index_dir
 
 #: Vectors used to train IVF-PQ quantizers (FAISS samples at most 256 points per centroid anyway).
 MAX_TRAINING_VECTORS = 256 * 1024
@@ -39,32 +38,23 @@ class FaissGallery(Gallery):
         return cls(GalleryIndex.open(directory, devices), record)
 
     @classmethod
-    def write(
-        cls,
-        out: Path,
-        header: IndexHeader,
-        existing: Gallery | None,
-        metadata: pd.DataFrame,
-        chunks: Sequence[Path],
-        devices: Devices,
-        record: BackendRecord,
-    ) -> None:
-        if isinstance(existing, FaissGallery):
-            index = existing.index.index
+    def write(cls, job: GalleryWrite) -> None:
+        if isinstance(job.existing, FaissGallery):
+            index = job.existing.index.index
         else:
-            index = new_faiss_index(header.dim, header.index_type, header.params)
-        index, on_gpu = to_device(index, devices)
+            index = new_faiss_index(job.header.dim, job.header.index_type, job.header.params)
+        index, on_gpu = to_device(index, job.devices)
         if not index.is_trained:
-            index.train(training_sample(chunks, MAX_TRAINING_VECTORS))
-        if header.params.get("on_disk"):  # the vectors go straight to the lists file, in shards
-            header.count = sum(int(np.load(chunk, mmap_mode="r").shape[0]) for chunk in chunks)
-            vectors = (np.load(chunk) for chunk in chunks)
-            write_index_dir(out, header, to_cpu(index, on_gpu), metadata, on_disk=vectors)
+            index.train(training_sample(job.chunks, MAX_TRAINING_VECTORS))
+        if job.header.params.get("on_disk"):  # the vectors go straight to the lists file, in shards
+            job.header.count = sum(int(np.load(chunk, mmap_mode="r").shape[0]) for chunk in job.chunks)
+            vectors = (np.load(chunk) for chunk in job.chunks)
+            write_index_dir(job.out, job.header, to_cpu(index, on_gpu), job.metadata, on_disk=vectors)
             return
-        for chunk in chunks:
+        for chunk in job.chunks:
             index.add(np.load(chunk))
-        header.count = int(index.ntotal)
-        write_index_dir(out, header, to_cpu(index, on_gpu), metadata)
+        job.header.count = int(index.ntotal)
+        write_index_dir(job.out, job.header, to_cpu(index, on_gpu), job.metadata)
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(queries, k, nprobe)

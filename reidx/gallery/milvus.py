@@ -28,7 +28,7 @@ import pandas as pd
 
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
-from reidx.gallery.base import BACKENDS, RECORD_NAME, BackendRecord, Gallery
+from reidx.gallery.base import BACKENDS, RECORD_NAME, BackendRecord, Gallery, GalleryWrite
 from reidx.outputs import atomic_dir
 from reidx.retrieval.filters import GalleryFilter
 from reidx.retrieval.index import (
@@ -221,40 +221,31 @@ class MilvusGallery(Gallery):
         return gallery
 
     @classmethod
-    def write(
-        cls,
-        out: Path,
-        header: IndexHeader,
-        existing: Gallery | None,
-        metadata: pd.DataFrame,
-        chunks: Sequence[Path],
-        devices: Devices,
-        record: BackendRecord,
-    ) -> None:
-        appending = isinstance(existing, MilvusGallery)
-        client = existing.client if appending else connect(record.uri)
-        owner = owner_tag(out)
-        start = existing.header.count if appending else 0
-        name = record.collection if appending else f"{record.collection}_{secrets.token_hex(4)}"
+    def write(cls, job: GalleryWrite) -> None:
+        appending = isinstance(job.existing, MilvusGallery)
+        client = job.existing.client if appending else connect(job.record.uri)
+        owner = owner_tag(job.out)
+        start = job.existing.header.count if appending else 0
+        name = job.record.collection if appending else f"{job.record.collection}_{secrets.token_hex(4)}"
         try:
             if appending:
                 client.delete(name, filter=f"id >= {start}")  # what an interrupted append left
             else:
-                create_collection(client, name, header, owner)
-            added = insert_rows(client, name, chunks, metadata, start)
+                create_collection(client, name, job.header, owner)
+            added = insert_rows(client, name, job.chunks, job.metadata, start)
             client.flush(name)
         except Exception as exc:  # noqa: BLE001 - an engine refusal (e.g. an index type Lite lacks) is one line
             cls.undo(client, name, appending, start)
             reason = short(exc)
-            raise ReidxError(f"Milvus at {record.uri} refused the gallery: {reason}", "see its message") from None
-        header.count = start + added
+            raise ReidxError(f"Milvus at {job.record.uri} refused the gallery: {reason}", "see its message") from None
+        job.header.count = start + added
         try:
-            write_directory(out, header, metadata, BackendRecord(cls.name, record.uri, name))
+            write_directory(job.out, job.header, job.metadata, BackendRecord(cls.name, job.record.uri, name))
         except BaseException:
             cls.undo(client, name, appending, start)
             raise
         if not appending:
-            drop_older(client, record.collection + "_", owner, keep=name)
+            drop_older(client, job.record.collection + "_", owner, keep=name)
 
     @staticmethod
     def undo(client: Any, name: str, appending: bool, start: int) -> None:

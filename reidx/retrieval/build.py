@@ -17,7 +17,7 @@ from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder, as_embedder
-from reidx.gallery import DEFAULT_BACKEND, BackendRecord, Gallery, backend_class, open_gallery_dir
+from reidx.gallery import DEFAULT_BACKEND, BackendRecord, Gallery, GalleryWrite, backend_class, open_gallery_dir
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
 from reidx.retrieval.embedder import FLUSH_SECONDS, embed_to_chunks
@@ -149,7 +149,7 @@ def build_index(
         else:
             header = existing.header
             metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
-        backend_class(record.backend).write(out, header, existing, metadata, chunks, devices, record)
+        backend_class(record.backend).write(GalleryWrite(out, header, existing, metadata, chunks, devices, record))
         return BuildResult(out, header, len(rows), skipped)
 
 

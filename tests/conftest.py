@@ -7,10 +7,13 @@ import os
 # torch and the FAISS wheel bundle their own OpenMP runtimes; busy-waiting threads of one starve the
 # other on small machines and make small tests many times slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Remembered checkpoint fingerprints (reidx.fingerprints) go to a fresh folder, not the user's cache.
+# Remembered checkpoint fingerprints (reidx.fingerprints) go to a fresh folder, not the user's cache,
+# removed when the session ends.
 os.environ["REIDX_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="reidx-test-cache-")
 
-import hashlib  # noqa: E402
+import atexit  # noqa: E402
+import hashlib
+import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,6 +23,8 @@ import pytest
 from PIL import Image
 
 ImageWriter = Callable[..., Path]
+
+atexit.register(shutil.rmtree, os.environ["REIDX_CACHE_DIR"], ignore_errors=True)
 
 
 def _colour(name: str) -> tuple[int, int, int]:

@@ -7,10 +7,10 @@ the evaluator (protocols.md §3). FAISS is imported only when an index is built,
 from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.embedders import check_mode
 from reidx.retrieval.build import BuildResult, build_index
-from reidx.retrieval.embedder import embed_to_chunks, embedding_fingerprint
 from reidx.retrieval.filters import GalleryFilter
 from reidx.retrieval.index import GalleryIndex, IndexHeader
 from reidx.retrieval.inputs import dataset_table, expand_images, gallery_table, identity_from_name, images_table
+from reidx.retrieval.jobs import embed_to_chunks, embedding_fingerprint
 from reidx.retrieval.montage import draw_montage
 from reidx.retrieval.search import Hit, QueryResult, load_gallery_model, rank_vectors, search_images
 

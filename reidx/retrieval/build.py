@@ -20,8 +20,8 @@ from reidx.evaluation.embedders import Embedder, as_embedder
 from reidx.gallery import DEFAULT_BACKEND, BackendRecord, Gallery, GalleryWrite, backend_class, open_gallery_dir
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
-from reidx.retrieval.embedder import FLUSH_SECONDS, embed_to_chunks
 from reidx.retrieval.index import INDEX_TYPES, PARTIAL_NAME, IndexHeader, fingerprint_mismatch, ivf_lists, ivfpq_params
+from reidx.retrieval.jobs import FLUSH_SECONDS, embed_to_chunks
 
 if TYPE_CHECKING:
     from reidx.train.distributed import DistEnv

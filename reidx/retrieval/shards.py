@@ -1,6 +1,6 @@
 """Sharded embedding under ``torchrun``: every rank embeds a contiguous share of the image list on its own
 device (``reidx.train.distributed.setup``: cuda:LOCAL_RANK, else CPU with gloo) into its own resumable state
-folder ``.partial/shard-R-of-W`` (:func:`reidx.retrieval.embedder.embed_to_chunks`), and rank 0, the only
+folder ``.partial/shard-R-of-W`` (:func:`reidx.retrieval.jobs.embed_to_chunks`), and rank 0, the only
 writer, stores every rank's chunks in rank order: the same vectors, ids and metadata order as one process.
 
 Rank 0 decides what to embed (the output checks, ``--append``'s known paths) and sends the list; a refusal
@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder
-from reidx.retrieval.embedder import embed_to_chunks
+from reidx.retrieval.jobs import embed_to_chunks
 from reidx.train.distributed import DistEnv
 
 

@@ -138,14 +138,10 @@ class Gallery(ABC):
         return filtered_top_k(lambda rows, n: self.search(rows, n, nprobe), queries, k, allowed)
 
     def check_queries(self, queries: np.ndarray) -> np.ndarray:
-        """The query embeddings as contiguous float32 rows of the index's dimension."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.header.dim:
-            raise ReidxError(
-                f"query embeddings have shape {queries.shape}, the index holds {self.header.dim}-d vectors",
-                "embed the queries with the index's model and mode",
-            )
-        return queries
+        """The query embeddings as contiguous float32 rows of the index's dimension (others refused)."""
+        from reidx.retrieval.index import checked_queries
+
+        return checked_queries(queries, self.header.dim)
 
 
 def backend_class(name: str) -> type[Gallery]:

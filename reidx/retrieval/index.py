@@ -247,6 +247,17 @@ def top_k(index: Any, queries: np.ndarray, k: int, total: int) -> tuple[np.ndarr
     return scores, ids
 
 
+def checked_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    """The query embeddings as contiguous float32 rows of an index's dimension ``dim`` (others refused)."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ReidxError(
+            f"query embeddings have shape {queries.shape}, the index holds {dim}-d vectors",
+            "embed the queries with the index's model and mode",
+        )
+    return queries
+
+
 def flat_vectors(index: Any) -> np.ndarray:
     """The (ntotal, d) float32 vectors a CPU ``IndexFlat`` stores, as a view (no copy; keep the index alive)."""
     import faiss
@@ -315,12 +326,7 @@ class GalleryIndex:
 
         ``ids`` index the metadata rows; an approximate index may return fewer than k hits (id -1).
         """
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.header.dim:
-            raise ReidxError(
-                f"query embeddings have shape {queries.shape}, the index holds {self.header.dim}-d vectors",
-                "embed the queries with the index's model and mode",
-            )
+        queries = checked_queries(queries, self.header.dim)
         k = max(1, min(k, self.header.count))
         if self.header.index_type == "flat" and not self.on_gpu and self.header.count:
             vectors = flat_vectors(inner_index(self.index))

@@ -107,6 +107,9 @@ def create_app(
     page = resources.files("reidx.service").joinpath("page.html").read_text(encoding="utf-8")
     lock = threading.Lock()
     paths = gallery.metadata["path"].to_numpy()
+    # the gallery does not change while it is served: its counts are taken once, not per /health request
+    identities = int(gallery.metadata["pid"].nunique())
+    cameras = sorted(int(camid) for camid in gallery.metadata["camid"].unique())
     answered = {"searches": 0, "queries": 0}
 
     @app.exception_handler(ReidxError)
@@ -133,7 +136,6 @@ def create_app(
     @app.get("/health")
     def health() -> dict:
         """The model, the index and their counts."""
-        meta = gallery.metadata
         return {
             "status": "ok",
             "reidx_version": __version__,
@@ -155,8 +157,8 @@ def create_app(
             },
             "counts": {
                 "entries": len(gallery),
-                "identities": int(meta["pid"].nunique()),
-                "cameras": sorted(int(camid) for camid in meta["camid"].unique()),
+                "identities": identities,
+                "cameras": cameras,
                 **answered,
             },
             "min_score": min_score,

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from reidx.metrics.stats import mean_ci, paired_ci
 from reidx.report.tables import METHOD_BILINEAR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,61 +45,11 @@ VARIANTS: dict[str, str] = {
 #: report query set -> column: LR {2,3,4} mixed, HR queries, and every query at the unseen rate 8
 SETS = {"mixed": "LR", "hr": "HR", "r8": "x8"}
 
-#: t_{0.975, df} for df = 1..30 (two-sided 95% Student t); beyond 30 the normal 1.96 is used
-T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
-
 
 def reidx(args: str) -> subprocess.CompletedProcess:
     """Run one `reidx` command, echoing it; a failure stops the benchmark."""
     print(f"$ reidx {args}", flush=True)
     return subprocess.run([str(Path(sys.executable).with_name("reidx")), *shlex.split(args)], check=True)
-
-
-def mean_ci(values: list[float]) -> tuple[float, float | None]:
-    """Mean and 95% confidence half-width (Student t on the sample standard deviation); None for one value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
-    return mean, (T975[n - 2] if n - 1 <= len(T975) else 1.96) * sd / math.sqrt(n)
-
-
-def paired_ci(a: dict[int, float], b: dict[int, float]) -> tuple[list[int], float, float | None]:
-    """Splits both have, and mean ± 95% half-width of the per-split difference a − b over them."""
-    splits = sorted(set(a) & set(b))
-    return (splits, *mean_ci([a[s] - b[s] for s in splits])) if splits else (splits, math.nan, None)
 
 
 def run_dir(runs: Path, split: int, variant: str) -> Path:
@@ -139,11 +89,12 @@ def per_split(report_json: Path, checkpoints: dict[str, dict[int, Path]]) -> tup
     values: Values = defaultdict(lambda: defaultdict(dict))
     init: dict[str, str] = {}
     for entry in document["ranking"]:
-        variant, split = owner.get(str(Path(entry["checkpoint"]).resolve()), (None, None))
-        if variant and entry["set"] in SETS:
-            init[variant] = entry["init"]
-            for metric, label in (("rank1", "R1"), ("rank5", "R5"), ("mAP", "mAP")):
-                values[variant][f"{SETS[entry['set']]} {label}"][split] = 100 * entry[metric]
+        for record in entry["per_trial"].values():  # one per split: each run is evaluated on its own
+            variant, split = owner.get(str(Path(record["checkpoint"]).resolve()), (None, None))
+            if variant and entry["set"] in SETS:
+                init[variant] = entry["init"]
+                for metric, label in (("rank1", "R1"), ("rank5", "R5"), ("mAP", "mAP")):
+                    values[variant][f"{SETS[entry['set']]} {label}"][split] = 100 * record[metric]
     for record in document["recovery"]:
         variant, split = owner.get(str(Path(record["checkpoint"]).resolve()), (None, None))
         if variant and record["set"] == "mixed":

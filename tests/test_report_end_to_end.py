@@ -149,9 +149,17 @@ def expected(checkpoint: Path, dataset: Path, mode: str, query_set: str, trial: 
     return metrics.cmc[0], metrics.cmc[4], metrics.cmc[9], metrics.mAP
 
 
+#: t_{0.975, df}, df = 1, 2, 3 (printed tables of Student's t)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182}
+
+
 def cell(values: list[float], trials: int) -> str:
+    """Mean ± 95% CI half-width (Student t on the sample sd), in percent."""
     mean = 100 * float(np.mean(values))
-    return f"{mean:.1f} ± {100 * float(np.std(values)):.1f}" if trials > 1 else f"{mean:.1f}"
+    if trials == 1:
+        return f"{mean:.1f}"
+    half = T975[trials - 1] * float(np.std(values, ddof=1)) / np.sqrt(trials)
+    return f"{mean:.1f} ± {100 * half:.1f}"
 
 
 def expected_cells(checkpoint: Path, dataset: Path, mode: str, query_set: str, trials: list[int]) -> list[str]:
@@ -270,7 +278,8 @@ def test_markdown_tables_are_valid_and_each_names_protocol_rates_trials_checkpoi
         for word in ("protocol", "rates", "trials", "checkpoint"):
             assert word in found_table.caption, (found_table.heading, word)
     assert "mean of the precision at each true match" in workspace.text
-    assert "trials: 2 (mean ± std)" in table(workspace.text, "Cross-resolution").caption
+    trials = "trials: mean ± 95% CI over 2 test trials (0, 1) of one checkpoint (Student t, 1 df)"
+    assert trials in table(workspace.text, "Cross-resolution").caption
 
 
 def test_labels_name_the_initialisation_and_skipped_modes_are_noted(workspace: Workspace) -> None:
@@ -311,7 +320,7 @@ def test_csv_and_json_hold_the_same_results(workspace: Workspace) -> None:
     ranking = frame[frame["table"] == "ranking"]
     assert len(ranking) == len(report.ranking)
     assert np.allclose(ranking["rank1"], [e.result.rank1 for e in report.ranking])
-    assert set(frame["table"]) == {"ranking", "recovery", "published (paper)"}
+    assert set(frame["table"]) == {"ranking", "per-trial", "paired", "recovery", "published (paper)"}
     document = json.loads(render(report, "json"))
     assert [r["mAP"] for r in document["ranking"]] == [e.result.mAP for e in report.ranking]
     assert {d["protocol"] for d in document["datasets"]} == {"multi-shot", "single-shot"}

@@ -1,4 +1,4 @@
-"""Result records: one evaluation, or the mean and standard deviation of several trials, as typed records.
+"""Result records: one evaluation, or the mean of several trials with its spread, as typed records.
 
 Every number is a plain Python float or int (never a NumPy scalar), so records survive JSON and
 ``torch.load(..., weights_only=True)``. A record carries what protocols.md says every result must name:
@@ -16,6 +16,7 @@ import pandas as pd
 
 from reidx.metrics.checks import MetricInputError
 from reidx.metrics.rank import RankingMetrics
+from reidx.metrics.stats import mean_ci
 
 RANKING_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")
 CMC_LENGTH = 20
@@ -25,9 +26,11 @@ _SHARED = ("dataset", "protocol", "query_set", "rates", "mode", "map_definition"
 
 @dataclass(frozen=True)
 class EvalResult:
-    """One evaluation (``trials == 1``) or the mean over trials, with the standard deviation in ``std``.
+    """One evaluation (``trials == 1``) or the mean over trials, with the spread in ``std`` and ``ci95``.
 
-    ``std`` maps each of ``RANKING_METRICS`` to its population standard deviation over trials (0.0 for one trial).
+    ``std`` maps each of ``RANKING_METRICS`` to its population standard deviation over trials (0.0 for one trial),
+    ``ci95`` to the half-width of the mean's 95% confidence interval (Student t on the per-trial values, n − 1
+    degrees of freedom; 0.0 for one trial).
     ``cmc`` holds the first 20 ranks. ``num_queries`` and ``num_valid_queries`` are summed over trials.
     """
 
@@ -49,6 +52,7 @@ class EvalResult:
     trials: int = 1
     draws: int = 1
     std: dict[str, float] = field(default_factory=dict)
+    ci95: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         plain = {name: float(getattr(self, name)) for name in RANKING_METRICS}
@@ -56,6 +60,7 @@ class EvalResult:
         plain["rates"] = tuple(int(r) for r in self.rates)
         plain["cmc"] = tuple(float(c) for c in self.cmc)
         plain["std"] = {name: float(self.std.get(name, 0.0)) for name in RANKING_METRICS}
+        plain["ci95"] = {name: float(self.ci95.get(name, 0.0)) for name in RANKING_METRICS}
         for name, value in plain.items():
             object.__setattr__(self, name, value)
 
@@ -116,7 +121,8 @@ class EvalResult:
 
 
 def aggregate_trials(results: Sequence[EvalResult]) -> EvalResult:
-    """Mean over single-trial records of one setting, with each metric's population std in ``std``."""
+    """Mean over single-trial records of one setting, with each metric's population std in ``std`` and the
+    half-width of its 95% confidence interval in ``ci95``."""
     if not results:
         raise MetricInputError("no trial results to aggregate")
     first = results[0]
@@ -137,23 +143,26 @@ def aggregate_trials(results: Sequence[EvalResult]) -> EvalResult:
         num_valid_queries=sum(r.num_valid_queries for r in results),
         trials=len(results),
         std={name: v.std() for name, v in values.items()},
+        ci95={name: mean_ci(v.tolist())[1] or 0.0 for name, v in values.items()},
     )
 
 
 def results_to_frame(results: Sequence[EvalResult]) -> pd.DataFrame:
-    """One row per record: labels, metrics and ``<metric>_std`` columns (the CMC stays in the JSON)."""
+    """One row per record: labels, metrics, ``<metric>_std`` and ``<metric>_ci95`` columns (the CMC stays in the
+    JSON)."""
     rows = []
     for r in results:
         row = r.to_dict()
-        del row["cmc"], row["std"]
+        del row["cmc"], row["std"], row["ci95"]
         row["rates"] = ",".join(str(rate) for rate in r.rates)
         row |= {f"{name}_std": r.std[name] for name in RANKING_METRICS}
+        row |= {f"{name}_ci95": r.ci95[name] for name in RANKING_METRICS}
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def percent(value: float, std: float | None = None, bold: bool = False) -> str:
-    """A fraction as the report and the training log show it: ``83.7`` or ``83.7 ± 1.2`` (std when given),
+def percent(value: float, spread: float | None = None, bold: bool = False) -> str:
+    """A fraction as the report and the training log show it: ``83.7`` or ``83.7 ± 1.2`` (a spread when given),
     bold (markdown) on request."""
-    text = f"{100 * value:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+    text = f"{100 * value:.1f}" + (f" ± {100 * spread:.1f}" if spread is not None else "")
     return f"**{text}**" if bold else text

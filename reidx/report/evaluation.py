@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,16 @@ import numpy as np
 import pandas as pd
 
 from reidx.checkpoint import CheckpointFile, LoadedModel
-from reidx.data.manifest import DatasetInfo, read_dataset
+from reidx.data.manifest import MANIFEST_NAME, DatasetInfo, read_dataset
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.recovery import recover_batches, score_recovery
+from reidx.io import sha256_file
 from reidx.metrics import EvalResult, evaluate_embeddings
 from reidx.models import list_models, model_class
 from reidx.report.cache import dataset_fingerprint
+from reidx.report.sources import TrainSource, check_testable, training_sources
 from reidx.retrieval.index import ranked
 
 MAX_RANK = 50
@@ -38,6 +40,10 @@ NATIVE_SET = "native"
 EXAMPLE_QUERIES = 4
 EXAMPLE_HITS = 5
 RECOVERY_SAMPLES = 4
+
+
+#: Trainer options that say where or how fast a run went, not what it learned: never part of a row's recipe.
+NOT_RECIPE = frozenset({"dataset", "datasets", "sources", "trial", "trials", "pretrained", "workers", "save_every"})
 
 
 @dataclass(frozen=True)
@@ -52,33 +58,39 @@ class CheckpointInfo:
     can_recover: bool
     input_size: tuple[int, int]
     init: str  # "ImageNet" | "scratch" | "unknown"
-    train_dataset: str = ""  # resolved dataset directory the run trained on ("" = unknown)
-    train_trial: int | None = None  # the split of that dataset it trained on
+    sources: tuple[TrainSource, ...] = ()  # what it trained on (empty = unknown)
+    recipe: dict[str, Any] = field(default_factory=dict)  # the trainer's options but NOT_RECIPE ({} = unknown)
+    epoch: int | None = None  # the epoch the weights are from
 
-    def trials_on(self, directory: Path, trials: list[int]) -> list[int]:
-        """The trials this checkpoint may be evaluated on: only its own split of the dataset it trained on
-        (any other split's test ids overlap its training ids), every trial of any other dataset."""
-        if self.train_trial is None or self.train_dataset != str(directory.resolve()):
-            return trials
-        return [trial for trial in trials if trial == self.train_trial]
+    @property
+    def name(self) -> str:
+        """``run/file.pt``."""
+        path = Path(self.path)
+        return f"{path.parent.name}/{path.name}"
+
+    @property
+    def trained_on(self) -> str:
+        """The training sources in words ("" when unknown)."""
+        return " + ".join(source.text for source in self.sources)
 
     @property
     def label(self) -> str:
-        path = Path(self.path)
-        trial = "" if self.train_trial is None else f", trial {self.train_trial}"
-        return f"{path.parent.name}/{path.name} [{self.model}, {self.arch}, {self.init}{trial}]"
+        trained = f"; trained on {self.trained_on}" if self.sources else ""
+        return f"{self.name} [{self.model}, {self.arch}, {self.init}{trained}]"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointInfo:
-        data = dict(data, modes=tuple(data["modes"]), input_size=tuple(data["input_size"]))
+        sources = tuple(TrainSource(**source) for source in data.get("sources", ()))
+        data = dict(data, modes=tuple(data["modes"]), input_size=tuple(data["input_size"]), sources=sources)
         return cls(**data)
 
 
 def describe_checkpoint(checkpoint: CheckpointFile) -> CheckpointInfo:
-    """Model family, embedding modes, input size, initialisation and training data recorded in a checkpoint."""
+    """Model family, embedding modes, input size, initialisation, recipe and training sources recorded in a
+    checkpoint."""
     config = checkpoint.model_config
     training = training_config(checkpoint)
     if config["name"] not in list_models():
@@ -86,7 +98,7 @@ def describe_checkpoint(checkpoint: CheckpointFile) -> CheckpointInfo:
             f"{checkpoint.path} holds an unknown model {config['name']!r}", "evaluate it with the reidx that wrote it"
         )
     family = model_class(config["name"])
-    dataset = (checkpoint.meta.get("dataset") or {}).get("path") or training.get("dataset")
+    epoch = checkpoint.meta.get("epoch")
     return CheckpointInfo(
         path=str(checkpoint.path.resolve()),
         fingerprint=checkpoint.fingerprint,
@@ -96,8 +108,9 @@ def describe_checkpoint(checkpoint: CheckpointFile) -> CheckpointInfo:
         can_recover=bool(family.can_recover),
         input_size=checkpoint.input_size,
         init=initialisation(training),
-        train_dataset=str(Path(dataset).resolve()) if dataset else "",
-        train_trial=checkpoint.meta.get("trial", training.get("trial")),
+        sources=training_sources(checkpoint.meta, training),
+        recipe={key: value for key, value in training.items() if key not in NOT_RECIPE},
+        epoch=epoch if isinstance(epoch, int) else None,
     )
 
 
@@ -131,6 +144,7 @@ class EvalDataset:
     info: DatasetInfo
     fingerprint: str
     label: str
+    manifest_sha256: str = ""
 
     @property
     def trials(self) -> list[int]:
@@ -139,9 +153,11 @@ class EvalDataset:
 
 
 def open_dataset(directory: Path) -> EvalDataset:
-    """Read a dataset directory; a missing one or one without query and gallery rows is a ReidxError."""
+    """Read a dataset directory; a missing one, a training-only one or one without query and gallery rows is a
+    ReidxError."""
     if not directory.is_dir():
         raise ReidxError(f"dataset not found: {directory}", "pass a directory written by `reidx prepare --out DIR`")
+    check_testable(directory)
     frame, info = read_dataset(directory)
     missing = [split for split in ("query", "gallery") if not (frame["split"] == split).any()]
     if missing:
@@ -149,7 +165,8 @@ def open_dataset(directory: Path) -> EvalDataset:
             f"{directory} has no test split ({' and '.join(missing)} images missing)",
             "prepare a dataset with query and gallery images (`reidx prepare`) to evaluate on it",
         )
-    return EvalDataset(directory, frame, info, dataset_fingerprint(directory, frame), info.dataset)
+    fingerprint = dataset_fingerprint(directory, frame)
+    return EvalDataset(directory, frame, info, fingerprint, info.dataset, sha256_file(directory / MANIFEST_NAME))
 
 
 @dataclass(frozen=True)

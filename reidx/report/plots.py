@@ -14,6 +14,7 @@ from PIL import Image
 from reidx.images import image_from_bytes
 from reidx.io import atomic_path, load_image
 from reidx.report.runner import DatasetSummary, Report
+from reidx.report.tables import recovery_label
 from reidx.retrieval import Hit, QueryResult, draw_montage
 
 CMC_RANKS = 20
@@ -40,7 +41,7 @@ def cmc_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path:
     ranks = range(1, CMC_RANKS + 1)
     for entry in report.entries(dataset.label):
         cmc = [100 * value for value in entry.result.cmc[:CMC_RANKS]]
-        axes.plot(ranks, cmc, marker="o", markersize=3, label=f"{entry.checkpoint.label} · {entry.mode}")
+        axes.plot(ranks, cmc, marker="o", markersize=3, label=f"{entry.group.label} · {entry.mode}")
     axes.set_xticks([1, 5, 10, 15, 20])
     axes.set(
         xlabel="rank",
@@ -65,7 +66,7 @@ def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | Non
     series: dict[str, list[tuple[int, float]]] = {}
     for query_set in rated:
         for entry in report.entries(dataset.label, query_set.key):
-            label = f"{entry.checkpoint.label} · {entry.mode}"
+            label = f"{entry.group.label} · {entry.mode}"
             series.setdefault(label, []).append((query_set.rate, 100 * entry.result.rank1))
     for label, points in series.items():
         points.sort()
@@ -86,13 +87,17 @@ def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | Non
 
 
 def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path | None:
-    """Rows = a few LR queries; columns = LR (bilinear to input size) | each model's G output | HR original."""
-    entries = [e for e in report.recovery if e.dataset == dataset.label and e.payload["samples"]]
+    """Rows = a few LR queries; columns = LR (bilinear to input size) | each row's G output (its first
+    checkpoint's) | HR original."""
+    firsts = [group.first for group in report.groups]
+    entries = [
+        e for e in report.recovery if e.dataset == dataset.label and e.payload["samples"] and e.checkpoint in firsts
+    ]
     if not entries:
         return None
     height, width = entries[0].checkpoint.input_size
     samples = entries[0].payload["samples"]
-    titles = ["LR", *(f"G: {e.checkpoint.label}" for e in entries), "HR original"]
+    titles = ["LR", *(f"G: {recovery_label(report, e.checkpoint)}" for e in entries), "HR original"]
     figure = Figure(figsize=(1.2 + 1.6 * len(titles), 0.3 + 2.4 * len(samples)), layout="constrained")
     for row, sample in enumerate(samples):
         tiles = [load_image(sample["lr"])]
@@ -145,7 +150,7 @@ def write_plots(report: Report, directory: Path) -> list[Plot]:
             (f"HR recovery, {dataset.label}", recovery_grid(report, dataset, directory / f"recovery-{name}.png")),
         ]
         plots += [(title, path) for title, path in optional if path is not None]
-        for checkpoint in report.checkpoints:
+        for checkpoint in (group.first for group in report.groups):  # one montage per row
             modes = [
                 mode for path, label, mode in report.examples if path == checkpoint.path and label == dataset.label
             ]

@@ -1,7 +1,9 @@
 """Run the evaluations a report needs: every (checkpoint, dataset, mode) not yet cached, with a progress bar.
 
-The result is a :class:`Report`: trial-aggregated :class:`~reidx.metrics.EvalResult` records per
-checkpoint, dataset, mode and query set, recovery scores, and what the plots need.
+The result is a :class:`Report`: per row (a :class:`~reidx.report.groups.RunGroup`: one checkpoint, or one
+checkpoint per split of one recipe), dataset, mode and query set, the per-trial
+:class:`~reidx.metrics.EvalResult` records and their mean ± 95% CI; the paired per-trial differences of every
+row against the first; recovery scores, and what the plots need.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from reidx.checkpoint import CheckpointFile, LoadedModel, open_checkpoint
 from reidx.console import progress
 from reidx.errors import ReidxError
 from reidx.metrics import EvalResult, aggregate_trials
+from reidx.metrics.stats import paired_ci
 from reidx.models import list_models, model_class
 from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, ranking_entry
 from reidx.report.evaluation import (
@@ -29,6 +32,8 @@ from reidx.report.evaluation import (
     rank_trials,
     recover_dataset,
 )
+from reidx.report.groups import RunGroup, group_checkpoints, split_text
+from reidx.report.sources import allowed_trials
 
 ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
 
@@ -82,25 +87,48 @@ class DatasetSummary:
         return next(s for s in self.sets if s.main)
 
 
+#: The metrics of the paired-difference tables.
+DIFFERENCE_METRICS = ("rank1", "rank5", "rank10", "mAP")
+
+
 @dataclass(frozen=True)
 class RankingEntry:
-    """Trial-aggregated result of one checkpoint, dataset, mode and query set."""
+    """One row's results on one dataset, mode and query set: ``units`` (per trial, or per training split,
+    keyed "trial T" / "split T") and ``result``, their mean with its spread; ``pooling`` says in words what was
+    averaged."""
 
-    checkpoint: CheckpointInfo
+    group: RunGroup
     dataset: str
     mode: str
     set_key: str
     rate: int | None
     result: EvalResult
+    units: dict[str, EvalResult]
+    pooling: str
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The paired per-trial difference ``group − reference`` on one dataset's main query set in one mode."""
+
+    group: RunGroup
+    reference: RunGroup
+    dataset: str
+    mode: str
+    per_trial: dict[str, dict[str, float]]  # unit key -> metric -> difference (fractions)
+    mean: dict[str, float]
+    ci95: dict[str, float | None]
 
 
 @dataclass(frozen=True)
 class RecoveryEntry:
-    """Recovery scores of one checkpoint on one dataset (``model`` scores absent for a non-recovering model)."""
+    """Recovery scores of one checkpoint on one dataset, over ``trials`` (``model`` scores absent for a
+    non-recovering model)."""
 
     checkpoint: CheckpointInfo
     dataset: str
     payload: dict[str, Any]
+    trials: tuple[int, ...] = ()
 
 
 @dataclass
@@ -109,7 +137,9 @@ class Report:
 
     checkpoints: list[CheckpointInfo]
     datasets: list[DatasetSummary]
+    groups: list[RunGroup] = field(default_factory=list)
     ranking: list[RankingEntry] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
     recovery: list[RecoveryEntry] = field(default_factory=list)
     examples: dict[tuple[str, str, str], list] = field(default_factory=dict)  # (checkpoint path, dataset, mode)
     notes: list[str] = field(default_factory=list)
@@ -118,10 +148,13 @@ class Report:
     seconds: float = 0.0
 
     def entries(self, dataset: str, set_key: str | None = None) -> list[RankingEntry]:
-        """Ranking entries of ``dataset`` (one query set, or the main one), in checkpoint and mode order."""
+        """Ranking entries of ``dataset`` (one query set, or the main one), in row and mode order."""
         summary = next(d for d in self.datasets if d.label == dataset)
         key = set_key or summary.main_set.key
         return [e for e in self.ranking if e.dataset == dataset and e.set_key == key]
+
+    def group_of(self, checkpoint: CheckpointInfo) -> RunGroup:
+        return next(g for g in self.groups if checkpoint in g.checkpoints)
 
     def summary_line(self) -> str:
         return f"evaluated {self.evaluated}, cached {self.cached} ({self.seconds:.2f} s)"
@@ -131,7 +164,10 @@ def checkpoint_info(checkpoint: CheckpointFile, cache: ResultCache) -> Checkpoin
     """The checkpoint's description, from the cache when its bytes are unchanged."""
     cached = cache.load(MODEL_ENTRY)
     if cached is not None:
-        return replace(CheckpointInfo.from_dict(cached), path=str(checkpoint.path.resolve()))
+        try:
+            return replace(CheckpointInfo.from_dict(cached), path=str(checkpoint.path.resolve()))
+        except (TypeError, KeyError, ValueError):  # written by an older reidx: describe it again
+            pass
     info = describe_checkpoint(checkpoint)
     cache.save(MODEL_ENTRY, info.to_dict())
     return info
@@ -182,15 +218,31 @@ class _Job:
     dataset: EvalDataset
     summary: DatasetSummary
     mode: str | None  # the embedding mode ranked; None: the recovery job
-
-    @property
-    def trials(self) -> list[int]:
-        return self.checkpoint.trials_on(self.dataset.directory, self.summary.trials)
+    trials: list[int]  # the test trials the checkpoint may be evaluated on
 
     @property
     def entry(self) -> str:
         """The job's cache entry."""
         return RECOVERY_ENTRY if self.mode is None else ranking_entry(self.mode)
+
+
+def expand_checkpoints(paths: list[Path]) -> list[Path]:
+    """Checkpoint files as given; a folder stands for every run below it (a folder holding ``last.pt``), each
+    by its ``best.pt`` (``last.pt`` where it has none), in path order."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise ReidxError(
+                f"checkpoint not found: {path}", "pass the .pt file written by `reidx train` (RUN/last.pt)"
+            )
+        runs = sorted({last.parent for last in path.rglob("last.pt")} | {best.parent for best in path.rglob("best.pt")})
+        if not runs:
+            raise ReidxError(f"{path} holds no run (no last.pt or best.pt below it)", "pass a run folder or a .pt file")
+        found += [run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt" for run in runs]
+    return list(dict.fromkeys(found))
 
 
 def collect(
@@ -205,11 +257,7 @@ def collect(
 ) -> Report:
     """Evaluate what is not cached yet and gather every result the report shows."""
     started = time.perf_counter()
-    for path in checkpoints:
-        if not path.is_file():
-            raise ReidxError(
-                f"checkpoint not found: {path}", "pass the .pt file written by `reidx train` (RUN/last.pt)"
-            )
+    checkpoints = expand_checkpoints(checkpoints)
     opened = [open_dataset(path) for path in datasets]
     labels = unique_labels([d.info.dataset for d in opened], [d.directory for d in opened])
     summaries = []
@@ -232,22 +280,24 @@ def collect(
             report.notes.append(f"{info.label} has no {', '.join(missing)} embedding: skipped")
         usable_modes = usable_modes or len(missing) < len(wanted)
         for dataset, summary in zip(opened, summaries, strict=True):
-            if not info.trials_on(dataset.directory, summary.trials):
-                report.notes.append(
-                    f"{info.label} trained on trial {info.train_trial} of {summary.label}, which this report "
-                    "leaves out: not evaluated there (other trials' test ids are its training ids)"
+            trials, reason = allowed_trials(info, dataset, summary.trials)
+            if not trials:
+                raise ReidxError(
+                    f"{info.label} cannot be tested on {summary.label} ({dataset.directory}): {reason}",
+                    "test it on a dataset it did not train on, or on its own split (--trial)",
                 )
-                continue
-            jobs += [_Job(info, cache, dataset, summary, mode) for mode in wanted if mode in info.modes]
-            jobs.append(_Job(info, cache, dataset, summary, None))
+            if trials != summary.trials:
+                report.notes.append(f"{info.label} evaluated on trial(s) {trials} of {summary.label} only: {reason}")
+            jobs += [_Job(info, cache, dataset, summary, mode, trials) for mode in wanted if mode in info.modes]
+            jobs.append(_Job(info, cache, dataset, summary, None, trials))
     if not usable_modes:
         raise ReidxError(
             f"none of the checkpoints has the embedding mode(s) {', '.join(modes or [])}",
             "use --modes fused (every model has it) or leave --modes out",
         )
-    if not jobs:
-        raise ReidxError(f"nothing to evaluate: {report.notes[-1]}", "use --trial all or the trial the run trained on")
-    _run_jobs(jobs, files, report, device, batch_size, workers)
+    report.groups = group_checkpoints(report.checkpoints)
+    per_trial = _run_jobs(jobs, files, report, device, batch_size, workers)
+    assemble(report, per_trial, {(job.checkpoint.path, job.summary.label): job.trials for job in jobs})
     report.seconds = time.perf_counter() - started
     return report
 
@@ -259,8 +309,11 @@ def _run_jobs(
     device: torch.device | str,
     batch_size: int,
     workers: int,
-) -> None:
+) -> dict[tuple[str, str, str], dict[int, dict[str, Any]]]:
+    """Run (or read from the cache) every job; return each ranking job's payload per trial, keyed by
+    (checkpoint path, dataset label, mode)."""
     loaded: dict[str, LoadedModel] = {}
+    per_trial: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
 
     def model(job: _Job) -> LoadedModel:
         """The job's network, loaded once while its checkpoint's jobs run."""
@@ -283,9 +336,15 @@ def _run_jobs(
             else:
                 job.cache.save(job.entry, payload, job.dataset)
                 report.evaluated += 1
-            _add(report, job, payload)
+            label = job.summary.label
+            if job.mode is None:
+                report.recovery.append(RecoveryEntry(job.checkpoint, label, payload, tuple(job.trials)))
+            else:
+                per_trial[(job.checkpoint.path, label, job.mode)] = {t: payload[str(t)] for t in job.trials}
+                report.examples[(job.checkpoint.path, label, job.mode)] = payload[str(job.trials[0])]["examples"]
             bar.advance(task)
         bar.update(task, description=f"done: {report.evaluated} evaluated, {report.cached} cached")
+    return per_trial
 
 
 def _evaluate(
@@ -306,17 +365,119 @@ def _evaluate(
     return {**(cached or {}), **computed}
 
 
-def _add(report: Report, job: _Job, payload: dict[str, Any]) -> None:
-    label = job.summary.label
-    if job.mode is None:
-        report.recovery.append(RecoveryEntry(job.checkpoint, label, payload))
-        return
-    trials = [payload[str(t)] for t in job.trials]
-    for query_set in job.summary.sets:
-        records = [EvalResult.from_dict(t["sets"][query_set.key]) for t in trials if query_set.key in t["sets"]]
-        if records:
-            entry = RankingEntry(
-                job.checkpoint, label, job.mode, query_set.key, query_set.rate, aggregate_trials(records)
+def trial_list(trials: list[int]) -> str:
+    """``0-4`` for a run of trials, else ``0, 2, 5``."""
+    if len(trials) > 2 and trials == list(range(trials[0], trials[-1] + 1)):
+        return f"{trials[0]}-{trials[-1]}"
+    return ", ".join(map(str, trials))
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How a group's results on one dataset become units: ``kind`` "test" (a unit per test trial: one checkpoint
+    on several trials, or one checkpoint per trial) or "split" (a unit per checkpoint, the mean of its test
+    trials), and the words for it."""
+
+    kind: str
+    noun: str
+    detail: str
+
+    def text(self, units: dict[str, EvalResult], total: int) -> str:
+        """What a row's number is: "mean ± 95% CI over 5 trials (0-4), one checkpoint per trial, ... (Student
+        t, 4 df)", or "trial 3 of 10"."""
+        keys = [key.split(" ", 1)[1] for key in units]
+        if len(keys) == 1:
+            return (
+                f"trial {keys[0]} of {total}" if self.kind == "test" else f"one checkpoint (training split {keys[0]})"
             )
-            report.ranking.append(entry)
-    report.examples[(job.checkpoint.path, label, job.mode)] = trials[0]["examples"]
+        listed = trial_list([int(k) for k in keys]) if all(k.isdigit() for k in keys) else ", ".join(keys)
+        prefix = "training splits " if self.kind == "split" else ""
+        n = len(keys)
+        return f"mean ± 95% CI over {n} {self.noun} ({prefix}{listed}){self.detail} (Student t, {n - 1} df)"
+
+
+def pooling(group: RunGroup, trials: dict[str, list[int]]) -> Pooling:
+    """The group's pooling on a dataset where checkpoint ``path`` is evaluated on ``trials[path]``."""
+    members = group.checkpoints
+    if len(members) == 1:
+        return Pooling("test", "test trials", " of one checkpoint")
+    lists = [trials[c.path] for c in members]
+    flat = [t for each in lists for t in each]
+    if all(len(each) == 1 for each in lists) and len(set(flat)) == len(flat):
+        own = all(any(s.trial == each[0] for s in c.sources) for c, each in zip(members, lists, strict=True))
+        return Pooling("test", "trials", ", one checkpoint per trial" + (" tested on its own split" if own else ""))
+    return Pooling("split", "checkpoints", ", each the mean of its test trials")
+
+
+def _units(group: RunGroup, kind: str, results: dict[str, dict[int, EvalResult]]) -> dict[str, EvalResult]:
+    """The group's per-unit records of one query set; ``results``: checkpoint path -> trial -> record."""
+    units: dict[str, EvalResult] = {}
+    for checkpoint in group.checkpoints:
+        records = results.get(checkpoint.path, {})
+        if kind == "test":
+            units |= {f"trial {t}": record for t, record in sorted(records.items())}
+        elif records:
+            mean = aggregate_trials(list(records.values()))  # one value per checkpoint
+            units[f"split {split_text(checkpoint)}"] = replace(mean, trials=1, std={}, ci95={})
+    return units
+
+
+def assemble(
+    report: Report,
+    per_trial: dict[tuple[str, str, str], dict[int, dict[str, Any]]],
+    trials: dict[tuple[str, str], list[int]],
+) -> None:
+    """The report's rows: per group, dataset, mode and query set the units and their mean; then the paired
+    differences of every group against the first on each dataset's main query set."""
+    modes = list(dict.fromkeys(mode for _, _, mode in per_trial))
+    for group in report.groups:
+        for summary in report.datasets:
+            pooled = pooling(group, {c.path: trials.get((c.path, summary.label), []) for c in group.checkpoints})
+            for mode in modes:
+                payloads = {c.path: per_trial.get((c.path, summary.label, mode)) for c in group.checkpoints}
+                if not any(payloads.values()):
+                    continue
+                for query_set in summary.sets:
+                    results = {
+                        path: {
+                            t: EvalResult.from_dict(p["sets"][query_set.key])
+                            for t, p in payload.items()
+                            if query_set.key in p["sets"]
+                        }
+                        for path, payload in payloads.items()
+                        if payload
+                    }
+                    units = _units(group, pooled.kind, results)
+                    if units:
+                        text = pooled.text(units, summary.trials_total)
+                        result = aggregate_trials(list(units.values()))
+                        entry = RankingEntry(
+                            group, summary.label, mode, query_set.key, query_set.rate, result, units, text
+                        )
+                        report.ranking.append(entry)
+    report.differences = paired_differences(report)
+
+
+def paired_differences(report: Report) -> list[Difference]:
+    """Every group but the first against the first, per dataset (main query set) and shared mode, matched by
+    trial (or training split)."""
+    if len(report.groups) < 2:
+        return []
+    reference, differences = report.groups[0], []
+    for summary in report.datasets:
+        entries = report.entries(summary.label)
+        base = {e.mode: e for e in entries if e.group is reference}
+        for entry in entries:
+            if entry.group is reference or entry.mode not in base:
+                continue
+            other = base[entry.mode]
+            mean, ci95, per_trial = {}, {}, {}
+            for name in DIFFERENCE_METRICS:
+                a = {key: getattr(r, name) for key, r in entry.units.items()}
+                b = {key: getattr(r, name) for key, r in other.units.items()}
+                keys, mean[name], ci95[name] = paired_ci(a, b)
+                for key in keys:
+                    per_trial.setdefault(key, {})[name] = a[key] - b[key]
+            if per_trial:
+                differences.append(Difference(entry.group, reference, summary.label, entry.mode, per_trial, mean, ci95))
+    return differences

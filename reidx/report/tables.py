@@ -1,8 +1,9 @@
 """Render a :class:`~reidx.report.runner.Report` as markdown, CSV or JSON.
 
-Markdown shows percentages (one decimal, mean ± population std over trials where there are several) with
-the best value of each column in bold; CSV and JSON keep the records' fractions. Every markdown table has a
-caption line naming dataset, protocol, rate set, trials and checkpoints (protocols.md §3).
+Markdown shows percentages (one decimal, mean ± the 95% confidence half-width over trials where there are
+several) with the best value of each column in bold; CSV and JSON keep the records' fractions, each trial's
+record, and the population standard deviation besides. Every markdown table has a caption line naming
+dataset, protocol, rate set, exactly what was averaged over which trials, and checkpoints (protocols.md §3).
 """
 
 from __future__ import annotations
@@ -15,19 +16,23 @@ import pandas as pd
 
 from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, EvalResult, percent, results_to_frame
 from reidx.report.evaluation import NATIVE_SET, CheckpointInfo
+from reidx.report.groups import RunGroup, group_name, split_text
 from reidx.report.published import SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_key, table1_rows
-from reidx.report.runner import DatasetSummary, Report
+from reidx.report.runner import DIFFERENCE_METRICS, DatasetSummary, RankingEntry, Report, trial_list
 
 FORMATS = ("md", "csv", "json")
 AP_NOTE = (
     "mAP is the torchreid / open-reid AP: the mean of the precision at each true match's rank "
     "(not the Market-1501 trapezoid rule); on single-shot datasets, with one true match per gallery, it equals "
-    "the mean reciprocal rank and is labelled so. Ranks and mAP in %; ± is the (population) standard deviation "
-    "over trials."
+    "the mean reciprocal rank and is labelled so. Ranks and mAP in %; ± is the half-width of the 95% confidence "
+    "interval of the mean over trials (Student t on the per-trial values, n − 1 degrees of freedom). Checkpoints "
+    "that differ only in the split they trained on are one row, one trial each; the first row is the reference "
+    "of the paired differences."
 )
 PUBLISHED_LABEL = "published (paper)"
 METHOD_BILINEAR = "bilinear up-sampling of the LR input (reference)"
-ROW_HEADER = ["checkpoint [model, backbone, init]", "mode"]
+ROW_HEADER = ["checkpoint [model, backbone, init; what differs; training sources]", "mode"]
+DIFFERENCE_HEADER = ["row − reference", "mode", "pairs"]
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -47,30 +52,31 @@ def rates_text(dataset: DatasetSummary) -> str:
     return f"rates: seen {seen}{unseen}"
 
 
-def trials_text(dataset: DatasetSummary, pooled: bool = False) -> str:
-    if pooled:
-        return f"trials: the queries of all {dataset.trials_total} pooled"
-    if len(dataset.trials) == dataset.trials_total:
-        return f"trials: {dataset.trials_total}" + (" (mean ± std)" if dataset.trials_total > 1 else "")
-    return f"trials: trial {dataset.trials[0]} of {dataset.trials_total}"
+def trials_text(report: Report, dataset: DatasetSummary, set_key: str | None = None) -> str:
+    """What each row's numbers on ``dataset`` average, e.g. "trials: mean ± 95% CI over 10 test trials (0-9) of one
+    checkpoint (Student t, 9 df)", per row where the rows differ."""
+    phrases: dict[str, list[str]] = {}
+    for entry in report.entries(dataset.label, set_key):
+        names = phrases.setdefault(entry.pooling, [])
+        if group_name(entry.group) not in names:
+            names.append(group_name(entry.group))
+    if len(phrases) == 1:
+        return f"trials: {next(iter(phrases))}"
+    return "trials: " + "; ".join(f"{', '.join(names)}: {phrase}" for phrase, names in phrases.items())
 
 
-def dataset_text(dataset: DatasetSummary, queries: str, report: Report | None = None, pooled: bool = False) -> str:
-    """Dataset, protocol, query set, rates and trials in one phrase (with ``report``: single-shot gallery draws;
-    ``pooled``: one number over every trial's queries)."""
+def dataset_text(dataset: DatasetSummary, queries: str, trials: str, report: Report | None = None) -> str:
+    """Dataset, protocol, query set, rates and ``trials`` in one phrase (with ``report``: single-shot gallery
+    draws)."""
     protocol = f"{dataset.protocol} protocol"
     if report is not None and dataset.protocol == "single-shot":
         draws = max((e.result.draws for e in report.entries(dataset.label)), default=1)
         protocol += f" (gallery: one random image per identity, {draws} draws per trial)"
-    return f"{dataset.label}: {protocol}, queries {queries}, {rates_text(dataset)}, {trials_text(dataset, pooled)}"
-
-
-def short_name(checkpoint: CheckpointInfo) -> str:
-    return checkpoint.label.split(" [")[0]
+    return f"{dataset.label}: {protocol}, queries {queries}, {rates_text(dataset)}, {trials}"
 
 
 def checkpoints_text(checkpoints: Sequence[CheckpointInfo]) -> str:
-    return "checkpoints: " + ", ".join(f"{short_name(c)} (sha256 {c.fingerprint[:12]})" for c in checkpoints)
+    return "checkpoints: " + ", ".join(f"{c.name} (sha256 {c.fingerprint[:12]})" for c in checkpoints)
 
 
 def checkpoint_list(checkpoints: Sequence[CheckpointInfo]) -> str:
@@ -90,36 +96,36 @@ def map_header(dataset: DatasetSummary) -> str:
     return SINGLE_SHOT_MAP if dataset.protocol == "single-shot" else "mAP"
 
 
-def _row_keys(report: Report) -> list[tuple[CheckpointInfo, str]]:
-    """(checkpoint, mode) rows in the order evaluated."""
-    seen = dict.fromkeys((e.checkpoint.path, e.mode) for e in report.ranking)
-    by_path = {c.path: c for c in report.checkpoints}
-    return [(by_path[path], mode) for path, mode in seen]
+def _row_keys(report: Report) -> list[tuple[RunGroup, str]]:
+    """(row, mode) pairs in the order evaluated."""
+    seen = dict.fromkeys((e.group.key, e.mode) for e in report.ranking)
+    by_key = {g.key: g for g in report.groups}
+    return [(by_key[key], mode) for key, mode in seen]
 
 
 def _column(
     report: Report, dataset: DatasetSummary, set_key: str | None, metrics: Sequence[str], rows: list
 ) -> list[str]:
-    """One table column: per (checkpoint, mode) row the ``metrics`` joined by " / ", each with its std over
+    """One table column: per (row, mode) the ``metrics`` joined by " / ", each with its 95% CI half-width over
     trials where there are several and in bold where it is the column's best; "–" where not evaluated."""
-    entries = {(e.checkpoint.path, e.mode): e.result for e in report.entries(dataset.label, set_key)}
+    entries = {(e.group.key, e.mode): e.result for e in report.entries(dataset.label, set_key)}
     best = {name: max((round(100 * getattr(r, name), 1) for r in entries.values()), default=0.0) for name in metrics}
 
     def text(result: EvalResult, name: str) -> str:
         value = getattr(result, name)
         bold = len(entries) > 1 and round(100 * value, 1) == best[name]
-        return percent(value, result.std[name] if result.trials > 1 else None, bold)
+        return percent(value, result.ci95[name] if result.trials > 1 else None, bold)
 
-    results = [entries.get((checkpoint.path, mode)) for checkpoint, mode in rows]
+    results = [entries.get((group.key, mode)) for group, mode in rows]
     return ["–" if r is None else " / ".join(text(r, name) for name in metrics) for r in results]
 
 
-def _label_columns(rows: list[tuple[CheckpointInfo, str]]) -> list[list[str]]:
-    return [[checkpoint.label for checkpoint, _ in rows], [mode for _, mode in rows]]
+def _label_columns(rows: list[tuple[RunGroup, str]]) -> list[list[str]]:
+    return [[group.label for group, _ in rows], [mode for _, mode in rows]]
 
 
 def main_table(report: Report) -> str:
-    """Rows = checkpoint × mode, per dataset a "R1 / R5 / R10" and an mAP column (main query set)."""
+    """Rows = checkpoint group × mode, per dataset a "R1 / R5 / R10" and an mAP column (main query set)."""
     rows = _row_keys(report)
     header, columns = list(ROW_HEADER), _label_columns(rows)
     for dataset in report.datasets:
@@ -128,11 +134,47 @@ def main_table(report: Report) -> str:
             _column(report, dataset, None, ("rank1", "rank5", "rank10"), rows),
             _column(report, dataset, None, ("mAP",), rows),
         ]
-    captions = [dataset_text(d, d.main_set.label, report) for d in report.datasets]
+    captions = [dataset_text(d, d.main_set.label, trials_text(report, d), report) for d in report.datasets]
     return "\n\n".join(
         [
             md_table(header, list(zip(*columns, strict=True))),
             caption("Cross-resolution re-ID", *captions, checkpoints_text(report.checkpoints)),
+        ]
+    )
+
+
+def difference_cell(mean: float, half: float | None) -> str:
+    """A paired difference in percentage points: ``+2.0 ± 1.3`` (``+2.0`` for one pair)."""
+    return f"{100 * mean:+.1f}" + (f" ± {100 * half:.1f}" if half is not None else "")
+
+
+def difference_table(report: Report, dataset: DatasetSummary) -> str | None:
+    """Paired per-trial differences (row − reference) on the dataset's main query set; None without any."""
+    differences = [d for d in report.differences if d.dataset == dataset.label]
+    if not differences:
+        return None
+    header = [*DIFFERENCE_HEADER, "Δ R1", "Δ R5", "Δ R10", f"Δ {map_header(dataset)}", "Δ R1 per trial"]
+    body = [
+        [
+            d.group.label,
+            d.mode,
+            str(len(d.per_trial)),
+            *(difference_cell(d.mean[name], d.ci95[name]) for name in DIFFERENCE_METRICS),
+            " ".join(f"{key}: {100 * values['rank1']:+.1f}" for key, values in d.per_trial.items()),
+        ]
+        for d in differences
+    ]
+    matched = "; ".join(f"{group_name(d.group)} {d.mode}: {', '.join(d.per_trial)}" for d in differences)
+    return "\n\n".join(
+        [
+            md_table(header, body),
+            caption(
+                f"Paired differences on {dataset.label} (row − reference, percentage points): mean ± 95% CI of the "
+                "per-trial differences (Student t, pairs − 1 df), each trial's difficulty cancelling",
+                f"reference: {differences[0].reference.label}",
+                dataset_text(dataset, dataset.main_set.label, f"trials: those both rows have ({matched})", report),
+                checkpoints_text(report.checkpoints),
+            ),
         ]
     )
 
@@ -147,7 +189,7 @@ def rate_table(report: Report, dataset: DatasetSummary) -> str:
             md_table(header, list(zip(*columns, strict=True))),
             caption(
                 f"Rank-1 (%) by query set on {dataset.label}",
-                dataset_text(dataset, "as in each column", report),
+                dataset_text(dataset, "as in each column", trials_text(report, dataset), report),
                 "LR r (of mixed) is the subset of the mixed queries at rate r (averaged over the trials that drew "
                 "r); HR replaces each query of the main set by its HR original",
                 checkpoints_text(report.checkpoints),
@@ -163,8 +205,17 @@ def _recovery_cells(scores: dict[str, Any] | None) -> list[str]:
     return [f"{scores['ssim']:.3f}", f"{scores['psnr']:.2f}", lpips]
 
 
+def recovery_label(report: Report, checkpoint: CheckpointInfo) -> str:
+    """A recovery row's label: its row's, with the checkpoint and its split where the row pools several."""
+    group = report.group_of(checkpoint)
+    if len(group.checkpoints) == 1:
+        return group.label
+    return f"{group.label} · {checkpoint.name}, split {split_text(checkpoint)}"
+
+
 def recovery_table(report: Report, dataset: DatasetSummary) -> str | None:
-    """SSIM / PSNR / LPIPS of G's output (and of bilinear up-sampling) vs the HR originals, per LR query set."""
+    """SSIM / PSNR / LPIPS of G's output (and of bilinear up-sampling) vs the HR originals, per LR query set, each
+    over the queries of the trials its checkpoint was evaluated on."""
     entries = [e for e in report.recovery if e.dataset == dataset.label]
     sets = {name: s["label"] for e in entries for name, s in e.payload["sets"].items()}
     if not entries:
@@ -176,30 +227,42 @@ def recovery_table(report: Report, dataset: DatasetSummary) -> str | None:
     ]
     rows, reasons = [], set()
     for entry in entries:
-        checkpoint = entry.checkpoint
-        if not checkpoint.can_recover:
-            rows.append([f"{checkpoint.label} (no G: does not recover images)"] + ["n/a"] * (len(header) - 1))
+        label = recovery_label(report, entry.checkpoint)
+        if not entry.checkpoint.can_recover:
+            rows.append([f"{label} (no G: does not recover images)"] + ["n/a"] * (len(header) - 1))
             continue
         cells = [c for name in sets for c in _recovery_cells(entry.payload["sets"].get(name, {}).get("model"))]
-        rows.append([checkpoint.label, *cells])
-    references: dict[tuple[int, int], list[str]] = {}
+        rows.append([label, *cells])
+    references: dict[tuple[tuple[int, int], tuple[int, ...]], list[str]] = {}
     for entry in entries:
         cells = [c for name in sets for c in _recovery_cells(entry.payload["sets"].get(name, {}).get("bilinear"))]
-        references.setdefault(entry.checkpoint.input_size, cells)
-    for size, cells in references.items():
-        suffix = f" at {size[0]}×{size[1]}" if len(references) > 1 else ""
+        references.setdefault((entry.checkpoint.input_size, entry.trials), cells)
+    sizes = list(dict.fromkeys(size for size, _ in references))
+    trial_sets = list(dict.fromkeys(trials for _, trials in references))
+    for (size, trials), cells in references.items():
+        suffix = f" at {size[0]}×{size[1]}" if len(sizes) > 1 else ""
+        suffix += f", trial(s) {trial_list(list(trials))}" if len(trial_sets) > 1 else ""
         rows.append([METHOD_BILINEAR + suffix, *cells])
     for entry in entries:
         for scores in entry.payload["sets"].values():
             reasons |= {
                 s["lpips_reason"] for key in ("model", "bilinear") if (s := scores.get(key)) and s["lpips_reason"]
             }
-    counts = ", ".join(f"{label}: {entries[0].payload['sets'][name]['count']} images" for name, label in sets.items())
-    sizes = ", ".join(f"{h}×{w}" for h, w in references)
+    counts = ", ".join(
+        f"{label}: {'/'.join(str(n) for n in dict.fromkeys(e.payload['sets'][name]['count'] for e in entries))} images"
+        for name, label in sets.items()
+    )
+    pooled = (
+        f"trials: the queries of trial(s) {trial_list(list(trial_sets[0]))} of {dataset.trials_total} pooled"
+        if len(trial_sets) == 1
+        else "trials: the queries of the trials each checkpoint was evaluated on, pooled (its own split where it "
+        "trained on this dataset)"
+    )
     notes = [
         f"HR recovery on {dataset.label}",
-        dataset_text(dataset, "; ".join(sets.values()), pooled=True),
-        f"every distinct LR query ({counts}) vs its HR original at model input size {sizes}, pixels in [0, 1]",
+        dataset_text(dataset, "; ".join(sets.values()), pooled),
+        f"every distinct LR query ({counts}) vs its HR original at model input size "
+        f"{', '.join(f'{h}×{w}' for h, w in sizes)}, pixels in [0, 1]",
         checkpoints_text([e.checkpoint for e in entries]),
     ]
     notes += [f"LPIPS n/a: {reason}" for reason in sorted(reasons)]
@@ -241,7 +304,12 @@ def render_markdown(report: Report, plots: Sequence[tuple[str, str]] = (), publi
         parts.append("\n".join(f"- {note}" for note in report.notes))
     parts += ["## Cross-resolution re-ID", main_table(report)]
     for dataset in report.datasets:
-        parts += [f"## Rank-1 by query rate: {dataset.label}", rate_table(report, dataset)]
+        table = difference_table(report, dataset)
+        if table:
+            parts += [f"## Paired differences: {dataset.label}", table]
+    for dataset in report.datasets:
+        if len(dataset.sets) > 1:  # one query set (genuine LR queries): the main table says it all
+            parts += [f"## Rank-1 by query rate: {dataset.label}", rate_table(report, dataset)]
     for dataset in report.datasets:
         table = recovery_table(report, dataset)
         if table:
@@ -257,16 +325,63 @@ def render_markdown(report: Report, plots: Sequence[tuple[str, str]] = (), publi
     return "\n\n".join(parts) + "\n"
 
 
+def trained_on(group: RunGroup) -> str:
+    """A row's training sources: with the trial for one checkpoint, by name for a row of several splits."""
+    first = group.first
+    return first.trained_on if len(group.checkpoints) == 1 else " + ".join(s.name for s in first.sources)
+
+
+def row_fields(entry: RankingEntry) -> dict[str, Any]:
+    """What names a ranking record's row in CSV and JSON: label, initialisation, sources, test set, query set."""
+    return {
+        "dataset": entry.dataset,
+        "label": entry.group.label,
+        "init": entry.group.first.init,
+        "sources": trained_on(entry.group),
+        "set": entry.set_key,
+        "rate": entry.rate,
+    }
+
+
 def ranking_frame(report: Report) -> pd.DataFrame:
-    """Every ranking record, one row, with the report's labels."""
+    """Every ranking record, one row, with the report's labels, what it averages and over which trials."""
     frame = results_to_frame([e.result for e in report.ranking])
     frame.insert(0, "table", "ranking")
-    frame["dataset"] = [e.dataset for e in report.ranking]
-    frame["label"] = [e.checkpoint.label for e in report.ranking]
-    frame["init"] = [e.checkpoint.init for e in report.ranking]
-    frame["set"] = [e.set_key for e in report.ranking]
-    frame["rate"] = [e.rate for e in report.ranking]
+    for name, values in pd.DataFrame([row_fields(e) for e in report.ranking]).items():
+        frame[name] = values
+    frame["units"] = [" ".join(key.replace(" ", "") for key in e.units) for e in report.ranking]
+    frame["pooling"] = [e.pooling for e in report.ranking]
     return frame
+
+
+def per_trial_frame(report: Report) -> pd.DataFrame:
+    """Every row's per-trial (or per-split) records: the values its mean and interval come from."""
+    entries = [(e, key, unit) for e in report.ranking for key, unit in e.units.items()]
+    frame = results_to_frame([unit for _, _, unit in entries])
+    frame = frame.drop(columns=[c for c in frame if c.endswith(("_std", "_ci95"))])
+    frame.insert(0, "table", "per-trial")
+    for name, values in pd.DataFrame([row_fields(e) for e, _, _ in entries]).items():
+        frame[name] = values
+    frame["unit"] = [key for _, key, _ in entries]
+    return frame
+
+
+def difference_records(report: Report) -> list[dict[str, Any]]:
+    """Each paired difference (row − reference) as fractions: mean, 95% half-width and the matched trials."""
+    return [
+        {
+            "table": "paired",
+            "dataset": d.dataset,
+            "label": d.group.label,
+            "reference": d.reference.label,
+            "mode": d.mode,
+            "pairs": len(d.per_trial),
+            "units": " ".join(key.replace(" ", "") for key in d.per_trial),
+            **d.mean,
+            **{f"{name}_ci95": d.ci95[name] for name in DIFFERENCE_METRICS},
+        }
+        for d in report.differences
+    ]
 
 
 def recovery_records(report: Report) -> list[dict[str, Any]]:
@@ -285,7 +400,8 @@ def recovery_records(report: Report) -> list[dict[str, Any]]:
                         "query_set": scores["label"],
                         "set": name,
                         "checkpoint": entry.checkpoint.path,
-                        "label": label,
+                        "label": label if key == "bilinear" else recovery_label(report, entry.checkpoint),
+                        "evaluated_trials": " ".join(map(str, entry.trials)),
                         "count": scores["count"],
                         **scores[key],
                     }
@@ -313,12 +429,20 @@ def published_records(report: Report) -> list[dict[str, Any]]:
 
 
 def render_csv(report: Report, published: bool = False) -> str:
-    """Ranking, recovery and (with ``published``) the paper's rows, one CSV with a ``table`` column."""
-    frames = [ranking_frame(report), pd.DataFrame(recovery_records(report))]
+    """Ranking (means), per-trial records, paired differences, recovery and (with ``published``) the paper's
+    rows, one CSV with a ``table`` column."""
+    frames = [
+        ranking_frame(report),
+        per_trial_frame(report),
+        pd.DataFrame(difference_records(report)),
+        pd.DataFrame(recovery_records(report)),
+    ]
     if published:
         frames.append(pd.DataFrame(published_records(report)))
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
-    counts = [c for c in ("num_queries", "num_valid_queries", "trials", "draws", "rate", "count") if c in frame]
+    counts = [
+        c for c in ("num_queries", "num_valid_queries", "trials", "draws", "rate", "count", "pairs") if c in frame
+    ]
     frame[counts] = frame[counts].astype("Int64")  # integral even beside the other tables' empty cells
     return frame.to_csv(index=False)
 
@@ -342,17 +466,26 @@ def render_json(report: Report, plots: Sequence[str] = (), published: bool = Fal
             }
             for d in report.datasets
         ],
+        "rows": [
+            {
+                "label": g.label,
+                "checkpoints": [c.path for c in g.checkpoints],
+                "sources": trained_on(g),
+                "options": g.options,
+            }
+            for g in report.groups
+        ],
         "ranking": [
             e.result.to_dict()
+            | {key: value for key, value in row_fields(e).items() if key != "dataset"}
             | {
                 "dataset_label": e.dataset,
-                "label": e.checkpoint.label,
-                "init": e.checkpoint.init,
-                "set": e.set_key,
-                "rate": e.rate,
+                "pooling": e.pooling,
+                "per_trial": {key: unit.to_dict() for key, unit in e.units.items()},
             }
             for e in report.ranking
         ],
+        "paired": difference_records(report),
         "recovery": recovery_records(report),
         "notes": report.notes,
         "plots": list(plots),

@@ -386,28 +386,36 @@ def export(
 @app.command()
 def report(
     ctx: typer.Context,
-    checkpoint: Annotated[list[Path], typer.Option(help="Checkpoint (.pt) to evaluate; repeat for several.")],
+    checkpoint: Annotated[
+        list[Path],
+        typer.Option(help="Checkpoint (.pt), or a folder: every run below it (best.pt); repeat for several."),
+    ],
     dataset: Annotated[list[Path], typer.Option(help="Dataset written by `reidx prepare`; repeat for several.")],
     out: Annotated[Path | None, typer.Option(help="Report file to write (default: print to stdout).")] = None,
     plots: Annotated[Path | None, typer.Option(help="PNG folder (default: OUT-STEM-plots/ beside --out).")] = None,
     modes: Annotated[str | None, typer.Option(help="Embeddings, e.g. fused,f,g (default: every mode).")] = None,
     published: Annotated[bool, typer.Option("--published", help="Add the paper's Table 1 rows, apart.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="md | csv | json.")] = "md",
-    trial: Annotated[str, typer.Option(help="all (mean ± std) | N (one trial).")] = "all",
+    trial: Annotated[str, typer.Option(help="all (mean ± 95% CI) | N (one trial).")] = "all",
     batch_size: Annotated[int, typer.Option(help="Images per model batch.", min=1)] = 64,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.", min=0)] = 2,
 ) -> None:
     """Evaluate checkpoints on datasets and write paper-style result tables and plots.
 
-    Results are cached beside each checkpoint (`eval-cache/`), keyed by the checkpoint's and the manifest's
-    hashes: a re-run evaluates only what changed. Modes a model lacks are skipped and noted.
+    Any prepared dataset is a test set: a checkpoint is evaluated on its own split of a dataset it trained on,
+    on every trial of another; a test set whose identities it trained on, or a training-only dataset, is
+    refused. Checkpoints that differ only in their split are one row: mean ± 95% CI over the trials (Student
+    t), and every other row's paired per-trial difference against the first row. Results are cached beside
+    each checkpoint (`eval-cache/`), keyed by the checkpoint's and the manifest's hashes: a re-run evaluates
+    only what changed. Modes a model lacks are skipped and noted.
 
     Examples:
 
     * `reidx report --checkpoint runs/cadnet/last.pt --dataset data/mlr-synth --out report.md`
-    * `reidx report --checkpoint runs/cadnet/last.pt --checkpoint runs/baseline/last.pt --dataset data/mlr-viper
-      --modes fused,f,g --published --out results/viper.md`
-    * `reidx report --checkpoint runs/cadnet/last.pt --dataset data/mlr-viper --trial 0 --format csv`
+    * `reidx report --checkpoint runs/baseline --checkpoint runs/cadnet --dataset data/mlr-viper --published
+      --out results/viper.md` (each folder holds one run per split: runs/cadnet/split0/, ...)
+    * `reidx report --checkpoint runs/market/best.pt --dataset data/mlr-viper --dataset data/caviar` (cross-dataset)
+    * `reidx report --checkpoint runs/cadnet/split0/last.pt --dataset data/mlr-viper --trial 0 --format csv`
     """
     must_exist(checkpoint, "checkpoint")
     must_exist(dataset, "dataset")

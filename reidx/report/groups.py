@@ -4,7 +4,9 @@ trial each), and row labels that name what differs between the rows (epochs, rec
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reidx.report.evaluation import CheckpointInfo
@@ -22,6 +24,7 @@ class RunGroup:
     checkpoints: list[CheckpointInfo]
     label: str = ""
     options: dict[str, str] = field(default_factory=dict)
+    sources: str = ""  # the training sources in words ("" when unknown)
 
     @property
     def key(self) -> str:
@@ -60,9 +63,10 @@ def recipe_key(checkpoint: CheckpointInfo) -> str:
     return json.dumps(what, sort_keys=True, default=str)
 
 
-def group_checkpoints(checkpoints: list[CheckpointInfo]) -> list[RunGroup]:
+def group_checkpoints(checkpoints: list[CheckpointInfo], datasets: Sequence[tuple[str, str]] = ()) -> list[RunGroup]:
     """Checkpoints pooled by recipe, in order of first appearance; a recipe whose checkpoints do not each name a
-    different split stays one row per checkpoint. Labels are set (:func:`label_groups`)."""
+    different split stays one row per checkpoint. Labels are set (:func:`label_groups`; ``datasets``: the test
+    sets' (name, resolved directory))."""
     by_recipe: dict[str, list[CheckpointInfo]] = {}
     for checkpoint in checkpoints:
         by_recipe.setdefault(recipe_key(checkpoint), []).append(checkpoint)
@@ -73,7 +77,7 @@ def group_checkpoints(checkpoints: list[CheckpointInfo]) -> list[RunGroup]:
             groups += [RunGroup([c]) for c in members]
         else:
             groups.append(RunGroup(members))
-    label_groups(groups)
+    label_groups(groups, datasets)
     return groups
 
 
@@ -97,9 +101,23 @@ def group_options(group: RunGroup) -> dict[str, str]:
     return options | recipe
 
 
-def label_groups(groups: list[RunGroup]) -> None:
+def sources_text(group: RunGroup, ambiguous: set[str]) -> str:
+    """The group's training sources: ``viper``, ``viper (mlr-viper)`` where two datasets of the report share the
+    name, with the trial for a single checkpoint (a group of several has one per split)."""
+    texts = []
+    for source in group.first.sources:
+        text = f"{source.name} ({Path(source.path).name})" if source.name in ambiguous else source.name
+        texts.append(text if len(group.checkpoints) > 1 or source.trial is None else f"{text} trial {source.trial}")
+    return " + ".join(texts)
+
+
+def label_groups(groups: list[RunGroup], datasets: Sequence[tuple[str, str]] = ()) -> None:
     """Label each group ``NAME [model, arch, init; OPTION VALUE, ...; trained on SOURCES]``, naming the
     options whose values differ between the groups (among those every group records)."""
+    places: dict[str, set[str]] = {}
+    for name, path in [*datasets, *((s.name, s.path) for g in groups for s in g.first.sources)]:
+        places.setdefault(name, set()).add(path)
+    ambiguous = {name for name, paths in places.items() if len(paths) > 1}
     for group in groups:
         group.options = group_options(group)
     keys = [key for key in groups[0].options if all(key in g.options for g in groups)] if groups else []
@@ -112,8 +130,8 @@ def label_groups(groups: list[RunGroup]) -> None:
         if differing:
             parts.append(", ".join(f"{key} {group.options[key]}" for key in differing))
         if first.sources:
-            pooled = len(group.checkpoints) > 1
-            parts.append("trained on " + (" + ".join(s.name for s in first.sources) if pooled else first.trained_on))
+            group.sources = sources_text(group, ambiguous)
+            parts.append(f"trained on {group.sources}")
         details[group.key] = "; ".join(parts)
         group.label = f"{group_name(group)} [{details[group.key]}]"
     labels = [g.label for g in groups]

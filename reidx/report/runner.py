@@ -283,7 +283,7 @@ def collect(
             trials, reason = allowed_trials(info, dataset, summary.trials)
             if not trials:
                 raise ReidxError(
-                    f"{info.label} cannot be tested on {summary.label} ({dataset.directory}): {reason}",
+                    f"{info.label} cannot be tested on {summary.label} at {dataset.directory}: {reason}",
                     "test it on a dataset it did not train on, or on its own split (--trial)",
                 )
             if trials != summary.trials:
@@ -295,7 +295,9 @@ def collect(
             f"none of the checkpoints has the embedding mode(s) {', '.join(modes or [])}",
             "use --modes fused (every model has it) or leave --modes out",
         )
-    report.groups = group_checkpoints(report.checkpoints)
+    report.groups = group_checkpoints(
+        report.checkpoints, [(d.info.dataset, str(d.directory.resolve())) for d in opened]
+    )
     per_trial = _run_jobs(jobs, files, report, device, batch_size, workers)
     assemble(report, per_trial, {(job.checkpoint.path, job.summary.label): job.trials for job in jobs})
     report.seconds = time.perf_counter() - started

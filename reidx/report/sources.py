@@ -150,6 +150,6 @@ def allowed_trials(checkpoint: CheckpointInfo, dataset: EvalDataset, trials: lis
             reasons.append(
                 f"trained on {source.text} ({source.path}), prepared from the same images as {dataset.label}: "
                 f"{shared} of its training ids are test ids of trial {overlapping[0]}"
-                + (f" (and of {len(overlapping) - 1} more trials)" if len(overlapping) > 1 else "")
+                + (f" (and of trial(s) {overlapping[1:]})" if len(overlapping) > 1 else "")
             )
     return allowed, "; ".join(reasons)

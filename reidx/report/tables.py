@@ -325,19 +325,13 @@ def render_markdown(report: Report, plots: Sequence[tuple[str, str]] = (), publi
     return "\n\n".join(parts) + "\n"
 
 
-def trained_on(group: RunGroup) -> str:
-    """A row's training sources: with the trial for one checkpoint, by name for a row of several splits."""
-    first = group.first
-    return first.trained_on if len(group.checkpoints) == 1 else " + ".join(s.name for s in first.sources)
-
-
 def row_fields(entry: RankingEntry) -> dict[str, Any]:
     """What names a ranking record's row in CSV and JSON: label, initialisation, sources, test set, query set."""
     return {
         "dataset": entry.dataset,
         "label": entry.group.label,
         "init": entry.group.first.init,
-        "sources": trained_on(entry.group),
+        "sources": entry.group.sources,
         "set": entry.set_key,
         "rate": entry.rate,
     }
@@ -470,7 +464,7 @@ def render_json(report: Report, plots: Sequence[str] = (), published: bool = Fal
             {
                 "label": g.label,
                 "checkpoints": [c.path for c in g.checkpoints],
-                "sources": trained_on(g),
+                "sources": g.sources,
                 "options": g.options,
             }
             for g in report.groups

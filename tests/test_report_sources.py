@@ -114,3 +114,20 @@ def test_a_training_only_dataset_is_refused_as_a_test_set(runs: Runs, run_cli) -
     (training_only / "dataset.json").write_text(json.dumps(info | {"training_only": True}))
     code, _, err = run_cli("report", "--checkpoint", runs.last("e1-t0"), "--dataset", training_only)
     assert code == 1 and "is a training-only dataset" in one_line(err)
+
+
+def test_native_low_resolution_queries_get_no_rate_section(runs: Runs, run_cli, caviar_tree, tmp_path: Path) -> None:
+    """CAVIAR's queries are genuine LR images (one query set): the rate section would repeat the main table."""
+    caviar = tmp_path / "caviar"
+    prepare_dataset("caviar", caviar_tree(tmp_path / "raw"), caviar, trials=2, workers=1)
+    out = tmp_path / "caviar.md"
+    code, _, err = run_cli(
+        "report", "--checkpoint", runs.last("e1-t0"), "--dataset", caviar, "--modes", "fused", "--workers", "0",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    text = out.read_text()
+    assert "## Cross-resolution re-ID" in text and "## Rank-1 by query rate" not in text
+    main = table(text, "Cross-resolution re-ID")
+    assert main.header[2] == "caviar R1 / R5 / R10" and "queries LR native" in main.caption
+    assert main.rows[0][0].endswith("trained on synthetic trial 0]")

@@ -131,3 +131,8 @@ def test_native_low_resolution_queries_get_no_rate_section(runs: Runs, run_cli, 
     main = table(text, "Cross-resolution re-ID")
     assert main.header[2] == "caviar R1 / R5 / R10" and "queries LR native" in main.caption
     assert main.rows[0][0].endswith("trained on synthetic trial 0]")
+
+
+def test_a_folder_without_runs_is_one_line(runs: Runs, run_cli, tmp_path: Path) -> None:
+    code, _, err = run_cli("report", "--checkpoint", tmp_path, "--dataset", runs.b)
+    assert code == 1 and "holds no run (no last.pt or best.pt below it)" in one_line(err)

@@ -398,15 +398,20 @@ class Pooling:
         return f"mean ± 95% CI over {n} {self.noun} ({prefix}{listed}){self.detail} (Student t, {n - 1} df)"
 
 
-def pooling(group: RunGroup, trials: dict[str, list[int]]) -> Pooling:
-    """The group's pooling on a dataset where checkpoint ``path`` is evaluated on ``trials[path]``."""
+def pooling(group: RunGroup, directory: Path, trials: dict[str, list[int]]) -> Pooling:
+    """The group's pooling on the dataset at ``directory``, where checkpoint ``path`` is evaluated on
+    ``trials[path]``."""
     members = group.checkpoints
     if len(members) == 1:
         return Pooling("test", "test trials", " of one checkpoint")
     lists = [trials[c.path] for c in members]
     flat = [t for each in lists for t in each]
     if all(len(each) == 1 for each in lists) and len(set(flat)) == len(flat):
-        own = all(any(s.trial == each[0] for s in c.sources) for c, each in zip(members, lists, strict=True))
+        where = str(directory.resolve())
+        own = all(
+            any(s.path == where and s.trial == each[0] for s in c.sources)
+            for c, each in zip(members, lists, strict=True)
+        )
         return Pooling("test", "trials", ", one checkpoint per trial" + (" tested on its own split" if own else ""))
     return Pooling("split", "checkpoints", ", each the mean of its test trials")
 
@@ -434,7 +439,8 @@ def assemble(
     modes = list(dict.fromkeys(mode for _, _, mode in per_trial))
     for group in report.groups:
         for summary in report.datasets:
-            pooled = pooling(group, {c.path: trials.get((c.path, summary.label), []) for c in group.checkpoints})
+            evaluated = {c.path: trials.get((c.path, summary.label), []) for c in group.checkpoints}
+            pooled = pooling(group, summary.directory, evaluated)
             for mode in modes:
                 payloads = {c.path: per_trial.get((c.path, summary.label, mode)) for c in group.checkpoints}
                 if not any(payloads.values()):

@@ -20,8 +20,8 @@ from reidx.checkpoint import CheckpointFile, LoadedModel, open_checkpoint
 from reidx.console import progress
 from reidx.errors import ReidxError
 from reidx.metrics import EvalResult, aggregate_trials
-from reidx.metrics.stats import paired_ci
 from reidx.models import list_models, model_class
+from reidx.report.aggregate import Difference, paired_differences, pool_units, pooling
 from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, ranking_entry
 from reidx.report.evaluation import (
     CheckpointInfo,
@@ -32,7 +32,7 @@ from reidx.report.evaluation import (
     rank_trials,
     recover_dataset,
 )
-from reidx.report.groups import RunGroup, group_checkpoints, split_text
+from reidx.report.groups import RunGroup, group_checkpoints
 from reidx.report.sources import allowed_trials
 
 ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
@@ -87,10 +87,6 @@ class DatasetSummary:
         return next(s for s in self.sets if s.main)
 
 
-#: The metrics of the paired-difference tables.
-DIFFERENCE_METRICS = ("rank1", "rank5", "rank10", "mAP")
-
-
 @dataclass(frozen=True)
 class RankingEntry:
     """One row's results on one dataset, mode and query set: ``units`` (per trial, or per training split,
@@ -105,19 +101,6 @@ class RankingEntry:
     result: EvalResult
     units: dict[str, EvalResult]
     pooling: str
-
-
-@dataclass(frozen=True)
-class Difference:
-    """The paired per-trial difference ``group − reference`` on one dataset's main query set in one mode."""
-
-    group: RunGroup
-    reference: RunGroup
-    dataset: str
-    mode: str
-    per_trial: dict[str, dict[str, float]]  # unit key -> metric -> difference (fractions)
-    mean: dict[str, float]
-    ci95: dict[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -367,68 +350,6 @@ def _evaluate(
     return {**(cached or {}), **computed}
 
 
-def trial_list(trials: list[int]) -> str:
-    """``0-4`` for a run of trials, else ``0, 2, 5``."""
-    if len(trials) > 2 and trials == list(range(trials[0], trials[-1] + 1)):
-        return f"{trials[0]}-{trials[-1]}"
-    return ", ".join(map(str, trials))
-
-
-@dataclass(frozen=True)
-class Pooling:
-    """How a group's results on one dataset become units: ``kind`` "test" (a unit per test trial: one checkpoint
-    on several trials, or one checkpoint per trial) or "split" (a unit per checkpoint, the mean of its test
-    trials), and the words for it."""
-
-    kind: str
-    noun: str
-    detail: str
-
-    def text(self, units: dict[str, EvalResult], total: int) -> str:
-        """What a row's number is: "mean ± 95% CI over 5 trials (0-4), one checkpoint per trial, ... (Student
-        t, 4 df)", or "trial 3 of 10"."""
-        keys = [key.split(" ", 1)[1] for key in units]
-        if len(keys) == 1:
-            return (
-                f"trial {keys[0]} of {total}" if self.kind == "test" else f"one checkpoint (training split {keys[0]})"
-            )
-        listed = trial_list([int(k) for k in keys]) if all(k.isdigit() for k in keys) else ", ".join(keys)
-        prefix = "training splits " if self.kind == "split" else ""
-        n = len(keys)
-        return f"mean ± 95% CI over {n} {self.noun} ({prefix}{listed}){self.detail} (Student t, {n - 1} df)"
-
-
-def pooling(group: RunGroup, directory: Path, trials: dict[str, list[int]]) -> Pooling:
-    """The group's pooling on the dataset at ``directory``, where checkpoint ``path`` is evaluated on
-    ``trials[path]``."""
-    members = group.checkpoints
-    if len(members) == 1:
-        return Pooling("test", "test trials", " of one checkpoint")
-    lists = [trials[c.path] for c in members]
-    flat = [t for each in lists for t in each]
-    if all(len(each) == 1 for each in lists) and len(set(flat)) == len(flat):
-        where = str(directory.resolve())
-        own = all(
-            any(s.path == where and s.trial == each[0] for s in c.sources)
-            for c, each in zip(members, lists, strict=True)
-        )
-        return Pooling("test", "trials", ", one checkpoint per trial" + (" tested on its own split" if own else ""))
-    return Pooling("split", "checkpoints", ", each the mean of its test trials")
-
-
-def _units(group: RunGroup, kind: str, results: dict[str, dict[int, EvalResult]]) -> dict[str, EvalResult]:
-    """The group's per-unit records of one query set; ``results``: checkpoint path -> trial -> record."""
-    units: dict[str, EvalResult] = {}
-    for checkpoint in group.checkpoints:
-        records = results.get(checkpoint.path, {})
-        if kind == "test":
-            units |= {f"trial {t}": record for t, record in sorted(records.items())}
-        elif records:
-            mean = aggregate_trials(list(records.values()))  # one value per checkpoint
-            units[f"split {split_text(checkpoint)}"] = replace(mean, trials=1, std={}, ci95={})
-    return units
-
-
 def assemble(
     report: Report,
     per_trial: dict[tuple[str, str, str], dict[int, dict[str, Any]]],
@@ -455,7 +376,7 @@ def assemble(
                         for path, payload in payloads.items()
                         if payload
                     }
-                    units = _units(group, pooled.kind, results)
+                    units = pool_units(group, pooled.kind, results)
                     if units:
                         text = pooled.text(units, summary.trials_total)
                         result = aggregate_trials(list(units.values()))
@@ -463,29 +384,4 @@ def assemble(
                             group, summary.label, mode, query_set.key, query_set.rate, result, units, text
                         )
                         report.ranking.append(entry)
-    report.differences = paired_differences(report)
-
-
-def paired_differences(report: Report) -> list[Difference]:
-    """Every group but the first against the first, per dataset (main query set) and shared mode, matched by
-    trial (or training split)."""
-    if len(report.groups) < 2:
-        return []
-    reference, differences = report.groups[0], []
-    for summary in report.datasets:
-        entries = report.entries(summary.label)
-        base = {e.mode: e for e in entries if e.group is reference}
-        for entry in entries:
-            if entry.group is reference or entry.mode not in base:
-                continue
-            other = base[entry.mode]
-            mean, ci95, per_trial = {}, {}, {}
-            for name in DIFFERENCE_METRICS:
-                a = {key: getattr(r, name) for key, r in entry.units.items()}
-                b = {key: getattr(r, name) for key, r in other.units.items()}
-                keys, mean[name], ci95[name] = paired_ci(a, b)
-                for key in keys:
-                    per_trial.setdefault(key, {})[name] = a[key] - b[key]
-            if per_trial:
-                differences.append(Difference(entry.group, reference, summary.label, entry.mode, per_trial, mean, ci95))
-    return differences
+    report.differences = paired_differences(report.groups, [report.entries(d.label) for d in report.datasets])

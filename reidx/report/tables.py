@@ -15,10 +15,11 @@ from typing import Any
 import pandas as pd
 
 from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, EvalResult, percent, results_to_frame
+from reidx.report.aggregate import DIFFERENCE_METRICS, trial_list
 from reidx.report.evaluation import NATIVE_SET, CheckpointInfo
 from reidx.report.groups import RunGroup, group_name, split_text
 from reidx.report.published import SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_key, table1_rows
-from reidx.report.runner import DIFFERENCE_METRICS, DatasetSummary, RankingEntry, Report, trial_list
+from reidx.report.runner import DatasetSummary, RankingEntry, Report
 
 FORMATS = ("md", "csv", "json")
 AP_NOTE = (

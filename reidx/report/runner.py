@@ -251,6 +251,7 @@ def collect(
     jobs: list[_Job] = []
     usable_modes = False
     files: dict[str, CheckpointFile] = {}
+    sources_read: dict = {}  # each training source's dataset, read once
     for path in checkpoints:
         checkpoint = open_checkpoint(path)  # read and hashed once, its state reused to build the model
         cache = ResultCache(path, checkpoint.fingerprint)
@@ -263,7 +264,7 @@ def collect(
             report.notes.append(f"{info.label} has no {', '.join(missing)} embedding: skipped")
         usable_modes = usable_modes or len(missing) < len(wanted)
         for dataset, summary in zip(opened, summaries, strict=True):
-            trials, reason = allowed_trials(info, dataset, summary.trials)
+            trials, reason = allowed_trials(info, dataset, summary.trials, sources_read)
             if not trials:
                 raise ReidxError(
                     f"{info.label} cannot be tested on {summary.label} at {dataset.directory}: {reason}",

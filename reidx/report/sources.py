@@ -120,9 +120,11 @@ def _read_source(source: TrainSource) -> _Trained | None:
     return _Trained(origin(info), {int(pid) for pid in train["pid"].unique()})
 
 
-def allowed_trials(checkpoint: CheckpointInfo, dataset: EvalDataset, trials: list[int]) -> tuple[list[int], str]:
+def allowed_trials(
+    checkpoint: CheckpointInfo, dataset: EvalDataset, trials: list[int], known: dict[TrainSource, _Trained | None]
+) -> tuple[list[int], str]:
     """The ``trials`` of ``dataset`` whose test identities the checkpoint never trained on, and why the others
-    are left out ("" when none is)."""
+    are left out ("" when none is). ``known`` keeps the sources read so far (one report reads each once)."""
     allowed, reasons = list(trials), []
     for source in checkpoint.sources:
         if source.path == str(dataset.directory.resolve()) or source.manifest_sha256 == dataset.manifest_sha256:
@@ -132,7 +134,9 @@ def allowed_trials(checkpoint: CheckpointInfo, dataset: EvalDataset, trials: lis
                     f"trained on trial {source.trial} of {dataset.label} (other trials' test ids are its training ids)"
                 )
             continue
-        trained = _read_source(source)
+        if source not in known:
+            known[source] = _read_source(source)
+        trained = known[source]
         if trained is None:
             if source.name != dataset.info.dataset:
                 continue  # another dataset family: other people

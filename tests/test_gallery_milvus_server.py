@@ -30,7 +30,7 @@ from tests.galleries import CPU, normalised, write_gallery
 
 pytest.importorskip("milvus", reason="the `milvus` package (Milvus server) is not installed")
 
-#: Seconds a server may take to answer its health check (about 10 s on an idle 2-core machine).
+#: Seconds a server may take to answer its health check (9-22 s on a shared 2-core machine).
 START_SECONDS = 180
 #: Seconds between SIGTERM and SIGKILL when stopping (its graceful stop waits far longer).
 STOP_SECONDS = 1

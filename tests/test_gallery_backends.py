@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,40 +18,22 @@ from typer.testing import CliRunner
 
 from reidx.checkpoint import load_model, save_checkpoint
 from reidx.cli import app
-from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.gallery import BackendRecord, GalleryWrite, backend_class, open_gallery_dir
-from reidx.gallery.milvus import MilvusGallery, connect, count_rows, default_collection, expression
+from reidx.gallery import BackendRecord, GalleryWrite, open_gallery_dir
+from reidx.gallery.base import RECORD_NAME
+from reidx.gallery.milvus import MilvusGallery, connect, count_rows, expression
 from reidx.models import build_model
 from reidx.retrieval import build_index, images_table, rank_vectors
 from reidx.retrieval.filters import GalleryFilter
 from reidx.retrieval.index import HEADER_NAME, METADATA_NAME, IndexHeader
-
-FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
-CPU = Devices("cpu")
-
-
-def normalised(array: np.ndarray) -> np.ndarray:
-    return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
+from tests.galleries import CPU, FINGERPRINT, normalised, write_gallery
+from tests.test_safety_output_faults import mount_tmpfs
 
 
 @pytest.fixture(scope="module")
 def lite(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One Milvus Lite file for the module (each file starts its own embedded server)."""
     return str(tmp_path_factory.mktemp("milvus") / "gallery.db")
-
-
-def write_gallery(out: Path, vectors: np.ndarray, backend: str, uri: str, metadata: pd.DataFrame | None = None):
-    """An index directory of ``vectors`` (one chunk file) in ``backend``, opened."""
-    chunk = out.parent / f"{out.name}-chunk.npy"
-    np.save(chunk, vectors)
-    count, dim = vectors.shape
-    if metadata is None:
-        metadata = pd.DataFrame({"path": [f"img{i:04d}.png" for i in range(count)], "pid": -1, "camid": -1})
-    header = IndexHeader(dict(FINGERPRINT), "model.pt", "baseline", dim, 0, "flat", {})
-    record = BackendRecord() if backend == "faiss" else BackendRecord("milvus", uri, default_collection(out))
-    backend_class(backend).write(GalleryWrite(out, header, None, metadata, [chunk], CPU, record))
-    return open_gallery_dir(out, CPU)
 
 
 def test_milvus_ranks_like_faiss_with_ties_in_gallery_order(tmp_path: Path, lite: str) -> None:
@@ -257,3 +243,109 @@ def test_milvus_lite_refuses_ivfpq_in_one_line_and_leaves_nothing(tmp_path: Path
         MilvusGallery.write(GalleryWrite(tmp_path / "m", header, None, metadata, [tmp_path / "chunk.npy"], CPU, record))
     assert not (tmp_path / "m").exists()
     assert not [name for name in connect(lite).list_collections() if name.startswith("refused")]
+
+
+def run_fd(capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """The console entry point in-process, with file-descriptor capture (what Milvus Lite's own process
+    prints lands there too); returns ``(exit code, stderr)``."""
+    from reidx.cli import main
+
+    capfd.readouterr()
+    monkeypatch.setattr(sys, "argv", ["reidx", "--device", "cpu", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capfd.readouterr().err
+
+
+def refused(result: tuple[int, str], *needles: str) -> None:
+    """Exit 1 with exactly one line on stderr, which holds every needle."""
+    code, err = result
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert all(needle in err for needle in needles), err
+
+
+def lite_index_naming(out: Path, db: Path, lite: str) -> None:
+    """An index whose ``backend.json`` names ``db``: a copy of the module's Milvus Lite file, which holds its
+    collection (this process keeps ``lite`` itself open, and would keep ``db`` open once it opened it)."""
+    write_gallery(out, normalised(np.random.default_rng(7).standard_normal((20, 8))), "milvus", lite)
+    shutil.copyfile(lite, db)
+    record = json.loads((out / RECORD_NAME).read_text())
+    (out / RECORD_NAME).write_text(json.dumps({**record, "uri": str(db)}))
+
+
+def test_milvus_lite_in_a_read_only_folder_is_refused_in_one_line(
+    capfd, monkeypatch, tiny_gallery: Path, tmp_path: Path, lite: str
+) -> None:
+    folder, index, db = tmp_path / "ro", tmp_path / "idx", tmp_path / "ro" / "g.db"
+    if os.geteuid() == 0:  # root writes through modes: a tmpfs remounted read-only
+        if not mount_tmpfs(folder, "size=8m"):
+            pytest.skip("cannot mount a tmpfs here")
+        lite_index_naming(index, db, lite)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    else:
+        folder.mkdir()
+        lite_index_naming(index, db, lite)
+        folder.chmod(0o555)
+    try:
+        before = db.read_bytes()
+        query, model = tiny_gallery / "queries" / "0002_c1s2_000002_00.png", tiny_gallery / "model.pt"
+        refused(run_fd(capfd, monkeypatch, "search", query, "--gallery", index), str(db), "read-only", "writable")
+        append = ("embed", "--checkpoint", model, query, "--out", index, "--append", "--workers", "0")
+        refused(run_fd(capfd, monkeypatch, *append), str(db), "read-only")
+        new = ("embed", "--checkpoint", model, query, "--out", tmp_path / "new", "--backend", "milvus")
+        refused(run_fd(capfd, monkeypatch, *new, "--uri", folder / "new.db"), "new.db", "read-only")
+        assert sorted(p.name for p in folder.iterdir()) == ["g.db"] and db.read_bytes() == before
+        assert not (tmp_path / "new").exists()
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+
+
+def test_a_damaged_milvus_lite_file_is_named_in_one_line_and_kept(
+    capfd, monkeypatch, tiny_gallery: Path, tmp_path: Path, lite: str
+) -> None:
+    index, db = tmp_path / "idx", tmp_path / "lite" / "g.db"
+    db.parent.mkdir()
+    lite_index_naming(index, db, lite)
+    query, model = tiny_gallery / "queries" / "0002_c1s2_000002_00.png", tiny_gallery / "model.pt"
+    damaged = bytearray(db.read_bytes())
+    damaged[100:4000] = b"\xff" * 3900  # its header intact, its first pages not
+    for content, reason in ((bytes(damaged), "malformed"), (b"not a database at all\n", "not a database")):
+        db.write_bytes(content)
+        refused(run_fd(capfd, monkeypatch, "search", query, "--gallery", index), str(db), "damaged", reason, "NEW.db")
+        append = ("embed", "--checkpoint", model, query, "--out", index, "--append", "--workers", "0")
+        refused(run_fd(capfd, monkeypatch, *append), str(db), "damaged")
+        assert db.read_bytes() == content and sorted(p.name for p in db.parent.iterdir()) == ["g.db"]
+
+
+def test_milvus_lite_file_names_it_cannot_use_are_refused_before_embedding(
+    capfd, monkeypatch, tiny_gallery: Path, tmp_path: Path
+) -> None:
+    embed = ("embed", "--checkpoint", tiny_gallery / "model.pt", tiny_gallery / "queries", "--backend", "milvus")
+    (tmp_path / "folder.db").mkdir()
+    for uri, needle in (
+        (tmp_path / "a name.db", "cannot use the file name"),
+        (tmp_path / "missing" / "g.db", "no folder"),
+        (tmp_path / "folder.db", "is not a Milvus Lite file"),
+    ):
+        refused(run_fd(capfd, monkeypatch, *embed, "--out", tmp_path / "idx", "--uri", uri), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.db"]
+
+
+def test_appending_another_models_embeddings_is_refused_before_milvus_stores_any(tmp_path: Path, lite: str) -> None:
+    vectors = normalised(np.random.default_rng(5).standard_normal((10, 8)))
+    gallery = write_gallery(tmp_path / "m", vectors, "milvus", lite)
+    header_before = (tmp_path / "m" / HEADER_NAME).read_bytes()
+    np.save(tmp_path / "other.npy", normalised(np.random.default_rng(6).standard_normal((3, 16))))
+    added = pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "pid": -1, "camid": -1})
+    metadata = pd.concat([gallery.metadata, added], ignore_index=True)
+    job = GalleryWrite(tmp_path / "m", gallery.header, gallery, metadata, [tmp_path / "other.npy"], CPU, gallery.record)
+    with pytest.raises(ReidxError, match="the model gives 16-d embeddings, the index holds 8-d ones"):
+        MilvusGallery.write(job)  # Milvus Lite itself would store them, cut or padded to 8-d
+    assert count_rows(gallery.client, gallery.record.collection) == 10
+    assert (tmp_path / "m" / HEADER_NAME).read_bytes() == header_before and len(open_gallery_dir(tmp_path / "m")) == 10

@@ -81,6 +81,20 @@ class GalleryWrite:
     devices: Devices
     record: BackendRecord
 
+    def check_chunks(self) -> None:
+        """Refuse chunk files that are not float32 rows of the index's dimension (another model's embeddings
+        appended, say), before a backend stores any of them."""
+        from reidx.retrieval.jobs import read_chunk_shape
+
+        for chunk in self.chunks:
+            shape = read_chunk_shape(chunk)
+            if shape is None or shape[1] != self.header.dim:
+                found = f"{shape[1]}-d embeddings" if shape else "an unreadable embedding chunk"
+                raise ReidxError(
+                    f"cannot add to {self.out}: the model gives {found}, the index holds {self.header.dim}-d ones",
+                    "embed with the index's checkpoint (or its `reidx export` file), or build a new index",
+                )
+
 
 class Gallery(ABC):
     """An opened index directory: header, metadata (row i = vector id i) and the backend holding the vectors.

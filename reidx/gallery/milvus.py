@@ -3,6 +3,8 @@
 ``--uri FILE.db`` runs Milvus Lite (embedded, one process at a time per file); ``--uri http://HOST:19530``
 talks to a Milvus standalone or cluster with the same code (token, if any, from ``$MILVUS_TOKEN``; never
 stored). The index directory keeps the header and metadata and names the collection in ``backend.json``.
+Milvus Lite writes a lock file beside its file even to search, so its folder must be writable; the file itself
+is an SQLite database, which is how a damaged one is told apart from one that is busy or unreachable.
 
 A collection holds ``id`` (= metadata row), ``vector``, ``pid`` and ``camid`` (for filters). A new or
 ``--overwrite`` build fills a fresh collection (the name in ``backend.json`` plus a generation suffix) and
@@ -18,8 +20,11 @@ import logging
 import os
 import re
 import secrets
+import sqlite3
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +52,12 @@ MAX_HITS = 16384
 #: Bytes of vectors per insert call (Milvus Lite slows down sharply past a few MB a call) and queries per search call.
 INSERT_BYTES = 1 << 20
 QUERY_BATCH = 256
+#: The fields of a reidx gallery's collection.
+FIELDS = {"id", "vector", "pid", "camid"}
 REMOTE = ("http://", "https://", "tcp://", "grpc://")
 REBUILD = "rebuild it with `reidx embed ... --backend milvus --uri URI --out DIR --overwrite`"
+#: Milvus Lite's rule for its file names.
+LITE_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,36}")
 
 
 def is_remote(uri: str) -> bool:
@@ -69,7 +78,27 @@ def resolve_uri(uri: str | None, out: Path) -> str:
         )
     if path.is_relative_to(out.expanduser().resolve()):
         raise ReidxError(f"--uri {uri} lies inside --out {out}", "keep the Milvus Lite file outside the index folder")
+    check_lite_file(path)
     return str(path)
+
+
+def check_lite_file(path: Path) -> None:
+    """Refuse, before Milvus Lite starts on it, a file it cannot use: a name it rejects, no folder, a folder
+    in its place, or a read-only folder or file (it writes a lock file beside the file even to search)."""
+    if not LITE_NAME.fullmatch(path.name):
+        raise ReidxError(
+            f"Milvus Lite cannot use the file name {path.name!r} ({path})",
+            "name it with letters, digits, '.', '-' and '_' only, at most 36 characters, e.g. gallery.db",
+        )
+    if not path.parent.is_dir():
+        raise ReidxError(f"no folder {path.parent} for the Milvus Lite file {path}", "create the folder first")
+    if path.exists() and not path.is_file():
+        raise ReidxError(f"{path} is not a Milvus Lite file", "pass --uri FILE.db naming a file")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise ReidxError(
+            f"Milvus Lite cannot write beside {path}: the folder or file is read-only",
+            f"make {path.parent} and the file writable (Milvus Lite writes a lock file there even to search)",
+        )
 
 
 def default_collection(out: Path) -> str:
@@ -92,19 +121,99 @@ def short(exc: BaseException) -> str:
 
 def connect(uri: str) -> Any:
     """A pymilvus client for ``uri``; an unreachable server or unusable file is a one-line ReidxError."""
+    if not is_remote(uri):
+        check_lite_file(Path(uri))
     with warnings.catch_warnings():  # milvus-lite 2.5 imports the deprecated pkg_resources
         warnings.simplefilter("ignore")
         from pymilvus import MilvusClient
 
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its refusals reach the user as ReidxErrors
 
-        try:
-            return MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
-        except Exception as exc:  # noqa: BLE001 - pymilvus raises several kinds; all mean "cannot connect"
-            raise ReidxError(
-                f"cannot reach Milvus at {uri}: {short(exc)}",
-                "check the server address, or that no other process has this Milvus Lite file open",
-            ) from None
+        with quiet_engine() as notes:
+            try:
+                return MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
+            except Exception as exc:  # noqa: BLE001 - pymilvus raises several kinds; all mean "cannot connect"
+                reason = "; ".join([*notes, short(exc)])
+        if not is_remote(uri):
+            raise lite_failure(Path(uri), reason) from None
+        raise ReidxError(
+            f"cannot reach Milvus at {uri}: {reason}", "check that the server is running and the address is right"
+        ) from None
+
+
+class Notes(logging.Handler):
+    """Collects log records' messages as short lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(" ".join(record.getMessage().split())[:200])
+
+
+@contextmanager
+def quiet_engine() -> Iterator[list[str]]:
+    """While a client starts: what Milvus Lite logs (on the root logger) is collected in the yielded list, and
+    the server process it starts inherits a stderr that goes nowhere (its own log lines are not reidx's one line)."""
+    root, handler = logging.getLogger(), Notes()
+    root.addHandler(handler)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield handler.lines
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        root.removeHandler(handler)
+
+
+def lite_failure(path: Path, reason: str) -> ReidxError:
+    """Why Milvus Lite could not open ``path``, as one line with the fix: busy, damaged, or its own reason."""
+    if "opened by another program" in reason:
+        return ReidxError(
+            f"Milvus Lite file {path} is open in another process",
+            "wait for that process to finish (Milvus Lite opens a file in one process at a time), or use a server",
+        )
+    damage = sqlite_damage(path)
+    if damage:
+        return ReidxError(
+            f"Milvus Lite file {path} is damaged ({damage})",
+            "restore it from a copy, or rebuild the index into a new file with "
+            "`reidx embed ... --backend milvus --uri NEW.db --out DIR --overwrite`",
+        )
+    return ReidxError(f"Milvus Lite cannot open {path}: {reason}", "see its message")
+
+
+def sqlite_damage(path: Path) -> str | None:
+    """What SQLite (the format of a Milvus Lite file) finds wrong with ``path``, read-only; None if nothing."""
+    if not path.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.OperationalError:
+        return None  # busy or unreadable, not known to be damaged
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if found and found[0] == "ok" else str(found[0] if found else "no answer")
+
+
+@contextmanager
+def engine_errors(uri: str, doing: str) -> Iterator[None]:
+    """Any failure of the engine while ``doing`` is one line (a server that stopped, a dropped collection)."""
+    try:
+        yield
+    except ReidxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pymilvus and grpc raise several kinds
+        where = "the server" if is_remote(uri) else "Milvus Lite"
+        raise ReidxError(
+            f"Milvus at {uri} failed {doing}: {short(exc)}",
+            f"check that {where} is running and holds the collection, then run the command again",
+        ) from None
 
 
 def index_params(client: Any, header: IndexHeader) -> Any:
@@ -199,18 +308,27 @@ class MilvusGallery(Gallery):
         metadata = read_metadata(directory)
         client = connect(record.uri)
         name = record.collection
-        if not client.has_collection(name):
+        with engine_errors(record.uri, f"opening collection {name!r}"):
+            known = client.has_collection(name)
+        if not known:
             where = f"named by {directory / RECORD_NAME}"
             raise ReidxError(f"Milvus at {record.uri} has no collection {name!r} ({where})", REBUILD)
+        with engine_errors(record.uri, f"opening collection {name!r}"):
+            fields = {field["name"]: field for field in client.describe_collection(name)["fields"]}
+        if not FIELDS <= fields.keys():
+            raise ReidxError(
+                f"collection {name!r} at {record.uri} (named by {directory / RECORD_NAME}) is not a reidx gallery: "
+                f"its fields are {sorted(fields)}",
+                REBUILD,
+            )
         try:
             client.load_collection(name)
             count = count_rows(client, name, f"id < {header.count}")
             extra = count_rows(client, name) - count
-            fields = client.describe_collection(name)["fields"]
         except Exception as exc:  # noqa: BLE001 - any engine failure here is one line to the user
             raise ReidxError(f"cannot open Milvus collection {name!r} at {record.uri}: {short(exc)}", REBUILD) from None
-        dim = next((int(f["params"]["dim"]) for f in fields if f["name"] == "vector"), None)
-        if count != header.count or len(metadata) != header.count or dim != header.dim:
+        dim = fields["vector"].get("params", {}).get("dim")
+        if count != header.count or len(metadata) != header.count or int(dim or 0) != header.dim:
             raise ReidxError(
                 f"index {directory} is inconsistent (entries: header.json {header.count}, {METADATA_NAME} "
                 f"{len(metadata)}, collection {name} {count}; dim {dim})",
@@ -222,6 +340,7 @@ class MilvusGallery(Gallery):
 
     @classmethod
     def write(cls, job: GalleryWrite) -> None:
+        job.check_chunks()  # Milvus Lite pads or cuts vectors of another length without a word
         appending = isinstance(job.existing, MilvusGallery)
         client = job.existing.client if appending else connect(job.record.uri)
         owner = owner_tag(job.out)
@@ -305,15 +424,17 @@ class MilvusSearch:
         n = min(n, MAX_HITS)
         scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), n), -1, dtype=np.int64)
+        record = self.gallery.record
         for low, rows in batches(len(queries), QUERY_BATCH):
-            found = self.gallery.client.search(
-                self.gallery.record.collection,
-                data=list(queries[low : low + rows]),
-                limit=n,
-                filter=self.expr,
-                search_params=self.params,
-                consistency_level="Strong",
-            )
+            with engine_errors(record.uri, f"searching collection {record.collection!r}"):
+                found = self.gallery.client.search(
+                    record.collection,
+                    data=list(queries[low : low + rows]),
+                    limit=n,
+                    filter=self.expr,
+                    search_params=self.params,
+                    consistency_level="Strong",
+                )
             for row, hits in enumerate(found, start=low):
                 ids[row, : len(hits)] = [hit["id"] for hit in hits]
                 scores[row, : len(hits)] = [hit["distance"] for hit in hits]

@@ -341,8 +341,10 @@ def test_a_model_giving_nan_embeddings_is_refused_naming_the_images(run_cli, ws:
     save_checkpoint(tmp_path / "overflow.pt", model, INPUT_SIZE)
     out, first = tmp_path / "idx", sorted((ws / "photos").iterdir())[0]
     args = ["--device", "cpu", "embed", "--checkpoint", tmp_path / "overflow.pt", ws / "photos", "--out", out]
-    line = refused(run_cli(*args, "--workers", "0", "--batch-size", "4"), "overflow.pt gives 4 embeddings", str(first))
-    assert "nothing was stored" in line and not (out / "header.json").exists()
+    code, stdout, stderr = run_cli(*args, "--workers", "0", "--batch-size", "4")
+    line = refused((code, stdout, stderr.lstrip("\n")), "overflow.pt gives 16 embeddings that are not finite unit")
+    assert f"of {first}, " in line and "and 13 more — nothing of them was stored" in line
+    assert not (out / "header.json").exists()
     assert not list((out / PARTIAL_NAME).glob("chunk-*"))
 
 

@@ -34,7 +34,7 @@ CHUNK_GLOB = "chunk-*.npy"
 CHUNK_NAME = re.compile(r"^chunk-(?P<start>\d{10})-(?P<end>\d{10})-(?P<sha256>[0-9a-f]{64})\.npy$")
 #: How far an embedding's L2 norm may be from 1 (float32 rounding is far below it).
 NORM_TOLERANCE = 1e-3
-NON_FINITE_FIX = "nothing was stored; embed with another model file (its weights overflow on these images)"
+NON_FINITE_FIX = "nothing of them was stored; embed with another model file (e.g. an earlier checkpoint of its run)"
 #: At most this many image paths in one message.
 PATHS_SHOWN = 3
 #: At most this many seconds of embedding work are lost when a run is killed.
@@ -88,7 +88,7 @@ def embed_to_chunks(
                     pending, start, flushed = [], position, time.monotonic()
                     if on_chunk is not None:
                         on_chunk(done)
-    return sorted(chunks, key=lambda chunk: chunk_range(chunk) or (0, 0))
+    return sorted(chunks, key=lambda chunk: chunk.name)  # zero-padded starts: name order is path order
 
 
 def job_key(embedder: Embedder, paths: Sequence[str]) -> str:

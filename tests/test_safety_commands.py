@@ -275,7 +275,9 @@ def interrupted_embed(cadnet, photos: Path, out: Path) -> list[Path]:
 def damage_chunk(chunk: Path, damage: str) -> None:
     """Damage a chunk file in place: cut, replaced, or its vectors' bytes NaN or zero under an intact header."""
     data = chunk.read_bytes()
-    if damage == "truncated":
+    if damage == "old name":  # as reidx wrote chunks before they carried a checksum
+        chunk.rename(chunk.with_name("-".join(chunk.name.split("-")[:3]) + ".npy"))
+    elif damage == "truncated":
         chunk.write_bytes(data[:100])
     elif damage == "wrong rows":
         np.save(chunk, np.zeros((3, 1024), np.float32))
@@ -288,7 +290,9 @@ def damage_chunk(chunk: Path, damage: str) -> None:
         chunk.write_bytes(data[:offset] + fill.tobytes())
 
 
-@pytest.mark.parametrize(("damage", "which"), [("truncated", -1), ("wrong rows", -1), ("nan", 0), ("zeroed", 0)])
+@pytest.mark.parametrize(
+    ("damage", "which"), [("truncated", -1), ("wrong rows", -1), ("nan", 0), ("zeroed", 0), ("old name", -1)]
+)
 def test_a_damaged_partial_chunk_is_re_embedded_with_a_note(ws: Path, tmp_path: Path, damage: str, which: int) -> None:
     cadnet, photos, out = load_model(ws / "cadnet.pt"), ws / "photos", tmp_path / "idx"
     chunks = interrupted_embed(cadnet, photos, out)
@@ -296,11 +300,13 @@ def test_a_damaged_partial_chunk_is_re_embedded_with_a_note(ws: Path, tmp_path: 
     damage_chunk(chunks[which], damage)
     done = reidx(*embed_args(ws, out, str(photos)))
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    images = "0 to 3" if which == 0 else "4 to 7"
-    assert done.stderr.strip() == (
-        f"note: discarded the embedding chunk {chunks[which]}: its bytes do not match its checksum (damaged); its "
-        f"images {images} are embedded again"
-    )
+    if damage == "old name":
+        old = chunks[which].with_name(chunks[which].name[:27] + ".npy")
+        why = f"{old}: its name carries no checksum (a chunk of an older reidx, or not a chunk); the images it held"
+    else:
+        images = "0 to 3" if which == 0 else "4 to 7"
+        why = f"{chunks[which]}: its bytes do not match its checksum (damaged); its images {images}"
+    assert done.stderr.strip() == f"note: discarded the embedding chunk {why} are embedded again"
     expected = embed_paths(cadnet, list(images_table([photos])["path"]), batch_size=4, workers=0)
     gallery = GalleryIndex.open(out, Devices("cpu"))
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)  # the rest kept, bit-identical

@@ -129,8 +129,8 @@ def resume_chunks(state_dir: Path, key: str, total: int) -> list[Path]:
             chunks.append(chunk)
             end, dim = span[1], read_chunk_shape(chunk)[1]
             continue
-        again = f"its images {span[0]} to {span[1] - 1} are embedded again" if span else "it is not reidx's"
-        note = f"note: discarded the embedding chunk {chunk}: {problem}; {again}"
+        images = f"its images {span[0]} to {span[1] - 1}" if span else "the images it held"
+        note = f"note: discarded the embedding chunk {chunk}: {problem}; {images} are embedded again"
         err_console.print(note, highlight=False, soft_wrap=True)
         chunk.unlink()
     return chunks

@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import load_model, open_checkpoint, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.errors import ReidxError
@@ -197,6 +197,13 @@ def hostile_files(workspace: Path, folder: Path) -> dict[str, Path]:
     proto = onnx.load_model_from_string(data)
     next(p for p in proto.metadata_props if p.key == "mode").value = "sideways"
     files["mislabelled"] = proto.SerializeToString()
+    proto = onnx.load_model_from_string(data)
+    claim = next(p for p in proto.metadata_props if p.key == "checkpoint_sha256")
+    claim.value = load_model(checkpoint(workspace, "cadnet")).fingerprint  # another checkpoint's
+    files["relabelled"] = proto.SerializeToString()
+    proto = onnx.load_model_from_string(data)  # as reidx export wrote before the claim was bound to the graph
+    next(p for p in proto.metadata_props if p.key == "reidx_format_version").value = "1"
+    files["version 1"] = proto.SerializeToString()
     paths = {}
     for name, content in files.items():
         paths[name] = folder / f"{name}.onnx"
@@ -212,6 +219,8 @@ def test_foreign_damaged_and_tampered_onnx_files_are_one_line(workspace: Path, r
         "foreign": "not a reidx export",
         "tampered": "does not match the graph_sha256",
         "mislabelled": "has no embedding mode 'sideways'",
+        "relabelled": "its graph was exported from",
+        "version 1": "format version '1'; this reidx reads 2",
     }
     for name, path in hostile_files(workspace, tmp_path / "bad").items():
         code, stdout, stderr = run_cli(
@@ -222,6 +231,33 @@ def test_foreign_damaged_and_tampered_onnx_files_are_one_line(workspace: Path, r
         assert len(lines) == 1 and str(path.name) in lines[0] and "reidx export" in lines[0], (name, stderr)
         assert any(words in lines[0] for words in expected[name].split("|")), (name, lines[0])
         assert not (tmp_path / "i").exists()
+
+
+def test_a_relabelled_export_is_refused_against_the_index_it_claims(workspace: Path, run_cli, tmp_path: Path) -> None:
+    """Another checkpoint of the same model, exported, its metadata edited to claim the indexed checkpoint: the
+    claim is checked against the fingerprint the graph holds."""
+    cadnet = checkpoint(workspace, "cadnet")
+    loaded, other = load_model(cadnet), open_checkpoint(cadnet).build_model()
+    with torch.no_grad():
+        for weight in other.parameters():
+            weight.mul_(1.01)
+    save_checkpoint(tmp_path / "other.pt", other, loaded.input_size)
+    export_onnx(tmp_path / "other.pt", tmp_path / "other.onnx")
+    proto = onnx.load(tmp_path / "other.onnx")
+    next(p for p in proto.metadata_props if p.key == "checkpoint_sha256").value = loaded.fingerprint
+    (tmp_path / "relabelled.onnx").write_bytes(proto.SerializeToString())
+    index = tmp_path / "idx"
+    build_index(loaded, images_table([workspace / "data" / "hr"]), index, workers=0)
+    before = {path.name: path.read_bytes() for path in index.iterdir()}
+    query = sorted((workspace / "data" / "lr").rglob("*.png"))[0]
+    code, stdout, stderr = run_cli("search", query, "--gallery", index, "--model-file", tmp_path / "relabelled.onnx")
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and not stdout, stderr
+    assert "relabelled.onnx is damaged: its metadata claims checkpoint" in lines[0] and "it was relabelled" in lines[0]
+    assert f"exported from {load_model(tmp_path / 'other.pt').fingerprint[:12]}" in lines[0]
+    assert {path.name: path.read_bytes() for path in index.iterdir()} == before
+    code, _, stderr = run_cli("search", query, "--gallery", index, "--model-file", tmp_path / "other.onnx")
+    assert code == 1 and "is not the model" in stderr  # unedited, it is refused as another model, as before
 
 
 def test_export_and_model_file_errors_and_help_import_no_torch(tmp_path: Path) -> None:

@@ -247,9 +247,11 @@ def test_kill_9_mid_embed_resumes_bit_identical_and_leaves_nothing(ws: Path, tmp
     chunks = sorted((out / PARTIAL_NAME).glob("chunk-*.npy"))
     assert len(chunks) >= 2 and not (out / "header.json").exists()
     (out / PARTIAL_NAME / f".{chunks[-1].name}.{process.pid}-abcdefgh.tmp").write_bytes(b"half a chunk")
+    damage_chunk(chunks[0], "zeroed")  # header intact, vectors zero: re-embedded, never indexed
     (tmp_path / f".idx.{process.pid}-abcdefgh.tmp").mkdir()  # as a kill during the final write leaves
     done = reidx(*embed_args(ws, out, str(photos)))
     assert done.returncode == 0, done.stderr
+    assert f"discarded the embedding chunk {chunks[0]}: its bytes do not match its checksum" in done.stderr
     expected = embed_paths(load_model(ws / "cadnet.pt"), sorted(map(str, photos.iterdir())), batch_size=4, workers=0)
     gallery = GalleryIndex.open(out, Devices("cpu"))
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)  # bit-identical
@@ -258,30 +260,98 @@ def test_kill_9_mid_embed_resumes_bit_identical_and_leaves_nothing(ws: Path, tmp
                                                      "metadata.parquet"]  # fmt: skip
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong rows"])
-def test_a_damaged_partial_chunk_is_re_embedded_with_a_note(ws: Path, tmp_path: Path, damage: str) -> None:
-    cadnet, photos = load_model(ws / "cadnet.pt"), ws / "photos"
-    table, out = images_table([photos]), tmp_path / "idx"
+def interrupted_embed(cadnet, photos: Path, out: Path) -> list[Path]:
+    """The chunks an embed of ``photos`` into ``out`` leaves when it stops after 8 images (two of 4)."""
 
     def stop(done: int) -> None:
         if done >= 8:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_index(cadnet, table, out, batch_size=4, workers=0, flush_seconds=0, on_chunk=stop)
-    chunk = sorted((out / PARTIAL_NAME).glob("chunk-*.npy"))[-1]
-    if damage == "truncated":
-        chunk.write_bytes(chunk.read_bytes()[:100])
-    elif damage == "garbage":
-        chunk.write_bytes(b"\x00" * 64)
-    else:
+        build_index(cadnet, images_table([photos]), out, batch_size=4, workers=0, flush_seconds=0, on_chunk=stop)
+    return sorted((out / PARTIAL_NAME).glob("chunk-*.npy"))
+
+
+def damage_chunk(chunk: Path, damage: str) -> None:
+    """Damage a chunk file in place: cut, replaced, or its vectors' bytes NaN or zero under an intact header."""
+    data = chunk.read_bytes()
+    if damage == "old name":  # as reidx wrote chunks before they carried a checksum
+        chunk.rename(chunk.with_name("-".join(chunk.name.split("-")[:3]) + ".npy"))
+    elif damage == "truncated":
+        chunk.write_bytes(data[:100])
+    elif damage == "wrong rows":
         np.save(chunk, np.zeros((3, 1024), np.float32))
+    else:
+        with open(chunk, "rb") as handle:
+            assert np.lib.format.read_magic(handle) == (1, 0)
+            np.lib.format.read_array_header_1_0(handle)
+            offset = handle.tell()
+        fill = np.full((len(data) - offset) // 4, np.nan if damage == "nan" else 0.0, np.float32)
+        chunk.write_bytes(data[:offset] + fill.tobytes())
+
+
+@pytest.mark.parametrize(
+    ("damage", "which"), [("truncated", -1), ("wrong rows", -1), ("nan", 0), ("zeroed", 0), ("old name", -1)]
+)
+def test_a_damaged_partial_chunk_is_re_embedded_with_a_note(ws: Path, tmp_path: Path, damage: str, which: int) -> None:
+    cadnet, photos, out = load_model(ws / "cadnet.pt"), ws / "photos", tmp_path / "idx"
+    chunks = interrupted_embed(cadnet, photos, out)
+    assert len(chunks) == 2
+    damage_chunk(chunks[which], damage)
     done = reidx(*embed_args(ws, out, str(photos)))
-    assert done.returncode == 0 and "Traceback" not in done.stderr
-    assert f"note: discarded the damaged embedding chunk {chunk}; re-embedding from image 4" in done.stderr
-    expected = embed_paths(cadnet, list(table["path"]), batch_size=4, workers=0)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    if damage == "old name":
+        old = chunks[which].with_name(chunks[which].name[:27] + ".npy")
+        why = f"{old}: its name carries no checksum (a chunk of an older reidx, or not a chunk); the images it held"
+    else:
+        images = "0 to 3" if which == 0 else "4 to 7"
+        why = f"{chunks[which]}: its bytes do not match its checksum (damaged); its images {images}"
+    assert done.stderr.strip() == f"note: discarded the embedding chunk {why} are embedded again"
+    expected = embed_paths(cadnet, list(images_table([photos])["path"]), batch_size=4, workers=0)
     gallery = GalleryIndex.open(out, Devices("cpu"))
+    assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)  # the rest kept, bit-identical
+
+
+def test_vectors_that_are_not_unit_vectors_never_reach_an_index(ws: Path, tmp_path: Path) -> None:
+    from reidx.retrieval.jobs import write_chunk
+
+    cadnet, photos, out = load_model(ws / "cadnet.pt"), ws / "photos", tmp_path / "idx"
+    chunk = interrupted_embed(cadnet, photos, out)[0]
+    vectors = np.load(chunk)
+    vectors[1], vectors[3] = np.nan, 0.0
+    chunk.unlink()
+    paths, lite = sorted(map(str, photos.iterdir())), tmp_path / "gallery.db"
+    for backend in (["--backend", "milvus", "--uri", str(lite)], []):  # the check comes before either backend
+        write_chunk(chunk.parent, 0, vectors)  # its checksum matches its bad bytes: only the vectors tell
+        result = reidx(*embed_args(ws, out, str(photos), *backend))
+        refused(  # (a finished progress bar leaves a blank line on a stderr that is not a terminal)
+            (result.returncode, result.stdout, result.stderr.lstrip("\n")),
+            f"{out / PARTIAL_NAME} holds 2 embeddings that are not finite unit vectors (NaN, inf or zero), of "
+            f"{paths[1]}, {paths[3]}; nothing was stored",
+            "run the same command again: it embeds the images of the 1 removed chunk(s) again",
+        )
+        assert sorted(p.name for p in out.iterdir()) == [PARTIAL_NAME] and not lite.exists()
+        assert not list(chunk.parent.glob("chunk-0000000000-*"))  # removed: the next run embeds it again
+    assert reidx(*embed_args(ws, out, str(photos))).returncode == 0
+    gallery = GalleryIndex.open(out, Devices("cpu"))
+    expected = embed_paths(cadnet, paths, batch_size=4, workers=0)
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)
+
+
+def test_a_model_giving_nan_embeddings_is_refused_naming_the_images(run_cli, ws: Path, tmp_path: Path) -> None:
+    model = load_model(ws / "cadnet.pt").model
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.ndim == 4:
+                weight.mul_(1e18)  # finite weights whose activations overflow
+    save_checkpoint(tmp_path / "overflow.pt", model, INPUT_SIZE)
+    out, first = tmp_path / "idx", sorted((ws / "photos").iterdir())[0]
+    args = ["--device", "cpu", "embed", "--checkpoint", tmp_path / "overflow.pt", ws / "photos", "--out", out]
+    code, stdout, stderr = run_cli(*args, "--workers", "0", "--batch-size", "4")
+    line = refused((code, stdout, stderr.lstrip("\n")), "overflow.pt gives 16 embeddings that are not finite unit")
+    assert f"of {first}, " in line and "and 13 more — nothing of them was stored" in line
+    assert not (out / "header.json").exists()
+    assert not list((out / PARTIAL_NAME).glob("chunk-*"))
 
 
 def test_progress_is_kept_every_few_seconds_not_only_every_chunk(ws: Path, tmp_path: Path) -> None:

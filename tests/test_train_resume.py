@@ -94,9 +94,16 @@ def test_a_version_1_run_with_a_relative_dataset_names_the_fix(run_cli: Cli, dat
     state["train"]["config"]["dataset"] = "data/a"  # how version 1 recorded `--dataset data/a`
     old = {key: value for key, value in state.items() if key != "meta"} | {"version": 1}
     torch.save(old, run / "last.pt")
+    record = json.loads((run / "config.json").read_text())
+    del record["run_id"]  # nor did version 1 give runs an id
+    (run / "config.json").write_text(json.dumps(record))
     fails(run_cli, "train", "--out", run, "--resume", "--epochs", "1", match="pass --dataset")
-    code, _, err = run_cli("--device", "cpu", "train", "--out", run, "--resume", "--dataset", datasets / "a")
+    code, _, err = run_cli(
+        "--device", "cpu", "train", "--out", run, "--resume", "--dataset", datasets / "a", "--epochs", "1"
+    )
     assert code == 0, err
+    run_id = json.loads((run / "config.json").read_text())["run_id"]  # the old run has an id from now on
+    assert open_checkpoint(run / "last.pt").meta["run_id"] == run_id
 
 
 def dead_pid() -> int:
@@ -135,10 +142,70 @@ def test_a_damaged_training_state_is_one_line(run_cli: Cli, datasets: Path, tmp_
     del state["train"]["scheduler"]
     torch.save(state, run / "last.pt")
     before = tree(run)
-    fails(run_cli, "train", "--out", run, "--resume", match="holds a damaged training state")
+    line = fails(run_cli, "train", "--out", run, "--resume", match="holds a damaged training state")
     assert tree(run) == before and model_config["name"] == "cadnet"
+    assert "delete" not in line and "another --out" in line  # no advice that loses the run's files
     save_checkpoint(run / "last.pt", checkpoint.build_model(), (64, 32))  # weights only, like best.pt
     fails(run_cli, "train", "--out", run, "--resume", match="holds no training state")
+
+
+@pytest.fixture(scope="module")
+def finished(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-epoch run keeping epoch_N.pt every epoch, with a best.pt (validated on 2 ids)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    options = {"dataset": str(datasets / "a"), "epochs": 2, "save_every": 1, "val_ids": 0.25, **TINY}
+    run_training(run, options, devices=Devices("cpu"), show_progress=False)
+    assert {"best.pt", "epoch_1.pt", "epoch_2.pt", "log.csv"} <= {path.name for path in run.iterdir()}
+    return run
+
+
+def test_a_run_without_last_pt_is_not_started_over(run_cli: Cli, finished: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "last.pt").unlink()
+    before = tree(run)
+    line = fails(run_cli, "train", "--out", run, "--resume", match=f"{run} has no last.pt to resume, but holds")
+    assert "best.pt, config.json" not in line and "best.pt, epoch_1.pt, epoch_2.pt, log.csv" in line
+    assert f"copy {run / 'epoch_2.pt'} over {run / 'last.pt'} to resume from epoch 2" in line
+    assert tree(run) == before
+    (run / "epoch_1.pt").unlink()
+    (run / "epoch_2.pt").unlink()
+    line = fails(run_cli, "train", "--out", run, "--resume", match="holds best.pt, log.csv")
+    assert "another --out" in line and tree(run) == {k: v for k, v in before.items() if not k.startswith("epoch")}
+
+
+def test_another_runs_last_pt_is_refused(run_cli: Cli, datasets: Path, finished: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    other = untrained_run(datasets / "a", tmp_path / "other")
+    shutil.copyfile(other / "last.pt", run / "last.pt")  # same dataset, same options: only the run differs
+    before = tree(run)
+    line = fails(run_cli, "train", "--out", run, "--resume", "--epochs", "3", match="is another run's checkpoint")
+    theirs, ours = (json.loads((path / "config.json").read_text())["run_id"] for path in (other, run))
+    assert theirs[:12] in line and ours[:12] in line and "epoch_2.pt" in line
+    assert tree(run) == before
+    state = open_checkpoint(other / "last.pt").state
+    del state["meta"]["run_id"]  # a checkpoint of an older reidx
+    torch.save(state, run / "last.pt")
+    fails(run_cli, "train", "--out", run, "--resume", "--epochs", "3", match="run none (an older reidx)")
+    alone = tmp_path / "alone"  # no config.json, and a best.pt: whose is it?
+    alone.mkdir()
+    shutil.copyfile(other / "last.pt", alone / "last.pt")
+    shutil.copyfile(finished / "best.pt", alone / "best.pt")
+    fails(run_cli, "train", "--out", alone, "--resume", "--epochs", "1", match="but no config.json")
+
+
+def test_resume_with_no_epoch_left_says_so_and_writes_nothing(run_cli: Cli, finished: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = tree(run)
+    line = fails(run_cli, "train", "--out", run, "--resume", "--epochs", "1", match=f"{run} already has 2 epochs")
+    assert f"{run / 'epoch_1.pt'} is the model after 1" in line and "--epochs N with N above 2" in line
+    code, out, err = run_cli("--device", "cpu", "train", "--out", run, "--resume")
+    assert code == 0 and err.strip() == f"{run} already has its 2 epochs: nothing to train (pass --resume " \
+        "--epochs N with N above 2 to train it further)", err  # fmt: skip
+    assert "trained cadnet (resnet18) for 2 epochs" in out
+    assert tree(run) == before
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_run(run_cli: Cli, datasets: Path, tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(two_epochs: Path, t
     resumed.mkdir()
     shutil.copyfile(two_epochs / "epoch_1.pt", resumed / "last.pt")
     run_training(resumed, {}, resume=True, devices=Devices("cpu"), show_progress=False)
+    run_ids = [json.loads((run / "config.json").read_text())["run_id"] for run in (two_epochs, resumed)]
+    assert run_ids[0] == run_ids[1]  # a folder holding only last.pt continues that checkpoint's run
     reference, again = read_log(two_epochs), read_log(resumed)
     assert len(again) == 3
     for name in ("id", "triplet", "rec", "adv_feature", "adv_image", "total", "d_feature", "d_image", "lr"):

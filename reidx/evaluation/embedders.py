@@ -47,7 +47,7 @@ class Embedder(ABC):
         """What makes two embeddings comparable: the checkpoint's bytes, the mode and the input size."""
         if self.checkpoint_sha256 is None:
             raise ValueError("an embedder without a checkpoint has no fingerprint")
-        return {"checkpoint_sha256": self.checkpoint_sha256, "mode": self.mode, "input_size": list(self.input_size)}
+        return fingerprint_of(self.checkpoint_sha256, self.mode, self.input_size)
 
 
 @dataclass
@@ -79,6 +79,11 @@ class TorchEmbedder(Embedder):
     def embed_batch(self, images: torch.Tensor) -> np.ndarray:
         device = next(self.model.parameters()).device
         return self.model.embed(images.to(device, non_blocking=True), self.mode).float().cpu().numpy()
+
+
+def fingerprint_of(checkpoint_sha256: str, mode: str, input_size: tuple[int, int]) -> dict[str, Any]:
+    """The embedding fingerprint: what makes two embeddings comparable."""
+    return {"checkpoint_sha256": checkpoint_sha256, "mode": mode, "input_size": list(input_size)}
 
 
 def check_mode(loaded: LoadedModel, mode: str) -> None:

@@ -6,6 +6,15 @@ converted as the trunks were trained (``input_norm``: ``imagenet`` or ``none``).
 float32 N×D, rows L2-normalised, exactly ``reidx.evaluation.embed`` of the checkpoint in ``mode``.
 ``checkpoint_sha256`` is the SHA-256 of the checkpoint's bytes: an index built with the file has the same
 embedding fingerprint as one built with the checkpoint. ``graph_sha256`` detects a damaged graph.
+
+The claim is bound to the graph (format version 2): the graph itself holds the embedding fingerprint
+(checkpoint SHA-256, mode, input size) as the JSON string initializer :data:`FINGERPRINT_NAME`, which
+``graph_sha256`` covers, and a file is read only when that initializer says what the metadata says
+(:func:`bound_problem`). So a file whose metadata was edited to claim another checkpoint (relabelled to pass
+for that checkpoint's index) is refused, and so is one whose graph was swapped under intact metadata. This
+detects relabelling and damage, not forgery: whoever rewrites the initializer and the hash together can claim
+anything, as with any file that carries no signature. Version 1 files, which lack the binding, are refused
+with the fix "export the checkpoint again".
 """
 
 from __future__ import annotations
@@ -19,11 +28,14 @@ from typing import Any
 from reidx import __version__
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.errors import ReidxError
+from reidx.evaluation.embedders import fingerprint_of
 from reidx.models import list_models, model_class
 from reidx.models.backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT_NORMS
 
 FORMAT = "reidx-onnx"
-VERSION = 1
+VERSION = 2
+#: The graph initializer holding the embedding fingerprint (a one-element string tensor of JSON).
+FINGERPRINT_NAME = "reidx_fingerprint"
 INPUT_NAME = "images"
 OUTPUT_NAME = "embedding"
 NOT_OURS = "export one with `reidx export --checkpoint RUN/best.pt --out FILE.onnx`"
@@ -66,6 +78,10 @@ class ExportInfo:
     checkpoint: str
     graph_sha256: str
     model_config: dict[str, Any]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The embedding fingerprint the file claims (as ``Embedder.fingerprint``)."""
+        return fingerprint_of(self.checkpoint_sha256, self.mode, self.input_size)
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` of the file (every value a string; structured ones as JSON)."""
@@ -157,3 +173,27 @@ def props_problem(props: dict[str, str]) -> str | None:
 def positive(value: Any) -> bool:
     """An int (not a bool) of at least 1."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def fingerprint_bytes(fingerprint: dict[str, Any]) -> bytes:
+    """The fingerprint as the graph holds it (sorted-key JSON)."""
+    return json.dumps(fingerprint, sort_keys=True).encode()
+
+
+def bound_problem(graph: Any, info: ExportInfo) -> str | None:
+    """What is wrong with the fingerprint the graph holds (missing, malformed, or not what the metadata
+    claims), None when it is the metadata's."""
+    held = [tensor for tensor in graph.initializer if tensor.name == FINGERPRINT_NAME]
+    if len(held) != 1 or len(held[0].string_data) != 1:
+        return f"its graph holds no {FINGERPRINT_NAME} (the checkpoint it was exported from)"
+    try:
+        bound = json.loads(held[0].string_data[0])
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return f"its graph's {FINGERPRINT_NAME} is not JSON"
+    if held[0].string_data[0] != fingerprint_bytes(info.fingerprint()):
+        sha = bound.get("checkpoint_sha256") if isinstance(bound, dict) else None
+        return (
+            f"its metadata claims checkpoint {info.checkpoint_sha256[:12]} ({info.mode}), but its graph was exported "
+            f"from {str(sha)[:12]} ({bound.get('mode') if isinstance(bound, dict) else '?'}): it was relabelled"
+        )
+    return None

@@ -28,7 +28,7 @@ from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import TorchEmbedder
-from reidx.export.metadata import INPUT_NAME, OUTPUT_NAME, ExportInfo
+from reidx.export.metadata import FINGERPRINT_NAME, INPUT_NAME, OUTPUT_NAME, ExportInfo, fingerprint_bytes
 from reidx.export.runtime import open_onnx, read_export
 from reidx.io import atomic_path, check_file_output, exclusive_lock
 
@@ -85,6 +85,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, mode: str = "fused", ov
     with exclusive_lock(out, "ONNX file"):
         check_replaceable(out, overwrite)
         proto, dim = trace(EmbeddingGraph(loaded.model, mode).eval(), loaded.input_size)
+        bind(proto, embedder.fingerprint())
         info = ExportInfo(
             model=loaded.name,
             arch=str(loaded.model_config.get("arch", "")),
@@ -147,6 +148,15 @@ def trace(graph: EmbeddingGraph, input_size: tuple[int, int]) -> tuple[Any, int]
     proto.producer_name, proto.producer_version = "reidx", __version__
     proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = dim
     return proto, dim
+
+
+def bind(proto: Any, fingerprint: dict[str, Any]) -> None:
+    """Put the embedding fingerprint into the graph (:data:`FINGERPRINT_NAME`, covered by ``graph_sha256``), so
+    that the metadata's claim can be checked against the graph (:mod:`reidx.export.metadata`)."""
+    import onnx
+
+    held = onnx.helper.make_tensor(FINGERPRINT_NAME, onnx.TensorProto.STRING, [1], [fingerprint_bytes(fingerprint)])
+    proto.graph.initializer.append(held)
 
 
 def self_check(path: Path, embedder: TorchEmbedder) -> float:

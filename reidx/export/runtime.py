@@ -2,8 +2,9 @@
 :func:`open_embedder` opens any model file (an ONNX export or a checkpoint) as an embedder.
 
 An ONNX file holds no code (it is a protobuf graph, not pickled data), but one from elsewhere is still checked:
-reidx metadata (:mod:`reidx.export.metadata`), the graph's SHA-256, its input and output shapes, no external
-data files. Anything wrong is one line naming the file.
+reidx metadata (:mod:`reidx.export.metadata`), the graph's SHA-256, the fingerprint bound into the graph (the
+metadata's claim must be the graph's), its input and output shapes, no external data files. Anything wrong is
+one line naming the file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder, TorchEmbedder, as_embedder
-from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo
+from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 #: The suffix of the model files ``reidx export`` writes (any other model file is read as a checkpoint).
@@ -80,6 +81,9 @@ def graph_problem(proto: Any, info: ExportInfo) -> str | None:
     graph = proto.graph
     if hashlib.sha256(graph.SerializeToString()).hexdigest() != info.graph_sha256:
         return "its graph does not match the graph_sha256 in its metadata"
+    bound = bound_problem(graph, info)
+    if bound:
+        return bound
     tensors = [*graph.initializer, *(attr.t for node in graph.node for attr in node.attribute if attr.HasField("t"))]
     if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in tensors):
         return "it refers to external data files (reidx exports hold their weights inside)"

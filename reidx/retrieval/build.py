@@ -21,7 +21,7 @@ from reidx.gallery import DEFAULT_BACKEND, BackendRecord, Gallery, GalleryWrite,
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
 from reidx.retrieval.index import INDEX_TYPES, PARTIAL_NAME, IndexHeader, fingerprint_mismatch, ivf_lists, ivfpq_params
-from reidx.retrieval.jobs import FLUSH_SECONDS, embed_to_chunks
+from reidx.retrieval.jobs import FLUSH_SECONDS, check_chunks, embed_to_chunks
 
 if TYPE_CHECKING:
     from reidx.train.distributed import DistEnv
@@ -149,6 +149,7 @@ def build_index(
         else:
             header = existing.header
             metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
+        check_chunks(chunks, paths)  # the one gate every backend's vectors pass
         backend_class(record.backend).write(GalleryWrite(out, header, existing, metadata, chunks, devices, record))
         return BuildResult(out, header, len(rows), skipped)
 

@@ -29,7 +29,7 @@ from reidx.models import ReidModel, build_model, complete_config, model_options
 from reidx.train.config import TrainConfig
 from reidx.train.data import HRImages, LRImages, load_training_set
 from reidx.train.distributed import DistEnv, barrier, check_in_sync, wrap
-from reidx.train.files import BEST, LAST, LOG, epoch_line, write_log, write_record
+from reidx.train.files import BEST, LAST, LOG, RUN_ID, epoch_file, epoch_line, new_run_id, write_log, write_record
 from reidx.train.losses import DISCRIMINATOR, GENERATOR, LossWeights, Objective
 from reidx.train.sampler import IdentityBatchSampler
 from reidx.train.state import capture, restore_checked, rng_state
@@ -39,7 +39,8 @@ HR_STREAM, LR_STREAM = 1, 2
 
 
 class Trainer:
-    """Trains one run. ``resume`` is the opened ``RUN/last.pt`` (:func:`reidx.checkpoint.open_checkpoint`)."""
+    """Trains one run. ``resume`` is the opened ``RUN/last.pt`` (:func:`reidx.checkpoint.open_checkpoint`);
+    ``run_id`` goes into config.json and every checkpoint (default: a new one)."""
 
     def __init__(
         self,
@@ -48,8 +49,10 @@ class Trainer:
         env: DistEnv | None = None,
         resume: CheckpointFile | None = None,
         show_progress: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self.config, self.run_dir = config, Path(run_dir)
+        self.run_id = run_id or new_run_id()
         self.env = env or DistEnv()
         self.device = self.env.device
         self.show_progress = show_progress and self.env.is_main
@@ -203,7 +206,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train up to ``config.epochs``; return a summary (untrained and final validation, best epoch)."""
         if self.env.is_main:
-            write_record(self.run_dir, self.config, resumed=self.global_step > 0)
+            write_record(self.run_dir, self.config, self.global_step > 0, self.run_id)
         if self.epoch == 0 and not self.history:
             self.history.append({"epoch": 0, "step": 0, **self.validate()})
         total = self.config.epochs * self.steps_per_epoch
@@ -270,8 +273,9 @@ class Trainer:
         }
 
     def meta(self) -> dict[str, Any]:
-        """What every checkpoint of this run says about itself: options, dataset identity, trial, epoch."""
+        """What every checkpoint of this run says about itself: options, dataset identity, trial, epoch, run id."""
         return {
+            RUN_ID: self.run_id,
             "train_config": self.config.to_dict(),
             "dataset": self.dataset,
             "trial": self.config.trial,
@@ -300,7 +304,7 @@ class Trainer:
         last, size = self.run_dir / LAST, self.config.input_size
         save_checkpoint(last, self.model, size, meta=self.meta(), train=self.train_state())
         if self.config.save_every and self.epoch % self.config.save_every == 0:
-            with atomic_path(self.run_dir / f"epoch_{self.epoch}.pt") as tmp:
+            with atomic_path(self.run_dir / epoch_file(self.epoch)) as tmp:
                 shutil.copyfile(last, tmp)
         if improved:
             self.best_rank1 = self.history[-1]["val_rank1"]

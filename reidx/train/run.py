@@ -3,8 +3,12 @@
 A run directory holds ``config.json`` (options, command lines, versions, seed), ``log.csv`` (one row per
 epoch; row 0 is the untrained model's validation), ``last.pt`` (every epoch, everything needed to resume
 exactly), ``epoch_N.pt`` (every ``save_every`` epochs) and ``best.pt`` (weights with the best validation
-Rank-1). Every checkpoint carries its options and the identity of the dataset it trained on. One process
-writes a run directory at a time (:func:`reidx.io.exclusive_lock`).
+Rank-1). Every checkpoint carries its options, the identity of the dataset it trained on and the run's id
+(:mod:`reidx.train.files`). One process writes a run directory at a time (:func:`reidx.io.exclusive_lock`).
+
+``--resume`` never starts over what a run finished, nor continues a folder from another run's checkpoint: a
+folder without ``last.pt`` restarts from its ``config.json`` only while it holds nothing else (a run killed
+before its first checkpoint), and ``last.pt`` must carry the run id its folder's ``config.json`` records.
 """
 
 from __future__ import annotations
@@ -28,10 +32,25 @@ from reidx.train.config import (
 )
 from reidx.train.distributed import DistEnv, barrier, setup, teardown
 from reidx.train.engine import Trainer
-from reidx.train.files import LAST, RECORD
+from reidx.train.files import (
+    BEST,
+    EPOCH,
+    LAST,
+    LOG,
+    RECORD,
+    RUN_ID,
+    epoch_file,
+    new_run_id,
+    recorded_run_id,
+    resume_fix,
+)
 
 #: What a run that stopped before its first checkpoint leaves (besides temporaries): a fresh run may start there.
 BEFORE_FIRST_CHECKPOINT = frozenset({RECORD, "tensorboard"})
+#: What a run writes from its first checkpoint on, besides its epoch_N.pt files.
+CHECKPOINT_TRAIL = frozenset({LAST, BEST, LOG})
+#: At most this many of a folder's file names in one message.
+NAMES_SHOWN = 4
 
 
 def run_training(
@@ -51,9 +70,14 @@ def run_training(
             if env.is_main:  # one writer; taking the lock removes the temporaries of killed writers
                 stack.enter_context(exclusive_lock(out, "training run"))
             given = {**(read_config_file(config_file) if config_file else {}), **overrides}
-            config, checkpoint = resumed_config(out, given, env) if resume else (fresh_config(out, given), None)
+            if resume:
+                config, checkpoint, run_id = resumed_config(out, given, env)
+            else:
+                config, checkpoint, run_id = fresh_config(out, given), None, new_run_id()
             barrier(env)
-            trainer = Trainer(config, out, env, resume=checkpoint, show_progress=show_progress)
+            trainer = Trainer(config, out, env, resume=checkpoint, run_id=run_id, show_progress=show_progress)
+            if checkpoint is not None and trainer.epoch >= config.epochs:
+                return already_trained(trainer, config.epochs)
             if env.is_main and show_progress:
                 for load in trainer.model.imagenet_loads():  # what each trunk took from its ImageNet file
                     err_console.print(str(load), highlight=False, soft_wrap=True)
@@ -76,28 +100,91 @@ def fresh_config(out: Path, given: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def resumed_config(out: Path, given: dict[str, Any], env: DistEnv) -> tuple[TrainConfig, CheckpointFile | None]:
-    """The options and checkpoint to continue ``out`` with; a run with a config.json but no last.pt yet starts
-    again from the beginning with its recorded options."""
+def resumed_config(out: Path, given: dict[str, Any], env: DistEnv) -> tuple[TrainConfig, CheckpointFile | None, str]:
+    """The options, checkpoint and run id to continue ``out`` with. A folder with a config.json but no last.pt
+    starts again from the beginning with its recorded options only while it holds nothing a checkpoint left."""
     last, record = out / LAST, out / RECORD
     if not last.is_file():
         if not record.is_file():
             raise ReidxError(f"nothing to resume: {last} does not exist", "train without --resume first")
+        finished = run_files(out)
+        if finished:
+            raise ReidxError(
+                f"{out} has no {LAST} to resume, but holds {names(finished)}: starting it again would replace them",
+                resume_fix(out),
+            )
         if env.is_main:
-            err_console.print(f"{out} has no checkpoint yet: starting it again from its {RECORD}", highlight=False)
-        return fresh_resume(out, read_config_file(record), given), None
+            err_console.print(
+                f"{out} has no checkpoint yet: starting it again from its {RECORD}", highlight=False, soft_wrap=True
+            )
+        return fresh_resume(out, read_config_file(record), given), None, recorded_run_id(out) or new_run_id()
     try:
         checkpoint = open_checkpoint(last)
     except ReidxError as exc:
-        raise ReidxError(
-            exc.message,
-            f"delete {last} to start the run again from its {RECORD}, or copy one of its epoch_N.pt over it",
-        ) from None
+        raise ReidxError(exc.message, resume_fix(out)) from None
     if "train" not in checkpoint.state:
-        raise ReidxError(f"{last} holds no training state", "resume only from a run's last.pt or epoch_N.pt")
+        raise ReidxError(f"{last} holds no training state", resume_fix(out))
+    run_id = check_run(out, checkpoint)
     config = resume_config(checkpoint.state["train"]["config"], given, out)
     config.dataset = resume_dataset(out, checkpoint, given.get("dataset"), config.dataset)
-    return config, checkpoint
+    return config, checkpoint, run_id
+
+
+def check_run(out: Path, checkpoint: CheckpointFile) -> str:
+    """The id of the run ``out/last.pt`` continues: it must be the run ``out/config.json`` records (a folder
+    holding nothing but ``last.pt`` takes the checkpoint's run; runs of an older reidx, without ids, get one)."""
+    theirs = checkpoint.meta.get(RUN_ID)
+    theirs = theirs if isinstance(theirs, str) else None
+    if not (out / RECORD).is_file():
+        others = [name for name in run_files(out) if name != LAST]
+        if others:
+            raise ReidxError(
+                f"{out} holds {names(others)} but no {RECORD} to show that its {LAST} belongs with them",
+                resume_fix(out),
+            )
+        return theirs or new_run_id()
+    ours = recorded_run_id(out)
+    if theirs != ours:
+        raise ReidxError(
+            f"{checkpoint.path} is another run's checkpoint (run {describe_run(theirs)}; {out / RECORD} records "
+            f"run {describe_run(ours)}): resuming would replace this run's files",
+            f"{resume_fix(out)}; resume the other run in its own folder",
+        )
+    return ours or new_run_id()
+
+
+def describe_run(run_id: str | None) -> str:
+    return run_id[:12] if run_id else "none (an older reidx)"
+
+
+def run_files(out: Path) -> list[str]:
+    """The names in ``out`` of the files a run writes from its first checkpoint on (a restart would replace
+    them): last.pt, best.pt, log.csv, epoch_N.pt."""
+    return sorted(path.name for path in out.iterdir() if path.name in CHECKPOINT_TRAIL or EPOCH.match(path.name))
+
+
+def names(found: list[str]) -> str:
+    """``a, b, c`` or ``a, b, c, d and 7 more``."""
+    shown = ", ".join(found[:NAMES_SHOWN])
+    return shown if len(found) <= NAMES_SHOWN else f"{shown} and {len(found) - NAMES_SHOWN} more"
+
+
+def already_trained(trainer: Trainer, epochs: int) -> dict[str, Any]:
+    """A resumed run with no epoch left to train: fewer ``epochs`` than it has is refused, as many is a note
+    (nothing is written either way); the run's summary."""
+    done, out = trainer.epoch, trainer.run_dir
+    further = f"pass --resume --epochs N with N above {done} to train it further"
+    if epochs < done:
+        kept = out / epoch_file(epochs)
+        model = f"; {kept} is the model after {epochs}" if kept.is_file() else ""
+        raise ReidxError(
+            f"{out} already has {done} epochs, more than --epochs {epochs}; nothing was changed{model}", further
+        )
+    if trainer.env.is_main:
+        err_console.print(
+            f"{out} already has its {done} epochs: nothing to train ({further})", highlight=False, soft_wrap=True
+        )
+    return trainer.summary()
 
 
 def fresh_resume(out: Path, recorded: dict[str, Any], given: dict[str, Any]) -> TrainConfig:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from reidx.errors import ReidxError
+from reidx.train.files import resume_fix
 
 #: ``{name: object with state_dict, a nested such dict, or None}``.
 Stateful = dict[str, Any]
@@ -42,8 +43,7 @@ def restore_checked(objects: Stateful, states: dict[str, Any], rng: dict[str, An
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ReidxError(
             f"{source} holds a damaged training state ({type(exc).__name__}: {reason})",
-            "resume from another checkpoint of the run (copy an epoch_N.pt over last.pt), or delete last.pt "
-            "to start the run again",
+            resume_fix(source.parent),
         ) from None
 
 

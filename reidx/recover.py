@@ -194,7 +194,7 @@ def print_report(report: RecoveryReport, as_json: bool = False) -> None:
         table.add_column(name.replace("_", " "), justify="right")
     for record in report.images:
         table.add_row(Path(record.input).name, *(fmt(record.scores.get(name)) for name in columns))
-    table.add_row("[bold]mean", *(f"[bold]{fmt(report.mean.get(name))}" for name in columns))
+    table.add_row("mean", *(fmt(report.mean.get(name)) for name in columns), style="bold")
     console.print(table)
     if report.lpips != "ok":
         console.print(f"LPIPS n/a: {report.lpips}")

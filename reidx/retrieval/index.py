@@ -36,6 +36,7 @@ import pandas as pd
 
 from reidx import __version__
 from reidx.console import err_console
+from reidx.data.manifest import column_problem
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.io import WRITE_ERRORS
@@ -447,18 +448,7 @@ def read_metadata(directory: Path) -> pd.DataFrame:
 
 def metadata_problem(metadata: pd.DataFrame) -> str | None:
     """What is wrong with the metadata table (columns, types, missing values), None when nothing is."""
-    missing = [column for column in METADATA_COLUMNS if column not in metadata.columns]
-    if missing:
-        return f"columns {', '.join(missing)} are missing"
-    for column, kind in METADATA_COLUMNS.items():
-        values = metadata[column]
-        if values.isna().any():
-            return f"column {column} has empty values"
-        if kind is int and not pd.api.types.is_integer_dtype(values):
-            return f"column {column} holds {values.dtype}, not integers"
-        if kind is str and not all(isinstance(value, str) for value in values):
-            return f"column {column} holds non-text values"
-    return None
+    return column_problem(metadata, METADATA_COLUMNS)
 
 
 def write_index_dir(

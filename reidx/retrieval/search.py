@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
 from reidx.checkpoint import LoadedModel
 from reidx.console import console
@@ -171,6 +172,6 @@ def print_results(results: Sequence[QueryResult]) -> None:
         for hit in result.hits:
             style = None if hit.above_threshold else "dim"
             match = result.pid != UNKNOWN and hit.pid == result.pid
-            pid = f"[green]{hit.pid}[/]" if match else str(hit.pid)
+            pid = Text(str(hit.pid), style="green" if match else "")
             table.add_row(str(hit.rank), f"{hit.score:.4f}", pid, str(hit.camid), hit.path, style=style)
         console.print(table)

@@ -268,14 +268,25 @@ def coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Options from a TOML file (flat keys = TrainConfig fields) or a run's ``config.json``."""
+    if path.is_dir():
+        raise ReidxError(f"--config {path} is a folder", "pass the .toml file, or the config.json inside a run folder")
     if not path.is_file():
         raise ReidxError(f"config file not found: {path}", "pass an existing .toml or a run's config.json")
     try:
         text = path.read_text()
         values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReidxError(f"cannot parse {path}: {exc}", "fix the file (TOML: key = value per line)") from None
-    values = values.get("config", values)  # a run's config.json nests the options
+    except OSError as exc:
+        raise ReidxError(f"cannot read {path}: {exc.strerror}", "pass a readable .toml or config.json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise ReidxError(f"cannot parse {path}: {reason}", "fix the file (TOML: key = value per line)") from None
+    if isinstance(values, dict):
+        values = values.get("config", values)  # a run's config.json nests the options
+    if not isinstance(values, dict):
+        raise ReidxError(
+            f"{path} holds a JSON {type(values).__name__}, not a table of training options",
+            'write an object of options, e.g. {"epochs": 10}, or a TOML file of key = value lines',
+        )
     return coerce(values, str(path))
 
 

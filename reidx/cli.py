@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from reidx import __version__
-from reidx.cli_options import lazy_choice, train_overrides, with_train_options
+from reidx.cli_options import finite_number, lazy_choice, train_overrides, with_train_options
 from reidx.console import err_console
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
@@ -272,7 +272,9 @@ def search(
     top_k: Annotated[int, typer.Option(help="Results per query.", min=1)] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     montage: Annotated[Path | None, typer.Option(help="Write a PNG of each query and its top-k.")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Score under which 'not in gallery'.")] = None,
+    min_score: Annotated[
+        float | None, typer.Option(help="Score under which 'not in gallery'.", parser=finite_number("--min-score"))
+    ] = None,
     nprobe: Annotated[int | None, typer.Option(help="ivfpq lists visited per query.", min=1)] = None,
     query_pid: Annotated[int | None, typer.Option(help="The queries' identity, for montage borders.")] = None,
     camera: Annotated[list[int] | None, typer.Option(help="Only gallery entries of this camid; repeatable.")] = None,
@@ -333,11 +335,22 @@ def serve(
     public: Annotated[
         bool, typer.Option("--public", help="Allow a --host beyond this machine (e.g. 0.0.0.0).")
     ] = False,
-    min_score: Annotated[float | None, typer.Option(help="Default score under which 'not in gallery'.")] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help="Default score under which 'not in gallery'.", parser=finite_number("--min-score")),
+    ] = None,
+    image_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="Serve gallery images only from this folder (default: those embed recorded); repeatable."),
+    ] = None,
 ) -> None:
     """Serve searches of a gallery over HTTP, the model and index loaded once: a web page at `/`, the API at
     `POST /search` (uploaded crops, `top_k`, `min_score`, `camera`, `pid`, `other_cameras`; the JSON of
     `reidx search --json`), `GET /gallery/{id}/image` and `GET /health`.
+
+    Gallery images are served only when they are image files inside the folders `reidx embed` recorded in the
+    index header (symlinks resolved), or inside the `--image-root` folders the operator names instead; any
+    other entry (an edited metadata row) is answered 403.
 
     It listens on 127.0.0.1 only. It has no TLS and no authentication: to serve others, run it with
     `--host 0.0.0.0 --public` behind a reverse proxy (nginx, Caddy) that adds TLS and authentication, or keep
@@ -349,12 +362,13 @@ def serve(
     * `curl -F images=@query.jpg -F top_k=5 http://127.0.0.1:8000/search`
     * `reidx serve --gallery idx/ --min-score 0.6 --port 8080`
     * `reidx serve --gallery idx/ --model-file cadnet.onnx` (onnxruntime; the index's checkpoint and mode)
+    * `reidx serve --gallery old-idx/ --image-root photos/` (an index of an older reidx records no folders)
     """
     model = one_model_file(checkpoint, model_file, required=False)
     must_exist([gallery], "index")
     from reidx.service.server import serve as run_server
 
-    run_server(gallery, model, ctx.obj, host, port, min_score, public)
+    run_server(gallery, model, ctx.obj, host, port, min_score, public, image_root or [])
 
 
 @app.command()

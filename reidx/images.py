@@ -103,6 +103,20 @@ def image_from_bytes(data: bytes, name: str) -> Image.Image:
     return decode(io.BytesIO(data), name)
 
 
+def image_format(data: bytes, name: str) -> str:
+    """The format (one of :data:`FORMATS`) of encoded image bytes, after decoding them (size checked first);
+    bytes that are not such an image raise ReidxError."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            checked_size(image, name)
+            image.load()
+            return str(image.format)
+    except ReidxError:
+        raise
+    except DECODE_ERRORS as exc:
+        raise ReidxError(f"cannot read image {name}: {reason(exc)}", CORRUPT) from None
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of the upright image, from its header only (no pixels decoded)."""
     path = Path(path)

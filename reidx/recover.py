@@ -10,7 +10,6 @@ wrote, never containing an input; one writer at a time.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from PIL import Image
 from rich.table import Table
 
 from reidx.checkpoint import load_model
-from reidx.console import console, progress
+from reidx.console import console, json_text, progress
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.recovery import MODEL, RecoveryScores, recover_batches
@@ -53,7 +52,7 @@ class RecoveryReport:
     lpips: str  # "ok", or why LPIPS is n/a
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json_text(asdict(self))
 
 
 def match_ground_truth(inputs: list[Path], hr_dir: Path) -> list[Path]:

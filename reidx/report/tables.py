@@ -7,12 +7,12 @@ caption line naming dataset, protocol, rate set, trials and checkpoints (protoco
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
+from reidx.console import json_text
 from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, EvalResult, percent, results_to_frame
 from reidx.report.evaluation import NATIVE_SET, CheckpointInfo
 from reidx.report.published import SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_key, table1_rows
@@ -359,7 +359,7 @@ def render_json(report: Report, plots: Sequence[str] = (), published: bool = Fal
     }
     if published:
         document["published"] = published_records(report)
-    return json.dumps(document, indent=2) + "\n"
+    return json_text(document) + "\n"
 
 
 def render(report: Report, fmt: str, plots: Sequence[tuple[str, str]] = (), published: bool = False) -> str:

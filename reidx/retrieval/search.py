@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reidx.checkpoint import LoadedModel
-from reidx.console import console
+from reidx.console import console, json_text
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
@@ -153,7 +152,7 @@ def search_images(
 
 def results_json(results: Sequence[QueryResult]) -> str:
     """Machine-readable results: one object per query with its ranked ``results`` list."""
-    return json.dumps([result.to_dict() for result in results], indent=2)
+    return json_text([result.to_dict() for result in results])
 
 
 def print_results(results: Sequence[QueryResult]) -> None:

@@ -7,6 +7,7 @@ Every default says where it comes from (cadnet.md §0): **[L]** the authors' ear
 from __future__ import annotations
 
 import json
+import math
 import platform
 import sys
 from collections.abc import Callable, Sequence
@@ -192,12 +193,12 @@ def format_size(size: tuple[int, int]) -> str:
 #: What a value of each TrainConfig field type must be, in the words of the error.
 EXPECTED = {
     int: "an integer",
-    float: "a number",
+    float: "a finite number",
     bool: "true or false",
     str: "a string",
     bool | str: "true, false or a file path",
     tuple[int, int]: '"HxW" text or a [height, width] list of integers',
-    tuple[float, float]: "a list of two numbers",
+    tuple[float, float]: "a list of two finite numbers",
 }
 
 
@@ -206,7 +207,8 @@ def _integer(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return _integer(value) or isinstance(value, float)
+    """An int, or a finite float (``inf`` and ``nan`` parse as floats from flags and TOML alike)."""
+    return (_integer(value) and abs(value) < 2**63) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _pair(value: Any, item: Callable[[Any], bool]) -> bool:

@@ -9,13 +9,12 @@ writes a run directory at a time (:func:`reidx.io.exclusive_lock`).
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from reidx.checkpoint import CheckpointFile, open_checkpoint
-from reidx.console import console, err_console
+from reidx.console import console, err_console, json_text
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, dataset_identity
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
@@ -150,7 +149,7 @@ def leftover(path: Path) -> bool:
 def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
     """The run's summary as JSON, or one line per figure."""
     if as_json:
-        console.print_json(json.dumps(summary))
+        console.print_json(json_text(summary))
         return
     console.print(
         f"trained {summary['model']} ({summary['arch']}) for {summary['epochs']} epochs, {summary['steps']} steps"

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from reidx import __version__
 from reidx.cli_options import finite_number, lazy_choice, train_overrides, with_train_options
-from reidx.console import err_console
+from reidx.console import err_console, stdout_error
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
 
@@ -476,9 +476,19 @@ def must_exist(paths: Sequence[Path], kind: str) -> None:
 def main() -> None:
     """Console-script entry point: user-fixable errors become one line on stderr and exit 1."""
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe is then one line too
     except ReidxError as exc:
         err_console.print(Text.assemble(("error:", "bold red"), f" {exc.line()}"), highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as exc:
+        message = stdout_error(exc)
+        if message is None:
+            raise
+        fix = "let the reader take the whole output, or write it to a file with space left"
+        err_console.print(Text.assemble(("error:", "bold red"), f" {message} — {fix}"), highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

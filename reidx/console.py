@@ -7,8 +7,12 @@ or :class:`rich.text.Text`, never as markup inside a string.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -54,3 +58,25 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(item) for item in value]
     return value
+
+
+def stdout_error(exc: OSError) -> str | None:
+    """The one-line message for a failed write to stdout (a full disk under ``> FILE``, a reader that closed
+    the pipe), None for an OSError of anything else (those name their file). Stdout is pointed at /dev/null
+    so that the interpreter's last flush does not fail again."""
+    if exc.filename is not None or exc.errno not in STDOUT_ERRORS:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return f"cannot write the output to stdout: {STDOUT_ERRORS[exc.errno]}"
+
+
+#: Why a write to stdout fails, in words.
+STDOUT_ERRORS = {
+    errno.EPIPE: "the program reading it closed the pipe",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file size limit is reached",
+    errno.EIO: "an input/output error",
+}

@@ -59,8 +59,11 @@ class GalleryFiles:
                 f"gallery images are not served: {self.origin} records no image folders (an index of an older reidx)",
                 "re-embed the gallery with this reidx, or start `reidx serve` with --image-root DIR",
             )
-        real = Path(os.path.realpath(path))
-        if not any(real.is_relative_to(root) for root in self.roots):
+        try:
+            real = Path(os.path.realpath(path))
+        except (OSError, ValueError):  # a NUL byte, a symlink loop
+            real = None
+        if real is None or not any(real.is_relative_to(root) for root in self.roots):
             raise Unavailable(
                 403,
                 f"gallery entry {entry} is not served: {path} is outside the image folders of {self.origin}",

@@ -25,7 +25,7 @@ from reidx.train.config import (
     read_config_file,
     resume_config,
 )
-from reidx.train.distributed import DistEnv, barrier, setup, teardown
+from reidx.train.distributed import DistEnv, setup, teardown, together
 from reidx.train.engine import Trainer
 from reidx.train.files import LAST, RECORD
 
@@ -47,11 +47,15 @@ def run_training(
     env = setup(devices)
     try:
         with ExitStack() as stack:
-            if env.is_main:  # one writer; taking the lock removes the temporaries of killed writers
-                stack.enter_context(exclusive_lock(out, "training run"))
-            given = {**(read_config_file(config_file) if config_file else {}), **overrides}
-            config, checkpoint = resumed_config(out, given, env) if resume else (fresh_config(out, given), None)
-            barrier(env)
+
+            def start() -> tuple[TrainConfig, CheckpointFile | None]:
+                if env.is_main:  # one writer; taking the lock removes the temporaries of killed writers
+                    stack.enter_context(exclusive_lock(out, "training run"))
+                given = {**(read_config_file(config_file) if config_file else {}), **overrides}
+                return resumed_config(out, given, env) if resume else (fresh_config(out, given), None)
+
+            # every rank learns whether any refused (e.g. rank 0 finds the run locked) before going on together
+            config, checkpoint = together(env, start)
             trainer = Trainer(config, out, env, resume=checkpoint, show_progress=show_progress)
             if env.is_main and show_progress:
                 for load in trainer.model.imagenet_loads():  # what each trunk took from its ImageNet file

@@ -341,7 +341,10 @@ def serve(
     ] = None,
     image_root: Annotated[
         list[Path] | None,
-        typer.Option(help="Serve gallery images only from this folder (default: those embed recorded); repeatable."),
+        typer.Option(
+            metavar="DIR",
+            help="Serve gallery images only from this folder (default: those embed recorded); repeatable.",
+        ),
     ] = None,
 ) -> None:
     """Serve searches of a gallery over HTTP, the model and index loaded once: a web page at `/`, the API at

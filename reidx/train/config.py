@@ -242,8 +242,12 @@ def convert(kind: Any, value: Any) -> Any:
 def _toml(value: Any) -> str:
     """``value`` as it is written in a config file."""
     value = format_size(value) if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int) else value
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(map(_toml, value))}]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # TOML's words: inf, -inf, nan
     try:
-        return json.dumps(list(value) if isinstance(value, tuple) else value)
+        return json.dumps(value)
     except TypeError:
         return repr(value)
 

@@ -217,9 +217,10 @@ def _build(model_config: dict[str, Any], path: Path) -> nn.Module:
         )
     try:
         return build_model(**model_config)
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, RuntimeError, OverflowError) as exc:  # e.g. num_classes -3
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise ReidxError(
-            f"{path} describes a model this reidx cannot build ({exc})", "use the reidx version that wrote it"
+            f"{path} describes a model this reidx cannot build ({reason})", "use the reidx version that wrote it"
         ) from None
 
 

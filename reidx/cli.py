@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from reidx import __version__
-from reidx.cli_options import lazy_choice, train_overrides, with_train_options
-from reidx.console import err_console
+from reidx.cli_options import finite_number, lazy_choice, train_overrides, with_train_options
+from reidx.console import err_console, stdout_error
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
 
@@ -271,7 +272,9 @@ def search(
     top_k: Annotated[int, typer.Option(help="Results per query.", min=1)] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     montage: Annotated[Path | None, typer.Option(help="Write a PNG of each query and its top-k.")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Score under which 'not in gallery'.")] = None,
+    min_score: Annotated[
+        float | None, typer.Option(help="Score under which 'not in gallery'.", parser=finite_number("--min-score"))
+    ] = None,
     nprobe: Annotated[int | None, typer.Option(help="ivfpq lists visited per query.", min=1)] = None,
     query_pid: Annotated[int | None, typer.Option(help="The queries' identity, for montage borders.")] = None,
     camera: Annotated[list[int] | None, typer.Option(help="Only gallery entries of this camid; repeatable.")] = None,
@@ -332,11 +335,25 @@ def serve(
     public: Annotated[
         bool, typer.Option("--public", help="Allow a --host beyond this machine (e.g. 0.0.0.0).")
     ] = False,
-    min_score: Annotated[float | None, typer.Option(help="Default score under which 'not in gallery'.")] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help="Default score under which 'not in gallery'.", parser=finite_number("--min-score")),
+    ] = None,
+    image_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="DIR",
+            help="Serve gallery images only from this folder (default: those embed recorded); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Serve searches of a gallery over HTTP, the model and index loaded once: a web page at `/`, the API at
     `POST /search` (uploaded crops, `top_k`, `min_score`, `camera`, `pid`, `other_cameras`; the JSON of
     `reidx search --json`), `GET /gallery/{id}/image` and `GET /health`.
+
+    Gallery images are served only when they are image files inside the folders `reidx embed` recorded in the
+    index header (symlinks resolved), or inside the `--image-root` folders the operator names instead; any
+    other entry (an edited metadata row) is answered 403.
 
     It listens on 127.0.0.1 only. It has no TLS and no authentication: to serve others, run it with
     `--host 0.0.0.0 --public` behind a reverse proxy (nginx, Caddy) that adds TLS and authentication, or keep
@@ -348,12 +365,13 @@ def serve(
     * `curl -F images=@query.jpg -F top_k=5 http://127.0.0.1:8000/search`
     * `reidx serve --gallery idx/ --min-score 0.6 --port 8080`
     * `reidx serve --gallery idx/ --model-file cadnet.onnx` (onnxruntime; the index's checkpoint and mode)
+    * `reidx serve --gallery old-idx/ --image-root photos/` (an index of an older reidx records no folders)
     """
     model = one_model_file(checkpoint, model_file, required=False)
     must_exist([gallery], "index")
     from reidx.service.server import serve as run_server
 
-    run_server(gallery, model, ctx.obj, host, port, min_score, public)
+    run_server(gallery, model, ctx.obj, host, port, min_score, public, image_root or [])
 
 
 @app.command()
@@ -469,9 +487,19 @@ def must_exist(paths: Sequence[Path], kind: str) -> None:
 def main() -> None:
     """Console-script entry point: user-fixable errors become one line on stderr and exit 1."""
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe is then one line too
     except ReidxError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("error:", "bold red"), f" {exc.line()}"), highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as exc:
+        message = stdout_error(exc)
+        if message is None:
+            raise
+        fix = "let the reader take the whole output, or write it to a file with space left"
+        err_console.print(Text.assemble(("error:", "bold red"), f" {message} — {fix}"), highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

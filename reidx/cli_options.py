@@ -10,6 +10,7 @@ so a ``--config`` file's value stands. Choices are read from their registry only
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, fields
 from enum import Enum, EnumMeta
@@ -18,6 +19,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from reidx.errors import ReidxError
 from reidx.train.config import TrainConfig, flag, format_size, parse_size, pretrained_option
 
 
@@ -33,6 +35,22 @@ def lazy_choice(name: str, names: Callable[[], Sequence[str]]) -> type[Enum]:
     choice = LazyChoices(name, (Enum,), LazyChoices.__prepare__(name, (Enum,)))
     type.__setattr__(choice, "_names", staticmethod(names))
     return choice
+
+
+def finite_number(flag: str) -> Callable[[str], float]:
+    """The parser of a float option: a finite number, else one line naming ``flag`` (``inf``, ``nan`` and
+    ``1e309`` parse as floats but are no score or rate)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ReidxError(f"{flag} {text} is not a finite number", f"give a number, e.g. {flag} 0.5")
+        return value
+
+    return parse
 
 
 def _shown(value: Any) -> str:

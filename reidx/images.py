@@ -81,10 +81,21 @@ def max_pixels() -> int:
 def load_image(path: str | os.PathLike) -> Image.Image:
     """The image at ``path`` decoded, upright, as 8-bit RGB; anything wrong with it raises ReidxError."""
     path = Path(path)
+    with open_image_file(path) as handle:
+        return decode(handle, str(path))
+
+
+def open_image_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading; a missing or unreadable file (permissions, a folder) is one ReidxError."""
     if not path.is_file():
         raise ReidxError(f"image not found: {path}", "check the path (and the dataset root)")
-    with open(path, "rb") as handle:
-        return decode(handle, str(path))
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise ReidxError(
+            f"cannot read image {path}: {(exc.strerror or type(exc).__name__).lower()}",
+            "make it readable (chmod a+r) or move it out of the folder",
+        ) from None
 
 
 def image_from_bytes(data: bytes, name: str) -> Image.Image:
@@ -92,13 +103,25 @@ def image_from_bytes(data: bytes, name: str) -> Image.Image:
     return decode(io.BytesIO(data), name)
 
 
+def image_format(data: bytes, name: str) -> str:
+    """The format (one of :data:`FORMATS`) of encoded image bytes, after decoding them (size checked first);
+    bytes that are not such an image raise ReidxError."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            checked_size(image, name)
+            image.load()
+            return str(image.format)
+    except ReidxError:
+        raise
+    except DECODE_ERRORS as exc:
+        raise ReidxError(f"cannot read image {name}: {reason(exc)}", CORRUPT) from None
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of the upright image, from its header only (no pixels decoded)."""
     path = Path(path)
-    if not path.is_file():
-        raise ReidxError(f"image not found: {path}", "check the path (and the dataset root)")
     try:
-        with Image.open(path, formats=FORMATS) as image:
+        with open_image_file(path) as handle, Image.open(handle, formats=FORMATS) as image:
             width, height = checked_size(image, str(path))
             return (height, width) if orientation(image) in (5, 6, 7, 8) else (width, height)
     except ReidxError:

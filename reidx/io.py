@@ -52,13 +52,26 @@ def write_error(exc: OSError, path: str | os.PathLike) -> ReidxError | None:
 
 @contextlib.contextmanager
 def writing(path: str | os.PathLike, errors: frozenset[int] = frozenset(WRITE_ERRORS)) -> Iterator[None]:
-    """Turn an OSError with an errno in ``errors`` raised inside into a ReidxError naming ``path``."""
+    """Turn an OSError with an errno in ``errors`` raised inside into a ReidxError naming ``path``; so too a
+    write that fails without an errno (numpy's ``tofile``, torch's zip writer) while ``path``'s disk is full."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno not in errors or (error := write_error(exc, path)) is None:
+    except (OSError, RuntimeError) as exc:
+        code = exc.errno if isinstance(exc, OSError) else None
+        if code is None and disk_full(Path(path)):
+            code = errno.ENOSPC
+        if code not in errors or (error := write_error(OSError(code, os.strerror(code)), path)) is None:
             raise
         raise error from None
+
+
+def disk_full(path: Path) -> bool:
+    """Whether the file system ``path`` (or its nearest existing parent) is on has under 1 MiB free."""
+    nearest = next((p for p in (path, *path.parents) if p.exists()), None)
+    if nearest is None:
+        return False
+    stats = os.statvfs(nearest)
+    return stats.f_bavail * stats.f_frsize < 2**20
 
 
 def make_parent(path: Path) -> list[Path]:

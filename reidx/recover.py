@@ -10,7 +10,6 @@ wrote, never containing an input; one writer at a time.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,14 +17,14 @@ import torch
 from PIL import Image
 from rich.table import Table
 
-from reidx.checkpoint import load_model
-from reidx.console import console, progress
+from reidx.checkpoint import LoadedModel, load_model
+from reidx.console import console, json_text, progress
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.recovery import MODEL, RecoveryScores, recover_batches
 from reidx.io import atomic_path, check_file_output, exclusive_lock, writing
 from reidx.metrics import RECOVERY_METRICS, RecoveryResult
-from reidx.outputs import KINDS, check_apart, existing_output, mark_output
+from reidx.outputs import KINDS, MARKER_NAME, check_apart, existing_output, mark_output
 from reidx.retrieval.inputs import expand_images
 
 #: The grid shows at most this many rows (the first images, in input order).
@@ -53,7 +52,7 @@ class RecoveryReport:
     lpips: str  # "ok", or why LPIPS is n/a
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json_text(asdict(self))
 
 
 def match_ground_truth(inputs: list[Path], hr_dir: Path) -> list[Path]:
@@ -100,7 +99,7 @@ def recover_images(
             "use a CAD-Net checkpoint (`reidx train --model cadnet`)",
         )
     truth = match_ground_truth(paths, Path(hr)) if hr is not None else None
-    size, out = loaded.input_size, Path(out)
+    out = Path(out)
     records = [
         RecoveredImage(str(path), str(out / f"{path.stem}.png"), str(truth[i]) if truth else None)
         for i, path in enumerate(paths)
@@ -110,33 +109,53 @@ def recover_images(
     if grid is not None:
         check_apart(grid, [*sources, *(record.output for record in records)], "input or output", flag="--grid")
     with exclusive_lock(out, KINDS[KIND][0]):
+        new = not out.exists()
         prepare_output_folder(out, [Path(record.output).name for record in records], grid)
-        tiles: list[list[torch.Tensor]] = []
-        scores = RecoveryScores()
-        batches = recover_batches(
-            loaded.model,
-            [str(p) for p in paths],
-            size,
-            hr_paths=[str(p) for p in truth] if truth is not None else None,
-            batch_size=batch_size,
-            workers=workers,
-        )
-        with progress() as bar:
-            task = bar.add_task("recover", total=len(paths))
-            for batch in batches:
-                for tensor, index in zip(batch.recovered, batch.indices.tolist(), strict=True):
-                    with atomic_path(records[index].output) as tmp:
-                        to_pil(tensor).save(tmp, format="PNG")
-                if batch.hr is not None:
-                    scores.add(batch)
-                for row, index in enumerate(batch.indices.tolist()):
-                    if index < GRID_ROWS:
-                        tiles.append([t[row] for t in (batch.lr, batch.recovered, batch.hr) if t is not None])
-                bar.advance(task, len(batch.indices))
-        if grid is not None:
-            write_grid(Path(grid), tiles)
-    mean, lpips_reason = attach_scores(records, scores.results())
-    return RecoveryReport(str(checkpoint), str(out), list(size), records, mean, lpips_reason)
+        try:
+            report = recover_into(loaded, paths, truth, records, grid, batch_size, workers)
+        except BaseException:
+            if new and {path.name for path in out.iterdir()} <= {MARKER_NAME}:  # failed before any image:
+                (out / MARKER_NAME).unlink(missing_ok=True)  # the lock then removes the empty folder it made
+            raise
+    return RecoveryReport(str(checkpoint), str(out), list(loaded.input_size), records, *report)
+
+
+def recover_into(
+    loaded: LoadedModel,
+    paths: list[Path],
+    truth: list[Path] | None,
+    records: list[RecoveredImage],
+    grid: str | Path | None,
+    batch_size: int,
+    workers: int,
+) -> tuple[dict[str, float | None], str]:
+    """Write the recovered images of ``records`` (and the grid); ``(mean scores, LPIPS status)``."""
+    size = loaded.input_size
+    tiles: list[list[torch.Tensor]] = []
+    scores = RecoveryScores()
+    batches = recover_batches(
+        loaded.model,
+        [str(p) for p in paths],
+        size,
+        hr_paths=[str(p) for p in truth] if truth is not None else None,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    with progress() as bar:
+        task = bar.add_task("recover", total=len(paths))
+        for batch in batches:
+            for tensor, index in zip(batch.recovered, batch.indices.tolist(), strict=True):
+                with atomic_path(records[index].output) as tmp:
+                    to_pil(tensor).save(tmp, format="PNG")
+            if batch.hr is not None:
+                scores.add(batch)
+            for row, index in enumerate(batch.indices.tolist()):
+                if index < GRID_ROWS:
+                    tiles.append([t[row] for t in (batch.lr, batch.recovered, batch.hr) if t is not None])
+            bar.advance(task, len(batch.indices))
+    if grid is not None:
+        write_grid(Path(grid), tiles)
+    return attach_scores(records, scores.results())
 
 
 def attach_scores(
@@ -194,7 +213,7 @@ def print_report(report: RecoveryReport, as_json: bool = False) -> None:
         table.add_column(name.replace("_", " "), justify="right")
     for record in report.images:
         table.add_row(Path(record.input).name, *(fmt(record.scores.get(name)) for name in columns))
-    table.add_row("[bold]mean", *(f"[bold]{fmt(report.mean.get(name))}" for name in columns))
+    table.add_row("mean", *(fmt(report.mean.get(name)) for name in columns), style="bold")
     console.print(table)
     if report.lpips != "ok":
         console.print(f"LPIPS n/a: {report.lpips}")

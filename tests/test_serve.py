@@ -3,20 +3,26 @@ bad uploads answered 4xx in one JSON line while the server keeps serving, galler
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import math
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+import uvicorn
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -197,3 +203,175 @@ def test_reidx_serve_starts_and_answers(tiny_gallery: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def serving(index: Path, model: Path, image_roots: tuple[Path, ...] = ()) -> Iterator[str]:
+    """``reidx serve``'s app on ``index`` in a uvicorn thread on a free loopback port; yields its base URL."""
+    from reidx.service.app import create_app
+
+    gallery, loaded = open_gallery(index, model, devices=Devices("cpu"))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(gallery, loaded, image_roots=image_roots), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        threading.Event().wait(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def local_port(answer: httpx.Response) -> int:
+    """The client-side port of the connection an answer came on (the same port: the same connection)."""
+    return answer.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+
+def refused(answer: httpx.Response, status: int, *needles: str) -> None:
+    body = answer.json()
+    assert answer.status_code == status and set(body) == {"error", "fix"}, answer.text
+    assert "\n" not in answer.text and all(needle in body["error"] + body["fix"] for needle in needles), body
+
+
+@pytest.fixture(scope="module")
+def hostile(tiny_gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gallery folder embedded by ``reidx embed``, then its ``metadata.parquet`` edited as a hostile copy would
+    be: rows naming a secret outside the gallery, a symlink out of it, a text file inside it, a text file named
+    .png inside it and a NUL byte. Rows 5.. are untouched."""
+    root = tmp_path_factory.mktemp("hostile")
+    shutil.copytree(tiny_gallery / "gallery", root / "gallery")
+    embed = ["--device", "cpu", "embed", "--checkpoint", str(tiny_gallery / "model.pt"), str(root / "gallery"),
+             "--out", str(root / "idx"), "--workers", "0"]  # fmt: skip
+    result = CliRunner().invoke(app, embed)
+    assert result.exit_code == 0, result.output
+    (root / "secret.txt").write_text("root:$6$hash:19000::::::\n")
+    (root / "gallery" / "link.png").symlink_to(root / "secret.txt")
+    (root / "gallery" / "notes.txt").write_text("not an image")
+    (root / "gallery" / "fake.png").write_text("not an image either")
+    metadata = pd.read_parquet(root / "idx" / "metadata.parquet")
+    edits = [str(root / "secret.txt"), str(root / "gallery" / "link.png"), str(root / "gallery" / "notes.txt"),
+             str(root / "gallery" / "fake.png"), "/etc/sha\0dow"]  # fmt: skip
+    metadata.loc[: len(edits) - 1, "path"] = edits
+    metadata.to_parquet(root / "idx" / "metadata.parquet", index=False)
+    return root
+
+
+def test_serve_hands_out_only_gallery_images_from_an_edited_index(hostile: Path, tiny_gallery: Path) -> None:
+    """The real ``reidx serve`` on the edited copy: every edited row is one 403 JSON line, the secret's bytes
+    never leave, and the good rows are served, all on one keep-alive connection."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "reidx", "--device", "cpu", "serve", "--gallery", str(hostile / "idx")]
+    process = subprocess.Popen([*command, "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", process.stderr.readline())
+        assert url
+        good = pd.read_parquet(hostile / "idx" / "metadata.parquet")["path"].iloc[5]
+        with httpx.Client(base_url=url[0], timeout=30) as client:
+            answers = [client.get(f"/gallery/{entry}/image") for entry in range(6)]
+            assert len({local_port(answer) for answer in answers}) == 1
+        for answer, needle in zip(
+            answers, ["outside", "outside", "not an image", "not served", "outside"], strict=False
+        ):
+            refused(answer, 403, needle)
+            assert b"root:" not in answer.content
+        assert answers[5].status_code == 200 and answers[5].content == Path(good).read_bytes()
+        assert answers[5].headers["content-type"] == "image/png"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_an_old_index_serves_images_only_from_the_operators_folder(hostile: Path, tiny_gallery: Path, tmp_path):
+    """A header without image_roots (an older reidx) still opens and searches; its images are refused with the
+    fix until ``--image-root`` names their folder, and even then only image files inside it."""
+    old = tmp_path / "old-idx"
+    shutil.copytree(hostile / "idx", old)
+    header = json.loads((old / "header.json").read_text())
+    assert header.pop("image_roots") == [str(hostile / "gallery")]
+    (old / "header.json").write_text(json.dumps(header))
+    model = tiny_gallery / "model.pt"
+    with serving(old, model) as url:
+        refused(httpx.get(f"{url}/gallery/5/image"), 403, "re-embed", "--image-root")
+        assert post(url, upload(queries(tiny_gallery)[0])).status_code == 200
+        assert httpx.get(f"{url}/health").json()["index"]["image_roots"] == []
+    with serving(old, model, image_roots=(hostile / "gallery",)) as url:
+        assert httpx.get(f"{url}/gallery/5/image").status_code == 200
+        refused(httpx.get(f"{url}/gallery/0/image"), 403, "outside", "--image-root")
+        refused(httpx.get(f"{url}/gallery/1/image"), 403, "outside")
+
+
+def test_reidx_serve_says_when_an_old_index_serves_no_images(hostile: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("--device", "cpu", "serve", "--gallery", hostile / "idx", "--image-root", tmp_path / "no")
+    assert code == 1 and "--image-root" in err and "is not a folder" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("min_score", "nan"), ("min_score", "inf"), ("min_score", "-inf"), ("min_score", "1e309"),
+     ("pid", "99999999999999999999"), ("camera", "-99999999999999999999"), ("query_camera", "1e400"),
+     ("nprobe", "99999999999"), ("top_k", "inf")],
+)  # fmt: skip
+def test_non_finite_or_huge_numbers_are_422_and_the_connection_serves_on(
+    live_server: str, tiny_gallery: Path, field: str, value: str
+) -> None:
+    good = upload(queries(tiny_gallery)[0])
+    with httpx.Client(base_url=live_server, timeout=60) as client:
+        bad = client.post("/search", files=good, data={field: value})
+        refused(bad, 422, field)
+        assert "NaN" not in bad.text and "Infinity" not in bad.text
+        fine = client.post("/search", files=good, data={"min_score": "0.5"})
+        assert fine.status_code == 200 and local_port(fine) == local_port(bad)
+
+
+def test_an_internal_error_is_a_500_line_and_the_connection_stays(tmp_path: Path) -> None:
+    """KeepServing answers what nothing else caught without dropping the keep-alive connection."""
+    from fastapi import FastAPI
+
+    from reidx.service.app import KeepServing
+
+    app = FastAPI()
+    app.add_middleware(KeepServing)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("kaboom\nsecond line")
+
+    @app.get("/fine")
+    def fine() -> dict:
+        return {"ok": True}
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        threading.Event().wait(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
+            answers = [client.get(path) for path in ("/boom", "/fine", "/boom", "/fine")]
+            assert len({local_port(answer) for answer in answers}) == 1
+        refused(answers[0], 500, "kaboom second line")
+        assert [answer.status_code for answer in answers] == [500, 200, 500, 200]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e309", "-inf"])
+def test_search_refuses_a_non_finite_min_score_in_one_line(run_cli, tiny_gallery: Path, value: str) -> None:
+    code, out, err = run_cli("--device", "cpu", "search", tiny_gallery / "queries", "--gallery",
+                             tiny_gallery / "idx", "--json", "--min-score", value, "--workers", "0")  # fmt: skip
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert err.strip() == f"error: --min-score {value} is not a finite number — give a number, e.g. --min-score 0.5"
+
+
+def test_json_output_is_standard_json() -> None:
+    from reidx.console import json_text
+
+    text = json_text({"score": math.inf, "rows": [math.nan, 1.5, (-math.inf, 2)], "name": "x"})
+    assert json.loads(text) == {"score": None, "rows": [None, 1.5, [None, 2]], "name": "x"}
+    assert "NaN" not in text and "Infinity" not in text

@@ -169,6 +169,12 @@ def ids_of(records: Iterable[Record]) -> list[int]:
 def held_out_count(n_ids: int, requested: int | None, default: int) -> int:
     """How many ids go to test: ``requested`` if given, else ``default``; both sides keep >= 1 id."""
     count = default if requested is None else requested
+    if n_ids < 2:
+        raise ReidxError(
+            f"cannot split {n_ids} identit{'y' if n_ids == 1 else 'ies'} into training and test ids: "
+            "it takes at least 2",
+            "add images of more people to the dataset",
+        )
     if not 1 <= count < n_ids:
         raise ReidxError(
             f"cannot hold out {count} test ids from {n_ids} ids",

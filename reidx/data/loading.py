@@ -26,16 +26,16 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
-        """``(image, index, error)``: a bad file yields a blank image and its one-line error, which
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str, str]:
+        """``(image, index, error, fix)``: a bad file yields a blank image and its one-line error, which
         :func:`iterate_images` raises in the main process (worker tracebacks never reach the user)."""
         try:
             image = load_image(self.paths[index])
             if self.rates is not None:
                 image = downsample(image, self.rates[index])
-            return to_model_input(image, self.size), index, ""
+            return to_model_input(image, self.size), index, "", ""
         except ReidxError as exc:
-            return torch.zeros(3, *self.size), index, exc.line()
+            return torch.zeros(3, *self.size), index, exc.message, exc.fix or ""
 
 
 def image_loader(
@@ -67,8 +67,8 @@ def iterate_images(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images, indices)`` batches in path order (image i down-sampled by ``rates[i]`` when given);
     the first unreadable image raises ReidxError."""
-    for images, indices, errors in image_loader(paths, size, batch_size, workers, rates):
-        bad = next((error for error in errors if error), None)
-        if bad:
-            raise ReidxError(bad)
+    for images, indices, errors, fixes in image_loader(paths, size, batch_size, workers, rates):
+        bad = next((i for i, error in enumerate(errors) if error), None)
+        if bad is not None:
+            raise ReidxError(errors[bad], fixes[bad] or None)
         yield images, indices

@@ -94,10 +94,32 @@ def read_dataset(directory: str | Path) -> tuple[pd.DataFrame, DatasetInfo]:
     missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
     if missing:
         raise ReidxError(f"{manifest_path} lacks columns {missing}", "re-run `reidx prepare --overwrite`")
+    problem = column_problem(
+        frame, {column: int if kind == "int64" else str for column, kind in MANIFEST_COLUMNS.items()}
+    )
+    if problem:
+        raise ReidxError(f"cannot read {manifest_path}: {problem}", "re-run `reidx prepare --overwrite`")
     root = directory.resolve()
     for column in ("path", "source"):
         frame[column] = [p if Path(p).is_absolute() else str(root / p) for p in frame[column]]
     return frame, info
+
+
+def column_problem(frame: pd.DataFrame, kinds: dict[str, type]) -> str | None:
+    """What is wrong with the columns of ``frame`` that ``kinds`` names (missing, empty values, integers
+    (``int``) or text (``str``) expected), None when nothing is."""
+    missing = [column for column in kinds if column not in frame.columns]
+    if missing:
+        return f"columns {', '.join(missing)} are missing"
+    for column, kind in kinds.items():
+        values = frame[column]
+        if values.isna().any():
+            return f"column {column} has empty values"
+        if kind is int and not pd.api.types.is_integer_dtype(values):
+            return f"column {column} holds {values.dtype}, not integers"
+        if kind is str and not all(isinstance(value, str) for value in values):
+            return f"column {column} holds non-text values"
+    return None
 
 
 def dataset_identity(directory: str | Path) -> dict:

@@ -12,7 +12,6 @@ the source images.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from reidx.console import console, progress
+from reidx.console import console, json_text, progress
 from reidx.data.base import DatasetReader, Options, Record, Source, existing_root
 from reidx.data.manifest import DatasetInfo, write_dataset
 from reidx.data.registry import get_reader
@@ -343,7 +342,7 @@ def summarise(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
 def print_summary(info: DatasetInfo, out: str | Path, as_json: bool = False) -> None:
     """The built dataset as a rich table, or as JSON on stdout."""
     if as_json:
-        print(json.dumps({"out": str(Path(out).resolve()), **asdict(info)}, indent=2, sort_keys=True))
+        print(json_text({"out": str(Path(out).resolve()), **asdict(info)}, sort_keys=True))
         return
     rates = ",".join(map(str, info.rates)) + (
         f" (unseen {','.join(map(str, info.unseen_rates))})" if info.unseen_rates else ""

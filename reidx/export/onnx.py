@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import nn
 
 from reidx import __version__
 from reidx.checkpoint import load_model
-from reidx.console import console
+from reidx.console import console, json_text
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import Devices
 from reidx.errors import ReidxError
@@ -63,7 +62,7 @@ class ExportResult:
         """A one-line summary, or the result as JSON on stdout."""
         if as_json:
             fields = {"path": str(self.path), "bytes": self.bytes, "min_cosine": self.min_cosine}
-            print(json.dumps({**fields, "info": asdict(self.info)}, indent=2))
+            print(json_text({**fields, "info": asdict(self.info)}))
             return
         info = self.info
         console.print(

@@ -19,6 +19,7 @@ import pandas as pd
 
 from reidx.console import err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME
+from reidx.errors import ReidxError
 from reidx.io import atomic_path, sha256_file
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+#: Cache folders this process could not write: warned about once, then skipped quietly.
+UNWRITABLE: set[Path] = set()
+
+
 class ResultCache:
     """Cached evaluation entries of one checkpoint file (``fingerprint`` = SHA-256 of its bytes)."""
 
@@ -96,5 +101,8 @@ class ResultCache:
                     old.unlink(missing_ok=True)
             with atomic_path(self.directory / f"{slot}-{key}.json") as tmp:
                 tmp.write_text(json.dumps(record))
-        except OSError as exc:  # a read-only run folder: the report still works, uncached
-            err_console.print(f"warning: results not cached, cannot write {self.directory}: {exc.strerror or exc}")
+        except (OSError, ReidxError) as exc:  # a read-only or full run folder: the report still works, uncached
+            if self.directory not in UNWRITABLE:
+                UNWRITABLE.add(self.directory)
+                reason = exc.message if isinstance(exc, ReidxError) else f"{self.directory}: {exc.strerror or exc}"
+                err_console.print(f"warning: results not cached ({reason})", highlight=False, soft_wrap=True)

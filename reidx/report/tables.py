@@ -8,12 +8,12 @@ dataset, protocol, rate set, exactly what was averaged over which trials, and ch
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
+from reidx.console import json_text
 from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, EvalResult, percent, results_to_frame
 from reidx.report.aggregate import DIFFERENCE_METRICS, trial_list
 from reidx.report.evaluation import NATIVE_SET, CheckpointInfo
@@ -487,7 +487,7 @@ def render_json(report: Report, plots: Sequence[str] = (), published: bool = Fal
     }
     if published:
         document["published"] = published_records(report)
-    return json.dumps(document, indent=2) + "\n"
+    return json_text(document) + "\n"
 
 
 def render(report: Report, fmt: str, plots: Sequence[tuple[str, str]] = (), published: bool = False) -> str:

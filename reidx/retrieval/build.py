@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import os
 import re
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from reidx.checkpoint import LoadedModel
-from reidx.console import console
+from reidx.console import console, json_text
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder, as_embedder
@@ -40,7 +40,7 @@ class BuildResult:
         """A one-line summary, or the header and counts as JSON on stdout."""
         if as_json:
             fields = {"directory": str(self.directory), "added": self.added, "skipped": self.skipped}
-            print(json.dumps({**fields, "header": asdict(self.header)}, indent=2))
+            print(json_text({**fields, "header": asdict(self.header)}))
             return
         header = self.header
         console.print(
@@ -145,13 +145,25 @@ def build_index(
             params = layout_params(dim, kind, nlist, pq_m, nprobe, on_disk, reduce_dim)
             source = str(embedder.source.resolve())
             header = IndexHeader(fingerprint, source, embedder.model_name, dim, 0, kind, params)
+            header.image_roots = image_folders(paths)
             metadata = rows
         else:
-            header = existing.header
+            header = replace(existing.header, image_roots=image_folders(paths, existing.header.image_roots))
             metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
         check_chunks(chunks, paths)  # the one gate every backend's vectors pass
         backend_class(record.backend).write(GalleryWrite(out, header, existing, metadata, chunks, devices, record))
         return BuildResult(out, header, len(rows), skipped)
+
+
+def image_folders(paths: Iterable[str], known: Sequence[str] = ()) -> list[str]:
+    """The folders holding ``paths``, symlinks resolved, with the ``known`` ones, none inside another: the
+    image roots a header records, the only places ``reidx serve`` hands gallery images out from."""
+    folders = {*known, *(os.path.dirname(os.path.realpath(path)) for path in paths)}
+    kept: set[str] = set()
+    for folder in sorted(folders):  # a folder sorts before the folders inside it
+        if not any(str(parent) in kept for parent in Path(folder).parents):
+            kept.add(folder)
+    return sorted(kept)
 
 
 def new_record(out: Path, backend: str | None, uri: str | None, collection: str | None) -> BackendRecord:

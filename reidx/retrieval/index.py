@@ -4,7 +4,9 @@ An index directory holds
 
 * ``header.json``: :class:`IndexHeader` (format, reidx version, the embedding fingerprint = checkpoint
   SHA-256 + mode + input size, the model file embedded with (``checkpoint``: a checkpoint or its
-  ``reidx export`` ``.onnx`` file), model name, dim, metric, count, index type and params);
+  ``reidx export`` ``.onnx`` file), model name, dim, metric, count, index type and params, and
+  ``image_roots``: the folders, symlinks resolved, of the images embedded, the only places ``reidx serve``
+  hands gallery images out from; absent in the headers of older reidx versions);
 * ``index.faiss``: the FAISS index (always written from a CPU copy), id i = row i of the metadata;
 * ``metadata.parquet``: one row per vector: ``path`` (absolute), ``pid``, ``camid`` and, for a dataset
   split, every other manifest column;
@@ -36,6 +38,7 @@ import pandas as pd
 
 from reidx import __version__
 from reidx.console import err_console
+from reidx.data.manifest import column_problem
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.io import WRITE_ERRORS
@@ -78,6 +81,7 @@ class IndexHeader:
     reidx_version: str = __version__
     format: str = FORMAT
     version: int = VERSION
+    image_roots: list[str] = field(default_factory=list)
 
     @property
     def mode(self) -> str:
@@ -351,7 +355,10 @@ HEADER_FIELDS: dict[str, type] = {
     "reidx_version": str,
     "format": str,
     "version": int,
+    "image_roots": list,
 }
+#: Fields a header of an older reidx may lack (they take their defaults).
+OPTIONAL_FIELDS = frozenset({"image_roots"})
 IVFPQ_PARAMS = ("nlist", "pq_m", "nprobe")
 #: The largest model input side a header may claim (person crops are a few hundred pixels).
 MAX_INPUT_SIDE = 4096
@@ -400,13 +407,15 @@ def header_problem(fields: Any) -> str | None:
     """What is wrong with the parsed ``header.json`` (keys, types, ranges), None when nothing is."""
     if not isinstance(fields, dict):
         return f"it holds a JSON {type(fields).__name__}, not an object"
-    missing = [key for key in HEADER_FIELDS if key not in fields]
+    missing = [key for key in HEADER_FIELDS if key not in fields and key not in OPTIONAL_FIELDS]
     unknown = sorted(set(fields) - set(HEADER_FIELDS))
     if missing:
         return f"missing {', '.join(missing)}"
     if unknown:
         return f"unknown {', '.join(unknown)}"
     for key, kind in HEADER_FIELDS.items():
+        if key not in fields:
+            continue
         value = fields[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return f"{key} is {json.dumps(value)[:40]}, not a JSON {kind.__name__}"
@@ -422,6 +431,9 @@ def header_problem(fields: Any) -> str | None:
         return f"input size {json.dumps(size)[:40]} is not two positive integers"
     if max(size) > MAX_INPUT_SIDE:
         return f"input size {size} is over {MAX_INPUT_SIDE} pixels a side"
+    roots = fields.get("image_roots", [])
+    if not all(isinstance(root, str) and os.path.isabs(root) for root in roots):
+        return f"image_roots {json.dumps(roots)[:60]} are not absolute folder paths"
     params = fields["params"]
     needed = IVFPQ_PARAMS if fields["index_type"] == "ivfpq" else ()
     if any(key not in params for key in needed) or not all(is_count(value, 1) for value in params.values()):
@@ -447,18 +459,7 @@ def read_metadata(directory: Path) -> pd.DataFrame:
 
 def metadata_problem(metadata: pd.DataFrame) -> str | None:
     """What is wrong with the metadata table (columns, types, missing values), None when nothing is."""
-    missing = [column for column in METADATA_COLUMNS if column not in metadata.columns]
-    if missing:
-        return f"columns {', '.join(missing)} are missing"
-    for column, kind in METADATA_COLUMNS.items():
-        values = metadata[column]
-        if values.isna().any():
-            return f"column {column} has empty values"
-        if kind is int and not pd.api.types.is_integer_dtype(values):
-            return f"column {column} holds {values.dtype}, not integers"
-        if kind is str and not all(isinstance(value, str) for value in values):
-            return f"column {column} holds non-text values"
-    return None
+    return column_problem(metadata, METADATA_COLUMNS)
 
 
 def write_index_dir(

@@ -75,6 +75,8 @@ def dataset_table(directory: str | Path, split: str = "gallery", trial: int | No
         raise ReidxError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
     frame, _ = read_dataset(directory)
     rows = frame[frame["split"] == split]
+    if rows.empty:
+        raise ReidxError(f"{directory} has no {split} images", "choose another --split")
     trials = sorted(int(t) for t in rows["trial"].unique())
     if trial is None and len(trials) > 1:
         raise ReidxError(f"{directory} has {len(trials)} trials", f"pass --trial N with N in {trials}")
@@ -82,6 +84,4 @@ def dataset_table(directory: str | Path, split: str = "gallery", trial: int | No
         if trial not in trials:
             raise ReidxError(f"{directory} has no trial {trial} in split {split}", f"use one of {trials}")
         rows = rows[rows["trial"] == trial]
-    if rows.empty:
-        raise ReidxError(f"{directory} has no {split} images", "choose another --split")
     return rows.drop_duplicates("path").reset_index(drop=True)

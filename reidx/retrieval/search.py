@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
 from reidx.checkpoint import LoadedModel
-from reidx.console import console
+from reidx.console import console, json_text
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
@@ -152,7 +152,7 @@ def search_images(
 
 def results_json(results: Sequence[QueryResult]) -> str:
     """Machine-readable results: one object per query with its ranked ``results`` list."""
-    return json.dumps([result.to_dict() for result in results], indent=2)
+    return json_text([result.to_dict() for result in results])
 
 
 def print_results(results: Sequence[QueryResult]) -> None:
@@ -171,6 +171,6 @@ def print_results(results: Sequence[QueryResult]) -> None:
         for hit in result.hits:
             style = None if hit.above_threshold else "dim"
             match = result.pid != UNKNOWN and hit.pid == result.pid
-            pid = f"[green]{hit.pid}[/]" if match else str(hit.pid)
+            pid = Text(str(hit.pid), style="green" if match else "")
             table.add_row(str(hit.rank), f"{hit.score:.4f}", pid, str(hit.camid), hit.path, style=style)
         console.print(table)

@@ -4,8 +4,9 @@ folder ``.partial/shard-R-of-W`` (:func:`reidx.retrieval.jobs.embed_to_chunks`),
 writer, stores every rank's chunks in rank order: the same vectors, ids and metadata order as one process.
 
 Rank 0 decides what to embed (the output checks, ``--append``'s known paths) and sends the list; a refusal
-there sends None and the other ranks stop quietly. A failure on any rank while embedding is raised on rank 0,
-after the ranks that succeeded have kept their chunks, so the next run resumes each shard where it stopped.
+there sends None and the other ranks stop quietly. A failure on any rank while embedding is raised on rank 0
+(:func:`reidx.train.distributed.together`; the other ranks stop quietly), after the ranks that succeeded have
+kept their chunks, so the next run resumes each shard where it stopped.
 The index folder must be on a file system every rank sees (one machine, or a shared mount).
 """
 
@@ -17,10 +18,9 @@ from typing import Any
 
 import torch.distributed as dist
 
-from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder
 from reidx.retrieval.jobs import embed_to_chunks
-from reidx.train.distributed import DistEnv
+from reidx.train.distributed import DistEnv, together
 
 
 def shard_span(count: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -46,23 +46,16 @@ def embed_shards(env: DistEnv, embedder: Embedder, paths: Sequence[str], state_d
     ``options`` go to :func:`embed_to_chunks`. A rank that failed reports why; rank 0 raises it.
     """
     start, end = shard_span(len(paths), env.rank, env.world_size)
-    try:
-        chunks = (
-            []
-            if end == start
-            else embed_to_chunks(embedder, paths[start:end], shard_dir(state_dir, env), show=env.is_main, **options)
-        )
-        status: tuple = ("ok", [str(chunk) for chunk in chunks])
-    except ReidxError as exc:
-        status = ("error", exc.message, exc.fix)
-    except Exception as exc:  # noqa: BLE001 - reported by rank 0 as one line, this rank stops quietly
-        status = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", None)
+
+    def embed_share() -> list[str]:
+        if end == start:
+            return []
+        chunks = embed_to_chunks(embedder, paths[start:end], shard_dir(state_dir, env), show=env.is_main, **options)
+        return [str(chunk) for chunk in chunks]
+
+    own = together(env, embed_share, "fix it and run the same command again (it resumes)")
     gathered: list[Any] = [None] * env.world_size
-    dist.all_gather_object(gathered, status)
+    dist.all_gather_object(gathered, own)
     if not env.is_main:
         return None
-    for rank, (state, *details) in enumerate(gathered):
-        if state != "ok":
-            message, fix = details
-            raise ReidxError(f"rank {rank}: {message}", fix or "fix it and run the same command again (it resumes)")
-    return [Path(chunk) for _, chunks in gathered for chunk in chunks]
+    return [Path(chunk) for chunks in gathered for chunk in chunks]

@@ -3,12 +3,15 @@
 Uploads are decoded by :mod:`reidx.images` (formats, EXIF, modes, the ``REIDX_MAX_PIXELS`` limit) outside
 the model lock; the embedding and the index search of one request run under it, so concurrent requests
 are answered one at a time by the one model and index, each with its own result. Every error is one line
-of JSON, ``{"error": ..., "fix": ...}``, with a 4xx status for the client's mistakes.
+of JSON, ``{"error": ..., "fix": ...}``, with a 4xx status for the client's mistakes (every numeric field
+checked: finite, and integers within int64), and the connection stays open after any of them, a 500
+included. Gallery images are handed out only from the image roots (:mod:`reidx.service.files`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePath
@@ -16,7 +19,8 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import Field
 from starlette.exceptions import HTTPException
 
 from reidx import __version__
@@ -27,10 +31,14 @@ from reidx.evaluation.embedders import Embedder, as_embedder
 from reidx.gallery import Gallery
 from reidx.images import image_from_bytes
 from reidx.retrieval.filters import GalleryFilter
+from reidx.retrieval.index import HEADER_NAME
 from reidx.retrieval.search import rank_vectors
+from reidx.service.files import GalleryFiles, Unavailable
 
 #: Hits one query may ask for.
 MAX_TOP_K = 1000
+#: A pid or camid field: an integer the metadata's int64 columns can hold.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,34 @@ class BodyLimit:
         )
 
 
+class KeepServing:
+    """ASGI middleware: an unexpected exception is answered with a one-line 500 and the connection kept open
+    (Starlette's last-resort handler answers too, but then re-raises, and the server drops the connection)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:  # part of an answer went out: nothing consistent can follow on this connection
+                raise
+            reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+            fix = "the server keeps running; report this with the request"
+            await error(500, f"internal error: {reason}", fix)(scope, receive, send)
+
+
 def one_line(exc: RequestValidationError) -> str:
     """The first validation problem as ``field: reason``."""
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
@@ -97,13 +133,23 @@ def one_line(exc: RequestValidationError) -> str:
 
 
 def create_app(
-    gallery: Gallery, model: LoadedModel | Embedder, min_score: float | None = None, limits: Limits = Limits()
+    gallery: Gallery,
+    model: LoadedModel | Embedder,
+    min_score: float | None = None,
+    limits: Limits = Limits(),
+    image_roots: Sequence[str | Path] = (),
 ) -> FastAPI:
     """The FastAPI app answering searches of ``gallery`` with ``model``, the model that embedded it: a loaded
-    checkpoint, or an embedder (its checkpoint in torch, or its ``reidx export`` file in onnxruntime)."""
+    checkpoint, or an embedder (its checkpoint in torch, or its ``reidx export`` file in onnxruntime).
+    Gallery images come only from ``image_roots`` when given, else from the roots the index header records."""
     model = as_embedder(model, gallery.header.mode)
     app = FastAPI(title="reidx serve", version=__version__, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=limits.body_bytes)
+    app.add_middleware(KeepServing)
+    if image_roots:
+        files = GalleryFiles(image_roots, "--image-root")
+    else:
+        files = GalleryFiles(gallery.header.image_roots, str(gallery.directory / HEADER_NAME))
     page = resources.files("reidx.service").joinpath("page.html").read_text(encoding="utf-8")
     lock = threading.Lock()
     paths = gallery.metadata["path"].to_numpy()
@@ -123,11 +169,6 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail), "see GET /openapi.json for the routes")
-
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception) -> JSONResponse:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        return error(500, f"internal error: {reason}", "the server keeps running; report this with the request")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> HTMLResponse:
@@ -154,6 +195,7 @@ def create_app(
                 "backend": gallery.record.backend,
                 "dim": gallery.header.dim,
                 "on_gpu": gallery.on_gpu,
+                "image_roots": [str(root) for root in files.roots],
             },
             "counts": {
                 "entries": len(gallery),
@@ -169,12 +211,14 @@ def create_app(
     def search(
         images: Annotated[list[UploadFile], File(description="Query crops (JPEG, PNG, BMP, ...), any size.")],
         top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K, description="Results per query.")] = 10,
-        min_score: Annotated[float | None, Form(description="Score under which 'not in gallery'.")] = min_score,
-        camera: Annotated[list[int] | None, Form(description="Only gallery entries of these camids.")] = None,
-        pid: Annotated[list[int] | None, Form(description="Only gallery entries of these pids.")] = None,
+        min_score: Annotated[
+            float | None, Form(allow_inf_nan=False, description="Score under which 'not in gallery'.")
+        ] = min_score,
+        camera: Annotated[list[Int64] | None, Form(description="Only gallery entries of these camids.")] = None,
+        pid: Annotated[list[Int64] | None, Form(description="Only gallery entries of these pids.")] = None,
         other_cameras: Annotated[bool, Form(description="Only other cameras than the query's.")] = False,
-        query_camera: Annotated[int | None, Form(description="The queries' camid (default: names).")] = None,
-        nprobe: Annotated[int | None, Form(ge=1, description="ivfpq lists visited per query.")] = None,
+        query_camera: Annotated[Int64 | None, Form(description="The queries' camid (default: names).")] = None,
+        nprobe: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="ivfpq lists visited per query.")] = None,
     ) -> JSONResponse:
         """Rank the gallery for each uploaded image: the same JSON as ``reidx search --json``."""
         if len(images) > limits.images:
@@ -189,14 +233,16 @@ def create_app(
             answered["queries"] += len(results)
         return JSONResponse([result.to_dict() for result in results])
 
-    @app.get("/gallery/{entry}/image")
-    def gallery_image(entry: int) -> FileResponse:
-        """The crop of gallery entry ``entry`` (a row of the index metadata, the ``index_id`` of a hit)."""
+    @app.get("/gallery/{entry}/image", response_model=None)
+    def gallery_image(entry: int) -> Response:
+        """The crop of gallery entry ``entry`` (a row of the index metadata, the ``index_id`` of a hit), when it
+        is an image file inside the image roots; any other entry is one JSON line (403, or 404 when gone)."""
         if not 0 <= entry < len(paths):
             raise HTTPException(404, f"no gallery entry {entry} (the index has {len(paths)}: 0..{len(paths) - 1})")
-        path = Path(paths[entry])
-        if not path.is_file():
-            raise HTTPException(404, f"the image of gallery entry {entry} is gone from disk: {path}")
-        return FileResponse(path)
+        try:
+            image = files.read(entry, str(paths[entry]))
+        except Unavailable as refused:
+            return error(refused.status, refused.message, refused.fix)
+        return Response(image.data, media_type=image.media_type)
 
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from reidx.console import err_console
@@ -54,17 +55,30 @@ def serve(
     port: int = 8000,
     min_score: float | None = None,
     public: bool = False,
+    image_roots: Sequence[Path] = (),
 ) -> None:
-    """Bind the address, load the index and its model once, and answer requests until interrupted."""
+    """Bind the address, load the index and its model once, and answer requests until interrupted; gallery
+    images only from ``image_roots`` when given, else from the folders the index header records."""
     check_host(host, public)
+    for root in image_roots:
+        if not root.is_dir():
+            raise ReidxError(f"--image-root {root} is not a folder", "name the folder that holds the gallery images")
     sock = bind(host, port)
     import uvicorn  # after the address checks, which need neither uvicorn nor torch
 
+    from reidx.retrieval.index import HEADER_NAME
     from reidx.retrieval.search import open_gallery
     from reidx.service.app import create_app
 
     gallery, embedder = open_gallery(gallery_dir, model_file, devices)
-    app = create_app(gallery, embedder, min_score)
+    app = create_app(gallery, embedder, min_score, image_roots=image_roots)
+    if not image_roots and not gallery.header.image_roots:
+        err_console.print(
+            f"note: {gallery.directory / HEADER_NAME} records no image folders (an index of an older reidx), so "
+            "gallery images are not served; re-embed it with this reidx or pass --image-root DIR",
+            highlight=False,
+            soft_wrap=True,
+        )
     shown = f"[{host}]" if ":" in host else host
     err_console.print(
         f"serving {len(gallery)} gallery entries of {gallery_dir} ({embedder.model_name}, {embedder.runtime}) at "

@@ -7,6 +7,7 @@ Every default says where it comes from (cadnet.md §0): **[L]** the authors' ear
 from __future__ import annotations
 
 import json
+import math
 import platform
 import sys
 from collections.abc import Callable, Sequence
@@ -192,12 +193,12 @@ def format_size(size: tuple[int, int]) -> str:
 #: What a value of each TrainConfig field type must be, in the words of the error.
 EXPECTED = {
     int: "an integer",
-    float: "a number",
+    float: "a finite number",
     bool: "true or false",
     str: "a string",
     bool | str: "true, false or a file path",
     tuple[int, int]: '"HxW" text or a [height, width] list of integers',
-    tuple[float, float]: "a list of two numbers",
+    tuple[float, float]: "a list of two finite numbers",
 }
 
 
@@ -206,7 +207,8 @@ def _integer(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return _integer(value) or isinstance(value, float)
+    """An int, or a finite float (``inf`` and ``nan`` parse as floats from flags and TOML alike)."""
+    return (_integer(value) and abs(value) < 2**63) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _pair(value: Any, item: Callable[[Any], bool]) -> bool:
@@ -240,8 +242,12 @@ def convert(kind: Any, value: Any) -> Any:
 def _toml(value: Any) -> str:
     """``value`` as it is written in a config file."""
     value = format_size(value) if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int) else value
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(map(_toml, value))}]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # TOML's words: inf, -inf, nan
     try:
-        return json.dumps(list(value) if isinstance(value, tuple) else value)
+        return json.dumps(value)
     except TypeError:
         return repr(value)
 
@@ -268,14 +274,25 @@ def coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Options from a TOML file (flat keys = TrainConfig fields) or a run's ``config.json``."""
+    if path.is_dir():
+        raise ReidxError(f"--config {path} is a folder", "pass the .toml file, or the config.json inside a run folder")
     if not path.is_file():
         raise ReidxError(f"config file not found: {path}", "pass an existing .toml or a run's config.json")
     try:
         text = path.read_text()
         values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReidxError(f"cannot parse {path}: {exc}", "fix the file (TOML: key = value per line)") from None
-    values = values.get("config", values)  # a run's config.json nests the options
+    except OSError as exc:
+        raise ReidxError(f"cannot read {path}: {exc.strerror}", "pass a readable .toml or config.json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise ReidxError(f"cannot parse {path}: {reason}", "fix the file (TOML: key = value per line)") from None
+    if isinstance(values, dict):
+        values = values.get("config", values)  # a run's config.json nests the options
+    if not isinstance(values, dict):
+        raise ReidxError(
+            f"{path} holds a JSON {type(values).__name__}, not a table of training options",
+            'write an object of options, e.g. {"epochs": 10}, or a TOML file of key = value lines',
+        )
     return coerce(values, str(path))
 
 

@@ -47,6 +47,11 @@ def load_training_set(dataset: str | Path, trial: int, val_fraction: float, seed
     rows = train[train["trial"] == trial]
     if rows.empty:
         trials = sorted(set(train["trial"].tolist()))
+        if not trials:
+            raise ReidxError(
+                f"{dataset} has no training images in any trial",
+                "prepare it with training ids (--test-ids below the number of identities)",
+            )
         raise ReidxError(f"{dataset} has no training images for trial {trial}", f"use --trial from {trials}")
     if not info.rates:
         raise ReidxError(f"{dataset}/dataset.json lists no seen rates", "re-run `reidx prepare` with --downsample")

@@ -8,7 +8,9 @@ leaves the other side's parameters unused.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -17,6 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,31 @@ def check_in_sync(module: nn.Module, env: DistEnv) -> None:
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
     if not torch.isclose(low, high, rtol=1e-9, atol=1e-9).item():
         raise RuntimeError(f"DDP ranks hold different weights (checksums {low.item()} vs {high.item()})")
+
+
+def together(env: DistEnv, step: Callable[[], T], fix: str = "fix it and run the same command again") -> T:
+    """``step()`` on every rank, its outcome agreed before any rank goes on: when it failed on any rank, rank 0
+    raises that failure as one ReidxError naming the rank and the other ranks stop quietly (exit 1), so that no
+    rank waits in a collective call for a rank that has gone (and dies there with a traceback). ``step`` must
+    make no collective calls itself. Without torchrun: just ``step()``."""
+    if not env.enabled:
+        return step()
+    result: Any = None
+    try:
+        result, outcome = step(), ("ok", "", None)
+    except ReidxError as exc:
+        outcome = ("error", exc.message, exc.fix)
+    except Exception as exc:  # noqa: BLE001 - reported by rank 0 as one line; this rank stops quietly
+        outcome = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", None)
+    gathered: list[Any] = [None] * env.world_size
+    dist.all_gather_object(gathered, outcome)
+    failed = next(((rank, found) for rank, found in enumerate(gathered) if found[0] != "ok"), None)
+    if failed is None:
+        return result
+    if not env.is_main:
+        raise SystemExit(1)
+    rank, (_, message, own_fix) = failed
+    raise ReidxError(message if rank == 0 else f"rank {rank}: {message}", own_fix or fix)
 
 
 def teardown(env: DistEnv) -> None:

@@ -13,13 +13,12 @@ before its first checkpoint), and ``last.pt`` must carry the run id its folder's
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from reidx.checkpoint import CheckpointFile, open_checkpoint
-from reidx.console import console, err_console
+from reidx.console import console, err_console, json_text
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, dataset_identity
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
@@ -30,7 +29,7 @@ from reidx.train.config import (
     read_config_file,
     resume_config,
 )
-from reidx.train.distributed import DistEnv, barrier, setup, teardown
+from reidx.train.distributed import DistEnv, setup, teardown, together
 from reidx.train.engine import Trainer
 from reidx.train.files import (
     BEST,
@@ -67,14 +66,16 @@ def run_training(
     env = setup(devices)
     try:
         with ExitStack() as stack:
-            if env.is_main:  # one writer; taking the lock removes the temporaries of killed writers
-                stack.enter_context(exclusive_lock(out, "training run"))
-            given = {**(read_config_file(config_file) if config_file else {}), **overrides}
-            if resume:
-                config, checkpoint, run_id = resumed_config(out, given, env)
-            else:
-                config, checkpoint, run_id = fresh_config(out, given), None, new_run_id()
-            barrier(env)
+            def start() -> tuple[TrainConfig, CheckpointFile | None, str]:
+                if env.is_main:  # one writer; taking the lock removes the temporaries of killed writers
+                    stack.enter_context(exclusive_lock(out, "training run"))
+                given = {**(read_config_file(config_file) if config_file else {}), **overrides}
+                if resume:
+                    return resumed_config(out, given, env)
+                return fresh_config(out, given), None, new_run_id()
+
+            # every rank learns whether any refused (e.g. rank 0 finds the run locked) before going on together
+            config, checkpoint, run_id = together(env, start)
             trainer = Trainer(config, out, env, resume=checkpoint, run_id=run_id, show_progress=show_progress)
             if checkpoint is not None and trainer.epoch >= config.epochs:
                 return already_trained(trainer, config.epochs)
@@ -237,7 +238,7 @@ def leftover(path: Path) -> bool:
 def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
     """The run's summary as JSON, or one line per figure."""
     if as_json:
-        console.print_json(json.dumps(summary))
+        console.print_json(json_text(summary))
         return
     console.print(
         f"trained {summary['model']} ({summary['arch']}) for {summary['epochs']} epochs, {summary['steps']} steps"

@@ -66,6 +66,7 @@ def run_training(
     env = setup(devices)
     try:
         with ExitStack() as stack:
+
             def start() -> tuple[TrainConfig, CheckpointFile | None, str]:
                 if env.is_main:  # one writer; taking the lock removes the temporaries of killed writers
                     stack.enter_context(exclusive_lock(out, "training run"))

@@ -29,18 +29,22 @@ def rerank_dense(
     items: np.ndarray,
     queries: int,
     params: RerankParams = PUBLISHED,
-    sims: np.ndarray | None = None,
+    blas: bool = False,
     dtype: type = np.float64,
 ) -> np.ndarray:
     """Final distances (queries x rest) of the published algorithm on all ``items`` (the first ``queries``
-    rows are the probes, the rest the gallery, all in one neighbourhood graph). ``sims`` may be given
-    (e.g. from a BLAS product); ``dtype`` float32 is the published code's precision (and half its memory)."""
+    rows are the probes, the rest the gallery, all in one neighbourhood graph). ``blas`` takes the
+    similarities from one matrix product in ``dtype`` instead of pair by pair (for the benchmark's sizes;
+    near-equal similarities may then order differently); ``dtype`` float32 is the published code's
+    precision (and half its memory)."""
     k1, k2, lam = params.k1, params.k2, params.lam
-    sims = pair_similarities(items) if sims is None else sims
+    sims = items.astype(dtype) @ items.T.astype(dtype) if blas else pair_similarities(items)
     n = len(items)
     initial_rank = np.argsort(-sims, axis=1, kind="stable").astype(np.int32)  # ties by item id
-    original = (2.0 - 2.0 * sims).astype(dtype)  # eq. 1: squared Euclidean on unit vectors
+    original = sims.astype(dtype, copy=False)  # in place: one (items x items) array fewer
     del sims
+    original *= -2.0
+    original += 2.0  # eq. 1: 2 - 2s, the squared Euclidean distance of unit vectors
     original /= original.max(1, keepdims=True)  # the published per-row normalisation (d / max_j d)
     v = np.zeros((n, n), dtype)
     half = params.half  # round(k1 / 2), np.around: halves to even

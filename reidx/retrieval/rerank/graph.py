@@ -89,7 +89,7 @@ def reciprocal(own: np.ndarray, lookup: Lookup, k: int) -> np.ndarray:
     """R(p, k - 1) of each row p in ``own`` (eq. 4): its first k neighbours (p itself included) whose own
     first k neighbours hold p, as a (rows, k) array of ids with -1 for the others."""
     lists = lookup(own)[:, :k]
-    back = lookup(lists.ravel())[:, :k].reshape(len(own), lists.shape[1], -1)
+    back = lookup(lists.ravel())[:, :k].reshape(len(own), lists.shape[1], lists.shape[1])
     return np.where((back == own[:, None, None]).any(2), lists, -1)
 
 

@@ -119,6 +119,11 @@ class GalleryRerank:
         """The largest vector norm (bounds the float32 rounding of a query's similarity row)."""
         return longest_row(self.vectors)
 
+    @cached_property
+    def last(self) -> np.ndarray:
+        """Each item's similarity to the last neighbour its list keeps (a query entering the list beats it)."""
+        return np.ascontiguousarray(self.graph.sims[:, -1])
+
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.vectors, self.params)
@@ -189,16 +194,10 @@ class _Query:
         low_sims = self.sims_to_query(low)
         self.m_ids = low[low_sims < graph.far[low]]
         self.m_far = low_sims[low_sims < graph.far[low]]
-        lowest = rescored(
-            g.vectors,
-            -q[None],
-            *block_candidates(-row[None], 1, np.array([self.margin]), 0),
-            1,
-            np.array([self.margin]),
-        )[1][0, 0]
-        self.q_far = min(self.self_sim, float(self.sims_to_query(np.array([lowest]))[0]))
+        lowest = np.flatnonzero(row <= row.min() + self.margin)  # float32 picks, float64 decides
+        self.q_far = min(self.self_sim, float(self.sims_to_query(lowest).min()))
         # A: items whose list the query enters (ties go to the query), and their patched lists
-        last = graph.sims[:, -1]
+        last = g.last
         cand = np.flatnonzero(row >= last - self.margin)
         cand_sims = self.sims_to_query(cand)
         entered = cand_sims >= last[cand]
@@ -219,11 +218,27 @@ class _Query:
         d1, dh = changed_prefix(p.k1 + 1), changed_prefix(p.half + 1)
         self.half_ids = np.r_[dh, n]
         self.half_rows = reciprocal(self.half_ids, self.lookup, p.half + 1)
-        self.p_ids = np.union1d(d1, self.reverse_of(dh, p.k1 + 1))
+        # P: R*(a) changes only if R(a, k1) does (a in D1) or R(a, k1) holds a member c of Dh; for a outside
+        # D1 that R is the stored one, and c in R(a) <=> a in R(c): the stored R of Dh's members
+        held = reciprocal(dh, lambda ids: graph.nn[ids], p.k1 + 1)
+        self.p_ids = np.union1d(d1, held[held >= 0])
         fresh = np.r_[self.p_ids, n]
         counts, members = expanded(fresh, self.lookup, self.half_of, p)
         vals = weights(fresh, counts, members, self.far_of(fresh), self.pair_sims)
         self.fresh_ids, self.fresh = fresh, csr(counts, members, vals)
+        # which of P really changed: in support (new rows may then share support with the query) or values
+        old_counts, old_cols, old_vals = gather(graph.v, self.p_ids)
+        new_counts = counts[:-1]
+        same = old_counts == new_counts
+        entry_old, entry_new = np.repeat(same, old_counts), np.repeat(same, new_counts)
+        differ_cols = old_cols[entry_old] != members[: len(entry_new)][entry_new]
+        differ_vals = old_vals[entry_old] != vals[: len(entry_new)][entry_new]
+        owner = np.repeat(np.flatnonzero(same), old_counts[same])
+        support = ~same
+        support[np.unique(owner[differ_cols])] = True
+        values = support.copy()
+        values[np.unique(owner[differ_vals])] = True
+        self.support_changed, self.values_changed = self.p_ids[support], self.p_ids[values]
 
     # -- the patched graph ---------------------------------------------------------------------------------
 
@@ -303,9 +318,9 @@ class _Query:
         p, graph, n = self.params, self.g.graph, self.n
         q_counts, q_cols, q_vals = expansion(np.array([n]), self.lookup, self.v_rows, p.k2)
         # rows whose expanded V may differ from the stored one
-        touched = np.union1d(self.p_ids, self.m_ids)
+        touched = np.union1d(self.values_changed, self.m_ids)
         a_k2 = self.a_ids[self.a_pos < p.k2]
-        support_changed = np.union1d(a_k2, self.reverse_of(self.p_ids, p.k2))
+        support_changed = np.union1d(a_k2, self.reverse_of(self.support_changed, p.k2))
         old_cols = q_cols[q_cols < n]
         _, old_rows, _ = gather(self.g.index, old_cols)
         candidates = np.union1d(np.unique(old_rows), support_changed)

@@ -5,6 +5,7 @@ mINP in the ranking kernel against its per-query definition."""
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +211,51 @@ def test_minp_hand_worked():
     inp = kernel.multi_shot(dist, np.array([1]), np.array([0]), kernel.Gallery.build(g_pids, g_cams))[2]
     assert inp[0, 0] == pytest.approx(3 / 5)
     assert multi_shot_minp_reference(dist, [1], g_pids, [0], g_cams) == (pytest.approx(3 / 5), 1)
+
+
+def shared_data(name: str) -> Path | None:
+    """``shared/data/NAME`` or ``shared/weights/NAME`` beside the repository or above it, else None."""
+    for folder in Path(__file__).resolve().parents:
+        for kind in ("data", "weights"):
+            if (folder / "shared" / kind / name).exists():
+                return folder / "shared" / kind / name
+    return None
+
+
+VIPER, MOBILENET = shared_data("VIPeR"), shared_data("mobilenet_v2-b0353104.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(VIPER is None or MOBILENET is None, reason="shared VIPeR images or MobileNetV2 weights absent")
+def test_real_viper_embeddings():
+    """Real embeddings: VIPeR's 632 + 632 images (read in place) through the ImageNet MobileNetV2 trunk (no
+    trained re-ID checkpoint is shared, so not a re-ID model's), cam_a as queries, cam_b as gallery."""
+    import torch
+    from PIL import Image
+
+    from reidx.models.backbones import build_backbone
+
+    trunk = build_backbone("mobilenet_v2", pretrained=MOBILENET, input_norm="imagenet").eval()
+    sets = []
+    for camera in ("cam_a", "cam_b"):
+        paths = sorted((VIPER / camera).glob("*.bmp"))
+        pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 64))) for p in paths])
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            sets.append(unit(trunk(images)[-1].mean((2, 3)).numpy()))
+    queries, gallery = sets
+    pids = np.arange(len(queries))
+    x = np.concatenate([queries, gallery])
+    ref = rerank_dense(x, len(queries), blas=True)
+    ours = dense_rows(rerank(queries, gallery))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9)
+    args = (pids, pids, np.zeros_like(pids), np.ones_like(pids))
+    for protocol in ("multi-shot", "single-shot"):
+        a, b = evaluate(ours, *args, protocol=protocol), evaluate(ref, *args, protocol=protocol)
+        assert (a.cmc == b.cmc).all() and a.mAP == b.mAP
+    gallery_part = kernel.Gallery.build(pids, np.ones_like(pids))
+    inp = [kernel.multi_shot(d, pids, np.zeros_like(pids), gallery_part)[2] for d in (ours, ref)]
+    assert (inp[0] == inp[1]).all()
+    online = GalleryRerank.build(gallery)
+    for q in queries[:: len(queries) // 4]:
+        check_online(online, q, 20)

@@ -4,6 +4,7 @@ mINP in the ranking kernel against its per-query definition."""
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def test_save_and_load(tmp_path):
     gallery.save(path)
     loaded = GalleryRerank.load(path, x)
     assert loaded.params == gallery.params
-    q = x[3] + 0.01
+    q = unit(x[3] + 0.01)
     assert all((a == b).all() for a, b in zip(loaded.query(q, 10), gallery.query(q, 10), strict=True))
     with pytest.raises(ReidxError, match="other embeddings"):
         GalleryRerank.load(path, x[::-1])
@@ -259,3 +260,19 @@ def test_real_viper_embeddings():
     online = GalleryRerank.build(gallery)
     for q in queries[:: len(queries) // 4]:
         check_online(online, q, 20)
+
+
+def test_bad_embeddings_are_refused_in_one_line():
+    rng = np.random.default_rng(9)
+    x = unit(rng.standard_normal((30, 4)))
+    gallery = GalleryRerank.build(x)
+    for call, fix in (
+        (lambda: rerank(x[:3] * 2, x[3:]), "normalise"),
+        (lambda: rerank(x[:3, :3], x[3:]), "(count, 4)"),
+        (lambda: gallery.query(np.full(4, np.nan), 5), "normalise"),
+        (lambda: gallery.query(x[0, :3], 5), "(count, 4)"),
+        (lambda: gallery.append(x[:2] * 3), "normalise"),
+    ):
+        with pytest.raises(ReidxError, match=re.escape(fix)) as caught:
+            call()
+        assert "\n" not in caught.value.line()

@@ -28,6 +28,7 @@ from reidx.retrieval.rerank.graph import (
     jaccard_mins,
     nearest_and_farthest,
     reciprocal,
+    unit_rows,
     weights,
 )
 
@@ -108,7 +109,8 @@ class Reranked:
 
 def rerank(queries: np.ndarray, gallery: np.ndarray, params: RerankParams = PUBLISHED) -> Reranked:
     """The published re-ranking of ``queries`` against ``gallery`` (L2-normalised rows), sparse."""
-    queries, gallery = (np.ascontiguousarray(x, dtype=np.float32) for x in (queries, gallery))
+    gallery = unit_rows("the gallery", gallery)
+    queries = unit_rows("the queries", queries, gallery.shape[1])
     items = np.concatenate([queries, gallery])
     graph = build_graph(items, params)
     q = np.arange(len(queries))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reidx.errors import ReidxError
 from reidx.retrieval.exact import (
     BLOCK_FLOATS,
     QUERY_BLOCK,
@@ -57,6 +58,19 @@ class RerankParams:
 
 #: The published parameters (k1 = 20, k2 = 6, lambda = 0.3).
 PUBLISHED = RerankParams()
+
+
+def unit_rows(name: str, vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """``vectors`` as C-contiguous float32 rows, refused in one line unless they are finite, 2-D (of width
+    ``dim`` where given) and L2-normalised (the original distance 2 - 2s is the squared Euclidean one only
+    then)."""
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or (dim is not None and array.shape[1] != dim):
+        raise ReidxError(f"re-ranking: {name} has shape {array.shape}", f"give (count, {dim or 'dim'}) embeddings")
+    norms = np.linalg.norm(array, axis=1)
+    if not np.isfinite(norms).all() or (len(norms) and np.abs(norms - 1).max() > 1e-3):
+        raise ReidxError(f"re-ranking: {name} are not L2-normalised embeddings", "normalise each row to length 1")
+    return array
 
 
 def nearest_and_farthest(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

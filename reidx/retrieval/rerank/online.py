@@ -48,6 +48,7 @@ from reidx.retrieval.rerank.graph import (
     nearest_and_farthest,
     reciprocal,
     summed,
+    unit_rows,
     weights,
 )
 
@@ -74,7 +75,7 @@ class GalleryRerank:
 
     @classmethod
     def build(cls, vectors: np.ndarray, params: RerankParams = PUBLISHED) -> GalleryRerank:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = unit_rows("the gallery", vectors)
         return cls._from_graph(params, vectors, build_graph(vectors, params))
 
     @classmethod
@@ -134,7 +135,7 @@ class GalleryRerank:
         """The gallery part of the gallery followed by ``new_vectors``, exact. The k-NN search is incremental
         (old items are searched against the new ones only and their lists merged; ties keep the older id);
         the sparse stages, linear in the items, are recomputed from the merged lists."""
-        new = np.ascontiguousarray(new_vectors, dtype=np.float32)
+        new = unit_rows("the new gallery vectors", new_vectors, self.vectors.shape[1])
         both = np.concatenate([self.vectors, new])
         n, width = len(self.vectors), self.params.width(len(both))
         if len(new) == 0:
@@ -160,7 +161,7 @@ class GalleryRerank:
     def query(self, query: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` gallery items nearest ``query`` after re-ranking on gallery ∪ {query}: ``(ids,
         distances)``, ranked by final distance, ties by gallery order."""
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        q = unit_rows("the query", np.reshape(query, (1, -1)), self.vectors.shape[1])[0]
         n, p = len(self.vectors), self.params
         k = min(k, n)
         if n <= max(p.k1 + 1, p.k2):  # every list holds every item: the batch form on n + 1 items

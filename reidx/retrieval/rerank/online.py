@@ -285,7 +285,7 @@ class _Query:
 
     def reverse_of(self, ids: np.ndarray, k: int) -> np.ndarray:
         """The gallery items holding one of ``ids`` (gallery ids) among their k nearest."""
-        counts, holders, positions = gather(self.g.reverse, ids)
+        _, holders, positions = gather(self.g.reverse, ids)
         return np.unique(holders[positions < k])
 
     def v_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -294,10 +294,7 @@ class _Query:
         is_fresh = np.isin(unique, self.fresh_ids)
         is_m = np.isin(unique, self.m_ids) & ~is_fresh
         counts = np.empty(len(unique), np.int64)
-        parts = {}
-        fresh = unique[is_fresh]
-        c, cols, vals = gather(self.fresh, np.searchsorted(self.fresh_ids, fresh))
-        parts["fresh"] = (c, cols, vals)
+        c, cols, vals = gather(self.fresh, np.searchsorted(self.fresh_ids, unique[is_fresh]))
         stored = unique[~is_fresh]
         c2, cols2, vals2 = gather(self.g.graph.v, stored)
         m_here = is_m[~is_fresh]
@@ -334,8 +331,8 @@ class _Query:
         # recomputed rows: their expanded V against the query's
         r_counts, r_cols, r_vals = expansion(redo, self.lookup, self.v_rows, p.k2)
         owner = np.repeat(redo, r_counts)
-        at = np.minimum(np.searchsorted(q_cols, r_cols), len(q_cols) - 1)
-        shared = q_cols[at] == r_cols
+        at = np.minimum(np.searchsorted(q_cols, r_cols), max(len(q_cols) - 1, 0))
+        shared = q_cols[at] == r_cols if len(q_cols) else np.zeros(len(r_cols), bool)
         re_rows, _, re_sums = summed(
             owner[shared], np.zeros(shared.sum(), np.int64), np.minimum(q_vals[at[shared]], r_vals[shared])
         )

@@ -34,6 +34,8 @@ from reidx.retrieval.rerank.graph import (
 
 #: Query rows whose Jaccard sums are gathered together (bounds the pair lists to a few tens of MB).
 JACCARD_CHUNK = 256
+#: Final distances in one block of :meth:`Reranked.blocks` (float64: 128 MB, a few such arrays at once).
+BLOCK_DISTANCES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,10 @@ class Reranked:
         sims = (self.queries[block].astype(np.float64) @ self.distinct)[:, self.copies]
         return final_distance(mins, sims, self.far[block, None], self.lam)
 
-    def blocks(self, rows: int = 1024):
-        """``(start, distances)`` for consecutive blocks of query rows (what ``metrics.evaluate`` reads)."""
+    def blocks(self, rows: int | None = None):
+        """``(start, distances)`` for consecutive blocks of query rows (what ``metrics.evaluate`` reads), by
+        default about BLOCK_DISTANCES distances a block."""
+        rows = rows or max(1, BLOCK_DISTANCES // len(self.gallery))
         for start in range(0, len(self.queries), rows):
             yield start, self.rows(start, start + rows)
 

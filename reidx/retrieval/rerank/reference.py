@@ -33,14 +33,16 @@ def rerank_dense(
     dtype: type = np.float64,
 ) -> np.ndarray:
     """Final distances (queries x rest) of the published algorithm on all ``items`` (the first ``queries``
-    rows are the probes, the rest the gallery, all in one neighbourhood graph). ``blas`` takes the
-    similarities from one matrix product in ``dtype`` instead of pair by pair (for the benchmark's sizes;
-    near-equal similarities may then order differently); ``dtype`` float32 is the published code's
-    precision (and half its memory)."""
+    rows are the probes, the rest the gallery, all in one neighbourhood graph). Similarities and the
+    neighbour ranking are float64; ``blas`` takes them from one matrix product instead of pair by pair (for
+    the benchmark's sizes; near-equal similarities may then order differently). ``dtype`` is that of the
+    distance, V and Jaccard arrays: float32 is the published code's (half the memory)."""
     k1, k2, lam = params.k1, params.k2, params.lam
-    sims = items.astype(dtype) @ items.T.astype(dtype) if blas else pair_similarities(items)
+    sims = items.astype(np.float64) @ items.T.astype(np.float64) if blas else pair_similarities(items)
     n = len(items)
-    initial_rank = np.argsort(-sims, axis=1, kind="stable").astype(np.int32)  # ties by item id
+    initial_rank = np.empty((n, n), np.int32)  # ties by item id; by row blocks: no int64 (n x n) array
+    for start in range(0, n, 1024):
+        initial_rank[start : start + 1024] = np.argsort(-sims[start : start + 1024], axis=1, kind="stable")
     original = sims.astype(dtype, copy=False)  # in place: one (items x items) array fewer
     del sims
     original *= -2.0

@@ -135,8 +135,9 @@ def online(n: int, dim: int, queries: int) -> dict[str, Any]:
 
 def compare(size: int, dim: int, scratch: Path) -> dict[str, Any]:
     """(a) at one size: the dense reference and reidx, each in a child, then their results."""
-    dtype = "float64" if 8 * 5 * size * size / 1e9 < 0.6 * available_gb() else "float32"
-    if (8 + 4 + 4 * 4) * size * size / 1e9 > 0.6 * available_gb():  # the float64 similarities, then float32
+    # bytes a cell at the peak: the int32 ranking beside three arrays of values (float64 similarities first)
+    dtype = "float64" if 28 * size * size / 1e9 < 0.6 * available_gb() else "float32"
+    if 16 * size * size / 1e9 > 0.6 * available_gb():
         print(f"    {size:,}: skipped, the dense reference would not fit ({available_gb():.1f} GB available)")
         return {}
     ref = in_child(batch_reference, size, dim, dtype, str(scratch / "ref.npy"))

@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench_serve",
     "bench_train",
     "bench_export",
+    "bench_rerank",
 )
 
 

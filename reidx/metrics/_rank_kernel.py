@@ -66,16 +66,17 @@ class Draws:
 
 def multi_shot(
     dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, gallery: Gallery
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of the first true match (-1: no valid match) and AP per query row, each shaped (1, rows).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank of the first true match (-1: no valid match), AP and INP per query row, each shaped (1, rows).
 
     Every same-pid entry gets its position in the row's stable order; a true match's rank among the valid
-    entries is that position minus the removed (same-pid, same-camid) entries placed before it.
+    entries is that position minus the removed (same-pid, same-camid) entries placed before it. INP (Ye et
+    al., TPAMI 2021) is the number of true matches over the rank (from 1) of the last one.
     """
     idx, real = gallery.same_pid(q_pids)
     match = real & (gallery.camids[idx] != q_camids[:, None])
     if not match.any():
-        return np.full((1, len(dist)), -1), np.zeros((1, len(dist)))
+        return np.full((1, len(dist)), -1), np.zeros((1, len(dist))), np.zeros((1, len(dist)))
     position = np.where(real, _stable_positions(dist, idx, real), dist.shape[1])
     order = np.argsort(position, axis=1)
     position, match, junk = (np.take_along_axis(a, order, axis=1) for a in (position, match, real & ~match))
@@ -84,7 +85,9 @@ def multi_shot(
     n = hits[:, -1]
     ap = np.where(match, hits / (rank + 1), 0.0).sum(1) / np.maximum(n, 1)
     first = np.where(n > 0, np.take_along_axis(rank, np.argmax(match, axis=1)[:, None], axis=1)[:, 0], -1)
-    return first[None], ap[None]
+    last = match.shape[1] - 1 - np.argmax(match[:, ::-1], axis=1)
+    inp = np.where(n > 0, n / (np.take_along_axis(rank, last[:, None], axis=1)[:, 0] + 1), 0.0)
+    return first[None], ap[None], inp[None]
 
 
 def _stable_positions(dist: np.ndarray, idx: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -158,14 +161,15 @@ def _earlier_equal(dist: np.ndarray, rows: np.ndarray, cols: np.ndarray, values:
 
 def single_shot(
     dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, gallery: Gallery, draws: Draws
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of the true match (-1: no valid match) and AP = 1 / (rank + 1), each shaped (draws, rows)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank of the true match (-1: no valid match), AP = 1 / (rank + 1) and INP, each shaped (draws, rows).
+    With one true match per drawn gallery, INP = 1 / (rank + 1) = AP."""
     idx, real = gallery.same_pid(q_pids)
     match = real & (gallery.camids[idx] != q_camids[:, None])
     valid = match.any(1)
     first = np.full((len(draws.reps), len(dist)), -1)
     if not valid.any():
-        return first, np.zeros(first.shape)
+        return first, np.zeros(first.shape), np.zeros(first.shape)
     rows = np.arange(len(dist))
     other_identity = draws.rep_pids[None, :] != q_pids[:, None]
     for d, (priority, reps) in enumerate(zip(draws.priority, draws.reps, strict=True)):
@@ -175,4 +179,5 @@ def single_shot(
         before = (rivals < value) | ((rivals == value) & (reps[None, :] < chosen[:, None]))
         first[d] = (before & other_identity).sum(1)
     first[:, ~valid] = -1
-    return first, np.where(first >= 0, 1.0 / (first + 1), 0.0)
+    ap = np.where(first >= 0, 1.0 / (np.maximum(first, 0) + 1), 0.0)
+    return first, ap, ap.copy()

@@ -1,0 +1,124 @@
+"""k-reciprocal re-ranking of a query set against a gallery, sparse: the batch form.
+
+As the published evaluation does, queries and gallery form one neighbourhood graph (queries first, so ties
+between them and gallery items go to the queries), and only query-to-gallery distances come out. Memory is
+O(items x k1 x k2): exact k-NN lists from the exact engine's blocks, R* and V as CSR rows, the expanded V
+and its inverted index; final distances are produced a block of query rows at a time (:meth:`Reranked.rows`),
+never as (items x items).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reidx.retrieval.exact import float64_dots
+from reidx.retrieval.rerank.graph import (
+    PUBLISHED,
+    ROW_CHUNK,
+    RerankParams,
+    Rows,
+    csr,
+    expanded,
+    expansion,
+    final_distance,
+    gather,
+    inverted,
+    jaccard_mins,
+    nearest_and_farthest,
+    reciprocal,
+    unit_rows,
+    weights,
+)
+
+#: Query rows whose Jaccard sums are gathered together (bounds the pair lists to a few tens of MB).
+JACCARD_CHUNK = 256
+#: Final distances in one block of :meth:`Reranked.blocks` (float64: 128 MB, a few such arrays at once).
+BLOCK_DISTANCES = 1 << 24
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The re-ranking structures of a set of items: k-NN lists, farthest similarity, R(., round(k1/2)),
+    V on R* and the expanded V (all rows sparse)."""
+
+    nn: np.ndarray  # (items, width) ids, ranked
+    sims: np.ndarray  # (items, width) float64 similarities of those
+    far: np.ndarray  # (items,) smallest similarity of each item to any item
+    half: np.ndarray  # (items, round(k1/2) + 1) R(., round(k1/2)), -1 padded
+    v: Rows  # V on R*, eq. 7
+    qe: Rows  # V after query expansion, eq. 11
+
+
+def build_graph(
+    items: np.ndarray, params: RerankParams, knn: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+) -> Graph:
+    """All re-ranking structures of ``items`` (L2-normalised float32 rows); ``knn`` = ``(nn, sims, far)``
+    when the exact k-NN lists are known already (``GalleryRerank.append`` merges them)."""
+    n = len(items)
+    nn, sims, far = knn if knn is not None else nearest_and_farthest(items, items, params.width(n))
+
+    def lookup(ids: np.ndarray) -> np.ndarray:
+        return nn[ids]
+
+    chunks = [np.arange(s, min(s + ROW_CHUNK, n)) for s in range(0, n, ROW_CHUNK)]
+    half = np.concatenate([reciprocal(c, lookup, params.half + 1) for c in chunks])
+
+    def half_of(ids: np.ndarray) -> np.ndarray:
+        return half[ids]
+
+    def pair_sims(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return float64_dots(items, a, items, b)
+
+    parts = []
+    for c in chunks:
+        counts, members = expanded(c, lookup, half_of, params)
+        parts.append((counts, members, weights(c, counts, members, far[c], pair_sims)))
+    v = csr(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+    qe = [expansion(c, lookup, lambda ids: gather(v, ids), params.k2) for c in chunks]
+    return Graph(nn, sims, far, half, v, csr(*(np.concatenate(p) for p in zip(*qe, strict=True))))
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """Re-ranked (queries x gallery) distances, kept sparse: read them by blocks of query rows."""
+
+    queries: np.ndarray
+    gallery: np.ndarray
+    qe: Rows  # expanded V of the query rows (columns: all items, queries first)
+    index: Rows  # inverted index of the gallery rows' expanded V
+    far: np.ndarray  # (queries,) smallest similarity of each query to any item
+    lam: float
+    distinct: np.ndarray  # (distinct gallery vectors, dim) float64, transposed: BLAS reads each once ...
+    copies: np.ndarray  # (gallery,) ... and each gallery item's row among them, so equal items score equal
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Final distances of query rows ``start:stop`` to every gallery item, float64 (stop - start, gallery)."""
+        block = np.arange(start, min(stop, len(self.queries)))
+        mins = np.zeros((len(block), len(self.gallery)))
+        for first in range(0, len(block), JACCARD_CHUNK):
+            rows, cols, sums = jaccard_mins(*gather(self.qe, block[first : first + JACCARD_CHUNK]), self.index)
+            mins[first + rows, cols - len(self.queries)] = sums
+        sims = (self.queries[block].astype(np.float64) @ self.distinct)[:, self.copies]
+        return final_distance(mins, sims, self.far[block, None], self.lam)
+
+    def blocks(self, rows: int | None = None):
+        """``(start, distances)`` for consecutive blocks of query rows (what ``metrics.evaluate`` reads), by
+        default about BLOCK_DISTANCES distances a block."""
+        rows = rows or max(1, BLOCK_DISTANCES // len(self.gallery))
+        for start in range(0, len(self.queries), rows):
+            yield start, self.rows(start, start + rows)
+
+
+def rerank(queries: np.ndarray, gallery: np.ndarray, params: RerankParams = PUBLISHED) -> Reranked:
+    """The published re-ranking of ``queries`` against ``gallery`` (L2-normalised rows), sparse."""
+    gallery = unit_rows("the gallery", gallery)
+    queries = unit_rows("the queries", queries, gallery.shape[1])
+    items = np.concatenate([queries, gallery])
+    graph = build_graph(items, params)
+    q = np.arange(len(queries))
+    qe = csr(*gather(graph.qe, q))
+    index = inverted(graph.qe, len(items), rows=np.arange(len(queries), len(items)))
+    distinct, copies = np.unique(gallery, axis=0, return_inverse=True)
+    return Reranked(queries, gallery, qe, index, graph.far[q], params.lam, distinct.T.astype(np.float64), copies)

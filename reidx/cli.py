@@ -74,6 +74,9 @@ def prepare(
     ids: Annotated[int | None, typer.Option(help="synthetic: identities (default 100).")] = None,
     cameras: Annotated[int | None, typer.Option(help="synthetic: cameras (default 4).")] = None,
     images_per_camera: Annotated[int | None, typer.Option(help="synthetic: images per id+camera.")] = None,
+    frames_per_id: Annotated[
+        int | None, typer.Option(help="3dpes/sarc3d/towncentre: keep N frames per id, evenly spaced.")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Build an MLR (multi-low-resolution) dataset: LR queries, HR gallery, manifest (see data/README.md).
@@ -84,6 +87,8 @@ def prepare(
     * `reidx prepare --dataset market1501 --root ~/reid/market1501 --unseen 8 --out data/mlr-market`
     * `reidx prepare --dataset viper --root ../shared/data/VIPeR --downsample 2,3,4 --out data/mlr-viper`
     * `reidx prepare --dataset folder --root my_images.csv --downsample 4 --out data/mine --json`
+    * `reidx prepare --dataset towncentre --root ../shared/data/TownCentre --frames-per-id 4 --out data/town`
+      (3dpes, sarc3d, towncentre: training identities only, no test split)
     """
     from reidx.data.prepare import parse_rates, prepare_dataset, print_summary
 
@@ -102,6 +107,7 @@ def prepare(
         ids=ids,
         cameras=cameras,
         images_per_camera=images_per_camera,
+        frames_per_id=frames_per_id,
     )
     print_summary(info, out, as_json=json_output)
 

@@ -124,6 +124,35 @@ def caviar_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
     return make
 
 
+#: Files named like the real training-only sets: 3DPeS (3 ids, one SEQ with a letter prefix), SARC3D (2 ids
+#: x 4 views, one spelt ``Right``), TownCentre (3 tracks of 1, 3 and 10 frames).
+TRAINING_ONLY_NAMES = {
+    "3DPeS": [
+        "1_3_FRAME_26_RGB.png",
+        "1_4_FRAME_70_RGB.png",
+        "1_4_FRAME_185_RGB.png",
+        "2_23_FRAME_12_RGB.png",
+        "2_B_715_FRAME_179_RGB.png",
+        "3_53_FRAME_103_RGB.png",
+        "3_54_FRAME_19_RGB.png",
+    ],
+    "SARC3D": [f"{pid:03d}_{view}.png" for pid in (1, 2) for view in ("front", "back", "left", "right")],
+    "TownCentre": ["0_8.jpg", *(f"1_{frame}.jpg" for frame in (5, 6, 7)), *(f"2_{frame}.jpg" for frame in range(10))],
+}
+
+
+@pytest.fixture
+def training_only_tree(write_image: ImageWriter) -> Callable[[Path, str], Path]:
+    """``training_only_tree(base, folder)``: ``base/folder`` holding :data:`TRAINING_ONLY_NAMES` ``[folder]``."""
+
+    def make(base: Path, folder: str) -> Path:
+        names = [name.replace("001_right", "001_Right") for name in TRAINING_ONLY_NAMES[folder]]
+        _write_all(write_image, base / folder, names)
+        return base / folder
+
+    return make
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
     """``run_cli("prepare", "--dataset", ...)`` runs the console entry point in-process and returns

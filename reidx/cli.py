@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from reidx import __version__
-from reidx.cli_options import lazy_choice, train_overrides, with_train_options
+from reidx.cli_options import TrainCommand, lazy_choice, train_overrides, with_train_options
 from reidx.console import err_console
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
@@ -112,7 +112,7 @@ def prepare(
     print_summary(info, out, as_json=json_output)
 
 
-@app.command()
+@app.command(cls=TrainCommand)
 @with_train_options
 def train(
     ctx: typer.Context,
@@ -134,6 +134,7 @@ def train(
     * `reidx train --dataset data/mlr-synth --out runs/cadnet --arch resnet18 --epochs 10`
     * `reidx train --dataset data/mlr-viper --out runs/base --model baseline --no-pretrained`
     * `reidx train --dataset data/mlr-synth --out runs/abl --no-adv-image --no-rec --lambda-adv-feature 0.1`
+    * `reidx train --dataset data/mlr-viper --dataset data/3dpes --dataset data/town --out runs/more-ids`
     * `reidx train --out runs/cadnet --resume --epochs 20`
     * `torchrun --nproc_per_node 4 -m reidx train --config cadnet.toml --dataset data/mlr-market --out runs/m`
     """

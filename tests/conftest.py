@@ -32,19 +32,20 @@ def _colour(name: str) -> tuple[int, int, int]:
     return digest[0], digest[1], digest[2]
 
 
+def write_tiny_image(path: Path, size: tuple[int, int] = (16, 8)) -> Path:
+    """A tiny image at ``path`` whose colour follows its name; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.empty((*size, 3), dtype=np.uint8)
+    array[:] = _colour(path.name)
+    array[: size[0] // 2] //= 2
+    Image.fromarray(array).save(path)
+    return path
+
+
 @pytest.fixture
 def write_image() -> ImageWriter:
-    """``write_image(path, size=(H, W))``: a tiny image whose colour follows its name; returns the path."""
-
-    def write(path: Path, size: tuple[int, int] = (16, 8)) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        array = np.empty((*size, 3), dtype=np.uint8)
-        array[:] = _colour(path.name)
-        array[: size[0] // 2] //= 2
-        Image.fromarray(array).save(path)
-        return path
-
-    return write
+    """``write_image(path, size=(H, W))``: :func:`write_tiny_image`."""
+    return write_tiny_image
 
 
 def _write_all(write: ImageWriter, folder: Path, names: Iterable[str], size: tuple[int, int] = (16, 8)) -> None:
@@ -142,15 +143,17 @@ TRAINING_ONLY_NAMES = {
 
 
 @pytest.fixture
-def training_only_tree(write_image: ImageWriter) -> Callable[[Path, str], Path]:
-    """``training_only_tree(base, folder)``: ``base/folder`` holding :data:`TRAINING_ONLY_NAMES` ``[folder]``."""
+def training_only_tree() -> Callable[[Path, str], Path]:
+    """``training_only_tree(base, folder)``: :func:`make_training_only_tree`."""
 
-    def make(base: Path, folder: str) -> Path:
-        names = [name.replace("001_right", "001_Right") for name in TRAINING_ONLY_NAMES[folder]]
-        _write_all(write_image, base / folder, names)
-        return base / folder
+    return make_training_only_tree
 
-    return make
+
+def make_training_only_tree(base: Path, folder: str) -> Path:
+    """``base/folder`` holding :data:`TRAINING_ONLY_NAMES` ``[folder]`` (SARC3D's ``001_right`` spelt ``Right``)."""
+    names = [name.replace("001_right", "001_Right") for name in TRAINING_ONLY_NAMES[folder]]
+    _write_all(write_tiny_image, base / folder, names)
+    return base / folder
 
 
 @pytest.fixture

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shlex
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.studies import DONE, cell, diff_cell, paired_ci, reidx, train_run
 from reidx.report.tables import METHOD_BILINEAR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,62 +43,6 @@ VARIANTS: dict[str, str] = {
 #: report query set -> column: LR {2,3,4} mixed, HR queries, and every query at the unseen rate 8
 SETS = {"mixed": "LR", "hr": "HR", "r8": "x8"}
 
-#: t_{0.975, df} for df = 1..30 (two-sided 95% Student t); beyond 30 the normal 1.96 is used
-T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
-
-
-def reidx(args: str) -> subprocess.CompletedProcess:
-    """Run one `reidx` command, echoing it; a failure stops the benchmark."""
-    print(f"$ reidx {args}", flush=True)
-    return subprocess.run([str(Path(sys.executable).with_name("reidx")), *shlex.split(args)], check=True)
-
-
-def mean_ci(values: list[float]) -> tuple[float, float | None]:
-    """Mean and 95% confidence half-width (Student t on the sample standard deviation); None for one value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
-    return mean, (T975[n - 2] if n - 1 <= len(T975) else 1.96) * sd / math.sqrt(n)
-
-
-def paired_ci(a: dict[int, float], b: dict[int, float]) -> tuple[list[int], float, float | None]:
-    """Splits both have, and mean ± 95% half-width of the per-split difference a − b over them."""
-    splits = sorted(set(a) & set(b))
-    return (splits, *mean_ci([a[s] - b[s] for s in splits])) if splits else (splits, math.nan, None)
-
 
 def run_dir(runs: Path, split: int, variant: str) -> Path:
     """Where one variant's run on one split lives."""
@@ -111,11 +53,9 @@ def train_all(data: Path, runs: Path, splits: int, variants: list[str], train_fl
     """Train (or resume, or skip when finished) every variant on every split, split by split."""
     for split in range(splits):
         for variant in variants:
-            run = run_dir(runs, split, variant)
-            if not (run / "done").is_file():
-                resume = "--resume" if (run / "last.pt").is_file() else ""
-                reidx(f"train --dataset {data} --trial {split} --out {run} {VARIANTS[variant]} {train_flags} {resume}")
-                (run / "done").touch()
+            train_run(
+                run_dir(runs, split, variant), f"--dataset {data} --trial {split} {VARIANTS[variant]} {train_flags}"
+            )
 
 
 def finished(runs: Path, splits: int, variants: list[str]) -> dict[str, dict[int, Path]]:
@@ -124,7 +64,7 @@ def finished(runs: Path, splits: int, variants: list[str]) -> dict[str, dict[int
     for variant in variants:
         for split in range(splits):
             run = run_dir(runs, split, variant)
-            if (run / "done").is_file():
+            if (run / DONE).is_file():
                 found[variant][split] = run / "last.pt"
     return found
 
@@ -151,22 +91,6 @@ def per_split(report_json: Path, checkpoints: dict[str, dict[int, Path]]) -> tup
             values[key]["SSIM"][split] = record["ssim"]
             values[key]["PSNR"][split] = record["psnr"]
     return values, init
-
-
-def cell(values: dict[int, float] | None, digits: int = 1) -> str:
-    """``mean ± half-width`` over the splits (``mean`` alone for one split, – for none)."""
-    if not values:
-        return "–"
-    mean, half = mean_ci(list(values.values()))
-    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if half is not None else "")
-
-
-def diff_cell(a: dict[int, float] | None, b: dict[int, float] | None) -> str:
-    """The paired per-split difference a − b as ``mean ± half-width``, or – when no split has both."""
-    splits, mean, half = paired_ci(a or {}, b or {})
-    if not splits:
-        return "–"
-    return f"{mean:+.1f}" + (f" ± {half:.1f}" if half is not None else "")
 
 
 def tables(values: Values, init: dict[str, str]) -> str:

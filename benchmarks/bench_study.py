@@ -18,8 +18,8 @@ must lie outside the repository):
 
 Profiles: `cpu` (MobileNetV2 from the ImageNet file `--pretrained`, 128×48, the default) and `gpu` (the same at
 256×128 on `--device cuda` with AMP; `benchmarks/gpu_study.sh` is its one prepared command). `--quick`: one split,
-one epoch, 64×32 from scratch, one frame per id of every new set and 32 VIPeR training ids (a smoke test of the
-pipeline, not a result). `--dry-run` prints every command it would run and runs none.
+one epoch, 64×32 from scratch, one frame per id of every new set, MLR-VIPeR with one split of 100 test ids (a
+smoke test of the pipeline, not a result). `--dry-run` prints every command it would run and runs none.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ Values = dict[tuple[str, str], dict[str, dict[int, float]]]  # (arm, model) -> m
 def prepare_flags(name: str, frames_per_id: int, quick: bool) -> str:
     """`reidx prepare` flags of one source: MLR-VIPeR's protocol, or a training-only set's frames per identity."""
     if name == "viper":
-        return "--downsample 2,3,4 --unseen 8 --trials 10 --seed 0" + (" --test-ids 600" if quick else "")
+        return "--downsample 2,3,4 --unseen 8 --seed 0 " + ("--trials 1 --test-ids 100" if quick else "--trials 10")
     frames = 1 if quick else None if name == "sarc3d" else frames_per_id  # SARC3D: 4 views, not a track
     return "--downsample 2,3,4 --seed 0" + (f" --frames-per-id {frames}" if frames else "")
 
@@ -250,10 +250,8 @@ def main(argv: list[str] | None = None) -> Values:
     size = "64x32" if args.quick else args.input_size or profile["input_size"]
     arch = args.arch or profile["arch"]
     init = f"--pretrained {args.pretrained}" if args.pretrained and not args.quick else "--no-pretrained"
-    batches = " --batch-ids 8 --batch-instances 2" if args.quick else ""
-    common = (
-        f"--arch {arch} {init} --input-size {size} --epochs {epochs} --seed {args.seed}{batches} {profile['extra']}"
-    )
+    extra = "--batch-ids 8 --batch-instances 2 --workers 0" if args.quick else profile["extra"]
+    common = f"--arch {arch} {init} --input-size {size} --epochs {epochs} --seed {args.seed} {extra}"
     common += f" {args.recipe}".rstrip()
     recipe = "-".join(args.recipe.replace("--", "").split()) or "defaults"
     tag = f"{'quick-' if args.quick else ''}{args.profile}-{arch}-{size}-e{epochs}-s{args.seed}-{recipe}"

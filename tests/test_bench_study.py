@@ -57,6 +57,7 @@ def test_tables_pair_cadnet_with_the_baseline_and_more_ids_with_viper_alone() ->
     assert "| bilinear up-sampling (reference) |" in text and "viper+3 cadnet −" not in text
 
 
+@pytest.mark.slow
 def test_the_gpu_script_dry_run_prints_the_cuda_study(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "study"), "PYTHONPATH": str(ROOT)}
     result = subprocess.run(

@@ -18,8 +18,9 @@ must lie outside the repository):
 
 Profiles: `cpu` (MobileNetV2 from the ImageNet file `--pretrained`, 128×48, the default) and `gpu` (the same at
 256×128 on `--device cuda` with AMP; `benchmarks/gpu_study.sh` is its one prepared command). `--quick`: one split,
-one epoch, 64×32 from scratch, one frame per id of every new set, MLR-VIPeR with one split of 100 test ids (a
-smoke test of the pipeline, not a result). `--dry-run` prints every command it would run and runs none.
+one epoch, 64×32 from scratch, one frame per id of every new set, MLR-VIPeR prepared with its first split only
+(a smoke test of the pipeline, not a result; `--models baseline` halves it). `--dry-run` prints every command
+it would run and runs none.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ Values = dict[tuple[str, str], dict[str, dict[int, float]]]  # (arm, model) -> m
 def prepare_flags(name: str, frames_per_id: int, quick: bool) -> str:
     """`reidx prepare` flags of one source: MLR-VIPeR's protocol, or a training-only set's frames per identity."""
     if name == "viper":
-        return "--downsample 2,3,4 --unseen 8 --seed 0 " + ("--trials 1 --test-ids 100" if quick else "--trials 10")
+        return "--downsample 2,3,4 --unseen 8 --seed 0 " + ("--trials 1" if quick else "--trials 10")
     frames = 1 if quick else None if name == "sarc3d" else frames_per_id  # SARC3D: 4 views, not a track
     return "--downsample 2,3,4 --seed 0" + (f" --frames-per-id {frames}" if frames else "")
 
@@ -86,13 +87,13 @@ def prepare_all(data_root: Path, data: Path, frames_per_id: int, quick: bool, dr
     return folders
 
 
-def plan(splits: int) -> list[RunKey]:
+def plan(splits: int, models: tuple[str, ...] = tuple(MODELS)) -> list[RunKey]:
     """Every run in training order: split by split (each model on each VIPeR arm), the cross runs after split 0."""
     keys: list[RunKey] = []
     for split in range(splits):
-        keys += [(arm, model, split) for arm in ("viper", "viper+3") for model in MODELS]
+        keys += [(arm, model, split) for arm in ("viper", "viper+3") for model in models]
         if split == 0:
-            keys += [("cross", model, None) for model in MODELS]
+            keys += [("cross", model, None) for model in models]
     return keys
 
 
@@ -109,11 +110,11 @@ def train_flags(key: RunKey, folders: dict[str, Path], common: str) -> str:
 
 
 def train_all(
-    runs: Path, folders: dict[str, Path], splits: int, common: str, device: str, budget_s: float, dry_run: bool
+    runs: Path, folders: dict[str, Path], keys: list[RunKey], common: str, device: str, budget_s: float, dry_run: bool
 ) -> bool:
-    """Train, resume or skip every planned run; stop launching after ``budget_s`` seconds. True if all are done."""
+    """Train, resume or skip every run of ``keys``; stop launching after ``budget_s`` seconds. True if all are done."""
     start = time.monotonic()
-    for key in plan(splits):
+    for key in keys:
         if time.monotonic() - start > budget_s:
             print(f"time budget of {budget_s:.0f} s spent: run the same command again to continue", flush=True)
             return False
@@ -127,16 +128,15 @@ def checkpoint_of(run: Path, name: str) -> Path:
     return chosen if chosen.is_file() else run / "last.pt"
 
 
-def report_all(runs: Path, viper: Path, splits: int, name: str, device: str, dry_run: bool) -> Values:
+def report_all(runs: Path, viper: Path, keys: list[RunKey], name: str, device: str, dry_run: bool) -> Values:
     """Per split, report that split's finished runs and the cross runs on its MLR-VIPeR test ids; the values."""
     values: Values = defaultdict(lambda: defaultdict(dict))
     prefix = f"--device {device} " if device else ""
-    for split in range(splits):
-        keys = [key for key in plan(splits) if key[2] in (split, None)]
+    for split in sorted({key[2] for key in keys if key[2] is not None}):
         owners = {
             checkpoint_of(run_dir(runs, key), name).resolve(): key
             for key in keys
-            if (run_dir(runs, key) / DONE).is_file() or dry_run
+            if key[2] in (split, None) and ((run_dir(runs, key) / DONE).is_file() or dry_run)
         }
         if not owners:
             continue
@@ -147,7 +147,7 @@ def report_all(runs: Path, viper: Path, splits: int, name: str, device: str, dry
         )
         if not dry_run:
             collect(json.loads(out.read_text()), owners, split, values)
-    for key in plan(splits):
+    for key in keys:
         accuracy = last_d_accuracy(run_dir(runs, key))
         if accuracy is not None:
             values[key[:2]]["D_F acc"][key[2] or 0] = accuracy
@@ -220,6 +220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT.parent / "study", help="work folder, outside the repository")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--splits", type=int, default=5, help="MLR-VIPeR splits to train and test (of 10)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--epochs", type=int, help="default: the profile's")
     parser.add_argument("--input-size", help="HxW (default: the profile's)")
     parser.add_argument("--arch", help="default: the profile's")
@@ -238,6 +239,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Values:
     args = parse_args(argv)
     profile = PROFILES[args.profile]
+    models = tuple(model for model in args.models.split(",") if model)
+    if not models or set(models) - set(MODELS):
+        raise SystemExit(f"--models {args.models}: use some of {', '.join(MODELS)}")
     out = args.out.resolve()
     if out.is_relative_to(ROOT):
         raise SystemExit(f"--out {out} is inside the repository {ROOT}: give a folder outside it, e.g. ../study")
@@ -258,11 +262,12 @@ def main(argv: list[str] | None = None) -> Values:
     data = out / ("data-quick" if args.quick else "data")
     folders = prepare_all(args.data_root, data, args.frames_per_id, args.quick, args.dry_run)
     runs = out / "runs" / tag
+    keys = plan(splits, models)
     if not args.report_only and not train_all(
-        runs, folders, splits, common, profile["device"], args.budget_s, args.dry_run
+        runs, folders, keys, common, profile["device"], args.budget_s, args.dry_run
     ):
         print("reporting the runs finished so far", flush=True)
-    values = report_all(runs, folders["viper"], splits, args.checkpoint, profile["device"], args.dry_run)
+    values = report_all(runs, folders["viper"], keys, args.checkpoint, profile["device"], args.dry_run)
     if args.dry_run:
         return values
     text = tables(values)

@@ -20,6 +20,10 @@ DATA = ROOT.parent / "shared" / "data"
 def test_the_plan_trains_every_arm_per_split_and_the_cross_row_once() -> None:
     keys = plan(5)
     assert len(keys) == 5 * 2 * 2 + 2 and keys[4:6] == [("cross", "baseline", None), ("cross", "cadnet", None)]
+    assert plan(2, ("cadnet",)) == [("viper", "cadnet", 0), ("viper+3", "cadnet", 0), ("cross", "cadnet", None)] + [
+        ("viper", "cadnet", 1),
+        ("viper+3", "cadnet", 1),
+    ]
     folders = {name: Path(f"/d/{name}") for name in ("viper", "3dpes", "sarc3d", "towncentre")}
     cross = train_flags(("cross", "cadnet", None), folders, "--epochs 1")
     assert "/d/viper" not in cross and "--trial" not in cross and cross.count("--dataset") == 3
@@ -84,11 +88,9 @@ def test_the_study_refuses_an_out_folder_inside_the_repository() -> None:
 def test_quick_study_on_the_real_sets_then_resumes_without_training(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    values = main(["--quick", "--data-root", str(DATA), "--out", str(tmp_path / "study")])
-    for arm in ARMS:
-        for model in ("baseline", "cadnet"):
-            assert list(values[arm, model]["LR R1"]) == [0], (arm, model)
-    assert list(values["bilinear", ""]["PSNR"]) == [0]
+    args = ["--quick", "--models", "baseline", "--data-root", str(DATA), "--out", str(tmp_path / "study")]
+    values = main(args)  # the baseline alone: CAD-Net's columns are checked by the tables test
+    assert {key: list(metrics["LR R1"]) for key, metrics in values.items()} == {(arm, "baseline"): [0] for arm in ARMS}
     capsys.readouterr()
-    main(["--quick", "--data-root", str(DATA), "--out", str(tmp_path / "study")])
+    main(args)
     assert " train " not in capsys.readouterr().out

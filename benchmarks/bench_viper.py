@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from reidx.metrics.stats import mean_ci, paired_ci
+from benchmarks.studies import DONE, cell, diff_cell, reidx, train_run
+from reidx.metrics.stats import paired_ci
 from reidx.report.tables import METHOD_BILINEAR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,12 +45,6 @@ VARIANTS: dict[str, str] = {
 SETS = {"mixed": "LR", "hr": "HR", "r8": "x8"}
 
 
-def reidx(args: str) -> subprocess.CompletedProcess:
-    """Run one `reidx` command, echoing it; a failure stops the benchmark."""
-    print(f"$ reidx {args}", flush=True)
-    return subprocess.run([str(Path(sys.executable).with_name("reidx")), *shlex.split(args)], check=True)
-
-
 def run_dir(runs: Path, split: int, variant: str) -> Path:
     """Where one variant's run on one split lives."""
     return runs / f"split{split}" / variant
@@ -61,11 +54,9 @@ def train_all(data: Path, runs: Path, splits: int, variants: list[str], train_fl
     """Train (or resume, or skip when finished) every variant on every split, split by split."""
     for split in range(splits):
         for variant in variants:
-            run = run_dir(runs, split, variant)
-            if not (run / "done").is_file():
-                resume = "--resume" if (run / "last.pt").is_file() else ""
-                reidx(f"train --dataset {data} --trial {split} --out {run} {VARIANTS[variant]} {train_flags} {resume}")
-                (run / "done").touch()
+            train_run(
+                run_dir(runs, split, variant), f"--dataset {data} --trial {split} {VARIANTS[variant]} {train_flags}"
+            )
 
 
 def finished(runs: Path, splits: int, variants: list[str]) -> dict[str, dict[int, Path]]:
@@ -74,7 +65,7 @@ def finished(runs: Path, splits: int, variants: list[str]) -> dict[str, dict[int
     for variant in variants:
         for split in range(splits):
             run = run_dir(runs, split, variant)
-            if (run / "done").is_file():
+            if (run / DONE).is_file():
                 found[variant][split] = run / "last.pt"
     return found
 
@@ -102,22 +93,6 @@ def per_split(report_json: Path, checkpoints: dict[str, dict[int, Path]]) -> tup
             values[key]["SSIM"][split] = record["ssim"]
             values[key]["PSNR"][split] = record["psnr"]
     return values, init
-
-
-def cell(values: dict[int, float] | None, digits: int = 1) -> str:
-    """``mean ± half-width`` over the splits (``mean`` alone for one split, – for none)."""
-    if not values:
-        return "–"
-    mean, half = mean_ci(list(values.values()))
-    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if half is not None else "")
-
-
-def diff_cell(a: dict[int, float] | None, b: dict[int, float] | None) -> str:
-    """The paired per-split difference a − b as ``mean ± half-width``, or – when no split has both."""
-    splits, mean, half = paired_ci(a or {}, b or {})
-    if not splits:
-        return "–"
-    return f"{mean:+.1f}" + (f" ± {half:.1f}" if half is not None else "")
 
 
 def tables(values: Values, init: dict[str, str]) -> str:

@@ -102,7 +102,8 @@ def diagnose(run: Path) -> dict[str, Any]:
     held_out = build_validation_set(data.validation, data.rates, config["seed"])
     if held_out is None:
         raise SystemExit(f"{run} trained without held-out ids (--val-ids 0): nothing to compare")
-    frame, _ = read_dataset(config["dataset"])
+    sources = config["dataset"]
+    frame, _ = read_dataset(sources if isinstance(sources, str) else sources[0])  # the first source's ids
     rows = frame[(frame["split"] == "train") & (frame["rate"] == 1) & (frame["trial"] == config["trial"])]
     rows = rows[rows["path"].isin(data.paths)]
     same_count = sorted(set(rows["pid"].tolist()))[: len(set(held_out.pids.tolist()))]

@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from reidx import __version__
-from reidx.cli_options import finite_number, lazy_choice, train_overrides, with_train_options
+from reidx.cli_options import TrainCommand, finite_number, lazy_choice, train_overrides, with_train_options
 from reidx.console import err_console, stdout_error
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
@@ -75,6 +75,9 @@ def prepare(
     ids: Annotated[int | None, typer.Option(help="synthetic: identities (default 100).")] = None,
     cameras: Annotated[int | None, typer.Option(help="synthetic: cameras (default 4).")] = None,
     images_per_camera: Annotated[int | None, typer.Option(help="synthetic: images per id+camera.")] = None,
+    frames_per_id: Annotated[
+        int | None, typer.Option(help="3dpes/sarc3d/towncentre: keep N frames per id, evenly spaced.")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Build an MLR (multi-low-resolution) dataset: LR queries, HR gallery, manifest (see data/README.md).
@@ -85,6 +88,8 @@ def prepare(
     * `reidx prepare --dataset market1501 --root ~/reid/market1501 --unseen 8 --out data/mlr-market`
     * `reidx prepare --dataset viper --root ../shared/data/VIPeR --downsample 2,3,4 --out data/mlr-viper`
     * `reidx prepare --dataset folder --root my_images.csv --downsample 4 --out data/mine --json`
+    * `reidx prepare --dataset towncentre --root ../shared/data/TownCentre --frames-per-id 4 --out data/town`
+      (3dpes, sarc3d, towncentre: training identities only, no test split)
     """
     from reidx.data.prepare import parse_rates, prepare_dataset, print_summary
 
@@ -103,11 +108,12 @@ def prepare(
         ids=ids,
         cameras=cameras,
         images_per_camera=images_per_camera,
+        frames_per_id=frames_per_id,
     )
     print_summary(info, out, as_json=json_output)
 
 
-@app.command()
+@app.command(cls=TrainCommand)
 @with_train_options
 def train(
     ctx: typer.Context,
@@ -129,6 +135,7 @@ def train(
     * `reidx train --dataset data/mlr-synth --out runs/cadnet --arch resnet18 --epochs 10`
     * `reidx train --dataset data/mlr-viper --out runs/base --model baseline --no-pretrained`
     * `reidx train --dataset data/mlr-synth --out runs/abl --no-adv-image --no-rec --lambda-adv-feature 0.1`
+    * `reidx train --dataset data/mlr-viper --dataset data/3dpes --dataset data/town --out runs/more-ids`
     * `reidx train --out runs/cadnet --resume --epochs 20`
     * `torchrun --nproc_per_node 4 -m reidx train --config cadnet.toml --dataset data/mlr-market --out runs/m`
     """

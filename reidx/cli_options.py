@@ -2,7 +2,8 @@
 
 Each field gives one flag (``--batch-ids``), its help and default (the field's metadata and default) and,
 where the field has a registry, its choices. Bools are ``--x/--no-x``; ``pretrained`` (bool or a path) is
-``--pretrained PATH`` / ``--no-pretrained``; ``input_size`` is ``--input-size HxW``. A flag not given is None,
+``--pretrained PATH`` / ``--no-pretrained``; ``input_size`` is ``--input-size HxW``; a tuple of paths
+(``dataset``) is a repeatable flag. A flag not given is None,
 so a ``--config`` file's value stands. Choices are read from their registry only when listed or checked
 (``reidx train --help`` or a run), so ``reidx --help`` imports no torch.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import shutil
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, fields
 from enum import Enum, EnumMeta
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
 import typer
+from typer.core import TyperCommand
 
 from reidx.errors import ReidxError
 from reidx.train.config import TrainConfig, flag, format_size, parse_size, pretrained_option
@@ -69,7 +73,7 @@ def _option(name: str, kind: Any, *decls: str, default: Any = None, **info: Any)
 def _flags(spec: Field, kind: Any) -> list[inspect.Parameter]:
     """The parameters (usually one) of the flag for one TrainConfig field."""
     meta, dashed = spec.metadata, flag(spec.name)
-    default = "" if spec.default in ("", MISSING) else f" (default {_shown(spec.default)})"
+    default = "" if spec.default in ("", (), MISSING) else f" (default {_shown(spec.default)})"
     text = meta["help"] + default
     if meta["choices"] is not None:
         return [_option(spec.name, lazy_choice(spec.name, meta["choices"]) | None, help=text)]
@@ -82,7 +86,39 @@ def _flags(spec: Field, kind: Any) -> list[inspect.Parameter]:
         ]
     if kind == tuple[int, int]:  # HxW text
         return [_option(spec.name, str | None, metavar=meta["metavar"], help=text)]
+    if kind == tuple[str, ...]:  # repeatable: --dataset A --dataset B
+        return [_option(spec.name, list[Path] | None, metavar=meta["metavar"], help=text)]
     return [_option(spec.name, (Path if meta["metavar"] == "PATH" else kind) | None, help=text)]
+
+
+#: Terminal width from which rich's option table shows ``reidx train``'s longest flag names whole.
+RICH_HELP_COLUMNS = 110
+
+
+class TrainCommand(TyperCommand):
+    """``reidx train``: rich's option table cuts its long flag names (``--residual-reco…``) on terminals narrower
+    than :data:`RICH_HELP_COLUMNS`, so there the help is click's plain layout, which wraps the help text
+    beside or under each whole flag name instead."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        if shutil.get_terminal_size().columns < RICH_HELP_COLUMNS:
+            return super(TyperCommand, self).format_help(ctx, formatter)  # click's own layout
+        return super().format_help(ctx, formatter)
+
+    def format_help_text(self, ctx: typer.Context, formatter: Any) -> None:
+        """The docstring for click's layout: paragraphs wrapped, each ``* example`` line its own item."""
+        for paragraph in inspect.cleandoc(self.help or "").replace("`", "").split("\n\n"):
+            formatter.write_paragraph()
+            with formatter.indentation():
+                lines = paragraph.splitlines()
+                if not all(line.startswith("* ") for line in lines):
+                    formatter.write_text(paragraph)
+                    continue
+                margin = " " * formatter.current_indent
+                for line in lines:  # a command line is never broken inside a flag
+                    width = formatter.width - formatter.current_indent
+                    for part in textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False):
+                        formatter.write(f"{margin}{part}\n")
 
 
 def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,6 +145,8 @@ def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
             values[spec.name] = pretrained_option(value, values.pop(f"no_{spec.name}"))
         elif kind == tuple[int, int] and value is not None:
             values[spec.name] = parse_size(value)
+        elif kind == tuple[str, ...]:
+            values[spec.name] = tuple(str(path) for path in value) if value else None
         elif isinstance(value, Path):
             values[spec.name] = str(value)
     return {name: value for name, value in values.items() if value is not None}

@@ -32,19 +32,20 @@ def _colour(name: str) -> tuple[int, int, int]:
     return digest[0], digest[1], digest[2]
 
 
+def write_tiny_image(path: Path, size: tuple[int, int] = (16, 8)) -> Path:
+    """A tiny image at ``path`` whose colour follows its name; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.empty((*size, 3), dtype=np.uint8)
+    array[:] = _colour(path.name)
+    array[: size[0] // 2] //= 2
+    Image.fromarray(array).save(path)
+    return path
+
+
 @pytest.fixture
 def write_image() -> ImageWriter:
-    """``write_image(path, size=(H, W))``: a tiny image whose colour follows its name; returns the path."""
-
-    def write(path: Path, size: tuple[int, int] = (16, 8)) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        array = np.empty((*size, 3), dtype=np.uint8)
-        array[:] = _colour(path.name)
-        array[: size[0] // 2] //= 2
-        Image.fromarray(array).save(path)
-        return path
-
-    return write
+    """``write_image(path, size=(H, W))``: :func:`write_tiny_image`."""
+    return write_tiny_image
 
 
 def _write_all(write: ImageWriter, folder: Path, names: Iterable[str], size: tuple[int, int] = (16, 8)) -> None:
@@ -122,6 +123,37 @@ def caviar_tree(write_image: ImageWriter) -> Callable[[Path], Path]:
         return base
 
     return make
+
+
+#: Files named like the real training-only sets: 3DPeS (3 ids, one SEQ with a letter prefix), SARC3D (2 ids
+#: x 4 views, one spelt ``Right``), TownCentre (3 tracks of 1, 3 and 10 frames).
+TRAINING_ONLY_NAMES = {
+    "3DPeS": [
+        "1_3_FRAME_26_RGB.png",
+        "1_4_FRAME_70_RGB.png",
+        "1_4_FRAME_185_RGB.png",
+        "2_23_FRAME_12_RGB.png",
+        "2_B_715_FRAME_179_RGB.png",
+        "3_53_FRAME_103_RGB.png",
+        "3_54_FRAME_19_RGB.png",
+    ],
+    "SARC3D": [f"{pid:03d}_{view}.png" for pid in (1, 2) for view in ("front", "back", "left", "right")],
+    "TownCentre": ["0_8.jpg", *(f"1_{frame}.jpg" for frame in (5, 6, 7)), *(f"2_{frame}.jpg" for frame in range(10))],
+}
+
+
+@pytest.fixture
+def training_only_tree() -> Callable[[Path, str], Path]:
+    """``training_only_tree(base, folder)``: :func:`make_training_only_tree`."""
+
+    return make_training_only_tree
+
+
+def make_training_only_tree(base: Path, folder: str) -> Path:
+    """``base/folder`` holding :data:`TRAINING_ONLY_NAMES` ``[folder]`` (SARC3D's ``001_right`` spelt ``Right``)."""
+    names = [name.replace("001_right", "001_Right") for name in TRAINING_ONLY_NAMES[folder]]
+    _write_all(write_tiny_image, base / folder, names)
+    return base / folder
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_torchvision_mobilenet_v2_weights_load_completely() -> None:
 def test_an_imagenet_model_normalises_its_input_and_reports_its_loads() -> None:
     model = build_model("cadnet", num_classes=3, arch="mobilenet_v2", pretrained=shared_weights(MOBILENET))
     assert model.config["input_norm"] == "imagenet"
-    assert [load.loaded for load in model.imagenet_loads()] == [312, 312]  # E and F
+    assert {trunk: load.loaded for trunk, load in model.imagenet_loads().items()} == {"E": 312, "F": 312}
     with pytest.raises(ReidxError, match="does not fit resnet18: it lacks 100 trunk tensors"):
         build_backbone("resnet18", pretrained=shared_weights(MOBILENET))
 

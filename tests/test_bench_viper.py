@@ -1,4 +1,5 @@
-"""`benchmarks/bench_viper.py`'s statistics: Student-t intervals over splits and paired per-split differences."""
+"""The studies' statistics (`benchmarks/studies.py`): Student-t intervals over splits and paired per-split
+differences, and `bench_viper.py`'s tables."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import math
 
 import pytest
 
-from benchmarks.bench_viper import diff_cell, mean_ci, paired_ci, tables
+from benchmarks.bench_viper import tables
+from benchmarks.studies import diff_cell
+from reidx.metrics.stats import mean_ci, paired_ci
 
 
 def test_mean_ci_is_student_t_on_the_sample_sd() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -97,7 +98,7 @@ def test_train_flags_become_the_same_overrides_as_before() -> None:
         *["--optimizer", "adam", "--lr", "0.002", "--no-adv-image", "--residual-recovery", "--margin", "1.5"],
         *["--model", "baseline", "--d-betas", "0.5", "0.9"],
     ) == {
-        "dataset": "D",
+        "dataset": ("D",),
         "arch": "resnet18",
         "pretrained": False,
         "epochs": 1,
@@ -111,6 +112,7 @@ def test_train_flags_become_the_same_overrides_as_before() -> None:
         "d_betas": (0.5, 0.9),
     }
     assert parsed_overrides("--pretrained", "w.pth") == {"pretrained": "w.pth"}
+    assert parsed_overrides("--dataset", "A", "--dataset", "B") == {"dataset": ("A", "B")}
     with pytest.raises(ReidxError, match="both --pretrained PATH and --no-pretrained"):
         parsed_overrides("--pretrained", "w.pth", "--no-pretrained")
 
@@ -120,6 +122,16 @@ def test_train_choices_come_from_the_registries(run_cli) -> None:
         parsed_overrides("--arch", "resnet99")
     code, out, _ = run_cli("train", "--help")
     assert code == 0 and "|".join(list_models()) in out.replace(" ", "").replace("\n", "")
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_train_help_shows_every_flag_whole(run_cli, monkeypatch: pytest.MonkeyPatch, columns: str) -> None:
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = run_cli("train", "--help")
+    flags = {opt for param in train_command().params for opt in [*param.opts, *param.secondary_opts]}
+    shown = set(re.findall(r"--[a-z0-9-]+", out))
+    assert code == 0 and "…" not in out and flags <= shown, sorted(flags - shown)
+    assert max(len(line) for line in out.splitlines()) <= int(columns)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -10,6 +11,8 @@ import pytest
 
 from reidx.data import registry
 from reidx.data.base import Options, Record, Source
+from reidx.data.manifest import check_testable, read_dataset
+from reidx.data.prepare import prepare_dataset
 from reidx.data.registry import dataset_names, get_reader, register_dataset
 from reidx.data.viper import VIPeR
 from reidx.errors import ReidxError
@@ -192,3 +195,83 @@ def test_folder_market_names_recursive_and_standard(tmp_path: Path, write_image,
     market_tree(tmp_path / "std")
     source = read("folder", tmp_path / "std", tmp_path)
     assert stats(source.query) == (3, 4, 2) and stats(source.gallery) == (4, 8, 4) and len(source.train) == 16
+
+
+@pytest.mark.parametrize(
+    ("name", "folder", "ids", "images"),
+    [("3dpes", "3DPeS", 3, 7), ("sarc3d", "SARC3D", 2, 8), ("towncentre", "TownCentre", 3, 14)],
+)
+def test_training_only_readers(
+    tmp_path: Path, training_only_tree, name: str, folder: str, ids: int, images: int
+) -> None:
+    base = training_only_tree(tmp_path / "data", folder)
+    for root in (base, tmp_path / "data"):  # the set's folder, or the folder above it
+        source = read(name, root, tmp_path)
+        assert source.root == base.resolve() and stats(source.images) == (ids, images, 1)
+    reader = get_reader(name)
+    assert reader.training_only
+    split = reader.split(source, np.random.default_rng(0), Options())
+    assert split.train == source.images and split.query == split.gallery == []
+
+
+def test_training_only_names_parsed(tmp_path: Path, training_only_tree) -> None:
+    pids = {Path(r.path).name: r.pid for r in read("3dpes", training_only_tree(tmp_path, "3DPeS"), tmp_path).images}
+    assert pids["2_B_715_FRAME_179_RGB.png"] == 2 and pids["1_4_FRAME_185_RGB.png"] == 1
+    sarc = read("sarc3d", training_only_tree(tmp_path, "SARC3D"), tmp_path).images
+    assert [Path(r.path).name for r in sarc if r.pid == 1][0] == "001_Right.png"  # the odd spelling is read
+    assert {r.camid for r in sarc} == {0}
+
+
+def test_training_only_unparseable_name_is_named(tmp_path: Path, training_only_tree, write_image) -> None:
+    base = training_only_tree(tmp_path, "SARC3D")
+    write_image(base / "003_top.png")
+    with pytest.raises(ReidxError, match="003_top.png: expected a folder of PPP_VIEW.png"):
+        read("sarc3d", base, tmp_path)
+    with pytest.raises(ReidxError, match="is not a towncentre folder"):
+        read("towncentre", tmp_path / "SARC3D", tmp_path)
+
+
+def test_frames_per_id_evenly_spaced_and_seeded(tmp_path: Path, training_only_tree) -> None:
+    reader = get_reader("towncentre")
+    source = read("towncentre", training_only_tree(tmp_path, "TownCentre"), tmp_path)
+
+    def kept(seed: int) -> dict[int, list[int]]:
+        split = reader.split(source, np.random.default_rng(seed), Options(frames_per_id=2))
+        frames: dict[int, list[int]] = {}
+        for record in split.train:
+            frames.setdefault(record.pid, []).append(int(Path(record.path).stem.split("_")[1]))
+        return {pid: sorted(values) for pid, values in frames.items()}
+
+    first = kept(0)
+    assert first[0] == [8] and len(first[1]) == 2  # fewer frames than asked: all kept
+    low, high = first[2]
+    assert low < 5 <= high and high - low == 5  # track 2 (frames 0-9): two frames 10/2 apart
+    assert kept(0) == first
+    assert any(kept(seed)[2] != first[2] for seed in range(1, 6))
+
+
+def test_prepare_training_only_set_through_the_cli(tmp_path: Path, training_only_tree, run_cli) -> None:
+    base = training_only_tree(tmp_path / "data", "TownCentre")
+    out = tmp_path / "town"
+    code, _, err = run_cli("prepare", "--dataset", "towncentre", "--root", base, "--frames-per-id", "3", "--out", out)
+    assert code == 0, err
+    frame, info = read_dataset(out)
+    assert info.training_only and info.extra["frames_per_id"] == 3
+    assert set(frame["split"]) == {"train"} and len(frame) == 1 + 3 + 3 and set(frame["camid"]) == {0}
+    assert json.loads((out / "dataset.json").read_text())["training_only"] is True
+    with pytest.raises(ReidxError, match=r"is for training only: its images have no camera labels"):
+        check_testable(out, info)
+    code, _, err = run_cli(
+        "prepare", "--dataset", "towncentre", "--root", base, "--test-ids", "2", "--out", tmp_path / "x"
+    )
+    assert code != 0 and "--test-ids does not apply to towncentre" in err
+    code, _, err = run_cli(
+        "prepare", "--dataset", "viper", "--root", base, "--frames-per-id", "2", "--out", tmp_path / "y"
+    )
+    assert code != 0 and "--frames-per-id does not apply to viper" in err
+
+
+def test_tested_datasets_are_not_training_only(tmp_path: Path, viper_tree) -> None:
+    info = prepare_dataset("viper", viper_tree(tmp_path / "viper", 6), tmp_path / "mlr", rates=(2,))
+    assert not info.training_only
+    check_testable(tmp_path / "mlr", read_dataset(tmp_path / "mlr")[1])  # no error

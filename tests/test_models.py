@@ -46,7 +46,7 @@ def test_every_model_runs_on_every_backbone(name: str, arch: str) -> None:
     torch.manual_seed(0)
     model = small_model(name, arch)
     assert isinstance(model, ReidModel) and isinstance(model.encoder, Backbone)
-    assert model.config["input_norm"] == "none" and model.imagenet_loads() == []
+    assert model.config["input_norm"] == "none" and model.imagenet_loads() == {}
     images = torch.rand(2, 3, 64, 32) * 2 - 1
     out = model(images)
     dim = model.encoder.out_channels

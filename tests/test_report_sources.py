@@ -113,7 +113,7 @@ def test_a_training_only_dataset_is_refused_as_a_test_set(runs: Runs, run_cli) -
     info = json.loads((training_only / "dataset.json").read_text())
     (training_only / "dataset.json").write_text(json.dumps(info | {"training_only": True}))
     code, _, err = run_cli("report", "--checkpoint", runs.last("e1-t0"), "--dataset", training_only)
-    assert code == 1 and "is a training-only dataset" in one_line(err)
+    assert code == 1 and "is for training only" in one_line(err)
 
 
 def test_native_low_resolution_queries_get_no_rate_section(runs: Runs, run_cli, caviar_tree, tmp_path: Path) -> None:

@@ -106,6 +106,20 @@ def test_a_version_1_run_with_a_relative_dataset_names_the_fix(run_cli: Cli, dat
     assert open_checkpoint(run / "last.pt").meta["run_id"] == run_id
 
 
+@pytest.mark.slow
+def test_a_run_from_before_several_sources_resumes_on_its_one_dataset(
+    run_cli: Cli, datasets: Path, tmp_path: Path
+) -> None:
+    run = untrained_run(datasets / "a", tmp_path / "run")
+    state = open_checkpoint(run / "last.pt").state
+    assert [source["path"] for source in state["meta"].pop("sources")] == [state["meta"]["dataset"]["path"]]
+    torch.save(state, run / "last.pt")  # meta as one-source runs wrote it: dataset and trial, no sources
+    fails(run_cli, "train", "--out", run, "--resume", "--dataset", datasets / "b", match="is another dataset")
+    code, _, err = run_cli("--device", "cpu", "train", "--out", run, "--resume", "--epochs", "0")
+    assert code == 0, err
+    assert open_checkpoint(run / "last.pt").meta["sources"][0]["path"] == str((datasets / "a").resolve())
+
+
 def dead_pid() -> int:
     """The id of a process that has ended."""
     child = subprocess.Popen([sys.executable, "-c", ""])

@@ -68,6 +68,7 @@ class Options:
     cameras: int = 4
     images_per_camera: int = 4
     workers: int = 4
+    frames_per_id: int | None = None
 
 
 class DatasetReader(ABC):
@@ -85,6 +86,8 @@ class DatasetReader(ABC):
     #: Queries are genuine LR images used as they are, not down-sampled (CAVIAR).
     native_queries: ClassVar[bool] = False
     needs_root: ClassVar[bool] = True
+    #: Identities without camera labels: every image trains, nothing is tested (:class:`TrainingOnlyReader`).
+    training_only: ClassVar[bool] = False
 
     @abstractmethod
     def read(self, root: Path | None, workdir: Path, options: Options) -> Source:
@@ -97,6 +100,62 @@ class DatasetReader(ABC):
     def lr_camera(self, source: Source, options: Options) -> str:
         """Which images are the low-resolution side, in words."""
         return "query images (down-sampled)"
+
+
+class TrainingOnlyReader(DatasetReader):
+    """A set of identities without camera labels (3DPeS, SARC3D, TownCentre): extra training identities only.
+
+    Every image is camid 0 (one camera: no camera is labelled, and training needs only pids); every trial's
+    split is all images as train and no query or gallery, so ``report`` has nothing to test on. With
+    ``frames_per_id`` N an identity with more than N images keeps N of them evenly spaced along
+    :meth:`frame_order` from a seeded offset (consecutive track frames are near-duplicates)."""
+
+    training_only = True
+    #: The set's folder name, also looked for below ``--root``.
+    folder: ClassVar[str] = ""
+    uses = frozenset({"frames_per_id"})
+    rule = "training only: every image is a training image (no camera labels, so no query or gallery)"
+
+    @abstractmethod
+    def parse(self, path: Path) -> tuple[int, tuple[str | int, ...]] | None:
+        """``(pid, frame order key)`` from a file name, or None when the name is not this set's."""
+
+    def read(self, root: Path | None, workdir: Path, options: Options) -> Source:
+        root = existing_root(root, self)
+        for base in (root, root / self.folder):
+            parsed = [(path, self.parse(path)) for path in list_images(base)] if base.is_dir() else []
+            if any(identity is not None for _, identity in parsed):
+                break
+        else:
+            raise ReidxError(f"{root} is not a {self.name} folder: expected {self.layout}", "point --root at it")
+        unnamed = [path for path, identity in parsed if identity is None]
+        if unnamed:
+            raise ReidxError(f"cannot parse {unnamed[0]}: expected {self.layout}", "rename or remove the file")
+        return Source(root=base, images=sorted(Record(str(path), identity[0], 0) for path, identity in parsed))
+
+    def split(self, source: Source, rng: np.random.Generator, options: Options) -> Split:
+        if options.frames_per_id is None:
+            return Split(list(source.images), [], [])
+        kept: list[Record] = []
+        for _, group in sorted(by_pid(source.images).items()):
+            frames = sorted(group, key=self.frame_key)
+            kept += evenly_spaced(frames, options.frames_per_id, rng)
+        return Split(sorted(kept), [], [])
+
+    def frame_key(self, record: Record) -> tuple[str | int, ...]:
+        """Where ``record`` sits in its identity's frame order."""
+        return self.parse(Path(record.path))[1]
+
+    def lr_camera(self, source: Source, options: Options) -> str:
+        return "none (training only)"
+
+
+def evenly_spaced(frames: Sequence[Record], count: int, rng: np.random.Generator) -> list[Record]:
+    """``count`` of ``frames`` spaced ``len / count`` apart from a random offset (all of them when fewer)."""
+    if len(frames) <= count:
+        return list(frames)
+    offset = rng.random()
+    return [frames[int((index + offset) * len(frames) / count)] for index in range(count)]
 
 
 class StandardSplitReader(DatasetReader):

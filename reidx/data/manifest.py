@@ -49,6 +49,8 @@ class DatasetInfo:
     trials: int = 1
     seed: int = 0
     lr_camera: str = ""
+    #: Identities without camera labels (3DPeS, SARC3D, TownCentre): train rows only, never a test set.
+    training_only: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -120,6 +122,17 @@ def column_problem(frame: pd.DataFrame, kinds: dict[str, type]) -> str | None:
         if kind is str and not all(isinstance(value, str) for value in values):
             return f"column {column} holds non-text values"
     return None
+
+
+def check_testable(directory: str | Path, info: DatasetInfo) -> None:
+    """Refuse a training-only dataset as a test set, in one line (``report`` and every evaluation call this)."""
+    if info.training_only:
+        raise ReidxError(
+            f"{directory} ({info.dataset}) is for training only: its images have no camera labels, so it has "
+            "no query or gallery to test on",
+            "test on a dataset with cameras (e.g. one prepared from viper); train on this one with "
+            "`reidx train --dataset`",
+        )
 
 
 def dataset_identity(directory: str | Path) -> dict:

@@ -41,6 +41,7 @@ OPTION_FLAGS = {
     "ids": "--ids",
     "cameras": "--cameras",
     "images_per_camera": "--images-per-camera",
+    "frames_per_id": "--frames-per-id",
 }
 
 
@@ -84,6 +85,7 @@ def prepare_dataset(
     ids: int | None = None,
     cameras: int | None = None,
     images_per_camera: int | None = None,
+    frames_per_id: int | None = None,
 ) -> DatasetInfo:
     """Build the MLR dataset directory ``out`` from ``dataset`` at ``root``; return what was built."""
     rates = check_rates(rates, "--downsample")
@@ -95,6 +97,7 @@ def prepare_dataset(
         "ids": ids,
         "cameras": cameras,
         "images_per_camera": images_per_camera,
+        "frames_per_id": frames_per_id,
     }
     given = {name: value for name, value in given.items() if value is not None}
     check_arguments(reader, given, unseen, seed, trials, workers)
@@ -109,7 +112,7 @@ def prepare_dataset(
         check_apart(out, source_locations(source, tmp), "source images", inside=False)
         check_query_camera(source, query_camera)
         frame, jobs = build_manifest(reader, source, options, rates, unseen, trials, tmp)
-        counts = check_matches(frame)
+        counts = {} if reader.training_only else check_matches(frame)
         process_images(jobs, options.workers, f"prepare {dataset}")
         info = DatasetInfo(
             dataset=dataset,
@@ -119,6 +122,7 @@ def prepare_dataset(
             trials=trials,
             seed=seed,
             lr_camera=reader.lr_camera(source, options),
+            training_only=reader.training_only,
             extra={
                 "root": "" if source_root is None else str(source_root),
                 "query_rule": reader.rule,
@@ -126,6 +130,7 @@ def prepare_dataset(
                 "valid_queries": counts,
                 "summary": summarise(frame[frame["trial"] == 0]),
                 **({"generator": synthetic_settings(options)} if not reader.needs_root else {}),
+                **({"frames_per_id": options.frames_per_id} if options.frames_per_id is not None else {}),
             },
         )
         write_dataset(tmp, frame, info)
@@ -149,10 +154,14 @@ def check_arguments(
             f"{reader.name} queries are genuine low-resolution images; --unseen does not apply",
             "drop --unseen",
         )
+    if reader.training_only and unseen:
+        raise ReidxError(
+            f"{reader.name} is for training only (no query images); --unseen does not apply", "drop --unseen"
+        )
     for flag, value, low in (("--seed", seed, 0), ("--trials", trials, 1), ("--workers", workers, 1)):
         if value is not None and value < low:
             raise ReidxError(f"{flag} {value} is out of range", f"use {flag} >= {low}")
-    for name in ("test_ids", "ids", "cameras", "images_per_camera"):
+    for name in ("test_ids", "ids", "cameras", "images_per_camera", "frames_per_id"):
         if name in given and given[name] < 1:
             raise ReidxError(f"{OPTION_FLAGS[name]} {given[name]} is out of range", f"use {OPTION_FLAGS[name]} >= 1")
 
@@ -246,7 +255,7 @@ def build_manifest(
             jobs.setdefault(record.path, {})
 
     for trial, (rng, split) in enumerate(zip(rngs, splits, strict=True)):
-        if not split.query:
+        if not split.query and not reader.training_only:
             raise ReidxError(
                 f"{reader.name} at {source.root} yields no query image", f"check the layout: {reader.layout}"
             )

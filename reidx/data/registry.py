@@ -8,7 +8,18 @@ from collections.abc import Callable
 from reidx.data.base import DatasetReader
 from reidx.registry import Registry
 
-_BUILTIN_MODULES = ("market1501", "dukemtmc", "cuhk03", "viper", "caviar", "folder", "synthetic")
+_BUILTIN_MODULES = (
+    "market1501",
+    "dukemtmc",
+    "cuhk03",
+    "viper",
+    "caviar",
+    "threedpes",
+    "sarc3d",
+    "towncentre",
+    "folder",
+    "synthetic",
+)
 
 
 def _load_builtin() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -33,6 +33,8 @@ class ReidModel(nn.Module):
 
     embedding_modes: tuple[str, ...] = ("fused",)
     can_recover: bool = False
+    #: Trunk attribute -> its name in messages (the attribute itself when absent).
+    trunk_names: ClassVar[dict[str, str]] = {}
     config: dict[str, Any]
     feature_discriminator: nn.Module
     image_discriminator: nn.Module
@@ -57,9 +59,13 @@ class ReidModel(nn.Module):
         """What the discriminator-side optimiser trains (none for models without discriminators)."""
         return []
 
-    def imagenet_loads(self) -> list[WeightsLoad]:
-        """What each ImageNet-initialised trunk took from its weights file (empty when from scratch)."""
-        return [m.imagenet for m in self.modules() if isinstance(m, Backbone) and m.imagenet is not None]
+    def imagenet_loads(self) -> dict[str, WeightsLoad]:
+        """Trunk name -> what that ImageNet-initialised trunk took from its weights file (empty from scratch)."""
+        return {
+            self.trunk_names.get(name, name): m.imagenet
+            for name, m in self.named_modules()
+            if isinstance(m, Backbone) and m.imagenet is not None
+        }
 
 
 def resolve_input_norm(input_norm: str | None, pretrained: Pretrained) -> str:

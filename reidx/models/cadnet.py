@@ -30,6 +30,7 @@ class CADNet(ReidModel):
 
     embedding_modes = EMBEDDING_MODES
     can_recover = True
+    trunk_names = {"encoder": "E", "hr_encoder": "F"}
 
     def __init__(
         self,

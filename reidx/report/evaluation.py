@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from reidx.checkpoint import CheckpointFile, LoadedModel
-from reidx.data.manifest import MANIFEST_NAME, DatasetInfo, read_dataset
+from reidx.data.manifest import MANIFEST_NAME, DatasetInfo, check_testable, read_dataset
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
@@ -30,7 +30,7 @@ from reidx.io import sha256_file
 from reidx.metrics import EvalResult, evaluate_embeddings
 from reidx.models import list_models, model_class
 from reidx.report.cache import dataset_fingerprint
-from reidx.report.sources import TrainSource, check_testable, training_sources
+from reidx.report.sources import TrainSource, training_sources
 from reidx.retrieval.index import ranked
 
 MAX_RANK = 50
@@ -157,8 +157,8 @@ def open_dataset(directory: Path) -> EvalDataset:
     ReidxError."""
     if not directory.is_dir():
         raise ReidxError(f"dataset not found: {directory}", "pass a directory written by `reidx prepare --out DIR`")
-    check_testable(directory)
     frame, info = read_dataset(directory)
+    check_testable(directory, info)
     missing = [split for split in ("query", "gallery") if not (frame["split"] == split).any()]
     if missing:
         raise ReidxError(

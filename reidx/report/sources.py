@@ -14,14 +14,13 @@ Training-only datasets (no camera labels, so no query or gallery) are refused as
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, DatasetInfo, read_dataset
+from reidx.data.manifest import MANIFEST_NAME, DatasetInfo, read_dataset
 from reidx.errors import ReidxError
 from reidx.io import sha256_file
 
@@ -67,22 +66,6 @@ def training_sources(meta: dict[str, Any], training: dict[str, Any]) -> tuple[Tr
     if isinstance(training.get("dataset"), str) and training["dataset"]:
         return (TrainSource.from_identity({"path": training["dataset"]}, trial),)
     return ()
-
-
-def check_testable(directory: Path) -> None:
-    """Refuse a training-only dataset (``"training_only": true`` in its dataset.json) as a test set, in one line.
-
-    Reads the raw file, before :func:`reidx.data.manifest.read_dataset` (an unreadable file is left to it)."""
-    try:
-        info = json.loads((directory / INFO_NAME).read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(info, dict) and info.get("training_only"):
-        raise ReidxError(
-            f"{directory} ({info.get('dataset', '?')}) is a training-only dataset: it has no query or gallery to "
-            "test on",
-            "test on a dataset with cameras (e.g. one prepared from viper); train on this one with `reidx train`",
-        )
 
 
 def origin(info: DatasetInfo) -> tuple[str, ...]:

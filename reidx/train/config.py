@@ -54,8 +54,15 @@ def option(
 class TrainConfig:
     """All choices of a training run. A ``[G]`` default is a guess: tune it and say so."""
 
-    dataset: str = option("", "Dataset directory written by `reidx prepare`.", metavar="PATH")
-    trial: int = option(0, "Split of a multi-trial dataset (CUHK03, VIPeR, CAVIAR).")
+    dataset: tuple[str, ...] = option(
+        (),
+        "Dataset directory written by `reidx prepare`; repeat it to train on the union of several training "
+        "splits (identities kept apart per source).",
+        metavar="PATH",
+    )
+    trial: int = option(
+        0, "Split of a multi-trial dataset (CUHK03, VIPeR, CAVIAR); a one-trial training-only source uses its one."
+    )
     # model
     model: str = option("cadnet", "Model; baseline = same sampler, CE + triplet only.", model_names)
     arch: str = option("resnet50", "[L] Backbone of E and F (the paper: an ImageNet ResNet-50 trunk).", backbone_names)
@@ -150,8 +157,12 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/checkpoint-safe values (tuples become lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        """Plain JSON/checkpoint-safe values (tuples become lists; one training source stays a string, as it
+        was written before several sources)."""
+        values = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        if len(self.dataset) == 1:
+            values["dataset"] = self.dataset[0]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -199,6 +210,7 @@ EXPECTED = {
     bool | str: "true, false or a file path",
     tuple[int, int]: '"HxW" text or a [height, width] list of integers',
     tuple[float, float]: "a list of two finite numbers",
+    tuple[str, ...]: "a path or a list of paths",
 }
 
 
@@ -236,6 +248,10 @@ def convert(kind: Any, value: Any) -> Any:
         return tuple(value)
     if kind == tuple[float, float] and _pair(value, _number):
         return tuple(float(v) for v in value)
+    if kind == tuple[str, ...] and isinstance(value, str):  # one path (every config before several sources)
+        return (value,)
+    if kind == tuple[str, ...] and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
     raise TypeError(EXPECTED[kind])
 
 

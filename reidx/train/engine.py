@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader
 
 from reidx.checkpoint import CheckpointFile, load_weights, save_checkpoint
 from reidx.console import progress
-from reidx.data.manifest import dataset_identity
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
 from reidx.models import ReidModel, build_model, complete_config, model_options
@@ -58,7 +57,6 @@ class Trainer:
         self.show_progress = show_progress and self.env.is_main
         self.data = load_training_set(config.dataset, config.trial, config.val_ids, config.seed)
         self.validation = build_validation_set(self.data.validation, self.data.rates, config.seed)
-        self.dataset = dataset_identity(config.dataset)
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume).to(self.device)
         self.objective = Objective(self.model, LossWeights.from_config(config))
@@ -273,12 +271,18 @@ class Trainer:
         }
 
     def meta(self) -> dict[str, Any]:
-        """What every checkpoint of this run says about itself: options, dataset identity, trial, epoch, run id."""
+        """What every checkpoint of this run says about itself: options, every training source (identity,
+        trial, ids, images: :func:`~reidx.train.data.source_record`), epoch, run id. ``dataset`` and ``trial`` name
+        the first source that can be tested on (the only one before several sources; kept for older readers)."""
+        sources = self.data.sources
+        first = next((source for source in sources if not source["training_only"]), sources[0])
+        identity = {key: first[key] for key in ("path", "manifest_sha256", "name", "seed", "rates", "unseen_rates")}
         return {
             RUN_ID: self.run_id,
             "train_config": self.config.to_dict(),
-            "dataset": self.dataset,
-            "trial": self.config.trial,
+            "dataset": identity,
+            "trial": first["trial"],
+            "sources": sources,
             "epoch": self.epoch,
         }
 

@@ -3,8 +3,8 @@
 A run directory holds ``config.json`` (options, command lines, versions, seed), ``log.csv`` (one row per
 epoch; row 0 is the untrained model's validation), ``last.pt`` (every epoch, everything needed to resume
 exactly), ``epoch_N.pt`` (every ``save_every`` epochs) and ``best.pt`` (weights with the best validation
-Rank-1). Every checkpoint carries its options, the identity of the dataset it trained on and the run's id
-(:mod:`reidx.train.files`). One process writes a run directory at a time (:func:`reidx.io.exclusive_lock`).
+Rank-1). Every checkpoint carries its options, the identity of every dataset (source) it trained on and the
+run's id (:mod:`reidx.train.files`). One process writes a run directory at a time (:func:`reidx.io.exclusive_lock`).
 
 ``--resume`` never starts over what a run finished, nor continues a folder from another run's checkpoint: a
 folder without ``last.pt`` restarts from its ``config.json`` only while it holds nothing else (a run killed
@@ -81,8 +81,8 @@ def run_training(
             if checkpoint is not None and trainer.epoch >= config.epochs:
                 return already_trained(trainer, config.epochs)
             if env.is_main and show_progress:
-                for load in trainer.model.imagenet_loads():  # what each trunk took from its ImageNet file
-                    err_console.print(str(load), highlight=False, soft_wrap=True)
+                for trunk, load in trainer.model.imagenet_loads().items():  # what each trunk took from its file
+                    err_console.print(f"{trunk}: {load}", highlight=False, soft_wrap=True)
             return trainer.fit()
     finally:
         teardown(env)
@@ -98,8 +98,17 @@ def fresh_config(out: Path, given: dict[str, Any]) -> TrainConfig:
     config = build_config(given)
     if not config.dataset:
         raise ReidxError("no training dataset given", "pass --dataset DIR (a directory made by `reidx prepare`)")
-    config.dataset = str(Path(config.dataset).resolve())
+    config.dataset = absolute_sources(config.dataset)
     return config
+
+
+def absolute_sources(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The training sources as absolute paths; a source given twice is refused."""
+    resolved = tuple(str(Path(path).resolve()) for path in paths)
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise ReidxError(f"--dataset {path} is given twice", "give each training source once")
+    return resolved
 
 
 def resumed_config(out: Path, given: dict[str, Any], env: DistEnv) -> tuple[TrainConfig, CheckpointFile | None, str]:
@@ -128,7 +137,7 @@ def resumed_config(out: Path, given: dict[str, Any], env: DistEnv) -> tuple[Trai
         raise ReidxError(f"{last} holds no training state", resume_fix(out))
     run_id = check_run(out, checkpoint)
     config = resume_config(checkpoint.state["train"]["config"], given, out)
-    config.dataset = resume_dataset(out, checkpoint, given.get("dataset"), config.dataset)
+    config.dataset = resume_sources(out, checkpoint, given.get("dataset"), config.dataset)
     return config, checkpoint, run_id
 
 
@@ -192,22 +201,39 @@ def already_trained(trainer: Trainer, epochs: int) -> dict[str, Any]:
 def fresh_resume(out: Path, recorded: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     """The recorded options with the allowed changes of ``given``, for a run restarted from scratch."""
     config = resume_config(recorded, given, out)
-    config.dataset = str(Path(config.dataset).resolve())
+    config.dataset = absolute_sources(config.dataset)
     return config
 
 
-def resume_dataset(out: Path, checkpoint: CheckpointFile, given: str | None, configured: str) -> str:
-    """The absolute dataset path to continue on: the recorded one, or ``given`` when it is the same dataset
-    (moved); another dataset, or the folder re-prepared differently, is refused naming both."""
-    saved = checkpoint.meta.get("dataset")
-    if not isinstance(saved, dict):  # a version 1 checkpoint: only the (maybe relative) path is known
-        path = Path(configured)
+def resume_sources(
+    out: Path, checkpoint: CheckpointFile, given: tuple[str, ...] | None, configured: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The absolute source paths to continue on: the recorded ones, or ``given`` when they are the same sources in
+    the same order (moved); another source list, or a folder re-prepared differently, is refused naming both."""
+    saved = checkpoint.meta.get("sources")
+    if saved is None and isinstance(checkpoint.meta.get("dataset"), dict):  # one source, before several
+        saved = [checkpoint.meta["dataset"]]
+    if not isinstance(saved, list):  # a version 1 checkpoint: only the (maybe relative) path is known
+        path = Path(configured[0])
         if not (path / MANIFEST_NAME).is_file():
             raise ReidxError(
-                f"{out} was trained on {configured}, which is not a dataset seen from {Path.cwd()}",
+                f"{out} was trained on {configured[0]}, which is not a dataset seen from {Path.cwd()}",
                 "pass --dataset with that dataset's directory",
             )
-        return str(path.resolve())
+        return (str(path.resolve()),)
+    if given is not None and len(given) != len(saved):
+        raise ReidxError(
+            f"{out} was trained on {len(saved)} source(s) ({', '.join(s['path'] for s in saved)}), "
+            f"not the {len(given)} given",
+            "resume with the run's own --dataset list (or none), or start a new run with another --out",
+        )
+    return tuple(
+        resume_dataset(out, source, None if given is None else given[index]) for index, source in enumerate(saved)
+    )
+
+
+def resume_dataset(out: Path, saved: dict[str, Any], given: str | None) -> str:
+    """The absolute path of one recorded source: where it was, or ``given`` when that is the same dataset."""
     path = Path(given or saved["path"])
     if not (path / MANIFEST_NAME).is_file() or not (path / INFO_NAME).is_file():
         fix = "pass --dataset with its new location" if not given else f"pass --dataset {saved['path']}"
@@ -252,4 +278,13 @@ def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
         ]
         if figures:
             console.print(f"{label}: " + ", ".join(figures))
-    console.print(f"best validation epoch: {summary['best_epoch']}; checkpoint: {summary['checkpoint']}")
+    console.print(f"{best_epoch_line(summary)}; checkpoint: {summary['checkpoint']}")
+
+
+def best_epoch_line(summary: dict[str, Any]) -> str:
+    """Which epoch ``best.pt`` holds, or why there is none."""
+    if summary["best_epoch"] is not None:
+        return f"best validation epoch: {summary['best_epoch']} (best.pt)"
+    if summary["epochs"] == 0:
+        return "no epoch trained (--epochs 0): last.pt holds the initialised model, no best.pt"
+    return "no validation (no held-out ids with two cameras): no best.pt, use last.pt"

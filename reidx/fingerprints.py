@@ -66,7 +66,7 @@ def remember(path: Path, key: StatKey, sha256: str) -> None:
     kept = dict(list(entries.items())[-MAX_ENTRIES:])
     try:
         cache_path().parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache_path()) as tmp:
+        with atomic_path(cache_path(), "cache") as tmp:
             tmp.write_text(json.dumps(kept), encoding="utf-8")
     except Exception:  # noqa: BLE001 - the cache is an optimisation: never fail a command for it
         return

@@ -192,6 +192,16 @@ def check_apart(
                     raise ReidxError(f"{flag} {out} lies inside the {what} {given}", f"choose an {flag} outside it")
 
 
+def check_files_folder(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse, before any work, a folder that file outputs go into (each under the file rule) when a file or a
+    broken link is at its path or in its way, or it is, holds or lies inside one of the command's ``inputs``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir() or path.is_symlink() and not path.exists():
+        raise ReidxError(f"{flag} {path} is not a folder", f"choose a folder for {flag}")
+    check_file_shape(path / "file", flag)
+    check_apart(path, inputs, flag=flag)
+
+
 def check_file_output(
     path: str | os.PathLike,
     flag: str,

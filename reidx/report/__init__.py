@@ -11,7 +11,7 @@ import torch
 from reidx.console import err_console
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
-from reidx.outputs import check_apart, check_file_output
+from reidx.outputs import check_file_output, check_files_folder
 from reidx.report.plots import plan_plots
 from reidx.report.runner import Report, collect, parse_modes, parse_trial
 from reidx.report.tables import FORMATS, render
@@ -46,7 +46,7 @@ def run_report(
         check_file_output(out, "--out", "report", inputs)
     directory = plots_directory(out, plots)
     if directory is not None:
-        check_apart(directory, inputs, flag="--plots")
+        check_files_folder(directory, "--plots", inputs)
     report = collect(
         checkpoints, datasets, modes=modes, trial=trial, device=device, batch_size=batch_size, workers=workers
     )

@@ -150,7 +150,7 @@ def atomic_path(path: str | os.PathLike, kind: str = "file") -> Iterator[Path]:
         standalone = held is None
         if standalone:
             stack.enter_context(exclusive_lock(target, "file", wait=True))
-            held = _held[target]
+            held = _held[target.resolve()]
             check_replaceable(target, kind, str(path), "write somewhere else")
         created = make_parent(target)
         try:

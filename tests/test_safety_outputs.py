@@ -15,6 +15,7 @@ import pytest
 from reidx.errors import ReidxError
 from reidx.io import atomic_path, exclusive_lock
 from reidx.outputs import MARKER_NAME, atomic_dir, check_apart, existing_output, mark_output, read_marker
+from reidx.provenance import RECORD_NAME, remove_written, written_kind
 
 HOLD = """
 import sys, time
@@ -253,3 +254,29 @@ def test_atomic_dir_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pyte
         with atomic_dir(out, "index", overwrite=True) as tmp:
             (tmp / "x").write_text(text)
     assert (out / "x").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def test_a_file_is_replaced_only_when_its_bytes_are_a_recorded_write_of_its_kind(tmp_path: Path) -> None:
+    report = tmp_path / "report.md"
+    for text in ("first", "second"):  # reidx rewrites its own file
+        with atomic_path(report, "report") as tmp:
+            tmp.write_text(text)
+    assert written_kind(report) == "report" and report.read_text() == "second"
+    with pytest.raises(ReidxError, match=r"report.md holds a report reidx wrote, not an image"):
+        with atomic_path(report, "image"):
+            raise AssertionError("must not be reached")
+    with open(tmp_path / RECORD_NAME, "a") as record:
+        record.write('{"name": "report.md", "kind": "ima')  # a writer killed mid-record: ignored
+    (tmp_path / "link.md").symlink_to(report)
+    with atomic_path(tmp_path / "link.md", "report") as tmp:  # through a link, to the file it points at
+        tmp.write_text("third")
+    assert (tmp_path / "link.md").is_symlink() and report.read_text() == "third"
+    report.write_text("edited by the user")  # the user's now
+    for path in (report, tmp_path / "link.md"):
+        with pytest.raises(ReidxError, match="exists and was not written by reidx"):
+            with atomic_path(path, "report"):
+                raise AssertionError("must not be reached")
+    assert not remove_written(report, "report") and report.read_text() == "edited by the user"
+    (tmp_path / "copy.md").write_bytes(b"second")  # the bytes of a recorded write, under another name
+    assert written_kind(tmp_path / "copy.md") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_NAME, "copy.md", "link.md", "report.md"]

@@ -140,7 +140,8 @@ def test_a_damaged_training_state_is_one_line(run_cli: Cli, datasets: Path, tmp_
     before = tree(run)
     fails(run_cli, "train", "--out", run, "--resume", match="holds a damaged training state")
     assert tree(run) == before and model_config["name"] == "cadnet"
-    save_checkpoint(run / "last.pt", checkpoint.build_model(), (64, 32))  # weights only, like best.pt
+    (run / "last.pt").unlink()  # the user replaces it (reidx replaces only files it wrote) ...
+    save_checkpoint(run / "last.pt", checkpoint.build_model(), (64, 32))  # ... with weights only, like best.pt
     fails(run_cli, "train", "--out", run, "--resume", match="holds no training state")
 
 

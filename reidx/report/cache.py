@@ -19,6 +19,7 @@ import pandas as pd
 
 from reidx.console import err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME
+from reidx.errors import ReidxError
 from reidx.io import atomic_path, sha256_file
 from reidx.provenance import remove_written
 
@@ -99,3 +100,5 @@ class ResultCache:
                 tmp.write_text(json.dumps(record))
         except OSError as exc:  # a read-only run folder: the report still works, uncached
             err_console.print(f"warning: results not cached, cannot write {self.directory}: {exc.strerror or exc}")
+        except ReidxError as exc:  # an entry reidx cannot prove it wrote is never replaced: uncached too
+            err_console.print(f"warning: results not cached: {exc.line()}", highlight=False, soft_wrap=True)

@@ -58,11 +58,12 @@ class HeldLock:
     lock: Path
     folders: list[Path] = field(default_factory=list)
 
-    def register(self, temporary: Path) -> None:
-        """Register ``temporary`` (beside or below the locked output) in the lock file, so that the next
-        writer removes it if this process is killed. A full disk only costs that clean-up."""
+    def register(self, temporary: Path, like: Path | None = None) -> None:
+        """Register ``temporary`` (beside or below the locked output; with ``like``, the file or folder about
+        to be moved there) in the lock file, so that the next writer removes it if this process is killed. A
+        full disk only costs that clean-up."""
         with contextlib.suppress(OSError):
-            os.write(self.handle, registration(self.lock.parent, temporary))
+            os.write(self.handle, registration(self.lock.parent, temporary, like))
         if temporary.is_dir():
             self.folders.append(temporary)
 
@@ -207,16 +208,20 @@ def temporary_dir(path: Path) -> Path:
 
 def replace_dir(new: Path, target: Path) -> None:
     """Put folder ``new`` at ``target`` in one step (an atomic exchange where the OS has one); the old
-    ``target`` is deleted. ``target`` is never missing, except on systems without the exchange."""
+    ``target`` is deleted. ``target`` is never missing, except on systems without the exchange. The old
+    folder is registered under the name it takes before it is moved there (this process holds the lock)."""
+    held = _held[target.resolve()]
     with writing(target):
         if not target.exists():
             os.replace(new, target)
-        elif exchange(new, target):
+            return
+        held.register(new, like=target)  # after the exchange, ``new`` is the old target
+        if exchange(new, target):
             shutil.rmtree(new, ignore_errors=True)
         else:
             old = new.with_name(f".{target.name}.{os.getpid()}-old.tmp")
+            held.register(old, like=target)
             os.replace(target, old)
-            _held[target.resolve()].register(old)
             os.replace(new, target)
             shutil.rmtree(old, ignore_errors=True)
 

@@ -157,9 +157,10 @@ def lock_holder(text: bytes) -> str:
     return match[1] if match else first if first.isdigit() else "unknown"
 
 
-def registration(folder: Path, temporary: Path) -> bytes:
-    """The lock-file line registering ``temporary`` (below ``folder``, the lock file's folder)."""
-    status = temporary.lstat()
+def registration(folder: Path, temporary: Path, like: Path | None = None) -> bytes:
+    """The lock-file line registering ``temporary`` (below ``folder``, the lock file's folder) as the file or
+    folder it is, or the one ``like`` is (about to be moved to ``temporary``)."""
+    status = (like or temporary).lstat()
     relative = (temporary.parent.resolve() / temporary.name).relative_to(folder).as_posix()
     return (json.dumps({"temporary": relative, "dev": status.st_dev, "ino": status.st_ino}) + "\n").encode()
 

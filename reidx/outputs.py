@@ -29,7 +29,6 @@ from reidx import __version__
 from reidx.errors import ReidxError
 from reidx.io import (
     OUTPUT_ERRORS,
-    TEMPORARY,
     atomic_path,
     exclusive_lock,
     real_path,
@@ -99,16 +98,12 @@ def files_below(directory: Path) -> list[str]:
 
 
 def foreign_files(directory: Path, kind: str, marker: dict | None) -> list[str]:
-    """The files below ``directory`` that reidx did not write there as a ``kind`` output. Its resume state
-    counts as reidx's, except names of temporaries: a killed writer's were removed when its lock was taken,
-    so one still there is the user's."""
+    """The files below ``directory`` that reidx did not write there as a ``kind`` output: neither listed in
+    its marker nor in the folders of resume state reidx keeps there. A name like a temporary proves nothing
+    (a killed writer's registered ones were removed when its lock was taken)."""
     listed = set(marker["files"]) if marker is not None else set()
     state = KINDS[kind][1]
-    return [
-        name
-        for name in files_below(directory)
-        if name not in listed and (name.split("/")[0] not in state or TEMPORARY.match(Path(name).name))
-    ]
+    return [name for name in files_below(directory) if name not in listed and name.split("/")[0] not in state]
 
 
 def existing_output(path: str | os.PathLike, kind: str, flag: str = "--out") -> bool:

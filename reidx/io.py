@@ -14,8 +14,8 @@ import errno
 import fcntl
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +32,10 @@ from reidx.provenance import (
     sha256_file,  # noqa: F401 - re-exported: reidx.io.sha256_file is the documented name
 )
 
-#: A temporary file or folder reidx creates: ``.NAME.PID-TAG.tmp`` (TAG: tempfile's 8 characters, or "old").
+#: A temporary file or folder reidx creates: ``.NAME.PID-TAG.tmp`` (TAG: 8 random characters, or "old").
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-(?:[a-z0-9_]{8}|old)\.tmp$")
+#: The characters of a temporary's random TAG.
+TAG_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 #: OSError numbers that mean "this location cannot be written", and what to tell the user.
 WRITE_ERRORS = {
     errno.ENOSPC: "no space left on the device",
@@ -58,14 +60,41 @@ class HeldLock:
     lock: Path
     folders: list[Path] = field(default_factory=list)
 
-    def register(self, temporary: Path, like: Path | None = None) -> None:
+    def register(self, temporary: Path, like: Path | None = None, state: str = "made") -> None:
         """Register ``temporary`` (beside or below the locked output; with ``like``, the file or folder about
-        to be moved there) in the lock file, so that the next writer removes it if this process is killed. A
-        full disk only costs that clean-up."""
+        to be moved there; ``state``: see :func:`reidx.provenance.registration`) in the lock file, so that the
+        next writer removes it if this process is killed. A full disk only costs that clean-up."""
         with contextlib.suppress(OSError):
-            os.write(self.handle, registration(self.lock.parent, temporary, like))
-        if temporary.is_dir():
+            os.write(self.handle, registration(self.lock.parent, temporary, like, state))
+        if state == "made" and temporary.is_dir():
             self.folders.append(temporary)
+
+
+def new_temporary(beside: Path, held: HeldLock | None, folder: bool = False) -> Path:
+    """Create an empty temporary file (or ``folder``) ``.NAME.PID-TAG.tmp`` beside ``beside``, with the mode
+    of a plain open (mkdir), its random name claimed in ``held``'s lock file before it exists and recorded
+    once made, so a kill at any point leaves nothing a later writer cannot prove reidx's (None: it lies in a
+    registered temporary folder, removed as a whole). Write failures are one-line errors naming ``beside``."""
+    while True:
+        tag = "".join(secrets.choice(TAG_CHARACTERS) for _ in range(8))
+        path = beside.parent / f".{beside.name}.{os.getpid()}-{tag}.tmp"
+        if path.exists() or path.is_symlink():
+            continue
+        if held is not None:
+            held.register(path, state="claimed")
+        try:
+            with writing(beside):
+                if folder:
+                    os.mkdir(path, 0o777)
+                else:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+        except FileExistsError:
+            if held is not None:
+                held.register(path, state="void")
+            continue
+        if held is not None:
+            held.register(path)
+        return path
 
 
 #: The locks this process holds, by their resolved target.
@@ -155,14 +184,8 @@ def atomic_path(path: str | os.PathLike, kind: str = "file") -> Iterator[Path]:
             check_replaceable(target, kind, str(path), "write somewhere else")
         created = make_parent(target)
         try:
-            with writing(path):
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            tmp_path = Path(tmp)
+            tmp_path = new_temporary(target, None if inside_temporary else held)
             try:
-                if not inside_temporary:
-                    held.register(tmp_path)
-                tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like a plain open()
                 with writing(path, OUTPUT_ERRORS):
                     yield tmp_path
                 if standalone:
@@ -199,11 +222,7 @@ def temporary_dir(path: Path) -> Path:
     """A new empty reidx temporary folder beside ``path`` (whose lock this process holds), registered in
     that lock, with the mode of a plain mkdir."""
     make_parent(path)
-    with writing(path):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent))
-    _held[path.resolve()].register(tmp)
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
-    return tmp
+    return new_temporary(path, _held[path.resolve()], folder=True)
 
 
 def replace_dir(new: Path, target: Path) -> None:
@@ -238,12 +257,6 @@ def exchange(first: Path, second: Path) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False
     raise OSError(code, os.strerror(code), str(second))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @contextlib.contextmanager

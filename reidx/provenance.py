@@ -15,10 +15,11 @@ two records shows it wrote:
   follow that folder's rule instead (:mod:`reidx.outputs`: its ``.reidx-output.json`` marker and its lock).
 * **Temporaries.** Every temporary (``.NAME.PID-TAG.tmp``, see :data:`reidx.io.TEMPORARY`) is made under the
   one-writer lock of the output it belongs to (:func:`reidx.io.exclusive_lock`) and registered in that lock
-  file, with its device and inode, as soon as it exists. A writer killed by ``kill -9`` leaves the lock file
+  file: its random name is claimed before it is created (exclusively: a name already taken is voided and
+  another drawn), then its device and inode are recorded. A writer killed by ``kill -9`` leaves the lock file
   behind; the next writer to take the lock removes the temporaries registered there that are still the same
-  files (same name, device and inode), and nothing else. A file merely named like a temporary is never
-  deleted.
+  files (same name, device and inode, or claimed and never recorded: killed in between), and nothing else. A
+  file merely named like a temporary is never deleted.
 """
 
 from __future__ import annotations
@@ -157,28 +158,37 @@ def lock_holder(text: bytes) -> str:
     return match[1] if match else first if first.isdigit() else "unknown"
 
 
-def registration(folder: Path, temporary: Path, like: Path | None = None) -> bytes:
-    """The lock-file line registering ``temporary`` (below ``folder``, the lock file's folder) as the file or
-    folder it is, or the one ``like`` is (about to be moved to ``temporary``)."""
-    status = (like or temporary).lstat()
+def registration(folder: Path, temporary: Path, like: Path | None = None, state: str = "made") -> bytes:
+    """The lock-file line registering ``temporary`` (below ``folder``, the lock file's folder). ``state``:
+    "claimed" (its random name, before it is created: nothing may exist there yet), "made" (the file or folder
+    it is, or the one ``like`` is, about to be moved there: its device and inode) or "void" (a claimed name
+    that turned out taken: never reidx's)."""
     relative = (temporary.parent.resolve() / temporary.name).relative_to(folder).as_posix()
-    return (json.dumps({"temporary": relative, "dev": status.st_dev, "ino": status.st_ino}) + "\n").encode()
+    entry: dict[str, object] = {"temporary": relative, "state": state}
+    if state == "made":
+        status = (like or temporary).lstat()
+        entry |= {"dev": status.st_dev, "ino": status.st_ino}
+    return (json.dumps(entry) + "\n").encode()
 
 
 def remove_registered(text: bytes, folder: Path, temporary_name: re.Pattern[str]) -> None:
-    """Delete the temporaries a lock file's ``text`` registers (below ``folder``) that are still the files
-    registered (same device and inode) and named as temporaries; nothing else. A lock file without a reidx
-    header registers nothing."""
+    """Delete the temporaries a lock file's ``text`` registers (below ``folder``, named as temporaries):
+    those made that are still the same file or folder (device and inode), and those claimed but not yet
+    recorded as made (the writer was killed in between: it created the name, unused until it claimed it);
+    nothing else. A lock file without a reidx header registers nothing."""
     lines = text.splitlines()
     if not lines or not LOCK_HEADER.match(lines[0].decode(errors="replace")):
         return
+    entries: dict[str, list[dict]] = {}
     for line in lines[1:]:
         try:
             entry = json.loads(line)
-            relative = PurePosixPath(entry["temporary"])
-            identity = (int(entry["dev"]), int(entry["ino"]))
+            entries.setdefault(str(entry["temporary"]), []).append(entry)
         except (ValueError, KeyError, TypeError):
             continue
+    for name, registered in entries.items():
+        relative = PurePosixPath(name)
+        states = {entry.get("state") for entry in registered}
         if relative.is_absolute() or ".." in relative.parts or not temporary_name.match(relative.name):
             continue
         path = folder.joinpath(*relative.parts)
@@ -186,9 +196,11 @@ def remove_registered(text: bytes, folder: Path, temporary_name: re.Pattern[str]
             status = path.lstat()
         except OSError:
             continue
-        if (status.st_dev, status.st_ino) != identity:
+        made = {(entry.get("dev"), entry.get("ino")) for entry in registered if entry.get("state") == "made"}
+        proven = (status.st_dev, status.st_ino) in made if made else states == {"claimed"}
+        if not proven or "void" in states or path.is_symlink():
             continue
-        if path.is_dir() and not path.is_symlink():
+        if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import pytest
 from reidx.errors import ReidxError
 from reidx.io import atomic_path, exclusive_lock
 from reidx.outputs import MARKER_NAME, atomic_dir, check_apart, existing_output, mark_output, read_marker
-from reidx.provenance import RECORD_NAME, remove_written, written_kind
+from reidx.provenance import RECORD_NAME, registration, remove_written, written_kind
 
 HOLD = """
 import sys, time
@@ -280,3 +280,17 @@ def test_a_file_is_replaced_only_when_its_bytes_are_a_recorded_write_of_its_kind
     (tmp_path / "copy.md").write_bytes(b"second")  # the bytes of a recorded write, under another name
     assert written_kind(tmp_path / "copy.md") is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_NAME, "copy.md", "link.md", "report.md"]
+
+
+def test_a_temporary_claimed_but_not_yet_recorded_is_removed_and_a_void_claim_never(tmp_path: Path) -> None:
+    """A writer killed between claiming a temporary's random name and recording the file it made."""
+    dead = dead_pid()
+    claimed, taken = tmp_path / f".run.{dead}-k3j_x9a2.tmp", tmp_path / f".run.{dead}-zzzz_999.tmp"
+    claimed.write_bytes(b"")
+    taken.write_bytes(b"the user's, made before the claim")
+    lines = [registration(tmp_path, claimed, state="claimed"), registration(tmp_path, taken, state="claimed")]
+    lines.append(registration(tmp_path, taken, state="void"))  # the name was taken: the writer chose another
+    (tmp_path / ".run.lock").write_bytes(f"reidx-lock {dead}\n".encode() + b"".join(lines))
+    with exclusive_lock(tmp_path / "run", "training run"):
+        pass
+    assert not claimed.exists() and taken.read_bytes() == b"the user's, made before the claim"

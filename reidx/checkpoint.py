@@ -52,7 +52,7 @@ def save_checkpoint(
         "meta": dict(meta or {}),
         **extra,
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "checkpoint") as tmp:
         torch.save(state, tmp)
 
 

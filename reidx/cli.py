@@ -15,7 +15,15 @@ import typer
 from rich.text import Text
 
 from reidx import __version__
-from reidx.cli_options import TrainCommand, finite_number, lazy_choice, train_overrides, with_train_options
+from reidx.cli_options import (
+    OUT_DIR,
+    OUT_FILE,
+    TrainCommand,
+    finite_number,
+    lazy_choice,
+    train_overrides,
+    with_train_options,
+)
 from reidx.console import err_console, stdout_error
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
@@ -62,7 +70,7 @@ def main_options(
 @app.command()
 def prepare(
     dataset: Annotated[DatasetName, typer.Option(help="The dataset's reader (folder: a CSV of images).")],
-    out: Annotated[Path, typer.Option(help="Output dataset directory.")],
+    out: Annotated[Path, typer.Option(help="Output dataset directory.", metavar=OUT_DIR)],
     root: Annotated[Path | None, typer.Option(help="Dataset folder (a CSV file for `folder`).")] = None,
     downsample: Annotated[str, typer.Option(help="Seen rates r (integers >= 2), comma-separated.")] = "2,3,4",
     unseen: Annotated[str, typer.Option(help="Extra query sets, every query at this rate, e.g. 8.")] = "",
@@ -117,7 +125,7 @@ def prepare(
 @with_train_options
 def train(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Run directory (new, or an existing one with --resume).")],
+    out: Annotated[Path, typer.Option(help="Run directory (new, or an existing one with --resume).", metavar=OUT_DIR)],
     config: Annotated[Path | None, typer.Option(help="TOML file of options (or a run's config.json).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --out from its last.pt.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
@@ -151,9 +159,13 @@ def recover(
     ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(help="LR images or folders of them.")],
     checkpoint: Annotated[Path, typer.Option(help="CAD-Net checkpoint (.pt) written by `reidx train`.")],
-    out: Annotated[Path, typer.Option(help="Folder for the recovered PNGs (same stems as the inputs).")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the recovered PNGs (same stems as the inputs).", metavar=OUT_DIR)
+    ],
     hr: Annotated[Path | None, typer.Option(help="Folder of HR ground truth, matched by file stem.")] = None,
-    grid: Annotated[Path | None, typer.Option(help="PNG of rows LR (bilinear) | recovered | HR.")] = None,
+    grid: Annotated[
+        Path | None, typer.Option(help="PNG of rows LR (bilinear) | recovered | HR.", metavar=OUT_FILE)
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.", min=1)] = 32,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.", min=0)] = 2,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
@@ -188,7 +200,7 @@ def recover(
 @app.command()
 def embed(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Index directory to write (or to --append to).")],
+    out: Annotated[Path, typer.Option(help="Index directory to write (or to --append to).", metavar=OUT_DIR)],
     checkpoint: Annotated[Path | None, typer.Option(help="Model checkpoint (.pt) written by `reidx train`.")] = None,
     model_file: Annotated[Path | None, typer.Option(help="Or an ONNX file from `reidx export` (onnxruntime).")] = None,
     images: Annotated[list[Path] | None, typer.Argument(help="Images or folders (or --dataset).")] = None,
@@ -235,6 +247,9 @@ def embed(
     model = one_model_file(checkpoint, model_file, required=True)
     must_exist(images or [], "image")
     must_exist([dataset] if dataset else [], "dataset")
+    from reidx.outputs import check_apart
+
+    check_apart(out, [model, *(images or []), *([dataset] if dataset else [])], inside=False)
     from reidx.export.runtime import open_embedder
     from reidx.retrieval import build_index
     from reidx.retrieval.inputs import gallery_table
@@ -278,7 +293,9 @@ def search(
     model_file: Annotated[Path | None, typer.Option(help="Or an ONNX file from `reidx export` (onnxruntime).")] = None,
     top_k: Annotated[int, typer.Option(help="Results per query.", min=1)] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
-    montage: Annotated[Path | None, typer.Option(help="Write a PNG of each query and its top-k.")] = None,
+    montage: Annotated[
+        Path | None, typer.Option(help="Write a PNG of each query and its top-k.", metavar=OUT_FILE)
+    ] = None,
     min_score: Annotated[
         float | None, typer.Option(help="Score under which 'not in gallery'.", parser=finite_number("--min-score"))
     ] = None,
@@ -309,14 +326,14 @@ def search(
     model = one_model_file(checkpoint, model_file, required=False)
     must_exist(queries, "image")
     must_exist([gallery], "index")
-    from reidx.io import check_file_output
+    from reidx.outputs import check_file_output
     from reidx.retrieval.filters import GalleryFilter
     from reidx.retrieval.inputs import expand_images
     from reidx.retrieval.montage import draw_montage
     from reidx.retrieval.search import open_gallery, print_results, results_json, search_images
 
     if montage is not None:
-        check_file_output(montage, "--montage")
+        check_file_output(montage, "--montage", "image", [*queries, gallery, *([model] if model else [])])
     paths = expand_images(queries)
     filters = GalleryFilter.of(camera, pid, other_cameras)
     index, embedder = open_gallery(gallery, model, ctx.obj)
@@ -384,7 +401,7 @@ def serve(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (.pt) written by `reidx train`.")],
-    out: Annotated[Path, typer.Option(help="The ONNX file to write.")],
+    out: Annotated[Path, typer.Option(help="The ONNX file to write.", metavar=OUT_FILE)],
     mode: Annotated[str, typer.Option(help="Embedding: fused | f | g (CAD-Net only).")] = "fused",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an ONNX file reidx exported.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
@@ -416,8 +433,12 @@ def report(
         typer.Option(help="Checkpoint (.pt), or a folder: every run below it (best.pt); repeat for several."),
     ],
     dataset: Annotated[list[Path], typer.Option(help="Dataset written by `reidx prepare`; repeat for several.")],
-    out: Annotated[Path | None, typer.Option(help="Report file to write (default: print to stdout).")] = None,
-    plots: Annotated[Path | None, typer.Option(help="PNG folder (default: OUT-STEM-plots/ beside --out).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report file to write (default: print to stdout).", metavar=OUT_FILE)
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="PNG folder (default: OUT-STEM-plots/ beside --out).", metavar=OUT_DIR)
+    ] = None,
     modes: Annotated[str | None, typer.Option(help="Embeddings, e.g. fused,f,g (default: every mode).")] = None,
     published: Annotated[bool, typer.Option("--published", help="Add the paper's Table 1 rows, apart.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="md | csv | json.")] = "md",

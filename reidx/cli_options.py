@@ -26,6 +26,9 @@ from typer.core import TyperCommand
 from reidx.errors import ReidxError
 from reidx.train.config import TrainConfig, flag, format_size, parse_size, pretrained_option
 
+#: The metavars that mark an option as a path reidx writes: a file, or a folder (the output tests walk them).
+OUT_FILE, OUT_DIR = "OUT_FILE", "OUT_DIR"
+
 
 class LazyChoices(EnumMeta):
     """An Enum type whose members are a registry's names, read when Typer first iterates it."""

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from reidx.io import atomic_path
+from reidx.io import atomic_path, exclusive_lock
 
 CACHE_ENV = "REIDX_CACHE_DIR"
 CACHE_NAME = "checkpoint-sha256.json"
@@ -66,7 +66,8 @@ def remember(path: Path, key: StatKey, sha256: str) -> None:
     kept = dict(list(entries.items())[-MAX_ENTRIES:])
     try:
         cache_path().parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache_path()) as tmp:
+        # reidx's own cache folder: written under its lock (its files are reidx's), not the file rule of outputs
+        with exclusive_lock(cache_path().parent, "fingerprint cache", wait=True), atomic_path(cache_path()) as tmp:
             tmp.write_text(json.dumps(kept), encoding="utf-8")
     except Exception:  # noqa: BLE001 - the cache is an optimisation: never fail a command for it
         return

@@ -1,8 +1,9 @@
-"""File helpers: atomic writes, the one-writer lock of an output folder, content hashes; ``load_image`` is
-re-exported from :mod:`reidx.images`.
+"""File helpers: atomic writes, the one-writer lock of an output, content hashes; ``load_image`` and
+``sha256_file`` are re-exported from :mod:`reidx.images` and :mod:`reidx.provenance`.
 
-Every temporary reidx writes is named ``.NAME.PID-TAG.tmp`` beside (or inside) what it becomes, so one
-whose process is gone (killed) is recognisably stale: the next writer of that output removes it.
+Every temporary reidx writes is named ``.NAME.PID-TAG.tmp`` beside (or inside) what it becomes and is made
+under the lock of that output, which registers it: a killed writer's temporaries are removed by the next
+writer of that output, and nothing is ever deleted for its name alone (:mod:`reidx.provenance`).
 """
 
 from __future__ import annotations
@@ -11,19 +12,30 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import hashlib
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidx.errors import ReidxError
 from reidx.images import load_image  # noqa: F401 - re-exported: reidx.io.load_image is the documented name
+from reidx.provenance import (
+    check_replaceable,
+    lock_header,
+    lock_holder,
+    record_written,
+    registration,
+    remove_registered,
+    sha256_file,  # noqa: F401 - re-exported: reidx.io.sha256_file is the documented name
+)
 
-#: A temporary file or folder reidx creates: ``.NAME.PID-TAG.tmp`` (TAG: tempfile's 8 characters, or "old").
+#: A temporary file or folder reidx creates: ``.NAME.PID-TAG.tmp`` (TAG: 8 random characters, or "old").
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-(?:[a-z0-9_]{8}|old)\.tmp$")
+#: The characters of a temporary's random TAG.
+TAG_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 #: OSError numbers that mean "this location cannot be written", and what to tell the user.
 WRITE_ERRORS = {
     errno.ENOSPC: "no space left on the device",
@@ -38,7 +50,77 @@ WRITE_ERRORS = {
 SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 #: What the body of a write can hit that is about the output (EACCES there may be an unreadable input).
 OUTPUT_ERRORS = SPACE_ERRORS | {errno.EROFS}
-_held_locks: set[Path] = set()
+
+
+@dataclass
+class HeldLock:
+    """A lock this process holds: its open lock file and the temporary folders registered in it."""
+
+    handle: int
+    lock: Path
+    folders: list[Path] = field(default_factory=list)
+
+    def register(self, temporary: Path, like: Path | None = None, state: str = "made") -> None:
+        """Register ``temporary`` (beside or below the locked output; with ``like``, the file or folder about
+        to be moved there; ``state``: see :func:`reidx.provenance.registration`) in the lock file, so that the
+        next writer removes it if this process is killed. A full disk only costs that clean-up."""
+        with contextlib.suppress(OSError):
+            os.write(self.handle, registration(self.lock.parent, temporary, like, state))
+        if state == "made" and temporary.is_dir():
+            self.folders.append(temporary)
+
+
+def new_temporary(beside: Path, held: HeldLock | None, folder: bool = False) -> Path:
+    """Create an empty temporary file (or ``folder``) ``.NAME.PID-TAG.tmp`` beside ``beside``, with the mode
+    of a plain open (mkdir), its random name claimed in ``held``'s lock file before it exists and recorded
+    once made, so a kill at any point leaves nothing a later writer cannot prove reidx's (None: it lies in a
+    registered temporary folder, removed as a whole). Write failures are one-line errors naming ``beside``."""
+    while True:
+        tag = "".join(secrets.choice(TAG_CHARACTERS) for _ in range(8))
+        path = beside.parent / f".{beside.name}.{os.getpid()}-{tag}.tmp"
+        if path.exists() or path.is_symlink():
+            continue
+        if held is not None:
+            held.register(path, state="claimed")
+        try:
+            with writing(beside):
+                if folder:
+                    os.mkdir(path, 0o777)
+                else:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+        except FileExistsError:
+            if held is not None:
+                held.register(path, state="void")
+            continue
+        if held is not None:
+            held.register(path)
+        return path
+
+
+#: The locks this process holds, by their resolved target.
+_held: dict[Path, HeldLock] = {}
+
+
+def real_path(path: Path) -> Path:
+    """``path`` absolute with its folders' links resolved; a link at ``path`` itself is followed (a broken
+    one is a one-line error)."""
+    path = path.expanduser()
+    if path.is_symlink():
+        if not path.exists():
+            raise ReidxError(f"{path} is a broken link", "remove it or write somewhere else")
+        return path.resolve()
+    return path.parent.resolve() / path.name
+
+
+def folder_lock(real: Path) -> tuple[HeldLock | None, bool]:
+    """The held lock of a folder output that ``real`` lies in (None: none), and whether ``real`` lies in a
+    temporary folder registered there (removed as a whole: what is inside needs no registration)."""
+    for target, held in _held.items():
+        if any(real.is_relative_to(folder) for folder in held.folders):
+            return held, True
+        if real != target and real.is_relative_to(target):
+            return held, False
+    return None, False
 
 
 def write_error(exc: OSError, path: str | os.PathLike) -> ReidxError | None:
@@ -94,35 +176,47 @@ def remove_empty(folders: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, kind: str = "file") -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; rename it over ``path`` only on success.
 
+    Inside a folder output whose lock this process holds, that folder's rule governs ``path``. Anywhere
+    else ``path`` is a stand-alone ``kind`` file output: it is locked, and an existing file is replaced only
+    when reidx recorded writing it as that kind (:mod:`reidx.provenance`; checked again just before the
+    rename, which is when the new bytes are recorded); a link is written through to the file it points at.
     Write failures (full disk, read-only folder, a folder at ``path``) are one-line errors naming ``path``.
     """
     path = Path(path)
     check_file_output(path)
-    created = make_parent(path)
-    try:
-        remove_stale_temporaries(path.parent, of=path.name)
-        with writing(path):
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
+    held, inside_temporary = folder_lock(path.parent.resolve() / path.name)
+    with contextlib.ExitStack() as stack:
+        target = path if held is not None else real_path(path)
+        standalone = held is None
+        if standalone:
+            stack.enter_context(exclusive_lock(target, "file", wait=True))
+            held = _held[target.resolve()]
+            check_replaceable(target, kind, str(path), "write somewhere else")
+        created = make_parent(target)
         try:
-            tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result should look like a plain open()
-            with writing(path, OUTPUT_ERRORS):
-                yield tmp_path
-            with writing(path):
-                os.replace(tmp_path, path)
-        finally:
-            tmp_path.unlink(missing_ok=True)
-    except BaseException:
-        remove_empty(created)
-        raise
+            tmp_path = new_temporary(target, None if inside_temporary else held)
+            try:
+                with writing(path, OUTPUT_ERRORS):
+                    yield tmp_path
+                if standalone:
+                    check_replaceable(target, kind, str(path), "write somewhere else")
+                    with writing(path):
+                        record_written(target, tmp_path, kind)
+                with writing(path):
+                    os.replace(tmp_path, target)
+            finally:
+                tmp_path.unlink(missing_ok=True)
+        except BaseException:
+            remove_empty(created)
+            raise
 
 
 def check_file_output(path: str | os.PathLike, flag: str | None = None) -> None:
-    """Refuse, before any work, a file output whose path is a folder or lies below a file."""
+    """Refuse a file output whose path is a folder or lies below a file (the shape checks only: the whole
+    rule is :func:`reidx.outputs.check_file_output`)."""
     path, name = Path(path), f"{flag} {path}" if flag else str(path)
     if path.is_dir():
         raise ReidxError(f"cannot write {name}: it is a folder", "give the path of a file")
@@ -138,24 +232,27 @@ def _in_the_way(path: Path) -> Path | None:
 
 
 def temporary_dir(path: Path) -> Path:
-    """A new empty reidx temporary folder beside ``path``, with the mode of a plain mkdir."""
+    """A new empty reidx temporary folder beside ``path`` (whose lock this process holds), registered in
+    that lock, with the mode of a plain mkdir."""
     make_parent(path)
-    with writing(path):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
-    return tmp
+    return new_temporary(path, _held[path.resolve()], folder=True)
 
 
 def replace_dir(new: Path, target: Path) -> None:
     """Put folder ``new`` at ``target`` in one step (an atomic exchange where the OS has one); the old
-    ``target`` is deleted. ``target`` is never missing, except on systems without the exchange."""
+    ``target`` is deleted. ``target`` is never missing, except on systems without the exchange. The old
+    folder is registered under the name it takes before it is moved there (this process holds the lock)."""
+    held = _held[target.resolve()]
     with writing(target):
         if not target.exists():
             os.replace(new, target)
-        elif exchange(new, target):
+            return
+        held.register(new, like=target)  # after the exchange, ``new`` is the old target
+        if exchange(new, target):
             shutil.rmtree(new, ignore_errors=True)
         else:
             old = new.with_name(f".{target.name}.{os.getpid()}-old.tmp")
+            held.register(old, like=target)
             os.replace(target, old)
             os.replace(new, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -175,83 +272,50 @@ def exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
-
-
-def stale(name: str, of: str | None = None) -> bool:
-    """Whether ``name`` is a reidx temporary (of the file or folder named ``of``) whose process is gone."""
-    match = TEMPORARY.match(name)
-    return bool(match) and of in (None, match["name"]) and not process_alive(int(match["pid"]))
-
-
-def remove_stale_temporaries(folder: Path, of: str | None = None, recursive: bool = False) -> None:
-    """Delete the stale reidx temporaries in ``folder`` (only those of ``of``; also in subfolders when
-    ``recursive``). Nothing else is touched."""
-    for top, dirs, files in os.walk(folder):
-        for name in [*dirs, *files]:
-            if stale(name, of):
-                path = Path(top, name)
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-        dirs[:] = [name for name in dirs if recursive and Path(top, name).is_dir()]
-
-
 @contextlib.contextmanager
-def exclusive_lock(directory: str | os.PathLike, what: str = "output folder") -> Iterator[None]:
-    """Hold the one-writer lock of the output folder ``directory`` for the block.
+def exclusive_lock(directory: str | os.PathLike, what: str = "output folder", wait: bool = False) -> Iterator[None]:
+    """Hold the one-writer lock of the output (folder or file) ``directory`` for the block.
 
-    The lock is ``fcntl.flock`` on ``.NAME.lock`` beside the folder, so the kernel releases it when the
+    The lock is ``fcntl.flock`` on ``.NAME.lock`` beside the output, so the kernel releases it when the
     process ends, even by ``kill -9``. Another process holding it is a ReidxError naming that process (a
-    second writer refuses, it never races); nested use in one process is free. On taking it, the stale
-    reidx temporaries beside and inside ``directory`` are removed; ``directory`` and the parents it had to
-    create are removed again when they are left empty.
+    second writer refuses, it never races), or with ``wait`` a wait for it; nested use in one process is
+    free. The temporaries made for the output are registered in the lock file; on taking the lock, those a
+    killed writer registered there are removed (:mod:`reidx.provenance`), nothing else. ``directory`` and the
+    parents it had to create are removed again when they are left empty.
     """
     target = Path(directory).expanduser().resolve()
-    if target in _held_locks:
+    if target in _held:
         yield
         return
     lock = target.parent / f".{target.name}.lock"
     created = [*make_parent(target), *([] if target.exists() else [target])]
     try:
-        handle = _acquire(lock, target, what)
-        _held_locks.add(target)
+        handle, previous = _acquire(lock, target, what, wait)
+        _held[target] = HeldLock(handle, lock)
         try:
-            remove_stale_temporaries(target.parent, of=target.name)
-            remove_stale_temporaries(target, recursive=True)
+            remove_registered(previous, lock.parent, TEMPORARY)
+            with contextlib.suppress(OSError):  # the id is for messages only (a full disk may refuse it)
+                os.ftruncate(handle, 0)
+                os.write(handle, lock_header(os.getpid()))
             yield
         finally:
-            _held_locks.discard(target)
+            del _held[target]
             lock.unlink(missing_ok=True)  # before unlocking: a waiter that opened this file retries (_acquire)
             os.close(handle)
     finally:
         remove_empty(created)  # the folders made for an output that is not there (empty: nothing is lost)
 
 
-def _acquire(lock: Path, target: Path, what: str) -> int:
-    """An open, flock-ed descriptor of ``lock`` holding this process id."""
+def _acquire(lock: Path, target: Path, what: str, wait: bool) -> tuple[int, bytes]:
+    """An open (appending), flock-ed descriptor of ``lock`` and what the file held (a killed holder's
+    registered temporaries)."""
     while True:
         with writing(target):
-            handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(handle, 32).decode(errors="replace").strip() or "unknown"
+            holder = lock_holder(os.pread(handle, 64, 0))
             os.close(handle)
             raise ReidxError(
                 f"the {what} {target} is being written by another reidx process (pid {holder})",
@@ -263,18 +327,5 @@ def _acquire(lock: Path, target: Path, what: str) -> int:
             current = None
         opened = os.fstat(handle)
         if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
-            break
+            return handle, os.pread(handle, opened.st_size, 0)
         os.close(handle)  # the previous holder removed this file after we opened it: lock the new one
-    with contextlib.suppress(OSError):  # the id is for messages only (a full disk may refuse it)
-        os.ftruncate(handle, 0)
-        os.write(handle, f"{os.getpid()}\n".encode())
-    return handle
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,12 +1,19 @@
-"""The safe-output rule: reidx replaces or adds to a folder only if reidx wrote it, as the same kind of output.
+"""The safe-output rule: reidx replaces or adds to an output only if reidx wrote it, as the same kind of output.
 
-Every output folder reidx makes holds a marker, ``.reidx-output.json``, naming its kind (:data:`KINDS`),
-the reidx version and the files reidx wrote there. A folder may be replaced (``--overwrite``) or added to
-only when it is absent, empty, or marked with the same kind and holding nothing but the files its marker
-lists (plus that kind's own resume state and reidx temporaries). Anything else (a file, another kind of
-output, a folder of the user's) is refused, and that refusal never suggests ``--overwrite``. Writers hold
-:func:`reidx.io.exclusive_lock` on the folder, and an output never contains or lies inside its inputs
-(:func:`check_apart`).
+Folders: every output folder reidx makes holds a marker, ``.reidx-output.json``, naming its kind
+(:data:`KINDS`), the reidx version and the files reidx wrote there. A folder may be replaced or added to only
+when it is absent, empty, or marked with the same kind and holding nothing but the files its marker lists
+(plus that kind's own resume state). Files: a file output (``--out`` of report and export, ``--montage``,
+``--grid``, the plots and caches) may be created, or replace a file reidx recorded writing there as the same
+kind (:mod:`reidx.provenance`: the proof, and how temporaries are proven too); a link is followed to its file,
+which must pass the same test. Anything else (a user's file or folder, another kind of output) is refused,
+and that refusal never suggests ``--overwrite``.
+
+``--overwrite``: the outputs that are products, costly to make again (a prepared dataset, an index, an ONNX
+export), are replaced only with ``--overwrite``; those a command makes again from its inputs on every run
+(reports, plots, montages, grids, recovered images, caches, a training run's own files) are rewritten without
+it. Neither ever replaces what reidx did not write. Writers hold :func:`reidx.io.exclusive_lock` on their
+output, and an output never is, contains or lies inside one of the command's inputs (:func:`check_apart`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,17 @@ from pathlib import Path
 
 from reidx import __version__
 from reidx.errors import ReidxError
-from reidx.io import OUTPUT_ERRORS, TEMPORARY, atomic_path, exclusive_lock, replace_dir, temporary_dir, writing
+from reidx.io import (
+    OUTPUT_ERRORS,
+    atomic_path,
+    exclusive_lock,
+    real_path,
+    replace_dir,
+    temporary_dir,
+    writing,
+)
+from reidx.io import check_file_output as check_file_shape
+from reidx.provenance import check_replaceable, file_label
 
 MARKER_NAME = ".reidx-output.json"
 FORMAT = "reidx-output"
@@ -81,14 +98,12 @@ def files_below(directory: Path) -> list[str]:
 
 
 def foreign_files(directory: Path, kind: str, marker: dict | None) -> list[str]:
-    """The files below ``directory`` that reidx did not write there as a ``kind`` output."""
+    """The files below ``directory`` that reidx did not write there as a ``kind`` output: neither listed in
+    its marker nor in the folders of resume state reidx keeps there. A name like a temporary proves nothing
+    (a killed writer's registered ones were removed when its lock was taken)."""
     listed = set(marker["files"]) if marker is not None else set()
     state = KINDS[kind][1]
-    return [
-        name
-        for name in files_below(directory)
-        if name not in listed and name.split("/")[0] not in state and not TEMPORARY.match(Path(name).name)
-    ]
+    return [name for name in files_below(directory) if name not in listed and name.split("/")[0] not in state]
 
 
 def existing_output(path: str | os.PathLike, kind: str, flag: str = "--out") -> bool:
@@ -170,3 +185,35 @@ def check_apart(
                     )
                 if inside and target.is_relative_to(source):
                     raise ReidxError(f"{flag} {out} lies inside the {what} {given}", f"choose an {flag} outside it")
+
+
+def check_files_folder(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse, before any work, a folder that file outputs go into (each under the file rule) when a file or a
+    broken link is at its path or in its way, or it is, holds or lies inside one of the command's ``inputs``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir() or path.is_symlink() and not path.exists():
+        raise ReidxError(f"{flag} {path} is not a folder", f"choose a folder for {flag}")
+    check_file_shape(path / "file", flag)
+    check_apart(path, inputs, flag=flag)
+
+
+def check_file_output(
+    path: str | os.PathLike,
+    flag: str,
+    kind: str,
+    inputs: Iterable[str | os.PathLike] = (),
+    overwrite: bool | None = None,
+) -> None:
+    """Refuse, before any work, a ``kind`` file output (:data:`reidx.provenance.FILE_KINDS`) that reidx may
+    not write: a folder, a path below a file, one that is or lies inside one of the command's ``inputs``, an
+    existing file (or a link's file) reidx cannot prove it wrote as that kind and, for a product the command
+    replaces only on request, an existing one without ``overwrite`` (None: the command rewrites its file)."""
+    path = Path(path)
+    check_file_shape(path, flag)
+    check_apart(path, inputs, flag=flag)
+    if path.is_symlink() and not path.exists():
+        raise ReidxError(f"{flag} {path} is a broken link", f"remove it or choose another {flag}")
+    real = real_path(path)
+    shown = f"{flag} {path}" + (f" (a link to {real})" if path.is_symlink() else "")
+    if check_replaceable(real, kind, shown, f"choose another {flag}") and overwrite is False:
+        raise ReidxError(f"{shown} already holds {file_label(kind)} reidx wrote", "pass --overwrite to replace it")

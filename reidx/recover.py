@@ -22,9 +22,10 @@ from reidx.console import console, json_text, progress
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.recovery import MODEL, RecoveryScores, recover_batches
-from reidx.io import atomic_path, check_file_output, exclusive_lock, writing
+from reidx.io import atomic_path, exclusive_lock, writing
+from reidx.io import check_file_output as check_file_shape
 from reidx.metrics import RECOVERY_METRICS, RecoveryResult
-from reidx.outputs import KINDS, MARKER_NAME, check_apart, existing_output, mark_output
+from reidx.outputs import KINDS, MARKER_NAME, check_apart, check_file_output, existing_output, mark_output
 from reidx.retrieval.inputs import expand_images
 
 #: The grid shows at most this many rows (the first images, in input order).
@@ -85,8 +86,10 @@ def recover_images(
     workers: int = 2,
 ) -> RecoveryReport:
     """Recover every image of ``inputs`` (files or folders) into ``out``; score against ``hr`` if given."""
-    if grid is not None:
-        check_file_output(grid, "--grid")
+    if grid is not None and grid_inside(grid, out):  # written under --out's rule (its marker lists the grid)
+        check_file_shape(grid, "--grid")
+    elif grid is not None:
+        check_file_output(grid, "--grid", "image", [*inputs, *([hr] if hr is not None else []), checkpoint])
     paths = expand_images(inputs)
     stems = [path.stem for path in paths]
     if len(set(stems)) != len(stems):
@@ -181,8 +184,13 @@ def prepare_output_folder(out: Path, names: list[str], grid: str | Path | None) 
     existing_output(out, KIND)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    inside = grid is not None and Path(grid).resolve().parent == out.resolve()
+    inside = grid is not None and grid_inside(grid, out)
     mark_output(out, KIND, [*names, *([Path(grid).name] if inside else [])])
+
+
+def grid_inside(grid: str | Path, out: str | Path) -> bool:
+    """Whether the grid goes straight into the ``out`` folder (one of its files, not a file output of its own)."""
+    return Path(grid).resolve().parent == Path(out).resolve()
 
 
 def write_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
@@ -192,7 +200,7 @@ def write_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
             sheet.paste(to_pil(tile), (c * width, r * height))
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "image") as tmp:
         sheet.save(tmp, format="PNG")
 
 

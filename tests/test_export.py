@@ -123,16 +123,16 @@ def test_cli_export_embed_search_and_the_file_rules(workspace: Path, run_cli, tm
     assert json.loads(props["input_norm"])["name"] == "none" and props["model"] == "baseline"
     assert props["arch"] == "resnet18" and props["embedding_dim"] == "512"
     code, _, stderr = run_cli("export", "--checkpoint", baseline, "--out", out)
-    assert code == 1 and "already holds a reidx export" in stderr and "--overwrite" in stderr
+    assert code == 1 and "already holds an ONNX export reidx wrote" in stderr and "--overwrite" in stderr
     stamp = out.stat().st_mtime_ns
     assert run_cli("export", "--checkpoint", baseline, "--out", out, "--overwrite")[0] == 0
     assert out.stat().st_mtime_ns != stamp
     foreign = tmp_path / "notes.onnx"
     foreign.write_text("mine")
     code, _, stderr = run_cli("export", "--checkpoint", baseline, "--out", foreign, "--overwrite")
-    assert code == 1 and "was not written by `reidx export`" in stderr and "--overwrite" not in stderr
+    assert code == 1 and "was not written by reidx" in stderr and "--overwrite" not in stderr
     assert foreign.read_text() == "mine"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "notes.onnx"]  # no temporaries, no locks
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".reidx-files.jsonl", "m.onnx", "notes.onnx"]  # no locks
     code, _, stderr = run_cli("--device", "cpu", "embed", "--model-file", out, hr, "--out", tmp_path / "idx")
     assert code == 0, stderr
     queries = sorted((workspace / "data" / "lr").rglob("*.png"))[:2]

@@ -21,7 +21,7 @@ from PIL import Image
 
 from reidx.checkpoint import LoadedModel, load_model, save_checkpoint
 from reidx.data.loading import iterate_images
-from reidx.data.manifest import DatasetInfo, read_dataset, write_dataset
+from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, DatasetInfo, read_dataset, write_dataset
 from reidx.data.prepare import prepare_dataset
 from reidx.data.transforms import to_unit_range
 from reidx.errors import ReidxError
@@ -365,6 +365,8 @@ def test_a_changed_manifest_invalidates_the_cache(workspace: Workspace) -> None:
     assert (collect([run], [data], workers=0).cached) == 2
     frame, info = read_dataset(data)
     gallery = frame.index[frame["split"] == "gallery"]
+    for name in (MANIFEST_NAME, INFO_NAME):  # the user replaces them (reidx replaces only files it wrote)
+        (data / name).unlink()
     write_dataset(data, frame.drop(gallery[-1]), DatasetInfo(**vars(info)))
     changed = collect([run], [data], workers=0)
     assert (changed.evaluated, changed.cached) == (2, 0)

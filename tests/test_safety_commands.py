@@ -23,6 +23,7 @@ from reidx.checkpoint import load_model, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.models import build_model
+from reidx.provenance import registration
 from reidx.retrieval import GalleryIndex, build_index, embed_paths, images_table
 from reidx.retrieval.index import PARTIAL_NAME
 
@@ -246,16 +247,25 @@ def test_kill_9_mid_embed_resumes_bit_identical_and_leaves_nothing(ws: Path, tmp
     process.wait()
     chunks = sorted((out / PARTIAL_NAME).glob("chunk-*.npy"))
     assert len(chunks) >= 2 and not (out / "header.json").exists()
-    (out / PARTIAL_NAME / f".{chunks[-1].name}.{process.pid}-abcdefgh.tmp").write_bytes(b"half a chunk")
+    left = [
+        out / PARTIAL_NAME / f".{chunks[-1].name}.{process.pid}-abcdefgh.tmp",
+        tmp_path / f".idx.{process.pid}-abcdefgh.tmp",
+    ]
+    left[0].write_bytes(b"half a chunk")
     damage_chunk(chunks[0], "zeroed")  # header intact, vectors zero: re-embedded, never indexed
-    (tmp_path / f".idx.{process.pid}-abcdefgh.tmp").mkdir()  # as a kill during the final write leaves
+    left[1].mkdir()  # as a kill during the final write leaves them, registered in the killed writer's lock file:
+    with open(tmp_path / ".idx.lock", "ab") as lock:
+        lock.writelines(registration(tmp_path, path) for path in left)
+    mine = tmp_path / f".idx.{process.pid}-deadbeef.tmp"  # the user's, named like one: never deleted
+    mine.write_bytes(b"mine")
     done = reidx(*embed_args(ws, out, str(photos)))
     assert done.returncode == 0, done.stderr
     assert f"discarded the embedding chunk {chunks[0]}: its bytes do not match its checksum" in done.stderr
     expected = embed_paths(load_model(ws / "cadnet.pt"), sorted(map(str, photos.iterdir())), batch_size=4, workers=0)
     gallery = GalleryIndex.open(out, Devices("cpu"))
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)  # bit-identical
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # the stale temporaries are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, "idx"]  # the killed writer's are gone
+    assert mine.read_bytes() == b"mine"
     assert sorted(p.name for p in out.iterdir()) == [".reidx-output.json", "header.json", "index.faiss",
                                                      "metadata.parquet"]  # fmt: skip
 

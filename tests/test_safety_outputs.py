@@ -15,6 +15,7 @@ import pytest
 from reidx.errors import ReidxError
 from reidx.io import atomic_path, exclusive_lock
 from reidx.outputs import MARKER_NAME, atomic_dir, check_apart, existing_output, mark_output, read_marker
+from reidx.provenance import RECORD_NAME, registration, remove_written, written_kind
 
 HOLD = """
 import sys, time
@@ -56,7 +57,7 @@ def test_lock_refuses_a_second_process_names_it_and_dies_with_it(tmp_path: Path)
         holder.wait()
     with exclusive_lock(directory, "index"):  # the kernel released the killed holder's lock
         with exclusive_lock(directory, "index"):  # nesting in one process is free
-            assert (tmp_path / ".idx.lock").read_text().strip() == str(os.getpid())
+            assert (tmp_path / ".idx.lock").read_text().strip() == f"reidx-lock {os.getpid()}"
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # the lock file goes with the last holder
 
 
@@ -73,44 +74,81 @@ def test_a_folder_being_written_is_not_replaced(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
-    dead, alive = dead_pid(), os.getpid()
-    out = tmp_path / "idx"
-    (out / ".partial").mkdir(parents=True)
-    stale = [
-        tmp_path / f".idx.{dead}-abcd_123.tmp",  # a killed atomic_dir's new folder
-        tmp_path / f".idx.{dead}-old.tmp",  # ... or the old one it was replacing
-        out / ".partial" / f".chunk-0000000000-0000000008.npy.{dead}-k2j4l5m6.tmp",
-        out / f".header.json.{dead}-zzzzzzzz.tmp",
-    ]
-    kept = [
-        tmp_path / f".idx.{alive}-abcdefgh.tmp",  # a running process's
-        tmp_path / f".other.{dead}-abcdefgh.tmp",  # another output's
-        tmp_path / ".idx.notes.tmp",  # not a reidx name
-        out / ".partial" / "job.json",
-    ]
-    for path in stale[:2]:
-        path.mkdir()
-        (path / "index.faiss").write_bytes(b"x")
-    for path in [*stale[2:], *kept]:
-        path.write_bytes(b"x")
-    with exclusive_lock(out, "index"):
-        pass
-    assert not any(path.exists() for path in stale)
-    assert all(path.exists() for path in kept)
+KILLED_MIDWAY = """
+import sys, time
+from pathlib import Path
+from reidx.io import atomic_path, exclusive_lock
+from reidx.outputs import atomic_dir
+out = Path(sys.argv[1])
+with atomic_dir(out, "index", overwrite=True) as tmp:  # a temporary folder beside out
+    (tmp / "index.faiss").write_bytes(b"half an index")
+    with exclusive_lock(out, "index"), atomic_path(out / ".partial" / "chunk.npy") as chunk:  # one below it
+        chunk.write_bytes(b"half a chunk")
+        with atomic_path(out.parent / "report.md", "report") as report:  # and a file output's
+            report.write_text("half a report")
+            print("ready", flush=True)
+            time.sleep(120)
+"""
 
 
-def test_atomic_path_removes_its_own_stale_temporaries_and_names_a_folder(tmp_path: Path) -> None:
+def kill_midway(out: Path) -> list[Path]:
+    """Kill -9 a real writer of ``out`` (and of ``report.md`` beside it) while its temporaries exist; return them."""
+    process = subprocess.Popen([sys.executable, "-c", KILLED_MIDWAY, str(out)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = sorted(p for p in out.parent.rglob(f"*.{process.pid}-*.tmp"))
+    assert len(left) == 3, left
+    return left
+
+
+def user_files_named_like_temporaries(out: Path) -> dict[Path, bytes]:
+    """A user's files and folders below and beside ``out`` whose names look like stale reidx temporaries."""
     dead = dead_pid()
-    leftover = tmp_path / f".report.md.{dead}-abcdefgh.tmp"
-    leftover.write_text("half")
-    with atomic_path(tmp_path / "report.md") as tmp:
+    files = {
+        out.parent / f".{out.name}.{dead}-abcd_123.tmp": b"mine, beside",
+        out.parent / f".{out.name}.{dead}-old.tmp": b"mine too",
+        out.parent / f".report.md.{dead}-deadbeef.tmp": b"my notes",
+        out / ".partial" / f".chunk.npy.{dead}-k2j4l5m6.tmp": b"mine, below",
+        out / f".foo.{dead}-deadbeef.tmp": b"mine, in the output",
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    folder = out.parent / f".{out.name}.{dead}-zzzzzzzz.tmp"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(b"my photo")
+    files[folder / "photo.jpg"] = b"my photo"
+    return files
+
+
+def test_a_killed_writers_temporaries_are_removed_and_a_users_look_alikes_never(tmp_path: Path) -> None:
+    out = tmp_path / "idx"
+    killed = kill_midway(out)
+    mine = user_files_named_like_temporaries(out)
+    with pytest.raises(ReidxError, match=r"not written by reidx \(e.g. "):  # refused: the user's files below --out
+        with atomic_dir(out, "index", overwrite=True):
+            raise AssertionError("must not be reached")
+    assert {path: path.read_bytes() for path in mine} == mine  # nothing of the user's deleted
+    assert not any(path.exists() for path in killed if path.name.startswith((".idx.", ".chunk")))
+    with atomic_path(tmp_path / "report.md", "report") as tmp:  # the next writer of report.md removes its own
         tmp.write_text("done")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+    assert not any(path.exists() for path in killed)
+    for path in [path for path in mine if path.is_relative_to(out)]:  # the user moves theirs out of idx
+        path.rename(tmp_path / path.name)
+        mine[tmp_path / path.name] = mine.pop(path)
+    with atomic_dir(out, "index", overwrite=True) as tmp:  # accepted: replaced, the look-alikes beside it kept
+        (tmp / "x").write_text("1")
+    assert {path: path.read_bytes() for path in mine} == mine
+    assert sorted(p.name for p in tmp_path.glob(".*.lock")) == []
+
+
+def test_atomic_path_names_a_folder_and_a_file_in_the_way(tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     with pytest.raises(ReidxError, match="folder.*is a folder"):
         with atomic_path(tmp_path / "folder"):
             pass
+    (tmp_path / "report.md").write_text("x")
     with pytest.raises(ReidxError, match="report.md is not a folder"):
         with atomic_path(tmp_path / "report.md" / "x.png"):
             pass
@@ -216,3 +254,43 @@ def test_atomic_dir_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pyte
         with atomic_dir(out, "index", overwrite=True) as tmp:
             (tmp / "x").write_text(text)
     assert (out / "x").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def test_a_file_is_replaced_only_when_its_bytes_are_a_recorded_write_of_its_kind(tmp_path: Path) -> None:
+    report = tmp_path / "report.md"
+    for text in ("first", "second"):  # reidx rewrites its own file
+        with atomic_path(report, "report") as tmp:
+            tmp.write_text(text)
+    assert written_kind(report) == "report" and report.read_text() == "second"
+    with pytest.raises(ReidxError, match=r"report.md holds a report reidx wrote, not an image"):
+        with atomic_path(report, "image"):
+            raise AssertionError("must not be reached")
+    with open(tmp_path / RECORD_NAME, "a") as record:
+        record.write('{"name": "report.md", "kind": "ima')  # a writer killed mid-record: ignored
+    (tmp_path / "link.md").symlink_to(report)
+    with atomic_path(tmp_path / "link.md", "report") as tmp:  # through a link, to the file it points at
+        tmp.write_text("third")
+    assert (tmp_path / "link.md").is_symlink() and report.read_text() == "third"
+    report.write_text("edited by the user")  # the user's now
+    for path in (report, tmp_path / "link.md"):
+        with pytest.raises(ReidxError, match="exists and was not written by reidx"):
+            with atomic_path(path, "report"):
+                raise AssertionError("must not be reached")
+    assert not remove_written(report, "report") and report.read_text() == "edited by the user"
+    (tmp_path / "copy.md").write_bytes(b"second")  # the bytes of a recorded write, under another name
+    assert written_kind(tmp_path / "copy.md") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_NAME, "copy.md", "link.md", "report.md"]
+
+
+def test_a_temporary_claimed_but_not_yet_recorded_is_removed_and_a_void_claim_never(tmp_path: Path) -> None:
+    """A writer killed between claiming a temporary's random name and recording the file it made."""
+    dead = dead_pid()
+    claimed, taken = tmp_path / f".run.{dead}-k3j_x9a2.tmp", tmp_path / f".run.{dead}-zzzz_999.tmp"
+    claimed.write_bytes(b"")
+    taken.write_bytes(b"the user's, made before the claim")
+    lines = [registration(tmp_path, claimed, state="claimed"), registration(tmp_path, taken, state="claimed")]
+    lines.append(registration(tmp_path, taken, state="void"))  # the name was taken: the writer chose another
+    (tmp_path / ".run.lock").write_bytes(f"reidx-lock {dead}\n".encode() + b"".join(lines))
+    with exclusive_lock(tmp_path / "run", "training run"):
+        pass
+    assert not claimed.exists() and taken.read_bytes() == b"the user's, made before the claim"

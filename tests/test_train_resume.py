@@ -21,6 +21,7 @@ import torch
 from reidx.checkpoint import open_checkpoint, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
+from reidx.provenance import registration
 from reidx.train import run_training
 from tests.tiny import CLI_TINY, TINY
 
@@ -135,10 +136,12 @@ def test_a_run_killed_in_its_first_save_restarts_and_loses_its_temporaries(
         run = tmp_path / f"killed{len(resume)}"
         run.mkdir()
         shutil.copyfile(reference / "config.json", run / "config.json")
-        stale = run / f".last.pt.{dead_pid()}-k3j_x9a2.tmp"  # what atomic_path leaves on kill -9
+        stale = run / f".last.pt.{dead_pid()}-k3j_x9a2.tmp"  # what atomic_path leaves on kill -9 ...
         stale.write_bytes(b"half a checkpoint")
-        (tmp_path / f".{run.name}.lock").write_text("12345")  # the dead writer's lock file (its flock died with it)
+        lock = tmp_path / f".{run.name}.lock"  # ... registered in the dead writer's lock file (its flock died with it)
+        lock.write_bytes(b"reidx-lock 12345\n" + registration(tmp_path, stale))
         theirs = [run / ".last.pt.mine.tmp", run / "last.pt.k3j_x9a2.tmp"] if resume else []
+        theirs += [run / f".last.pt.{dead_pid()}-deadbeef.tmp"] if resume else []  # named like one, not registered
         for path in theirs:
             path.write_text("not reidx's")
         options = [] if resume else ["--dataset", datasets / "a", "--epochs", "0", "--val-ids", "0", *CLI_TINY]
@@ -159,7 +162,8 @@ def test_a_damaged_training_state_is_one_line(run_cli: Cli, datasets: Path, tmp_
     line = fails(run_cli, "train", "--out", run, "--resume", match="holds a damaged training state")
     assert tree(run) == before and model_config["name"] == "cadnet"
     assert "delete" not in line and "another --out" in line  # no advice that loses the run's files
-    save_checkpoint(run / "last.pt", checkpoint.build_model(), (64, 32))  # weights only, like best.pt
+    (run / "last.pt").unlink()  # the user replaces it (reidx replaces only files it wrote) ...
+    save_checkpoint(run / "last.pt", checkpoint.build_model(), (64, 32))  # ... with weights only, like best.pt
     fails(run_cli, "train", "--out", run, "--resume", match="holds no training state")
 
 

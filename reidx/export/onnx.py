@@ -28,8 +28,9 @@ from reidx.device import Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import TorchEmbedder
 from reidx.export.metadata import FINGERPRINT_NAME, INPUT_NAME, OUTPUT_NAME, ExportInfo, fingerprint_bytes
-from reidx.export.runtime import open_onnx, read_export
-from reidx.io import atomic_path, check_file_output, exclusive_lock
+from reidx.export.runtime import open_onnx
+from reidx.io import atomic_path, exclusive_lock
+from reidx.outputs import check_file_output
 
 OPSET = 17
 #: The agreement between onnxruntime's and torch's embeddings that an export must reach.
@@ -78,11 +79,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path, mode: str = "fused", ov
     """Export ``checkpoint``'s ``mode`` embedding to the ONNX file ``out``, atomically; an existing ``out`` is
     replaced only when it is a reidx export and ``overwrite`` is given."""
     out = Path(out)
-    check_file_output(out, "--out")
+    check_file_output(out, "--out", "onnx", [checkpoint], overwrite)
     loaded = load_model(checkpoint, "cpu")
     embedder = TorchEmbedder.of(loaded, mode)
     with exclusive_lock(out, "ONNX file"):
-        check_replaceable(out, overwrite)
+        check_file_output(out, "--out", "onnx", [checkpoint], overwrite)  # again, now that it is ours
         proto, dim = trace(EmbeddingGraph(loaded.model, mode).eval(), loaded.input_size)
         bind(proto, embedder.fingerprint())
         info = ExportInfo(
@@ -100,27 +101,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, mode: str = "fused", ov
         for key, value in info.to_props().items():
             proto.metadata_props.add(key=key, value=value)
         data = proto.SerializeToString()
-        with atomic_path(out) as tmp:
+        with atomic_path(out, "onnx") as tmp:
             tmp.write_bytes(data)
             cosine = self_check(tmp, embedder)
     return ExportResult(out, info, len(data), cosine)
-
-
-def check_replaceable(out: Path, overwrite: bool) -> None:
-    """Refuse to replace a file reidx did not export, and a reidx export without ``overwrite``."""
-    if out.is_symlink() and not out.exists():
-        raise ReidxError(f"--out {out} is a broken link", "remove it or choose another --out")
-    if not out.exists():
-        return
-    try:
-        read_export(out)
-    except ReidxError:
-        raise ReidxError(
-            f"--out {out} exists and was not written by `reidx export`; reidx never replaces it",
-            "choose another --out",
-        ) from None
-    if not overwrite:
-        raise ReidxError(f"--out {out} already holds a reidx export", "pass --overwrite to replace it")
 
 
 def trace(graph: EmbeddingGraph, input_size: tuple[int, int]) -> tuple[Any, int]:

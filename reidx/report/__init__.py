@@ -10,8 +10,9 @@ import torch
 
 from reidx.console import err_console
 from reidx.errors import ReidxError
-from reidx.io import atomic_path, check_file_output
-from reidx.report.plots import write_plots
+from reidx.io import atomic_path
+from reidx.outputs import check_file_output, check_files_folder
+from reidx.report.plots import plan_plots
 from reidx.report.runner import Report, collect, parse_modes, parse_trial
 from reidx.report.tables import FORMATS, render
 
@@ -40,20 +41,27 @@ def run_report(
     """Evaluate what is not cached, write the plots and the report (to ``out`` or stdout); return it."""
     if fmt not in FORMATS:
         raise ReidxError(f"--format {fmt!r} is not supported", f"use one of {', '.join(FORMATS)}")
+    inputs = [*checkpoints, *datasets]
     if out is not None:
-        check_file_output(out, "--out")
+        check_file_output(out, "--out", "report", inputs)
+    directory = plots_directory(out, plots)
+    if directory is not None:
+        check_files_folder(directory, "--plots", inputs)
     report = collect(
         checkpoints, datasets, modes=modes, trial=trial, device=device, batch_size=batch_size, workers=workers
     )
-    directory = plots_directory(out, plots)
-    written = write_plots(report, directory) if directory else []
+    planned = plan_plots(report, directory) if directory else []
+    for _, path, _ in planned:  # every plot may be written before the first is
+        check_file_output(path, "--plots", "image", inputs)
+    drawn = [(title, draw()) for title, _, draw in planned]
+    written = [(title, path) for title, path in drawn if path is not None]
     base = out.parent if out is not None else Path.cwd()
     links = [(title, Path(os.path.relpath(path, base)).as_posix()) for title, path in written]
     text = render(report, fmt, links, published)
     if out is None:
         sys.stdout.write(text)
     else:
-        with atomic_path(out) as tmp:
+        with atomic_path(out, "report") as tmp:
             tmp.write_text(text)
     where = f"wrote {out}" if out else "printed the report"
     extra = f" and {len(written)} plots in {directory}" if written else ""

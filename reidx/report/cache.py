@@ -21,6 +21,7 @@ from reidx.console import err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME
 from reidx.errors import ReidxError
 from reidx.io import atomic_path, sha256_file
+from reidx.provenance import remove_written
 
 if TYPE_CHECKING:
     from reidx.report.evaluation import EvalDataset
@@ -98,8 +99,8 @@ class ResultCache:
         try:
             for old in self.directory.glob(f"{slot}-*.json"):
                 if not old.name.endswith(f"-{key}.json"):
-                    old.unlink(missing_ok=True)
-            with atomic_path(self.directory / f"{slot}-{key}.json") as tmp:
+                    remove_written(old, "cache")  # only an entry reidx wrote
+            with atomic_path(self.directory / f"{slot}-{key}.json", "cache") as tmp:
                 tmp.write_text(json.dumps(record))
         except (OSError, ReidxError) as exc:  # a read-only or full run folder: the report still works, uncached
             if self.directory not in UNWRITABLE:

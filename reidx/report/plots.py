@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -19,6 +21,8 @@ from reidx.retrieval import Hit, QueryResult, draw_montage
 
 CMC_RANKS = 20
 Plot = tuple[str, Path]
+#: A plot to draw: its title, its file and what draws it (giving the file, or None when there is nothing to draw).
+Planned = tuple[str, Path, Callable[[], Path | None]]
 
 
 def slug(text: str) -> str:
@@ -29,7 +33,7 @@ def slug(text: str) -> str:
 def save_figure(figure: Figure, path: Path) -> Path:
     """Write ``figure`` as a PNG atomically."""
     FigureCanvasAgg(figure)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "image") as tmp:
         figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return path
 
@@ -139,17 +143,24 @@ def montage(report: Report, dataset: DatasetSummary, checkpoint_path: str, mode:
     return draw_montage(results, path, checkpoint.input_size)
 
 
-def write_plots(report: Report, directory: Path) -> list[Plot]:
-    """Every plot of the report into ``directory``, as (title, path) pairs."""
-    plots: list[Plot] = []
+def plan_plots(report: Report, directory: Path) -> list[Planned]:
+    """Every plot of the report into ``directory``, not drawn yet (their files are known before any is written)."""
+    plots: list[Planned] = []
     for dataset in report.datasets:
         name = slug(dataset.label)
-        plots.append((f"CMC, {dataset.label}", cmc_plot(report, dataset, directory / f"cmc-{name}.png")))
-        optional = [
-            (f"Rank-1 vs rate, {dataset.label}", rate_plot(report, dataset, directory / f"rank1-vs-rate-{name}.png")),
-            (f"HR recovery, {dataset.label}", recovery_grid(report, dataset, directory / f"recovery-{name}.png")),
+        plots += [
+            (f"CMC, {dataset.label}", directory / f"cmc-{name}.png", partial(cmc_plot, report, dataset)),
+            (
+                f"Rank-1 vs rate, {dataset.label}",
+                directory / f"rank1-vs-rate-{name}.png",
+                partial(rate_plot, report, dataset),
+            ),
+            (
+                f"HR recovery, {dataset.label}",
+                directory / f"recovery-{name}.png",
+                partial(recovery_grid, report, dataset),
+            ),
         ]
-        plots += [(title, path) for title, path in optional if path is not None]
         for checkpoint in (group.first for group in report.groups):  # one montage per row
             modes = [
                 mode for path, label, mode in report.examples if path == checkpoint.path and label == dataset.label
@@ -157,11 +168,11 @@ def write_plots(report: Report, directory: Path) -> list[Plot]:
             if modes:
                 mode = "fused" if "fused" in modes else modes[0]
                 run = Path(checkpoint.path)
-                target = directory / f"ranked-{name}-{slug(f'{run.parent.name}-{run.stem}')}-{mode}.png"
                 plots.append(
                     (
                         f"Ranked lists, {dataset.label}, {run.parent.name}/{run.name} {mode} (full gallery)",
-                        montage(report, dataset, checkpoint.path, mode, target),
+                        directory / f"ranked-{name}-{slug(f'{run.parent.name}-{run.stem}')}-{mode}.png",
+                        partial(montage, report, dataset, checkpoint.path, mode),
                     )
                 )
-    return plots
+    return [(title, path, partial(draw, path=path)) for title, path, draw in plots]

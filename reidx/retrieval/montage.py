@@ -59,6 +59,6 @@ def draw_montage(
                 font=font,
             )
     out = Path(out)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, "image") as tmp:
         canvas.save(tmp, format="PNG")
     return out

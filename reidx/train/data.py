@@ -7,6 +7,7 @@ so items are reproducible in any worker.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,20 @@ from reidx.data.manifest import read_dataset
 from reidx.data.transforms import downsample, to_model_input
 from reidx.errors import ReidxError
 from reidx.io import load_image
+from reidx.models.backbones import IMAGENET_MEAN
 from reidx.train.sampler import Key
 
 #: Seed-sequence tag of the validation id split.
 VAL_SPLIT_STREAM = 101
-#: [L] random horizontal flip probability (train only; no crop, no erasing).
+#: [L] random horizontal flip probability (train only; no crop).
 FLIP_PROBABILITY = 0.5
+#: [B] random erasing (Zhong et al., as Luo et al. use it): the erased share of the image's area, the
+#: rectangle's aspect ratio (drawn log-uniformly), tries before giving up, and the fill (ImageNet's mean pixel,
+#: in the model's [-1, 1] range)
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = (0.3, 1 / 0.3)
+ERASE_TRIES = 100
+ERASE_FILL = tuple(2 * mean - 1 for mean in IMAGENET_MEAN)
 
 
 @dataclass
@@ -38,10 +47,15 @@ class TrainingSet:
     num_classes: int
     rates: list[int]
     validation: pd.DataFrame  # columns path, pid, camid (original pids); empty when val_ids is 0
+    #: how the dataset's test ranks (its ``protocol``), so validation scores the held-out ids the same way
+    protocol: str = "multi-shot"
+    #: the camid every test query comes from, when the test takes its queries from one camera (VIPeR: cam_a)
+    query_camera: int | None = None
 
 
-def load_training_set(dataset: str | Path, trial: int, val_fraction: float, seed: int) -> TrainingSet:
-    """Read ``dataset``'s train rows of ``trial`` and hold out ``val_fraction`` of its identities."""
+def load_training_set(dataset: str | Path, trial: int, val_ids: float, seed: int) -> TrainingSet:
+    """Read ``dataset``'s train rows of ``trial`` and hold out ``val_ids`` of its identities (a fraction below
+    1, else a count)."""
     frame, info = read_dataset(dataset)
     train = frame[(frame["split"] == "train") & (frame["rate"] == 1)]
     rows = train[train["trial"] == trial]
@@ -51,7 +65,7 @@ def load_training_set(dataset: str | Path, trial: int, val_fraction: float, seed
     if not info.rates:
         raise ReidxError(f"{dataset}/dataset.json lists no seen rates", "re-run `reidx prepare` with --downsample")
     ids = sorted(set(rows["pid"].tolist()))
-    held_out = validation_ids(ids, val_fraction, seed)
+    held_out = validation_ids(ids, val_ids, seed)
     kept = rows[~rows["pid"].isin(held_out)].sort_values("path", kind="stable")
     relabel = {pid: label for label, pid in enumerate(sorted(set(kept["pid"].tolist())))}
     return TrainingSet(
@@ -60,17 +74,26 @@ def load_training_set(dataset: str | Path, trial: int, val_fraction: float, seed
         num_classes=len(relabel),
         rates=[int(rate) for rate in info.rates],
         validation=rows[rows["pid"].isin(held_out)][["path", "pid", "camid"]].sort_values("path", kind="stable"),
+        protocol=info.protocol,
+        query_camera=single_query_camera(frame, trial),
     )
 
 
-def validation_ids(ids: list[int], fraction: float, seed: int) -> set[int]:
-    """A seeded ``fraction`` of ``ids`` (at least 2 when fraction > 0, so ranking means something)."""
-    if fraction <= 0:
+def single_query_camera(frame: pd.DataFrame, trial: int) -> int | None:
+    """The one camid all of ``trial``'s test queries come from, or None when they come from several."""
+    cameras = set(frame[(frame["split"] == "query") & (frame["trial"] == trial)]["camid"].tolist())
+    return int(cameras.pop()) if len(cameras) == 1 else None
+
+
+def validation_ids(ids: list[int], share: float, seed: int) -> set[int]:
+    """A seeded ``share`` of ``ids``: a fraction when below 1, else a count (at least 2 when above 0, so
+    ranking means something)."""
+    if share <= 0:
         return set()
-    count = max(2, round(fraction * len(ids)))
+    count = max(2, round(share * len(ids)) if share < 1 else int(share))
     if len(ids) - count < 2:
         raise ReidxError(
-            f"--val-ids {fraction} leaves {len(ids) - count} of {len(ids)} identities to train on",
+            f"--val-ids {share:g} leaves {len(ids) - count} of {len(ids)} identities to train on",
             "use a smaller --val-ids, or --val-ids 0",
         )
     rng = np.random.default_rng([seed, VAL_SPLIT_STREAM])
@@ -82,27 +105,52 @@ def flipped(image: Image.Image, rng: random.Random) -> Image.Image:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < FLIP_PROBABILITY else image
 
 
-class HRImages(Dataset):
-    """HR training samples: ``(x_H, label)``."""
+def erased(images: list[torch.Tensor], rng: random.Random, probability: float) -> list[torch.Tensor]:
+    """With ``probability``, the same random rectangle of every (3, H, W) tensor of ``images`` (one size)
+    filled with :data:`ERASE_FILL`; otherwise ``images`` unchanged. Draws nothing when ``probability`` is 0."""
+    if probability <= 0 or rng.random() >= probability:
+        return images
+    height, width = images[0].shape[-2:]
+    for _ in range(ERASE_TRIES):
+        area = rng.uniform(*ERASE_AREA) * height * width
+        aspect = math.exp(rng.uniform(*(math.log(bound) for bound in ERASE_ASPECT)))
+        h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < h < height and 0 < w < width:
+            top, left = rng.randrange(height - h + 1), rng.randrange(width - w + 1)
+            fill = torch.tensor(ERASE_FILL).view(3, 1, 1)
+            result = [image.clone() for image in images]
+            for image in result:
+                image[:, top : top + h, left : left + w] = fill
+            return result
+    return images
 
-    def __init__(self, paths: list[str], labels: list[int], size: tuple[int, int]) -> None:
-        self.paths, self.labels, self.size = paths, labels, size
+
+class HRImages(Dataset):
+    """HR training samples: ``(x_H, label)``; ``erasing`` is the random-erasing probability."""
+
+    def __init__(self, paths: list[str], labels: list[int], size: tuple[int, int], erasing: float = 0.0) -> None:
+        self.paths, self.labels, self.size, self.erasing = paths, labels, size, erasing
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
         index, seed = key
-        image = flipped(load_image(self.paths[index]), random.Random(seed))
-        return to_model_input(image, self.size), self.labels[index]
+        rng = random.Random(seed)
+        image = flipped(load_image(self.paths[index]), rng)
+        (x_h,) = erased([to_model_input(image, self.size)], rng, self.erasing)
+        return x_h, self.labels[index]
 
 
 class LRImages(Dataset):
     """LR training samples: ``(x_L, x_H, label)``: x_L is the image down-sampled at a rate drawn
-    uniformly from ``rates`` and bilinearly resized to the input size, x_H its HR original (same flip)."""
+    uniformly from ``rates`` and bilinearly resized to the input size, x_H its HR original (same flip, and
+    the same erased rectangle with probability ``erasing``)."""
 
-    def __init__(self, paths: list[str], labels: list[int], size: tuple[int, int], rates: list[int]) -> None:
-        self.paths, self.labels, self.size, self.rates = paths, labels, size, rates
+    def __init__(
+        self, paths: list[str], labels: list[int], size: tuple[int, int], rates: list[int], erasing: float = 0.0
+    ) -> None:
+        self.paths, self.labels, self.size, self.rates, self.erasing = paths, labels, size, rates, erasing
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -112,8 +160,6 @@ class LRImages(Dataset):
         rng = random.Random(seed)
         image = flipped(load_image(self.paths[index]), rng)
         rate = self.rates[rng.randrange(len(self.rates))]
-        return (
-            to_model_input(downsample(image, rate), self.size),
-            to_model_input(image, self.size),
-            self.labels[index],
-        )
+        x_l, x_h = to_model_input(downsample(image, rate), self.size), to_model_input(image, self.size)
+        x_l, x_h = erased([x_l, x_h], rng, self.erasing)
+        return x_l, x_h, self.labels[index]

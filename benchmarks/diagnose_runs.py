@@ -99,7 +99,7 @@ def diagnose(run: Path) -> dict[str, Any]:
     config, size = checkpoint.train_config, checkpoint.input_size
     model = checkpoint.build_model().eval()
     data = load_training_set(config["dataset"], config["trial"], config["val_ids"], config["seed"])
-    held_out = build_validation_set(data.validation, data.rates, config["seed"])
+    held_out = build_validation_set(data.validation, data.rates, config["seed"], data.protocol, data.query_camera)
     if held_out is None:
         raise SystemExit(f"{run} trained without held-out ids (--val-ids 0): nothing to compare")
     sources = config["dataset"]
@@ -111,6 +111,8 @@ def diagnose(run: Path) -> dict[str, Any]:
         rows[rows["pid"].isin(same_count)][["path", "pid", "camid"]].reset_index(drop=True),
         data.rates,
         config["seed"],
+        data.protocol,
+        data.query_camera,
     )
     return {
         "run": str(run),

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reidx.checkpoint import load_model, save_checkpoint
 from reidx.errors import ReidxError
 from reidx.models import ReidModel, build_model, complete_config, list_models, model_class, model_options
 from reidx.models.backbones import Backbone, build_backbone, list_backbones
+from reidx.models.cadnet import fuse
 
 SMALL = {"cadnet": {"discriminator_width": 8}, "baseline": {}}
 
@@ -32,7 +34,14 @@ def test_registries_list_the_models_and_backbones() -> None:
 
 def test_model_options_are_the_builders_keywords() -> None:
     """The trainer passes a model only the options its builder takes."""
-    assert set(model_options("baseline")) == {"num_classes", "arch", "pretrained", "input_norm"}
+    assert set(model_options("baseline")) == {
+        "num_classes",
+        "arch",
+        "pretrained",
+        "input_norm",
+        "bnneck",
+        "last_stride",
+    }
     cadnet = model_options("cadnet")
     assert cadnet["decoder_skips"] == 4 and cadnet["image_discriminator"] == "patchgan"
     assert cadnet["num_classes"] is inspect.Parameter.empty
@@ -100,19 +109,22 @@ def test_input_norm_is_saved_and_rebuilt_and_older_checkpoints_mean_none(tmp_pat
     old = small_model("baseline")
     save_checkpoint(tmp_path / "old.pt", old, (64, 32))
     state = torch.load(tmp_path / "old.pt", weights_only=True)
-    del state["model_config"]["input_norm"]  # written before the key existed
+    for key in ("input_norm", "bnneck", "last_stride"):
+        del state["model_config"][key]  # written before the keys existed
     torch.save(state, tmp_path / "old.pt")
     rebuilt = load_model(tmp_path / "old.pt").model
     assert rebuilt.config["input_norm"] == "none" and rebuilt.config == complete_config(state["model_config"])
+    assert rebuilt.config["bnneck"] is False and rebuilt.config["last_stride"] == 2
     images = torch.rand(2, 3, 64, 32) * 2 - 1
     assert torch.equal(rebuilt.embed(images), old.eval().embed(images))
 
 
+@pytest.mark.parametrize("bnneck", [False, True])
 @pytest.mark.parametrize("name", ["cadnet", "baseline"])
-def test_forward_embedding_is_the_fused_retrieval_embedding(name: str) -> None:
+def test_forward_embedding_is_the_fused_retrieval_embedding(name: str, bnneck: bool) -> None:
     """Validation ranks with ``forward()["embedding"]``; search and report with ``embed()``: they must agree."""
     torch.manual_seed(0)
-    model = small_model(name).eval()
+    model = small_model(name, bnneck=bnneck).eval()
     images = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
         embedding = model(images)["embedding"]
@@ -148,3 +160,73 @@ def test_resnet18_image_discriminator_is_a_registered_trunk() -> None:
     trunk = model.image_discriminator.trunk
     assert isinstance(trunk, Backbone) and trunk.name == "resnet18" and trunk.input_norm == "none"
     assert model.image_discriminator(torch.zeros(2, 3, 64, 32)).shape == (2, 1)
+
+
+def train_classifier_bn(model: ReidModel, images: torch.Tensor) -> None:
+    """A few training-mode forwards, so that C's BN has running statistics unlike the identity."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(images)
+    model.eval()
+
+
+@pytest.mark.parametrize("name", ["baseline", "cadnet"])
+def test_bnneck_retrieves_with_the_feature_after_the_classifier_bn(name: str) -> None:
+    """[B] BNNeck: the embedding is the pooled feature (the triplet's) put through C's BN in eval mode, per
+    stream for CAD-Net; without it, the pooled feature itself. The logits come from the same BN feature."""
+    torch.manual_seed(0)
+    model = small_model(name, bnneck=True)
+    images = torch.rand(4, 3, 64, 32) * 2 - 1
+    train_classifier_bn(model, images)
+    with torch.no_grad():
+        out = model(images)
+        after_bn = model.classifier.bn(out["pooled"])
+        assert torch.allclose(out["logits"], model.classifier.fc(after_bn), atol=1e-5)
+        if name == "baseline":
+            expected = {"fused": F.normalize(after_bn, dim=1)}
+        else:
+            f, g = after_bn.split(model.encoder.out_channels, dim=1)
+            expected = {"f": F.normalize(f, dim=1), "g": F.normalize(g, dim=1), "fused": fuse(f, g)}
+        for mode, wanted in expected.items():
+            assert torch.allclose(model.embed(images, mode), wanted, atol=1e-5), mode
+        plain = small_model(name)
+        plain.load_state_dict(model.state_dict())
+        plain.eval()
+        before_bn = out["pooled"][:, : model.encoder.out_channels] if name == "cadnet" else out["pooled"]
+        mode = "f" if name == "cadnet" else "fused"
+        assert torch.allclose(plain.embed(images, mode), F.normalize(before_bn, dim=1), atol=1e-5)
+        assert not torch.allclose(plain.embed(images, mode), model.embed(images, mode), atol=1e-3)
+
+
+def test_bnneck_forward_moves_the_bn_statistics_once_per_batch() -> None:
+    """The BN feature serves both the logits and the embedding: one BN pass per training forward."""
+    model = small_model("baseline", bnneck=True).train()
+    model(torch.rand(4, 3, 64, 32))
+    assert int(model.classifier.bn.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("arch", list_backbones())
+def test_last_stride_1_keeps_f5_at_f4s_resolution_with_the_same_weights(arch: str) -> None:
+    """[B] last stride 1: f5 at stride 16 (twice the map of stride 32), f1..f4 and every weight unchanged."""
+    torch.manual_seed(0)
+    usual = build_backbone(arch).eval()
+    one = build_backbone(arch, last_stride=1).eval()
+    one.load_state_dict(usual.state_dict())  # strictly the same tensors
+    images = torch.rand(1, 3, 64, 32) * 2 - 1
+    with torch.no_grad():
+        a, b = usual(images), one(images)
+    assert all(torch.equal(x, y) for x, y in zip(a[:4], b[:4], strict=True))
+    assert tuple(a[-1].shape[-2:]) == (2, 1) and tuple(b[-1].shape[-2:]) == (4, 2)
+    with pytest.raises(ValueError, match="last stride 3"):
+        build_backbone(arch, last_stride=3)
+
+
+def test_last_stride_is_saved_and_cadnet_recovers_with_it(tmp_path: Path) -> None:
+    model = small_model("cadnet", last_stride=1, bnneck=True).eval()
+    images = torch.rand(2, 3, 64, 32) * 2 - 1
+    assert model.recover(images).shape == images.shape
+    save_checkpoint(tmp_path / "m.pt", model, (64, 32))
+    rebuilt = load_model(tmp_path / "m.pt").model
+    assert rebuilt.config["last_stride"] == 1 and rebuilt.config["bnneck"] is True
+    assert torch.allclose(rebuilt.embed(images), model.embed(images), atol=1e-6)

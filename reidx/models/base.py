@@ -18,7 +18,7 @@ from reidx.registry import Registry
 #: as ``embed(x, "fused")``); models that recover also give recovered (x̃_H) and g (F's last map).
 OUTPUT_KEYS = ("f", "pooled", "logits", "embedding", "recovered", "g")
 #: model-config keys that checkpoints written before they existed lack, and what those files meant
-LEGACY_CONFIG = {"input_norm": "none"}
+LEGACY_CONFIG = {"input_norm": "none", "bnneck": False, "last_stride": 2}
 
 M = TypeVar("M", bound=type["ReidModel"])
 _MODELS: Registry[type[ReidModel]] = Registry("model")

@@ -15,18 +15,31 @@ EMBEDDING_MODES = ("fused",)
 @register_model("baseline")
 class Baseline(ReidModel):
     """An ``arch`` trunk + BN-neck classifier, trained with identity and triplet losses on HR and LR batches.
-    ``input_norm`` as in :class:`reidx.models.cadnet.CADNet`."""
+    ``input_norm``, ``bnneck`` and ``last_stride`` as in :class:`reidx.models.cadnet.CADNet`."""
 
     embedding_modes = EMBEDDING_MODES
     can_recover = False
 
     def __init__(
-        self, num_classes: int, arch: str = "resnet50", pretrained: Pretrained = False, input_norm: str | None = None
+        self,
+        num_classes: int,
+        arch: str = "resnet50",
+        pretrained: Pretrained = False,
+        input_norm: str | None = None,
+        bnneck: bool = False,
+        last_stride: int = 2,
     ) -> None:
         super().__init__()
         input_norm = resolve_input_norm(input_norm, pretrained)
-        self.config = {"name": "baseline", "num_classes": num_classes, "arch": arch, "input_norm": input_norm}
-        self.encoder = build_backbone(arch, pretrained, input_norm)
+        self.config = {
+            "name": "baseline",
+            "num_classes": num_classes,
+            "arch": arch,
+            "input_norm": input_norm,
+            "bnneck": bnneck,
+            "last_stride": last_stride,
+        }
+        self.encoder = build_backbone(arch, pretrained, input_norm, last_stride)
         self.classifier = IdentityClassifier(self.encoder.out_channels, num_classes)
 
     def generator_parameters(self) -> list[nn.Parameter]:
@@ -35,11 +48,15 @@ class Baseline(ReidModel):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.encoder(x)[-1]
         pooled = global_pool(f)
-        return {"f": f, "pooled": pooled, "logits": self.classifier(pooled), "embedding": normalise(pooled)}
+        logits, normed = self.classifier(pooled)
+        embedding = normalise(normed if self.config["bnneck"] else pooled)
+        return {"f": f, "pooled": pooled, "logits": logits, "embedding": embedding}
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, mode: str = "fused") -> torch.Tensor:
-        """The L2-normalised pooled feature (the baseline has one embedding, named ``fused``)."""
+        """The L2-normalised pooled feature, after the classifier's BN with ``bnneck`` (the baseline has one
+        embedding, named ``fused``)."""
         if mode not in EMBEDDING_MODES:
             raise ValueError(f"the baseline has only the 'fused' embedding, not {mode!r}")
-        return normalise(global_pool(self.encoder(x)[-1]))
+        pooled = global_pool(self.encoder(x)[-1])
+        return normalise(self.classifier.neck(pooled) if self.config["bnneck"] else pooled)

@@ -4,7 +4,8 @@ x ─E─► f ─G─► x̃_H ─F─► g;  v = [f, g] ─GAP─► C.  With 
 missing detail to the (bilinear-upsampled) input instead of painting the whole image, so recovery starts at
 the bilinear baseline rather than at noise.  D_F judges f (HR vs LR), D_I judges x̃_H vs real HR.
 Retrieval embedding: GAP([f, g]) ("fused", each half L2-normalised, then the whole [G]), or GAP(f) /
-GAP(g) alone (the paper's "f only" / "g only" rows).
+GAP(g) alone (the paper's "f only" / "g only" rows). With ``bnneck`` (Luo et al.) each of these is taken
+after C's BatchNorm (its f and g channels) instead of before it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class CADNet(ReidModel):
         decoder_width_divisor: int = 4,
         residual_recovery: bool = False,
         input_norm: str | None = None,
+        bnneck: bool = False,
+        last_stride: int = 2,
     ) -> None:
         super().__init__()
         input_norm = resolve_input_norm(input_norm, pretrained)
@@ -56,10 +59,12 @@ class CADNet(ReidModel):
             "decoder_width_divisor": decoder_width_divisor,
             "residual_recovery": residual_recovery,
             "input_norm": input_norm,
+            "bnneck": bnneck,
+            "last_stride": last_stride,
         }
-        self.encoder = build_backbone(arch, pretrained, input_norm)  # E
+        self.encoder = build_backbone(arch, pretrained, input_norm, last_stride)  # E
         self.decoder = HRDecoder(self.encoder.channels, decoder_skips, decoder_width_divisor, residual_recovery)  # G
-        self.hr_encoder = build_backbone(arch, pretrained, input_norm)  # F
+        self.hr_encoder = build_backbone(arch, pretrained, input_norm, last_stride)  # F
         dim = self.encoder.out_channels
         self.classifier = IdentityClassifier(2 * dim, num_classes)  # C
         self.feature_discriminator = FeatureDiscriminator(dim)  # D_F
@@ -79,15 +84,16 @@ class CADNet(ReidModel):
         f = features[-1]
         recovered = self._recover(x, features)
         g = self.hr_encoder(recovered)[-1]
-        f_pooled, g_pooled = global_pool(f), global_pool(g)
-        pooled = torch.cat([f_pooled, g_pooled], dim=1)
+        pooled = torch.cat([global_pool(f), global_pool(g)], dim=1)
+        logits, normed = self.classifier(pooled)
+        retrieved = normed if self.config["bnneck"] else pooled
         return {
             "f": f,
             "recovered": recovered,
             "g": g,
             "pooled": pooled,
-            "logits": self.classifier(pooled),
-            "embedding": fuse(f_pooled, g_pooled),
+            "logits": logits,
+            "embedding": fuse(*retrieved.split(f.shape[1], dim=1)),
         }
 
     @torch.no_grad()
@@ -105,11 +111,15 @@ class CADNet(ReidModel):
         if mode not in EMBEDDING_MODES:
             raise ValueError(f"unknown embedding mode {mode!r}; CAD-Net has {', '.join(EMBEDDING_MODES)}")
         features = self.encoder(x)
-        f = global_pool(features[-1])
+        f = self._retrieved(global_pool(features[-1]), 0)
         if mode == "f":
             return normalise(f)
-        g = global_pool(self.hr_encoder(self._recover(x, features))[-1])
+        g = self._retrieved(global_pool(self.hr_encoder(self._recover(x, features))[-1]), f.shape[1])
         return normalise(g) if mode == "g" else fuse(f, g)
+
+    def _retrieved(self, pooled: torch.Tensor, start: int) -> torch.Tensor:
+        """The retrieval feature of one pooled stream: itself, or with ``bnneck`` its channels of C's BN."""
+        return self.classifier.neck(pooled, start) if self.config["bnneck"] else pooled
 
 
 def fuse(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

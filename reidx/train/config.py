@@ -1,7 +1,9 @@
 """Training configuration: one dataclass of named defaults, built from a TOML/JSON file and flags.
 
 Every default says where it comes from (cadnet.md §0): **[L]** the authors' earlier RAIN code,
-**[G]** a guess (the CAD-Net paper's implementation details are unknown), **[P]** the paper.
+**[G]** a guess (the CAD-Net paper's implementation details are unknown), **[P]** the paper, **[B]** the strong
+re-ID baseline of Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person Re-identification" (CVPRW
+2019), off by default unless measured to help here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from reidx import __version__
 from reidx.errors import ReidxError
 
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("poly", "step", "cosine")
 IMAGE_DISCRIMINATORS = ("patchgan", "resnet18")
 #: Options that may differ from the saved run on ``--resume``; any other difference is an error.
 RESUME_OVERRIDABLE = frozenset({"dataset", "epochs", "workers", "save_every", "amp"})
@@ -83,6 +86,10 @@ class TrainConfig:
     residual_recovery: bool = option(
         False, "[G] G adds detail to the upsampled input (x + G(f)) instead of painting the image (paper: G(f))."
     )
+    bnneck: bool = option(
+        False, "[B] BNNeck: retrieve with the feature after C's BatchNorm (the triplet stays on the one before)."
+    )
+    last_stride: int = option(2, "[B] Stride of the trunk's last down-sampling (1: f5 at stride 16, twice the map).")
     input_size: tuple[int, int] = option((256, 128), "[L] Model input HxW.", metavar="HxW")
     # schedule and sampling
     epochs: int = option(
@@ -98,7 +105,17 @@ class TrainConfig:
     lr: float = option(1e-3, "[L] Learning rate of E, G, F, C.")
     momentum: float = option(0.9, "[L] SGD momentum.")
     weight_decay: float = option(5e-4, "[L] Weight decay of E, G, F, C.")
-    poly_power: float = option(0.9, "[L] Generator-side schedule lr·(1 − step/total)^power.")
+    lr_schedule: str = option(
+        "poly",
+        "[L] Generator-side decay after warm-up: poly lr·(1 − t)^power [L], step ÷10 at --lr-steps [B], cosine.",
+        lambda: LR_SCHEDULES,
+    )
+    poly_power: float = option(0.9, "[L] Power of the poly schedule.")
+    lr_steps: tuple[float, float] = option(
+        (0.33, 0.58), "[B] Step schedule: lr ÷10 at these fractions of the run (Luo et al.: epochs 40, 70 of 120)."
+    )
+    warmup_epochs: int = option(0, "[B] Linear warm-up epochs from lr·--warmup-factor to lr (Luo et al.: 10).")
+    warmup_factor: float = option(0.1, "[B] Warm-up's starting fraction of lr.")
     d_lr: float = option(1e-4, "[L] Adam learning rate of D_F and D_I (constant).")
     d_betas: tuple[float, float] = option((0.9, 0.99), "[L] Adam betas of D_F and D_I.")
     # losses (cadnet.md §3)
@@ -107,6 +124,10 @@ class TrainConfig:
     # 2 = the largest distance of unit vectors, so the hinge never closes: every anchor keeps pulling its
     # positive and pushing its negative
     margin: float = option(2.0, "[L] Batch-hard triplet margin on the L2-normalised embedding.")
+    label_smoothing: float = option(0.0, "[B] Label smoothing ε of L_id (Luo et al.: 0.1).")
+    random_erasing: float = option(
+        0.0, "[B] Random-erasing probability per training image (Luo et al.: 0.5); LR and its HR alike."
+    )
     lambda_rec: float = option(1.0, "[L] Weight of L_rec.")
     lambda_adv_feature: float = option(0.01, "[L] Weight of L_adv^D_F; also scales D_F's own loss (RAIN w_dis).")
     lambda_adv_image: float = option(0.01, "[G] Weight of L_adv^D_I (cadnet.md suggests sweeping 0.01–1).")
@@ -114,7 +135,11 @@ class TrainConfig:
     adv_image: bool = option(True, "L_adv^D_I (off: the w/o L_adv^D_I ablation).")
     rec: bool = option(True, "L_rec (off: the w/o L_rec ablation).")
     # engineering
-    val_ids: float = option(0.1, "[G] Fraction of the training ids held out for validation (0 = none).")
+    val_ids: float = option(
+        0.1,
+        "[G] Training ids held out for validation: a fraction below 1, or a count (e.g. 80); 0 = none. Ranked "
+        "with the test's protocol and query camera.",
+    )
     save_every: int = option(0, "Also keep RUN/epoch_N.pt every N epochs (0 = only last.pt and best.pt).")
     workers: int = option(2, "Data-loading processes per stream.")
     amp: bool = option(True, "Mixed precision, used only on CUDA.")
@@ -133,13 +158,30 @@ class TrainConfig:
                 f"--batch-ids {self.batch_ids} --batch-instances {self.batch_instances}",
                 "the batch-hard triplet needs at least 2 ids × 2 images",
             ),
-            (0.0 <= self.val_ids < 1.0, f"--val-ids {self.val_ids}", "give a fraction in [0, 1)"),
+            (
+                0.0 <= self.val_ids < 1.0 or float(self.val_ids).is_integer(),
+                f"--val-ids {self.val_ids:g}",
+                "give a fraction in [0, 1) or a whole number of identities",
+            ),
             (
                 min(self.input_size) >= 32,
                 f"--input-size {format_size(self.input_size)}",
                 "use at least 32x32",
             ),
             (self.lr > 0 and self.d_lr > 0, f"learning rate {self.lr}/{self.d_lr}", "use positive rates"),
+            (self.last_stride in (1, 2), f"--last-stride {self.last_stride}", "use 1 or 2"),
+            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing {self.label_smoothing}", "give ε in [0, 1)"),
+            (0.0 <= self.random_erasing <= 1.0, f"--random-erasing {self.random_erasing}", "give p in [0, 1]"),
+            (
+                self.warmup_epochs >= 0 and 0.0 < self.warmup_factor <= 1.0,
+                f"--warmup-epochs {self.warmup_epochs} --warmup-factor {self.warmup_factor}",
+                "give 0 or more epochs and a factor in (0, 1]",
+            ),
+            (
+                0.0 < self.lr_steps[0] <= self.lr_steps[1] <= 1.0,
+                f"--lr-steps {self.lr_steps[0]} {self.lr_steps[1]}",
+                "give two increasing fractions of the run in (0, 1]",
+            ),
             (self.save_every >= 0 and self.workers >= 0, "--save-every/--workers", "use non-negative counts"),
         ]
         weights = (

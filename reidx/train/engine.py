@@ -31,6 +31,7 @@ from reidx.train.distributed import DistEnv, barrier, check_in_sync, wrap
 from reidx.train.files import BEST, LAST, LOG, RUN_ID, epoch_file, epoch_line, new_run_id, write_log, write_record
 from reidx.train.losses import DISCRIMINATOR, GENERATOR, LossWeights, Objective
 from reidx.train.sampler import IdentityBatchSampler
+from reidx.train.schedule import schedule_of
 from reidx.train.state import capture, restore_checked, rng_state
 from reidx.train.validation import build_validation_set, run_validation
 
@@ -56,7 +57,9 @@ class Trainer:
         self.device = self.env.device
         self.show_progress = show_progress and self.env.is_main
         self.data = load_training_set(config.dataset, config.trial, config.val_ids, config.seed)
-        self.validation = build_validation_set(self.data.validation, self.data.rates, config.seed)
+        self.validation = build_validation_set(
+            self.data.validation, self.data.rates, config.seed, self.data.protocol, self.data.query_camera
+        )
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume).to(self.device)
         self.objective = Objective(self.model, LossWeights.from_config(config))
@@ -69,10 +72,9 @@ class Trainer:
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         batch = config.batch_ids * config.batch_instances
         self.steps_per_epoch = max(1, len(self.data.paths) // (batch * self.env.world_size))
-        total_steps = max(1, config.epochs * self.steps_per_epoch)
-        self.scheduler = LambdaLR(
-            self.opt_g, lambda step: (1 - min(step, total_steps) / total_steps) ** config.poly_power
-        )
+        schedule = schedule_of(config, self.steps_per_epoch)
+        # a function, not the Schedule object: LambdaLR would save an object's fields and restore them on resume
+        self.scheduler = LambdaLR(self.opt_g, lambda step: schedule(step))
         self.samplers = {
             name: IdentityBatchSampler(
                 self.data.labels,
@@ -160,8 +162,8 @@ class Trainer:
         """This epoch's (HR batch, LR batch) pairs; an unreadable image stops training with its one line."""
         c, pin = self.config, self.device.type == "cuda"
         datasets = {
-            "hr": HRImages(self.data.paths, self.data.labels, c.input_size),
-            "lr": LRImages(self.data.paths, self.data.labels, c.input_size, self.data.rates),
+            "hr": HRImages(self.data.paths, self.data.labels, c.input_size, c.random_erasing),
+            "lr": LRImages(self.data.paths, self.data.labels, c.input_size, self.data.rates, c.random_erasing),
         }
         loaders = []
         for name, dataset in datasets.items():

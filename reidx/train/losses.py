@@ -44,11 +44,13 @@ def gan_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
 @dataclass(frozen=True)
 class LossWeights:
     """λ of each term of L = L_cls + λ_adv^{D_F}·L_adv^{D_F} + λ_rec·L_rec + λ_adv^{D_I}·L_adv^{D_I};
-    a term whose switch is off or whose λ is 0 is not computed at all."""
+    a term whose switch is off or whose λ is 0 is not computed at all. ``label_smoothing``: ε of L_id's
+    targets (1 − ε on the true id, ε spread uniformly over all ids)."""
 
     identity: float = 1.0
     triplet: float = 1.0
     margin: float = 2.0
+    label_smoothing: float = 0.0
     rec: float = 1.0
     adv_feature: float = 0.01
     adv_image: float = 0.01
@@ -60,6 +62,7 @@ class LossWeights:
             identity=config.lambda_id,
             triplet=config.lambda_tri,
             margin=config.margin,
+            label_smoothing=config.label_smoothing,
             rec=config.lambda_rec if config.rec else 0.0,
             adv_feature=config.lambda_adv_feature if config.adv_feature else 0.0,
             adv_image=config.lambda_adv_image if config.adv_image else 0.0,
@@ -93,7 +96,10 @@ class Objective(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if w.identity:
             logits = out["logits"].float()
-            terms["id"] = F.cross_entropy(logits[:n], y_h) + F.cross_entropy(logits[n:], y_l)
+            smooth = w.label_smoothing
+            terms["id"] = F.cross_entropy(logits[:n], y_h, label_smoothing=smooth) + F.cross_entropy(
+                logits[n:], y_l, label_smoothing=smooth
+            )
         if w.triplet:
             pooled = out["pooled"].float()
             terms["triplet"] = batch_hard_triplet(pooled[:n], y_h, w.margin) + batch_hard_triplet(

@@ -1,9 +1,11 @@
 """Validation on held-out TRAINING identities (never the test split).
 
-Per held-out id with at least two cameras, one camera (seeded) gives the queries, each down-sampled at a
-rate drawn from the seen rates; the other cameras' HR images form the gallery. Ranking is the multi-shot
-protocol. For CAD-Net the recovered queries are also scored (PSNR against the HR originals, beside the
-bilinear-upsampled LR input's PSNR). This module holds only that plan: embedding and recovery scoring are
+Per held-out id with at least two cameras, one camera gives the queries, each down-sampled at a rate drawn
+from the seen rates; the other cameras' HR images form the gallery. The query camera is the test's when the
+test takes every query from one camera (VIPeR's cam_a), else one drawn per id (seeded); ranking uses the
+test's protocol (single-shot: seeded gallery draws), so a validation figure estimates the test's. For
+CAD-Net the recovered queries are also scored (PSNR against the HR originals, beside the bilinear-upsampled
+LR input's PSNR). This module holds only that plan: embedding and recovery scoring are
 :mod:`reidx.evaluation`'s, the same paths ``report`` uses.
 """
 
@@ -32,26 +34,37 @@ class ValidationSet:
     pids: np.ndarray
     camids: np.ndarray
     rates: np.ndarray
+    protocol: str = "multi-shot"
+    seed: int = 0
 
     @property
     def is_query(self) -> np.ndarray:
         return self.rates > 1
 
 
-def build_validation_set(rows: pd.DataFrame, rates: list[int], seed: int) -> ValidationSet | None:
-    """The validation queries and gallery of ``rows`` (path, pid, camid); None if no id has 2 cameras."""
+def build_validation_set(
+    rows: pd.DataFrame,
+    rates: list[int],
+    seed: int,
+    protocol: str = "multi-shot",
+    query_camera: int | None = None,
+) -> ValidationSet | None:
+    """The validation queries and gallery of ``rows`` (path, pid, camid), ranked by ``protocol``; the queries
+    come from ``query_camera`` (ids without an image there are left out), or from a seeded camera per id when
+    None. None if no id has 2 cameras."""
     rng = np.random.default_rng([seed, VAL_QUERY_STREAM])
     entry_rates = np.ones(len(rows), dtype=np.int64)
     pids, camids = rows["pid"].to_numpy(), rows["camid"].to_numpy()
     for pid in sorted(set(pids.tolist())):
         cameras = sorted(set(camids[pids == pid].tolist()))
-        if len(cameras) < 2:
+        if len(cameras) < 2 or (query_camera is not None and query_camera not in cameras):
             continue
-        query = (pids == pid) & (camids == cameras[rng.integers(len(cameras))])
+        chosen = cameras[rng.integers(len(cameras))] if query_camera is None else query_camera
+        query = (pids == pid) & (camids == chosen)
         entry_rates[query] = rng.choice(rates, size=int(query.sum()))
     if not (entry_rates > 1).any():
         return None
-    return ValidationSet(rows["path"].tolist(), pids, camids, entry_rates)
+    return ValidationSet(rows["path"].tolist(), pids, camids, entry_rates, protocol, seed)
 
 
 def run_validation(
@@ -61,7 +74,7 @@ def run_validation(
     batch_size: int = 64,
     workers: int = 0,
 ) -> dict[str, float]:
-    """Rank-1 and mAP (multi-shot) of LR queries against the HR gallery; PSNR of recovered queries."""
+    """Rank-1 and mAP of LR queries against the HR gallery; PSNR of recovered queries."""
     was_training = model.training
     model.eval()
     try:
@@ -95,7 +108,8 @@ def recovery_psnr(
 
 
 def rank_queries(embeddings: np.ndarray, entries: ValidationSet) -> dict[str, float]:
-    """Multi-shot Rank-1 and mAP of the queries of ``entries`` against its gallery (``embeddings`` in order)."""
+    """Rank-1 and mAP (by ``entries.protocol``) of the queries of ``entries`` against its gallery
+    (``embeddings`` in order)."""
     q, g = entries.is_query, ~entries.is_query
     result = evaluate_embeddings(
         embeddings[q],
@@ -104,6 +118,7 @@ def rank_queries(embeddings: np.ndarray, entries: ValidationSet) -> dict[str, fl
         entries.pids[g],
         entries.camids[q],
         entries.camids[g],
-        protocol="multi-shot",
+        protocol=entries.protocol,
+        seed=entries.seed,
     )
     return {"rank1": float(result["cmc"][0]), "mAP": float(result["mAP"])}

@@ -17,6 +17,9 @@ from reidx.models.backbones.weights import Pretrained, WeightsLoad
 from reidx.registry import Registry
 
 INPUT_NORMS = ("none", "imagenet")
+#: stride of the trunk's last down-sampling stage: 2 (f5 at stride 32, as on ImageNet) or 1 (f5 at stride 16,
+#: twice the map on a small input; Luo et al.'s "last stride" trick)
+LAST_STRIDES = (1, 2)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -62,8 +65,16 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
+def check_last_stride(last_stride: int) -> int:
+    """``last_stride`` when it is one of :data:`LAST_STRIDES`; ValueError otherwise."""
+    if last_stride not in LAST_STRIDES:
+        raise ValueError(f"last stride {last_stride} is not one of {LAST_STRIDES}")
+    return last_stride
+
+
 def register_backbone(name: str) -> Callable[[B], B]:
-    """Register ``builder(pretrained=False, input_norm="none") -> Backbone`` as ``name`` (a decorator)."""
+    """Register ``builder(pretrained=False, input_norm="none", last_stride=2) -> Backbone`` as ``name``
+    (a decorator)."""
     return _BACKBONES.register(name)
 
 
@@ -72,6 +83,9 @@ def list_backbones() -> list[str]:
     return _BACKBONES.names()
 
 
-def build_backbone(name: str, pretrained: Pretrained = False, input_norm: str = "none") -> Backbone:
-    """The trunk ``name``; ``pretrained`` = True (torchvision's cache) or a file of ImageNet weights."""
-    return _BACKBONES.get(name)(pretrained=pretrained, input_norm=input_norm)
+def build_backbone(
+    name: str, pretrained: Pretrained = False, input_norm: str = "none", last_stride: int = 2
+) -> Backbone:
+    """The trunk ``name``; ``pretrained`` = True (torchvision's cache) or a file of ImageNet weights;
+    ``last_stride`` 1 keeps f5 at f4's resolution (:data:`LAST_STRIDES`)."""
+    return _BACKBONES.get(name)(pretrained=pretrained, input_norm=input_norm, last_stride=last_stride)

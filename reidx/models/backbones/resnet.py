@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from reidx.models.backbones.base import Backbone, register_backbone
+from reidx.models.backbones.base import Backbone, check_last_stride, register_backbone
 from reidx.models.backbones.weights import Pretrained, load_imagenet
 
 #: arch -> (torchvision constructor, ImageNet weights, channels of f1..f5)
@@ -26,9 +26,12 @@ RESNETS: dict[str, tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum,
 
 
 class ResNetTrunk(Backbone):
-    """ResNet conv1–conv5 without avgpool/fc; f1 = relu(conv1), f2..f5 = layer1..layer4."""
+    """ResNet conv1–conv5 without avgpool/fc; f1 = relu(conv1), f2..f5 = layer1..layer4. ``last_stride`` 1
+    sets layer4's first block (its strided conv and its shortcut) to stride 1: same weights, f5 at stride 16."""
 
-    def __init__(self, arch: str, pretrained: Pretrained = False, input_norm: str = "none") -> None:
+    def __init__(
+        self, arch: str, pretrained: Pretrained = False, input_norm: str = "none", last_stride: int = 2
+    ) -> None:
         super().__init__(input_norm)
         constructor, weights, self.channels = RESNETS[arch]
         self.name, self.weights_file = arch, Path(weights.url).name
@@ -38,6 +41,9 @@ class ResNetTrunk(Backbone):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
         self.maxpool = net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        first, stride = self.layer4[0], (check_last_stride(last_stride),) * 2
+        strided = first.conv1 if isinstance(first, tv_models.resnet.BasicBlock) else first.conv2
+        strided.stride = first.downsample[0].stride = stride
 
     def extract(self, x: torch.Tensor) -> list[torch.Tensor]:
         f1 = self.stem(x)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint demo demo-quick bench clean
+.PHONY: install test test-slow lint demo demo-quick bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,9 +13,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# One pytest worker per core; a test file stays on one worker (the Milvus server test holds fixed ports).
+# `make test` leaves out the tests marked slow (real-data studies, long training, kill -9 and torchrun
+# processes); `make test-slow` runs just those, and CI runs both.
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
+
 test: $(STAMP)
 	$(BIN)/ruff check reidx tests benchmarks scripts
-	$(BIN)/python -m pytest
+	$(PYTEST) -m "not slow"
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check reidx tests benchmarks scripts

@@ -7,6 +7,10 @@ import os
 # torch and the FAISS wheel bundle their own OpenMP runtimes; busy-waiting threads of one starve the
 # other on small machines and make small tests many times slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under pytest-xdist (`make test` runs one worker per core) each worker, and the reidx processes it starts,
+# computes on one thread: two workers of two threads each on two cores only fight over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Remembered checkpoint fingerprints (reidx.fingerprints) go to a fresh folder, not the user's cache,
 # removed when the session ends.
 os.environ["REIDX_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="reidx-test-cache-")

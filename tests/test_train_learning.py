@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from reidx.data.prepare import prepare_dataset
 
 
+@pytest.mark.slow
 def test_short_run_learns_to_identify_and_to_recover(run_cli, tmp_path: Path) -> None:
     dataset, run = tmp_path / "synth", tmp_path / "run"
     prepare_dataset("synthetic", None, dataset, rates=(16,), ids=60, cameras=2, images_per_camera=4, workers=2)

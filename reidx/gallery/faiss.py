@@ -39,6 +39,7 @@ class FaissGallery(Gallery):
 
     @classmethod
     def write(cls, job: GalleryWrite) -> None:
+        job.check_chunks()
         if isinstance(job.existing, FaissGallery):
             index = job.existing.index.index
         else:

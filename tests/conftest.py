@@ -215,24 +215,12 @@ def tiny_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def live_server(tiny_gallery: Path):
     """``reidx serve``'s app on the tiny gallery, run by uvicorn in a thread on a free loopback port, with
     small limits (2 MiB bodies, 4 images a request); yields its base URL."""
-    import threading
-
-    import uvicorn
-
     from reidx.device import Devices
     from reidx.retrieval.search import open_gallery
     from reidx.service.app import Limits, create_app
-    from reidx.service.server import bind
+    from tests.servers import serving
 
     gallery, loaded = open_gallery(tiny_gallery / "idx", devices=Devices("cpu"))
     app = create_app(gallery, loaded, min_score=None, limits=Limits(body_bytes=2 * 2**20, images=4))
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        threading.Event().wait(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serving(app) as url:
+        yield url

@@ -22,7 +22,6 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -30,6 +29,7 @@ from reidx.cli import app
 from reidx.device import Devices
 from reidx.retrieval.search import open_gallery, search_images
 from reidx.service.server import bind
+from tests.servers import serving as served
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,18 +211,8 @@ def serving(index: Path, model: Path, image_roots: tuple[Path, ...] = ()) -> Ite
     from reidx.service.app import create_app
 
     gallery, loaded = open_gallery(index, model, devices=Devices("cpu"))
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(gallery, loaded, image_roots=image_roots), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        threading.Event().wait(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(create_app(gallery, loaded, image_roots=image_roots)) as url:
+        yield url
 
 
 def local_port(answer: httpx.Response) -> int:
@@ -343,22 +333,11 @@ def test_an_internal_error_is_a_500_line_and_the_connection_stays(tmp_path: Path
     def fine() -> dict:
         return {"ok": True}
 
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        threading.Event().wait(0.02)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
-            answers = [client.get(path) for path in ("/boom", "/fine", "/boom", "/fine")]
-            assert len({local_port(answer) for answer in answers}) == 1
-        refused(answers[0], 500, "kaboom second line")
-        assert [answer.status_code for answer in answers] == [500, 200, 500, 200]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(app, log_level="critical") as url, httpx.Client(base_url=url, timeout=30) as client:
+        answers = [client.get(path) for path in ("/boom", "/fine", "/boom", "/fine")]
+        assert len({local_port(answer) for answer in answers}) == 1
+    refused(answers[0], 500, "kaboom second line")
+    assert [answer.status_code for answer in answers] == [500, 200, 500, 200]
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "1e309", "-inf"])

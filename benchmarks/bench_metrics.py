@@ -15,13 +15,12 @@ Usage: ``python benchmarks/bench_metrics.py [--quick] [--size N] [--dim D] [--sk
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
 import time
 
 import numpy as np
 import torch
 
+from benchmarks.processes import in_child, peak_rss_gb
 from reidx.metrics import evaluate, evaluate_embeddings
 from reidx.metrics.reference import multi_shot_reference
 
@@ -53,11 +52,8 @@ def bench_distance_matrix(queries: int, gallery: int, ids: int) -> dict[str, flo
     }
 
 
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
-
-
-def _embeddings_child(size: int, dim: int, out: multiprocessing.Queue) -> None:
+def bench_embeddings(size: int, dim: int) -> dict[str, float]:
+    """Figures of (b); run by :func:`in_child`, so its peak RSS is its own."""
     gen = torch.Generator().manual_seed(0)
     q, g = (torch.randn(size, dim, generator=gen) for _ in range(2))
     for x in (q, g):
@@ -65,28 +61,16 @@ def _embeddings_child(size: int, dim: int, out: multiprocessing.Queue) -> None:
     rng = np.random.default_rng(1)
     ids = max(1, size // 20)
     (q_pids, q_cams), (g_pids, g_cams) = labels(rng, size, ids), labels(rng, size, ids)
-    before = _peak_rss_gb()
+    before = peak_rss_gb()
     start = time.perf_counter()
     metrics = evaluate_embeddings(q, g, q_pids, g_pids, q_cams, g_cams)
-    out.put(
-        {
-            "embed_s": time.perf_counter() - start,
-            "embed_peak_gb": _peak_rss_gb(),
-            "embed_before_gb": before,
-            "embed_inputs_gb": 2 * size * dim * 4 / 1e9,
-            "embed_map": metrics.mAP,
-        }
-    )
-
-
-def bench_embeddings(size: int, dim: int) -> dict[str, float]:
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    child = ctx.Process(target=_embeddings_child, args=(size, dim, out))
-    child.start()
-    figures = out.get()
-    child.join()
-    return figures
+    return {
+        "embed_s": time.perf_counter() - start,
+        "embed_peak_gb": peak_rss_gb(),
+        "embed_before_gb": before,
+        "embed_inputs_gb": 2 * size * dim * 4 / 1e9,
+        "embed_map": metrics.mAP,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -108,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"    reference       {figures['loop_s']:8.2f} s   (per-query loop; CPU time {loop:.2f} s)")
     print(f"    speed-up        {figures['speedup']:8.1f} x   (goal >= 10x)")
     if not args.skip_embeddings:
-        figures |= bench_embeddings(size, dim)
+        figures |= in_child(bench_embeddings, size, dim)
         print(f"(b) {size:,} x {size:,} x {dim}-d embeddings")
         print(f"    evaluate_embeddings {figures['embed_s']:8.1f} s")
         peak, before, inputs = figures["embed_peak_gb"], figures["embed_before_gb"], figures["embed_inputs_gb"]

@@ -20,15 +20,14 @@ Usage: ``python -m benchmarks.bench_rerank [--quick] [--sizes 2000,10000] [--lar
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
 import time
-from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
+
+from benchmarks.processes import in_child, peak_rss_gb
 
 PER_IDENTITY = 10
 NOISE = 0.6
@@ -46,30 +45,11 @@ def embeddings(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
-
-
 def available_gb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024 / 1e9
     return float("inf")
-
-
-def in_child(target: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``target(*args)`` in a fresh process, so that its peak RSS is its own."""
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    child = ctx.Process(target=_child, args=(target, args, out))
-    child.start()
-    figures = out.get()
-    child.join()
-    return figures
-
-
-def _child(target: Callable[..., dict[str, Any]], args: tuple, out: multiprocessing.Queue) -> None:
-    out.put(target(*args))
 
 
 def batch_reference(n: int, dim: int, dtype: str, save: str) -> dict[str, Any]:

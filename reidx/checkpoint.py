@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.fingerprints import recall, remember, stat_key
 from reidx.io import atomic_path
 from reidx.models import build_model, list_models
@@ -176,7 +176,7 @@ def _torch_load(source: str | io.BytesIO, path: Path, mmap: bool = False) -> Any
             NOT_OURS,
         ) from None
     except Exception as exc:  # noqa: BLE001 - any other load failure is a damaged file to the user
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        reason = one_line(exc, 120, keep="first")
         raise ReidxError(f"cannot read checkpoint {path}: the file is damaged ({reason})", NOT_OURS) from None
 
 
@@ -218,7 +218,7 @@ def _build(model_config: dict[str, Any], path: Path) -> nn.Module:
     try:
         return build_model(**model_config)
     except (TypeError, ValueError, KeyError, RuntimeError, OverflowError) as exc:  # e.g. num_classes -3
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        reason = one_line(exc)
         raise ReidxError(
             f"{path} describes a model this reidx cannot build ({reason})", "use the reidx version that wrote it"
         ) from None

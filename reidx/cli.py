@@ -326,11 +326,12 @@ def search(
     model = one_model_file(checkpoint, model_file, required=False)
     must_exist(queries, "image")
     must_exist([gallery], "index")
+    from reidx.console import emit_json
     from reidx.outputs import check_file_output
     from reidx.retrieval.filters import GalleryFilter
     from reidx.retrieval.inputs import expand_images
     from reidx.retrieval.montage import draw_montage
-    from reidx.retrieval.search import open_gallery, print_results, results_json, search_images
+    from reidx.retrieval.search import open_gallery, print_results, search_images
 
     if montage is not None:
         check_file_output(montage, "--montage", "image", [*queries, gallery, *([model] if model else [])])
@@ -343,7 +344,7 @@ def search(
     if montage is not None:
         draw_montage(results, montage, index.header.input_size)
     if json_output:
-        typer.echo(results_json(results))
+        emit_json([result.to_dict() for result in results])
     else:
         print_results(results)
 

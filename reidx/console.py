@@ -49,6 +49,12 @@ def json_text(value: Any, indent: int | None = 2, sort_keys: bool = False) -> st
     return json.dumps(finite(value), indent=indent, sort_keys=sort_keys, allow_nan=False)
 
 
+def emit_json(value: Any, sort_keys: bool = False) -> None:
+    """Print ``value`` to stdout as standard JSON (see :func:`json_text`): every command's ``--json``."""
+    sys.stdout.write(json_text(value, sort_keys=sort_keys) + "\n")
+    sys.stdout.flush()
+
+
 def finite(value: Any) -> Any:
     """``value`` with every non-finite float inside it (dicts, lists, tuples) replaced by None."""
     if isinstance(value, float):

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 
 #: Formats reidx decodes (PIL names); others, even if PIL could open them, are refused.
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
@@ -149,8 +149,7 @@ def reason(exc: BaseException) -> str:
     """A short, one-line reason for a decoding failure."""
     if isinstance(exc, Image.UnidentifiedImageError):
         return f"not a {', '.join(FORMATS)} image"
-    text = " ".join(str(exc).split())[:160]
-    return text or type(exc).__name__
+    return one_line(exc)
 
 
 def checked_size(image: Image.Image, name: str) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from PIL import Image
 from rich.table import Table
 
 from reidx.checkpoint import LoadedModel, load_model
-from reidx.console import console, json_text, progress
+from reidx.console import console, emit_json, progress
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.recovery import MODEL, RecoveryScores, recover_batches
@@ -51,9 +51,6 @@ class RecoveryReport:
     images: list[RecoveredImage]
     mean: dict[str, float | None]
     lpips: str  # "ok", or why LPIPS is n/a
-
-    def to_json(self) -> str:
-        return json_text(asdict(self))
 
 
 def match_ground_truth(inputs: list[Path], hr_dir: Path) -> list[Path]:
@@ -207,7 +204,7 @@ def write_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
 def print_report(report: RecoveryReport, as_json: bool = False) -> None:
     """JSON on stdout, or a rich table of the scores (or a one-line summary without ground truth)."""
     if as_json:
-        console.print_json(report.to_json())
+        emit_json(asdict(report))
         return
     if not report.mean:
         console.print(

@@ -38,7 +38,7 @@ from reidx.data.base import (
     per_camera_query_split,
 )
 from reidx.data.registry import register_dataset
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 
 CSV_COLUMNS = ("path", "pid", "camid")
 CSV_FIX = "give a CSV with columns path,pid,camid[,split]"
@@ -61,7 +61,7 @@ def csv_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             header = [name.strip() for name in next(reader, [])]
             rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ReidxError(f"cannot read {csv_path}: {' '.join(str(exc).split())[:160]}", CSV_FIX) from None
+        raise ReidxError(f"cannot read {csv_path}: {one_line(exc)}", CSV_FIX) from None
     missing = [column for column in CSV_COLUMNS if column not in header]
     if missing:
         raise ReidxError(f"{csv_path} lacks columns {', '.join(missing)}", CSV_FIX)

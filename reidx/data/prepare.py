@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from reidx.console import console, json_text, progress
+from reidx.console import console, emit_json, progress
 from reidx.data.base import DatasetReader, Options, Record, Source, existing_root
 from reidx.data.manifest import DatasetInfo, write_dataset
 from reidx.data.registry import get_reader
@@ -351,7 +351,7 @@ def summarise(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
 def print_summary(info: DatasetInfo, out: str | Path, as_json: bool = False) -> None:
     """The built dataset as a rich table, or as JSON on stdout."""
     if as_json:
-        print(json_text({"out": str(Path(out).resolve()), **asdict(info)}, sort_keys=True))
+        emit_json({"out": str(Path(out).resolve()), **asdict(info)}, sort_keys=True)
         return
     rates = ",".join(map(str, info.rates)) + (
         f" (unseen {','.join(map(str, info.unseen_rates))})" if info.unseen_rates else ""

@@ -22,7 +22,7 @@ from torch import nn
 
 from reidx import __version__
 from reidx.checkpoint import load_model
-from reidx.console import console, json_text
+from reidx.console import console, emit_json
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import Devices
 from reidx.errors import ReidxError
@@ -63,7 +63,7 @@ class ExportResult:
         """A one-line summary, or the result as JSON on stdout."""
         if as_json:
             fields = {"path": str(self.path), "bytes": self.bytes, "min_cosine": self.min_cosine}
-            print(json_text({**fields, "info": asdict(self.info)}))
+            emit_json({**fields, "info": asdict(self.info)})
             return
         info = self.info
         console.print(

@@ -21,7 +21,7 @@ from reidx.checkpoint import load_model
 from reidx.console import err_console
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import AUTO, Devices
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.evaluation.embedders import Embedder, TorchEmbedder, as_embedder
 from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem
 
@@ -128,7 +128,7 @@ def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO
     try:
         session = ort.InferenceSession(data, options, providers=providers(devices))
     except Exception as exc:  # noqa: BLE001 - any onnxruntime load failure is an unusable file to the user
-        reason = " ".join(str(exc).split())[:160]
+        reason = one_line(exc)
         raise ReidxError(f"onnxruntime cannot load {path}: {reason}", NOT_OURS) from None
     embedder = OnnxEmbedder(session, info, path)
     as_embedder(embedder, mode)  # the mode check

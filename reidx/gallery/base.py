@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from reidx.device import AUTO, Devices
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.registry import Registry, import_package_modules
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def read_record(directory: Path) -> BackendRecord:
         fields = json.loads(path.read_text(encoding="utf-8"))
         record = BackendRecord(**fields)
     except (OSError, ValueError, TypeError, RecursionError) as exc:
-        reason = " ".join(str(exc).split())[:160]
+        reason = one_line(exc)
         raise ReidxError(f"cannot read {path}: {reason}", "the file is corrupt; rebuild the index") from None
     if not all(isinstance(value, str) for value in asdict(record).values()):
         raise ReidxError(f"cannot read {path}: its fields are not text", "the file is corrupt; rebuild the index")

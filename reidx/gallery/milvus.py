@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from reidx.device import AUTO, Devices
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.gallery.base import BACKENDS, RECORD_NAME, BackendRecord, Gallery, GalleryWrite
 from reidx.outputs import atomic_dir
 from reidx.retrieval.filters import GalleryFilter
@@ -116,7 +116,7 @@ def owner_tag(directory: Path) -> str:
 def short(exc: BaseException) -> str:
     """An exception as one short line (pymilvus errors carry a code and a message)."""
     message = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(message).split())[:200]
+    return one_line(message, 200)
 
 
 def connect(uri: str) -> Any:
@@ -149,7 +149,7 @@ class Notes(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(" ".join(record.getMessage().split())[:200])
+        self.lines.append(one_line(record.getMessage(), 200))
 
 
 @contextmanager

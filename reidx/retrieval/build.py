@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from reidx.checkpoint import LoadedModel
-from reidx.console import console, json_text
+from reidx.console import console, emit_json
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder, as_embedder
@@ -40,7 +40,7 @@ class BuildResult:
         """A one-line summary, or the header and counts as JSON on stdout."""
         if as_json:
             fields = {"directory": str(self.directory), "added": self.added, "skipped": self.skipped}
-            print(json_text({**fields, "header": asdict(self.header)}))
+            emit_json({**fields, "header": asdict(self.header)})
             return
         header = self.header
         console.print(

@@ -40,7 +40,7 @@ from reidx import __version__
 from reidx.console import err_console
 from reidx.data.manifest import column_problem
 from reidx.device import AUTO, Devices
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.io import WRITE_ERRORS
 from reidx.models import list_models, model_class
 from reidx.outputs import atomic_dir
@@ -209,7 +209,7 @@ def to_device(index: Any, devices: Devices) -> tuple[Any, bool]:
     try:
         return faiss.index_cpu_to_all_gpus(index, co=options), True
     except RuntimeError as exc:  # e.g. a PQ layout the GPU kernels do not support
-        reason = str(exc).strip().splitlines()[-1][:160]
+        reason = one_line(exc, keep="last")
         if devices.name == "cuda":
             raise ReidxError(f"FAISS cannot put this index on the GPU: {reason}", "use --device cpu") from None
         err_console.print(f"note: the index stays on the CPU (FAISS GPU: {reason})", highlight=False)
@@ -301,7 +301,7 @@ class GalleryIndex:
             # on-disk inverted lists are memory-mapped from LISTS_NAME beside the index file
             index = read_on_disk(index_path) if on_disk else faiss.read_index(str(index_path))
         except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[-1][:160]
+            reason = one_line(exc, keep="last")
             raise ReidxError(f"cannot read {index_path}: {reason}", f"the file is corrupt; {REBUILD}") from None
         metadata = read_metadata(directory)
         kind = faiss.IndexIVFPQ if header.index_type == "ivfpq" else faiss.IndexFlat
@@ -379,9 +379,7 @@ def read_header(directory: Path) -> IndexHeader:
     try:
         fields = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
-        raise ReidxError(
-            f"cannot read {path}: {' '.join(str(exc).split())[:160]}", f"the file is corrupt; {REBUILD}"
-        ) from None
+        raise ReidxError(f"cannot read {path}: {one_line(exc)}", f"the file is corrupt; {REBUILD}") from None
     problem = header_problem(fields)
     if problem:
         raise ReidxError(f"cannot read {path}: {problem}", f"the file is corrupt; {REBUILD}")
@@ -449,7 +447,7 @@ def read_metadata(directory: Path) -> pd.DataFrame:
     try:
         metadata = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file to the user
-        reason = " ".join(str(exc).split())[:160]
+        reason = one_line(exc)
         raise ReidxError(f"cannot read {path}: {reason}", f"the file is corrupt; {REBUILD}") from None
     problem = metadata_problem(metadata)
     if problem:

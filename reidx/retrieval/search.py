@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reidx.checkpoint import LoadedModel
-from reidx.console import console, json_text
+from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
@@ -148,11 +148,6 @@ def search_images(
     paths = [str(query) for query in queries]
     vectors = embed_paths(model, paths, gallery.header.mode, batch_size, workers)
     return rank_vectors(gallery, vectors, paths, k, nprobe, min_score, query_pid, filters, query_camid)
-
-
-def results_json(results: Sequence[QueryResult]) -> str:
-    """Machine-readable results: one object per query with its ranked ``results`` list."""
-    return json_text([result.to_dict() for result in results])
 
 
 def print_results(results: Sequence[QueryResult]) -> None:

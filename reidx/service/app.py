@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 
 from reidx import __version__
 from reidx.checkpoint import LoadedModel
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.evaluation.embed import embed_images
 from reidx.evaluation.embedders import Embedder, as_embedder
 from reidx.gallery import Gallery
@@ -120,12 +120,12 @@ class KeepServing:
         except Exception as exc:
             if started:  # part of an answer went out: nothing consistent can follow on this connection
                 raise
-            reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+            reason = one_line(exc)
             fix = "the server keeps running; report this with the request"
             await error(500, f"internal error: {reason}", fix)(scope, receive, send)
 
 
-def one_line(exc: RequestValidationError) -> str:
+def first_problem(exc: RequestValidationError) -> str:
     """The first validation problem as ``field: reason``."""
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     field = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path"))
@@ -164,7 +164,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(422, one_line(exc), "see the fields of POST /search in GET /openapi.json")
+        return error(422, first_problem(exc), "see the fields of POST /search in GET /openapi.json")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -20,7 +20,7 @@ from typing import Any, get_type_hints
 import tomllib
 
 from reidx import __version__
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("poly", "step", "cosine")
@@ -342,7 +342,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ReidxError(f"cannot read {path}: {exc.strerror}", "pass a readable .toml or config.json") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        reason = " ".join(str(exc).split())[:160]
+        reason = one_line(exc)
         raise ReidxError(f"cannot parse {path}: {reason}", "fix the file (TOML: key = value per line)") from None
     if isinstance(values, dict):
         values = values.get("config", values)  # a run's config.json nests the options

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from reidx.device import Devices
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ def together(env: DistEnv, step: Callable[[], T], fix: str = "fix it and run the
     except ReidxError as exc:
         outcome = ("error", exc.message, exc.fix)
     except Exception as exc:  # noqa: BLE001 - reported by rank 0 as one line; this rank stops quietly
-        outcome = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", None)
+        outcome = ("error", f"{type(exc).__name__}: {one_line(exc, 200)}", None)
     gathered: list[Any] = [None] * env.world_size
     dist.all_gather_object(gathered, outcome)
     failed = next(((rank, found) for rank, found in enumerate(gathered) if found[0] != "ok"), None)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from reidx.checkpoint import CheckpointFile, load_weights, save_checkpoint
 from reidx.console import progress
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.io import atomic_path
 from reidx.models import ReidModel, build_model, complete_config, model_options
 from reidx.train.config import TrainConfig
@@ -174,7 +174,7 @@ class Trainer:
         try:
             yield from zip(*loaders, strict=True)
         except ReidxError as exc:  # from a worker, the message carries the worker's traceback
-            last = exc.line().strip().splitlines()[-1]
+            last = one_line(exc.line(), 10_000, keep="last")
             raise ReidxError(last.removeprefix(f"{ReidxError.__module__}.{ReidxError.__name__}: ")) from None
 
     def train_epoch(self, epoch: int, bar: Progress | None = None, task: TaskID | None = None) -> dict[str, float]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reidx.checkpoint import CheckpointFile, open_checkpoint
-from reidx.console import console, err_console, json_text
+from reidx.console import console, emit_json, err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, dataset_identity
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
@@ -265,7 +265,7 @@ def leftover(path: Path) -> bool:
 def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
     """The run's summary as JSON, or one line per figure."""
     if as_json:
-        console.print_json(json_text(summary))
+        emit_json(summary)
         return
     console.print(
         f"trained {summary['model']} ({summary['arch']}) for {summary['epochs']} epochs, {summary['steps']} steps"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidx.errors import ReidxError
+from reidx.errors import ReidxError, one_line
 from reidx.train.files import resume_fix
 
 #: ``{name: object with state_dict, a nested such dict, or None}``.
@@ -40,7 +40,7 @@ def restore_checked(objects: Stateful, states: dict[str, Any], rng: dict[str, An
         restore(objects, states)
         set_rng_state(rng)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        reason = one_line(exc, keep="first")
         raise ReidxError(
             f"{source} holds a damaged training state ({type(exc).__name__}: {reason})",
             resume_fix(source.parent),

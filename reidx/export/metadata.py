@@ -31,6 +31,7 @@ from reidx.errors import ReidxError
 from reidx.evaluation.embedders import fingerprint_of
 from reidx.models import list_models, model_class
 from reidx.models.backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT_NORMS
+from reidx.values import input_size_problem
 
 FORMAT = "reidx-onnx"
 VERSION = 2
@@ -40,7 +41,6 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "embedding"
 NOT_OURS = "export one with `reidx export --checkpoint RUN/best.pt --out FILE.onnx`"
 #: The largest input side a file may claim (as for index headers).
-MAX_INPUT_SIDE = 4096
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: The metadata keys every export has, and what each value must parse to.
 KEYS = (
@@ -150,10 +150,8 @@ def props_problem(props: dict[str, str]) -> str | None:
         config = json.loads(props["model_config"])
     except (ValueError, RecursionError):
         return "its metadata holds malformed JSON"
-    if not isinstance(size, list) or len(size) != 2 or not all(positive(side) for side in size):
-        return f"input_size {props['input_size'][:40]} is not two positive integers"
-    if max(size) > MAX_INPUT_SIDE:
-        return f"input_size {size} is over {MAX_INPUT_SIDE} pixels a side"
+    if problem := input_size_problem(size, "input_size"):
+        return problem
     if not props["embedding_dim"].isdigit() or int(props["embedding_dim"]) < 1:
         return f"embedding_dim {props['embedding_dim'][:20]!r} is not a positive integer"
     if not isinstance(norm, dict) or norm.get("name") not in INPUT_NORMS:
@@ -168,11 +166,6 @@ def props_problem(props: dict[str, str]) -> str | None:
     if (props["pixel_mean"], props["pixel_std"]) != (str(PIXEL_MEAN), str(PIXEL_STD)):
         return f"pixel normalisation {props['pixel_mean'][:10]}/{props['pixel_std'][:10]} is not reidx's"
     return None
-
-
-def positive(value: Any) -> bool:
-    """An int (not a bool) of at least 1."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def fingerprint_bytes(fingerprint: dict[str, Any]) -> bytes:

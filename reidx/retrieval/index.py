@@ -45,6 +45,7 @@ from reidx.io import WRITE_ERRORS
 from reidx.models import list_models, model_class
 from reidx.outputs import atomic_dir
 from reidx.retrieval.exact import exact_top_k, longest_row, ranked
+from reidx.values import input_size_problem, is_count
 
 FORMAT = "reidx-index"
 VERSION = 1
@@ -360,8 +361,6 @@ HEADER_FIELDS: dict[str, type] = {
 #: Fields a header of an older reidx may lack (they take their defaults).
 OPTIONAL_FIELDS = frozenset({"image_roots"})
 IVFPQ_PARAMS = ("nlist", "pq_m", "nprobe")
-#: The largest model input side a header may claim (person crops are a few hundred pixels).
-MAX_INPUT_SIDE = 4096
 #: The columns every metadata table has, and whether each holds text (path) or integers (pid, camid).
 METADATA_COLUMNS = {"path": str, "pid": int, "camid": int}
 
@@ -396,11 +395,6 @@ def read_header(directory: Path) -> IndexHeader:
     return header
 
 
-def is_count(value: Any, low: int = 0) -> bool:
-    """An int (not a bool) of at least ``low``."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
 def header_problem(fields: Any) -> str | None:
     """What is wrong with the parsed ``header.json`` (keys, types, ranges), None when nothing is."""
     if not isinstance(fields, dict):
@@ -425,10 +419,8 @@ def header_problem(fields: Any) -> str | None:
     ):
         return "no valid embedding fingerprint"
     size = fingerprint["input_size"]
-    if not isinstance(size, list) or len(size) != 2 or not all(is_count(side, 1) for side in size):
-        return f"input size {json.dumps(size)[:40]} is not two positive integers"
-    if max(size) > MAX_INPUT_SIDE:
-        return f"input size {size} is over {MAX_INPUT_SIDE} pixels a side"
+    if problem := input_size_problem(size):
+        return problem
     roots = fields.get("image_roots", [])
     if not all(isinstance(root, str) and os.path.isabs(root) for root in roots):
         return f"image_roots {json.dumps(roots)[:60]} are not absolute folder paths"

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from reidx.data.prepare import prepare_dataset
 from reidx.errors import ReidxError
+from reidx.models.losses import LossWeights, Objective
 from reidx.train.config import TrainConfig
 from reidx.train.data import ERASE_FILL, HRImages, LRImages, erased, load_training_set, validation_ids
-from reidx.train.losses import LossWeights, Objective
 from reidx.train.schedule import Schedule, schedule_of
 from reidx.train.validation import build_validation_set
 

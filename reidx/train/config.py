@@ -24,7 +24,6 @@ from reidx.errors import ReidxError, one_line
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("poly", "step", "cosine")
-IMAGE_DISCRIMINATORS = ("patchgan", "resnet18")
 #: Options that may differ from the saved run on ``--resume``; any other difference is an error.
 RESUME_OVERRIDABLE = frozenset({"dataset", "epochs", "workers", "save_every", "amp"})
 #: Options that do not matter on ``--resume`` (the weights come from the checkpoint).
@@ -43,6 +42,13 @@ def backbone_names() -> list[str]:
     from reidx.models.backbones import list_backbones
 
     return list_backbones()
+
+
+def image_discriminator_names() -> list[str]:
+    """The D_I registry's names (imports torch only when called)."""
+    from reidx.models.image_discriminators import list_image_discriminators
+
+    return list_image_discriminators()
 
 
 def option(
@@ -76,7 +82,7 @@ class TrainConfig:
         off="Train from scratch (pretrained = false).",
     )
     image_discriminator: str = option(
-        "patchgan", "[G] D_I (the paper does not say): patchgan, or resnet18 [L].", lambda: IMAGE_DISCRIMINATORS
+        "patchgan", "[G] D_I (the paper does not say): patchgan, or resnet18 [L].", image_discriminator_names
     )
     discriminator_width: int = option(32, "[G] PatchGAN base width (pix2pix: 64).")
     decoder_skips: int = option(4, "[G] E→G skips (f4..f1); RAIN's default used f4 only.")

@@ -24,7 +24,7 @@ import typer
 from typer.core import TyperCommand
 
 from reidx.errors import ReidxError
-from reidx.train.config import TrainConfig, flag, format_size, parse_size, pretrained_option
+from reidx.train.config import TrainConfig, flag, parse_size, pretrained_option, value_text
 
 #: The metavars that mark an option as a path reidx writes: a file, or a folder (the output tests walk them).
 OUT_FILE, OUT_DIR = "OUT_FILE", "OUT_DIR"
@@ -60,14 +60,6 @@ def finite_number(flag: str) -> Callable[[str], float]:
     return parse
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, tuple):
-        return format_size(value) if isinstance(value[0], int) else " ".join(map(str, value))
-    return str(value)
-
-
 def _option(name: str, kind: Any, *decls: str, default: Any = None, **info: Any) -> inspect.Parameter:
     option = typer.Option(*decls, **info)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
@@ -76,7 +68,7 @@ def _option(name: str, kind: Any, *decls: str, default: Any = None, **info: Any)
 def _flags(spec: Field, kind: Any) -> list[inspect.Parameter]:
     """The parameters (usually one) of the flag for one TrainConfig field."""
     meta, dashed = spec.metadata, flag(spec.name)
-    default = "" if spec.default in ("", (), MISSING) else f" (default {_shown(spec.default)})"
+    default = "" if spec.default in ("", (), MISSING) else f" (default {value_text(spec.default)})"
     text = meta["help"] + default
     if meta["choices"] is not None:
         return [_option(spec.name, lazy_choice(spec.name, meta["choices"]) | None, help=text)]

@@ -150,7 +150,7 @@ class TrainConfig:
     workers: int = option(2, "Data-loading processes per stream.")
     amp: bool = option(True, "Mixed precision, used only on CUDA.")
 
-    def validate(self) -> TrainConfig:
+    def check(self) -> TrainConfig:
         """Raise ReidxError on a value no run can use; return self."""
         checks = [
             (getattr(self, name) in names, f"--{flag(name)} {getattr(self, name)}", f"use one of {', '.join(names)}")
@@ -215,7 +215,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from plain values (unknown keys are an error naming ``source``)."""
-        return cls(**coerce(values, source)).validate()
+        return cls(**coerce(values, source)).check()
 
 
 def choices_of(spec: Field) -> list[str] | None:
@@ -303,11 +303,17 @@ def convert(kind: Any, value: Any) -> Any:
     raise TypeError(EXPECTED[kind])
 
 
-def _toml(value: Any) -> str:
-    """``value`` as it is written in a config file."""
-    value = format_size(value) if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int) else value
+def value_text(value: Any, toml: bool = False) -> str:
+    """A config value as text: as its flag takes it (on/off, ``HxW``, a pair space-separated: help defaults and
+    messages), or with ``toml`` as a config file writes it. A pair of ints is a size (``HxW``) in both."""
+    if isinstance(value, tuple) and len(value) == 2 and all(_integer(v) for v in value):
+        value = format_size(value)
+    if not toml:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     if isinstance(value, list | tuple):
-        return f"[{', '.join(map(_toml, value))}]"
+        return f"[{', '.join(value_text(v, toml=True) for v in value)}]"
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # TOML's words: inf, -inf, nan
     try:
@@ -330,8 +336,8 @@ def coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
             result[name] = convert(types[name], value)
         except (TypeError, ReidxError):
             raise ReidxError(
-                f"{source}: {key} = {_toml(value)} is not {EXPECTED[types[name]]}",
-                f"write it like {key} = {_toml(specs[name].default)}",
+                f"{source}: {key} = {value_text(value, toml=True)} is not {EXPECTED[types[name]]}",
+                f"write it like {key} = {value_text(specs[name].default, toml=True)}",
             ) from None
     return result
 
@@ -364,7 +370,7 @@ def build_config(overrides: dict[str, Any], config_file: Path | None = None) -> 
     """Defaults ← ``config_file`` ← ``overrides`` (the flags the user gave)."""
     values = read_config_file(config_file) if config_file else {}
     values.update(coerce(overrides, "the command line"))
-    return TrainConfig(**values).validate()
+    return TrainConfig(**values).check()
 
 
 def resume_config(saved: dict[str, Any], overrides: dict[str, Any], run: Path) -> TrainConfig:
@@ -377,14 +383,10 @@ def resume_config(saved: dict[str, Any], overrides: dict[str, Any], run: Path) -
             config[name] = value
         elif value != config.get(name):
             raise ReidxError(
-                f"{run} was trained with {name}={format_value(config.get(name))}, not {format_value(value)}",
+                f"{run} was trained with {name}={value_text(config.get(name))}, not {value_text(value)}",
                 "drop that option to resume, or start a new run with another --out",
             )
-    return TrainConfig(**config).validate()
-
-
-def format_value(value: Any) -> str:
-    return format_size(value) if isinstance(value, tuple) and len(value) == 2 else str(value)
+    return TrainConfig(**config).check()
 
 
 def run_record(config: TrainConfig, commands: list[list[str]]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ input normalisation and its record in the config."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,11 @@ def test_last_stride_is_saved_and_cadnet_recovers_with_it(tmp_path: Path) -> Non
     rebuilt = load_model(tmp_path / "m.pt").model
     assert rebuilt.config["last_stride"] == 1 and rebuilt.config["bnneck"] is True
     assert torch.allclose(rebuilt.embed(images), model.embed(images), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_models_own_options_default_as_its_constructor_does(name: str) -> None:
+    """A model's ``Options`` (its ``reidx train`` flags) and its constructor agree on every shared default."""
+    parameters = model_options(name)
+    for spec in fields(model_class(name).Options):
+        assert spec.name not in parameters or parameters[spec.name] == spec.default, spec.name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -21,6 +22,13 @@ from reidx.registry import Registry
 LEGACY_CONFIG = {"input_norm": "none", "bnneck": False, "last_stride": 2}
 
 M = TypeVar("M", bound=type["ReidModel"])
+
+
+@dataclass
+class NoOptions:
+    """A model without options of its own."""
+
+
 _MODELS: Registry[type[ReidModel]] = Registry("model", "reidx.models")
 
 
@@ -37,6 +45,10 @@ class ReidModel(nn.Module):
     can_recover: bool = False
     #: constructor options (beside ``num_classes`` and ``arch``) of a small, fast instance, for the tests
     tiny: ClassVar[dict[str, Any]] = {}
+    #: the model's own ``reidx train`` options (:func:`reidx.options.option` fields; flag, TOML and config.json
+    #: key = field name), beside the common ones; those named like a constructor parameter are passed to it,
+    #: the others are for its :meth:`objective`
+    Options: ClassVar[type] = NoOptions
     #: Trunk attribute -> its name in messages (the attribute itself when absent).
     trunk_names: ClassVar[dict[str, str]] = {}
     config: dict[str, Any]

@@ -27,10 +27,40 @@ from reidx.models.base import ReidModel, register_model, resolve_input_norm
 from reidx.models.decoder import HRDecoder
 from reidx.models.discriminators import FeatureDiscriminator
 from reidx.models.heads import IdentityClassifier, global_pool, normalise
-from reidx.models.image_discriminators import build_image_discriminator
+from reidx.models.image_discriminators import build_image_discriminator, list_image_discriminators
 from reidx.models.losses import FAKE, REAL, LossWeights, Objective, balanced_accuracy, gan_loss
+from reidx.options import option
 
 EMBEDDING_MODES = ("fused", "f", "g")
+#: the common ``reidx train`` option after which CAD-Net's loss options are listed
+LOSSES = "random_erasing"
+
+
+@dataclass
+class CADNetOptions:
+    """CAD-Net's own ``reidx train`` options: its networks' knobs, then its loss weights and ablation switches."""
+
+    image_discriminator: str = option(
+        "patchgan", "[G] D_I (the paper does not say): patchgan, or resnet18 [L].", list_image_discriminators
+    )
+    discriminator_width: int = option(32, "[G] PatchGAN base width (pix2pix: 64).")
+    decoder_skips: int = option(4, "[G] E→G skips (f4..f1); RAIN's default used f4 only.")
+    decoder_width_divisor: int = option(
+        4, "[G] G's widths = E's / this; 1 = RAIN's full decoder (about 5 trunks of cost)."
+    )
+    residual_recovery: bool = option(
+        False, "[G] G adds detail to the upsampled input (x + G(f)) instead of painting the image (paper: G(f))."
+    )
+    lambda_rec: float = option(1.0, "[L] Weight of L_rec.", minimum=0, after=LOSSES)
+    lambda_adv_feature: float = option(
+        0.01, "[L] Weight of L_adv^D_F; also scales D_F's own loss (RAIN w_dis).", minimum=0, after=LOSSES
+    )
+    lambda_adv_image: float = option(
+        0.01, "[G] Weight of L_adv^D_I (cadnet.md suggests sweeping 0.01–1).", minimum=0, after=LOSSES
+    )
+    adv_feature: bool = option(True, "L_adv^D_F (off: the w/o L_adv^D_F ablation).", after=LOSSES)
+    adv_image: bool = option(True, "L_adv^D_I (off: the w/o L_adv^D_I ablation).", after=LOSSES)
+    rec: bool = option(True, "L_rec (off: the w/o L_rec ablation).", after=LOSSES)
 
 
 @register_model("cadnet")
@@ -44,6 +74,7 @@ class CADNet(ReidModel):
     can_recover = True
     trunk_names = {"encoder": "E", "hr_encoder": "F"}
     tiny: ClassVar[dict[str, Any]] = {"discriminator_width": 8}
+    Options = CADNetOptions
 
     def __init__(
         self,

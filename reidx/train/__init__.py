@@ -1,6 +1,7 @@
 """Training: P×K sampling, the trainer with resumable checkpoints, DDP and validation.
 
-Names are imported on first use, so ``reidx.train.config`` (the options, torch-free) loads without torch.
+Names are imported on first use, so ``reidx.train.config`` (the options) loads without torch; its
+``TrainConfig`` imports the models (torch), whose own options it holds.
 """
 
 from __future__ import annotations

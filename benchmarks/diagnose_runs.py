@@ -31,9 +31,9 @@ from reidx.evaluation.embedders import TorchEmbedder
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
 from reidx.models.discriminators import FeatureDiscriminator
+from reidx.models.losses import FAKE, REAL, gan_loss
 from reidx.train.config import parse_size
 from reidx.train.data import load_training_set
-from reidx.train.losses import FAKE, REAL, gan_loss
 from reidx.train.validation import ValidationSet, build_validation_set, rank_queries
 
 PROBE_IMAGES, PROBE_STEPS, PROBE_BATCH = 256, 200, 32

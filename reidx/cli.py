@@ -16,6 +16,7 @@ from rich.text import Text
 
 from reidx import __version__
 from reidx.cli_options import (
+    MODEL_OPTIONS,
     OUT_DIR,
     OUT_FILE,
     TrainCommand,
@@ -149,7 +150,7 @@ def train(
     """
     from reidx.train import print_summary, run_training
 
-    overrides = train_overrides(options)
+    overrides = train_overrides({**options, **ctx.meta[MODEL_OPTIONS]})
     summary = run_training(out, overrides, config_file=config, resume=resume, devices=ctx.obj)
     print_summary(summary, as_json=json_output)
 

@@ -5,7 +5,8 @@ where the field has a registry, its choices. Bools are ``--x/--no-x``; ``pretrai
 ``--pretrained PATH`` / ``--no-pretrained``; ``input_size`` is ``--input-size HxW``; a tuple of paths
 (``dataset``) is a repeatable flag. A flag not given is None,
 so a ``--config`` file's value stands. Choices are read from their registry only when listed or checked
-(``reidx train --help`` or a run), so ``reidx --help`` imports no torch.
+(``reidx train --help`` or a run), and so are the models' own options (:class:`TrainCommand` adds their flags
+when ``reidx train`` parses or shows its help), so ``reidx --help`` imports no torch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, fields
 from enum import Enum, EnumMeta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
+import click
 import typer
 from typer.core import TyperCommand
 
 from reidx.errors import ReidxError
-from reidx.train.config import TrainConfig, flag, format_size, parse_size, pretrained_option
+from reidx.train.config import CommonOptions, config_class, flag, parse_size, pretrained_option, value_text
 
 #: The metavars that mark an option as a path reidx writes: a file, or a folder (the output tests walk them).
 OUT_FILE, OUT_DIR = "OUT_FILE", "OUT_DIR"
@@ -60,14 +63,6 @@ def finite_number(flag: str) -> Callable[[str], float]:
     return parse
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, tuple):
-        return format_size(value) if isinstance(value[0], int) else " ".join(map(str, value))
-    return str(value)
-
-
 def _option(name: str, kind: Any, *decls: str, default: Any = None, **info: Any) -> inspect.Parameter:
     option = typer.Option(*decls, **info)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
@@ -76,7 +71,7 @@ def _option(name: str, kind: Any, *decls: str, default: Any = None, **info: Any)
 def _flags(spec: Field, kind: Any) -> list[inspect.Parameter]:
     """The parameters (usually one) of the flag for one TrainConfig field."""
     meta, dashed = spec.metadata, flag(spec.name)
-    default = "" if spec.default in ("", (), MISSING) else f" (default {_shown(spec.default)})"
+    default = "" if spec.default in ("", (), MISSING) else f" (default {value_text(spec.default)})"
     text = meta["help"] + default
     if meta["choices"] is not None:
         return [_option(spec.name, lazy_choice(spec.name, meta["choices"]) | None, help=text)]
@@ -96,12 +91,52 @@ def _flags(spec: Field, kind: Any) -> list[inspect.Parameter]:
 
 #: Terminal width from which rich's option table shows ``reidx train``'s longest flag names whole.
 RICH_HELP_COLUMNS = 110
+#: ``ctx.meta`` key of the models' own options given to ``reidx train`` (name -> value, None = not given).
+MODEL_OPTIONS = "reidx.model_options"
+
+
+def _click_params(parameters: list[inspect.Parameter]) -> list[click.Parameter]:
+    """The click parameters Typer makes of these keyword parameters."""
+
+    def holder(**options: Any) -> None:
+        """Only carries the signature."""
+
+    holder.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    single = typer.Typer()
+    single.command()(holder)
+    return typer.main.get_command(single).params
 
 
 class TrainCommand(TyperCommand):
-    """``reidx train``: rich's option table cuts its long flag names (``--residual-reco…``) on terminals narrower
-    than :data:`RICH_HELP_COLUMNS`, so there the help is click's plain layout, which wraps the help text
-    beside or under each whole flag name instead."""
+    """``reidx train``. Its flags of the models' own options (:func:`~reidx.train.config.config_class`) are added
+    on first use, in the order of the config's fields; their values reach the command in
+    ``ctx.meta[MODEL_OPTIONS]``.
+
+    Rich's option table cuts its long flag names (``--residual-reco…``) on terminals narrower than
+    :data:`RICH_HELP_COLUMNS`, so there the help is click's plain layout, which wraps the help text beside or
+    under each whole flag name instead."""
+
+    @cached_property
+    def model_params(self) -> list[click.Parameter]:
+        """The flags of the models' own options; the command's params now include them, in field order."""
+        config = config_class()
+        common = {spec.name for spec in fields(CommonOptions)}
+        types = get_type_hints(config)
+        own = [spec for spec in fields(config) if spec.name not in common]
+        generated = _click_params([param for spec in own for param in _flags(spec, types[spec.name])])
+        by_name = {param.name: param for param in [*self.params, *generated]}
+        order = [name for spec in fields(config) for name in (spec.name, f"no_{spec.name}") if name in by_name]
+        rest = [param for param in self.params if param.name not in order]
+        self.params = [*rest[:-1], *(by_name[name] for name in order), *rest[-1:]]
+        return generated
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        assert self.model_params is not None  # added on first use
+        return super().get_params(ctx)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta[MODEL_OPTIONS] = {param.name: ctx.params.pop(param.name, None) for param in self.model_params}
+        return super().invoke(ctx)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         if shutil.get_terminal_size().columns < RICH_HELP_COLUMNS:
@@ -125,10 +160,10 @@ class TrainCommand(TyperCommand):
 
 
 def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``command`` (which takes ``**options``) one keyword parameter per TrainConfig flag, inserted
-    before its last parameter (``--json``)."""
-    types = get_type_hints(TrainConfig)
-    generated = [param for spec in fields(TrainConfig) for param in _flags(spec, types[spec.name])]
+    """Give ``command`` (which takes ``**options``) one keyword parameter per flag of the common options,
+    inserted before its last parameter (``--json``); :class:`TrainCommand` adds the models' own."""
+    types = get_type_hints(CommonOptions)
+    generated = [param for spec in fields(CommonOptions) for param in _flags(spec, types[spec.name])]
     own = [
         param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
         for param in inspect.signature(command, eval_str=True).parameters.values()
@@ -139,10 +174,11 @@ def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
-    """The TrainConfig values of the flags that were given (None = not given)."""
+    """The TrainConfig values of the flags that were given (None = not given); the models' own options are
+    plain values (bool, number, text)."""
     values = dict(options)
-    types = get_type_hints(TrainConfig)
-    for spec in fields(TrainConfig):
+    types = get_type_hints(CommonOptions)
+    for spec in fields(CommonOptions):
         kind, value = types[spec.name], values.get(spec.name)
         if kind == bool | str:
             values[spec.name] = pretrained_option(value, values.pop(f"no_{spec.name}"))

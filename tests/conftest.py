@@ -181,6 +181,22 @@ def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> C
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny CAD-Net checkpoint (seed 0, resnet18 from scratch, 4 ids, 64x32, its ``tiny`` options);
+    copy it where a test may change it."""
+    import torch
+
+    from reidx.checkpoint import save_checkpoint
+    from reidx.models import build_model, model_class
+
+    torch.manual_seed(0)
+    model = build_model("cadnet", num_classes=4, arch="resnet18", **model_class("cadnet").tiny)
+    path = tmp_path_factory.mktemp("tiny-checkpoint") / "cadnet.pt"
+    save_checkpoint(path, model, (64, 32))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with ``model.pt`` (an untrained resnet18 baseline at 64x32, seeded), ``gallery/`` (12 blocky
     Market-named crops: pids 1-4 x cameras 1-3), ``queries/`` (a 16x8 and a 32x16 crop of pids 2 and 3 from

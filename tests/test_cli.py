@@ -11,6 +11,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import click
 import faiss
 import pytest
 import torch
@@ -83,7 +84,9 @@ def test_help_and_missing_path_errors_do_not_import_torch(tmp_path: Path) -> Non
 
 
 def test_every_trainconfig_field_is_a_train_flag_with_its_default_in_the_help() -> None:
-    options = {opt: param for param in train_command().params for opt in [*param.opts, *param.secondary_opts]}
+    command = train_command()
+    params = command.get_params(click.Context(command))  # the models' own options included
+    options = {opt: param for param in params for opt in [*param.opts, *param.secondary_opts]}
     for spec in fields(TrainConfig):
         option = options[f"--{flag(spec.name)}"]
         assert option.help.startswith(spec.metadata["help"]), spec.name

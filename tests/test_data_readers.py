@@ -13,8 +13,8 @@ from reidx.data import registry
 from reidx.data.base import Options, Record, Source
 from reidx.data.manifest import check_testable, read_dataset
 from reidx.data.prepare import prepare_dataset
+from reidx.data.readers.viper import VIPeR
 from reidx.data.registry import dataset_names, get_reader, register_dataset
-from reidx.data.viper import VIPeR
 from reidx.errors import ReidxError
 from reidx.registry import Registry
 
@@ -35,7 +35,7 @@ def test_registry_lists_names_on_unknown_dataset() -> None:
 
 
 def test_register_dataset_adds_a_reader_and_refuses_a_clash(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_READERS", Registry("dataset", load=registry._load_builtin))
+    monkeypatch.setattr(registry, "READERS", Registry("dataset", "reidx.data.readers"))
 
     @register_dataset("test-viper-copy")
     class Copy(VIPeR):

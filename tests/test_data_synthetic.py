@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reidx.data.synthetic import NATIVE_SIZES, generate
+from reidx.data.readers.synthetic import NATIVE_SIZES, generate
 
 
 def test_generator_is_deterministic_with_per_camera_sizes(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from reidx.models import build_model
-from reidx.train import LossWeights, Objective, TrainConfig
-from reidx.train.losses import DISCRIMINATOR
+from reidx.models.cadnet import CADNetObjective, CADNetWeights
+from reidx.models.losses import DISCRIMINATOR
+from reidx.train import TrainConfig
 
 FEATURE_SHAPE = (512, 2, 1)  # E's output for resnet18 at 64×32
 BATCH, STEPS = 16, 150
@@ -23,8 +24,8 @@ def blurred_pair(generator: torch.Generator, n: int) -> tuple[torch.Tensor, torc
 def test_feature_discriminator_learns_a_resolution_gap_that_lives_in_channel_moments() -> None:
     torch.manual_seed(0)
     model = build_model("cadnet", num_classes=2, arch="resnet18", discriminator_width=8)
-    objective = Objective(model, LossWeights())  # λ_adv^{D_F} 0.01 scales D_F's own loss, as in training
     config = TrainConfig()
+    objective = model.objective(config)  # λ_adv^{D_F} 0.01 scales D_F's own loss, as in training
     optimiser = torch.optim.Adam(model.discriminator_parameters(), lr=config.d_lr, betas=config.d_betas)
     generator = torch.Generator().manual_seed(1)
     accuracies = []
@@ -48,11 +49,11 @@ def test_feature_discriminator_learns_a_resolution_gap_that_lives_in_channel_mom
 def test_accuracies_stay_out_of_the_weighted_total() -> None:
     torch.manual_seed(0)
     model = build_model("cadnet", num_classes=2, arch="resnet18", discriminator_width=8)
-    weights = LossWeights(adv_feature=0.5, adv_image=0.25)
+    weights = CADNetWeights(adv_feature=0.5, adv_image=0.25)
     f_h, f_l = blurred_pair(torch.Generator().manual_seed(0), 4)
     images = torch.rand(3, 4, 3, 64, 32) * 2 - 1
     saved = {"f_h": f_h, "f_l": f_l, "x_h": images[0], "rec_h": images[1], "rec_l": images[2]}
-    terms = Objective(model, weights)(DISCRIMINATOR, saved)
+    terms = CADNetObjective(model, weights)(DISCRIMINATOR, saved)
     assert set(terms) == {"d_feature", "d_image", "acc_d_feature", "acc_d_image", "total"}
     expected = 0.5 * terms["d_feature"] + 0.25 * terms["d_image"]
     assert torch.allclose(terms["total"], expected)

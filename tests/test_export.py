@@ -291,20 +291,18 @@ def test_export_and_model_file_errors_and_help_import_no_torch(tmp_path: Path) -
 def test_every_backbone_and_model_exports_with_a_dynamic_batch(tmp_path: Path, arch: str, name: str) -> None:
     torch.manual_seed(0)
     size = (40, 24)  # not multiples of 32: G resizes its maps (the interpolations are in the graph too)
-    extra = {"discriminator_width": 8} if name == "cadnet" else {}
-    model = build_model(name, num_classes=3, arch=arch, input_norm="imagenet", **extra)
+    model = build_model(name, num_classes=3, arch=arch, input_norm="imagenet", **model_class(name).tiny)
     save_checkpoint(tmp_path / "m.pt", model, size)
     result = export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx")  # fused: the whole path (other modes: above)
     assert result.min_cosine >= MIN_COSINE  # onnxruntime vs torch on random batches of 1 and 3 (traced with 2)
-    assert result.info.dim == (2 if name == "cadnet" else 1) * model.encoder.out_channels
+    assert result.info.dim == model.classifier.fc.in_features  # the pooled feature C sees: the fused embedding
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_bnneck_and_last_stride_1_models_export(tmp_path: Path, name: str) -> None:
     """[B] options change the embedding path (C's BN after pooling, a stride-1 last stage): the graph has them."""
     torch.manual_seed(0)
-    extra = {"discriminator_width": 8} if name == "cadnet" else {}
-    model = build_model(name, num_classes=3, arch="resnet18", bnneck=True, last_stride=1, **extra)
+    model = build_model(name, num_classes=3, arch="resnet18", bnneck=True, last_stride=1, **model_class(name).tiny)
     model.classifier.bn.running_mean.uniform_(-1, 1)  # statistics unlike the identity, so the BN shows
     save_checkpoint(tmp_path / "m.pt", model, (64, 32))
     assert export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx").min_cosine >= MIN_COSINE

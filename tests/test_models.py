@@ -4,6 +4,7 @@ input normalisation and its record in the config."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -11,25 +12,46 @@ import torch
 import torch.nn.functional as F
 
 from reidx.checkpoint import load_model, save_checkpoint
+from reidx.data.registry import dataset_names, get_reader
 from reidx.errors import ReidxError
 from reidx.models import ReidModel, build_model, complete_config, list_models, model_class, model_options
 from reidx.models.backbones import Backbone, build_backbone, list_backbones
 from reidx.models.cadnet import fuse
-
-SMALL = {"cadnet": {"discriminator_width": 8}, "baseline": {}}
+from reidx.models.image_discriminators import build_image_discriminator, list_image_discriminators
 
 
 def small_model(name: str, arch: str = "resnet18", **options) -> ReidModel:
-    return build_model(name, num_classes=5, arch=arch, **{**SMALL[name], **options})
+    """The tiny instance of model ``name`` (the options its class gives for tests)."""
+    return build_model(name, num_classes=5, arch=arch, **{**model_class(name).tiny, **options})
 
 
-def test_registries_list_the_models_and_backbones() -> None:
-    assert list_models() == ["baseline", "cadnet"]
-    assert list_backbones() == ["mobilenet_v2", "resnet18", "resnet34", "resnet50"]
-    with pytest.raises(ReidxError, match="unknown model 'nope' — use one of baseline, cadnet"):
-        build_model("nope", num_classes=2)
-    with pytest.raises(ReidxError, match="unknown architecture 'vgg' — use one of mobilenet_v2, resnet18"):
-        build_backbone("vgg")
+@pytest.mark.parametrize(
+    ("names", "build", "kind"),
+    [
+        (list_models(), lambda name: model_class(name), "model"),
+        (list_backbones(), build_backbone, "architecture"),
+        (list_image_discriminators(), lambda name: build_image_discriminator(name, width=8), "image discriminator"),
+        (dataset_names(), get_reader, "dataset"),
+    ],
+)
+def test_registries_stamp_the_name_and_refuse_an_unknown_one_in_one_line(names: list[str], build, kind: str) -> None:
+    """Every entry knows its registered name (it never repeats it); an unknown name lists the known ones."""
+    assert names and names == sorted(names)
+    for name in names:
+        assert build(name).name == name
+    with pytest.raises(ReidxError, match=f"unknown {kind} 'nope' — use one of {', '.join(names)}$"):
+        build("nope")
+
+
+def test_a_model_saves_its_registered_name_in_its_config() -> None:
+    for name in list_models():
+        assert small_model(name).config["name"] == name
+
+
+@pytest.mark.parametrize("kind", list_image_discriminators())
+def test_every_image_discriminator_judges_an_image_batch(kind: str) -> None:
+    judged = build_image_discriminator(kind, width=8)(torch.zeros(2, 3, 64, 32))
+    assert judged.shape[0] == 2 and judged.ndim == 2
 
 
 def test_model_options_are_the_builders_keywords() -> None:
@@ -60,7 +82,7 @@ def test_every_model_runs_on_every_backbone(name: str, arch: str) -> None:
     out = model(images)
     dim = model.encoder.out_channels
     assert out["f"].shape[:2] == (2, dim) and out["logits"].shape == (2, 5)
-    assert out["pooled"].shape == (2, 2 * dim if name == "cadnet" else dim)
+    assert out["pooled"].shape == out["embedding"].shape == (2, model.classifier.fc.in_features)
     if model.can_recover:
         assert out["recovered"].shape == images.shape and out["g"].shape == out["f"].shape
     loss = out["logits"].sum() + out["pooled"].square().mean() + out.get("recovered", images).mean()
@@ -120,7 +142,7 @@ def test_input_norm_is_saved_and_rebuilt_and_older_checkpoints_mean_none(tmp_pat
 
 
 @pytest.mark.parametrize("bnneck", [False, True])
-@pytest.mark.parametrize("name", ["cadnet", "baseline"])
+@pytest.mark.parametrize("name", list_models())
 def test_forward_embedding_is_the_fused_retrieval_embedding(name: str, bnneck: bool) -> None:
     """Validation ranks with ``forward()["embedding"]``; search and report with ``embed()``: they must agree."""
     torch.manual_seed(0)
@@ -171,32 +193,42 @@ def train_classifier_bn(model: ReidModel, images: torch.Tensor) -> None:
     model.eval()
 
 
-@pytest.mark.parametrize("name", ["baseline", "cadnet"])
-def test_bnneck_retrieves_with_the_feature_after_the_classifier_bn(name: str) -> None:
-    """[B] BNNeck: the embedding is the pooled feature (the triplet's) put through C's BN in eval mode, per
-    stream for CAD-Net; without it, the pooled feature itself. The logits come from the same BN feature."""
+def bnneck_case(name: str) -> tuple[ReidModel, ReidModel, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """A BNNeck model whose C's BN has statistics, the same weights without BNNeck, images, the BNNeck model's
+    forward and its pooled feature after C's BN (eval mode); the logits must come from that BN feature."""
     torch.manual_seed(0)
     model = small_model(name, bnneck=True)
     images = torch.rand(4, 3, 64, 32) * 2 - 1
     train_classifier_bn(model, images)
+    plain = small_model(name)
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
     with torch.no_grad():
         out = model(images)
         after_bn = model.classifier.bn(out["pooled"])
-        assert torch.allclose(out["logits"], model.classifier.fc(after_bn), atol=1e-5)
-        if name == "baseline":
-            expected = {"fused": F.normalize(after_bn, dim=1)}
-        else:
-            f, g = after_bn.split(model.encoder.out_channels, dim=1)
-            expected = {"f": F.normalize(f, dim=1), "g": F.normalize(g, dim=1), "fused": fuse(f, g)}
-        for mode, wanted in expected.items():
-            assert torch.allclose(model.embed(images, mode), wanted, atol=1e-5), mode
-        plain = small_model(name)
-        plain.load_state_dict(model.state_dict())
-        plain.eval()
-        before_bn = out["pooled"][:, : model.encoder.out_channels] if name == "cadnet" else out["pooled"]
-        mode = "f" if name == "cadnet" else "fused"
-        assert torch.allclose(plain.embed(images, mode), F.normalize(before_bn, dim=1), atol=1e-5)
-        assert not torch.allclose(plain.embed(images, mode), model.embed(images, mode), atol=1e-3)
+    assert torch.allclose(out["logits"], model.classifier.fc(after_bn), atol=1e-5)
+    return model, plain, images, out, after_bn
+
+
+def test_baseline_bnneck_retrieves_with_the_feature_after_the_classifier_bn() -> None:
+    """[B] BNNeck: the embedding is the pooled feature (the triplet's) put through C's BN in eval mode; without
+    it, the pooled feature itself."""
+    model, plain, images, out, after_bn = bnneck_case("baseline")
+    assert torch.allclose(model.embed(images), F.normalize(after_bn, dim=1), atol=1e-5)
+    assert torch.allclose(plain.embed(images), F.normalize(out["pooled"], dim=1), atol=1e-5)
+    assert not torch.allclose(plain.embed(images), model.embed(images), atol=1e-3)
+
+
+def test_cadnet_bnneck_retrieves_with_each_streams_feature_after_the_classifier_bn() -> None:
+    """[B] BNNeck per stream: f and g each through their channels of C's BN, fused after."""
+    model, plain, images, out, after_bn = bnneck_case("cadnet")
+    f, g = after_bn.split(model.encoder.out_channels, dim=1)
+    expected = {"f": F.normalize(f, dim=1), "g": F.normalize(g, dim=1), "fused": fuse(f, g)}
+    for mode, wanted in expected.items():
+        assert torch.allclose(model.embed(images, mode), wanted, atol=1e-5), mode
+    before_bn = out["pooled"][:, : model.encoder.out_channels]
+    assert torch.allclose(plain.embed(images, "f"), F.normalize(before_bn, dim=1), atol=1e-5)
+    assert not torch.allclose(plain.embed(images, "f"), model.embed(images, "f"), atol=1e-3)
 
 
 def test_bnneck_forward_moves_the_bn_statistics_once_per_batch() -> None:
@@ -230,3 +262,11 @@ def test_last_stride_is_saved_and_cadnet_recovers_with_it(tmp_path: Path) -> Non
     rebuilt = load_model(tmp_path / "m.pt").model
     assert rebuilt.config["last_stride"] == 1 and rebuilt.config["bnneck"] is True
     assert torch.allclose(rebuilt.embed(images), model.embed(images), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_models_own_options_default_as_its_constructor_does(name: str) -> None:
+    """A model's ``Options`` (its ``reidx train`` flags) and its constructor agree on every shared default."""
+    parameters = model_options(name)
+    for spec in fields(model_class(name).Options):
+        assert spec.name not in parameters or parameters[spec.name] == spec.default, spec.name

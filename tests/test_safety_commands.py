@@ -22,7 +22,6 @@ import torch
 from reidx.checkpoint import load_model, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
-from reidx.models import build_model
 from reidx.provenance import registration
 from reidx.retrieval import GalleryIndex, build_index, embed_paths, images_table
 from reidx.retrieval.index import PARTIAL_NAME
@@ -31,12 +30,10 @@ INPUT_SIZE = (64, 32)
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ws(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     """A CAD-Net checkpoint, a prepared synthetic dataset ``ds`` and a folder of the user's ``photos``."""
     root = tmp_path_factory.mktemp("safety")
-    torch.manual_seed(0)
-    model = build_model("cadnet", num_classes=4, arch="resnet18", discriminator_width=8)
-    save_checkpoint(root / "cadnet.pt", model, INPUT_SIZE)
+    shutil.copyfile(tiny_checkpoint, root / "cadnet.pt")
     prepare_dataset("synthetic", None, root / "ds", rates=(2,), ids=12, cameras=2, images_per_camera=2, workers=1)
     (root / "photos").mkdir()
     for path in sorted((root / "ds" / "hr").rglob("*.png"))[:16]:

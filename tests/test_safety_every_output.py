@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import typer
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import load_model
 from reidx.cli import app
 from reidx.cli_options import OUT_DIR, OUT_FILE
 from reidx.data.prepare import prepare_dataset
-from reidx.models import build_model
 from reidx.retrieval import build_index, images_table
 from tests.tiny import CLI_TINY
 
@@ -34,13 +32,11 @@ OUTPUT_NAMES = {"out", "output", "montage", "grid", "plots", "save", "log", "cac
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ws(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     """A CAD-Net checkpoint ``ck.pt``, a synthetic dataset ``ds``, ``photos/`` (4 images), its index ``idx``
     and a query image ``q.png``."""
     root = tmp_path_factory.mktemp("every-output")
-    torch.manual_seed(0)
-    model = build_model("cadnet", num_classes=4, arch="resnet18", discriminator_width=8)
-    save_checkpoint(root / "ck.pt", model, (64, 32))
+    shutil.copyfile(tiny_checkpoint, root / "ck.pt")
     prepare_dataset("synthetic", None, root / "ds", rates=(2,), ids=6, cameras=2, images_per_camera=2, workers=1)
     (root / "photos").mkdir()
     for path in sorted((root / "ds" / "hr").rglob("*.png"))[:4]:

@@ -16,9 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from reidx.checkpoint import save_checkpoint
 from reidx.data.prepare import prepare_dataset
-from reidx.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Root reads any file whatever its mode; without these capabilities it obeys the owner's bits like anyone.
@@ -26,12 +24,10 @@ NO_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--boundi
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ws(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     """A CAD-Net checkpoint (resnet18, 64x32) and a prepared synthetic dataset (6 ids, 2 cameras)."""
     root = tmp_path_factory.mktemp("messages")
-    torch.manual_seed(0)
-    model = build_model("cadnet", num_classes=4, arch="resnet18", discriminator_width=8)
-    save_checkpoint(root / "cadnet.pt", model, (64, 32))
+    shutil.copyfile(tiny_checkpoint, root / "cadnet.pt")
     prepare_dataset("synthetic", None, root / "ds", rates=(2,), ids=6, cameras=2, images_per_camera=2, workers=1)
     return root
 

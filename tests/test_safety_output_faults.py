@@ -13,21 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import load_model
 from reidx.data.prepare import prepare_dataset
-from reidx.models import build_model
 from reidx.retrieval import build_index, images_table
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ws(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     """A CAD-Net checkpoint, a prepared synthetic dataset and its index."""
     root = tmp_path_factory.mktemp("faults")
-    torch.manual_seed(0)
-    save_checkpoint(root / "cadnet.pt", build_model("cadnet", num_classes=4, arch="resnet18", discriminator_width=8),
-                    (64, 32))  # fmt: skip
+    shutil.copyfile(tiny_checkpoint, root / "cadnet.pt")
     prepare_dataset("synthetic", None, root / "ds", rates=(2,), ids=12, cameras=2, images_per_camera=2, workers=1)
     build_index(load_model(root / "cadnet.pt"), images_table([root / "ds" / "hr"]), root / "idx", workers=0)
     return root

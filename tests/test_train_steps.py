@@ -9,7 +9,8 @@ import torch
 
 from reidx.data.prepare import prepare_dataset
 from reidx.models import build_model
-from reidx.train import LossWeights, Objective, TrainConfig, Trainer
+from reidx.models.cadnet import CADNetObjective, CADNetWeights
+from reidx.train import TrainConfig, Trainer
 
 TINY = dict(arch="resnet18", pretrained=False, input_size=(64, 32), discriminator_width=8, workers=0)
 
@@ -68,11 +69,11 @@ def test_baseline_step_has_no_discriminator_phase(dataset: Path, tmp_path: Path)
     assert any(moved(trainer.model.classifier, before[-3:]))
 
 
-def decoder_gradient(weights: LossWeights) -> tuple[dict[str, torch.Tensor], float, float]:
+def decoder_gradient(weights: CADNetWeights) -> tuple[dict[str, torch.Tensor], float, float]:
     """Loss terms and the gradient norms of G and E after one backward of the generator objective."""
     torch.manual_seed(0)
     model = build_model("cadnet", num_classes=3, arch="resnet18", discriminator_width=8)
-    objective = Objective(model, weights)
+    objective = CADNetObjective(model, weights)
     x = torch.rand(6, 3, 64, 32) * 2 - 1
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     terms, _ = objective("generator", x, y, x.flip(0), x, y)
@@ -83,16 +84,16 @@ def decoder_gradient(weights: LossWeights) -> tuple[dict[str, torch.Tensor], flo
 
 def test_no_rec_cuts_the_reconstruction_gradient_to_g() -> None:
     only_adv_feature = dict(identity=0.0, triplet=0.0, adv_image=0.0, adv_feature=0.01)
-    terms, g_grad, e_grad = decoder_gradient(LossWeights(rec=0.0, **only_adv_feature))
+    terms, g_grad, e_grad = decoder_gradient(CADNetWeights(rec=0.0, **only_adv_feature))
     assert "rec" not in terms
     assert g_grad == 0.0 and e_grad > 0.0  # L_adv^{D_F} reaches E but not G
-    terms, g_grad, _ = decoder_gradient(LossWeights(rec=1.0, **only_adv_feature))
+    terms, g_grad, _ = decoder_gradient(CADNetWeights(rec=1.0, **only_adv_feature))
     assert "rec" in terms and g_grad > 0.0
 
 
 def test_ablation_switches_remove_their_terms() -> None:
     config = TrainConfig(rec=False, adv_image=False, lambda_adv_feature=0.5)
-    weights = LossWeights.from_config(config)
+    weights = CADNetWeights.from_config(config)
     assert (weights.rec, weights.adv_image, weights.adv_feature) == (0.0, 0.0, 0.5)
     terms, _, _ = decoder_gradient(weights)
     assert set(terms) == {"id", "triplet", "adv_feature", "total"}

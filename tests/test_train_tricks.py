@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from reidx.data.prepare import prepare_dataset
 from reidx.errors import ReidxError
+from reidx.models.losses import LossWeights, Objective
 from reidx.train.config import TrainConfig
 from reidx.train.data import ERASE_FILL, HRImages, LRImages, erased, load_training_set, validation_ids
-from reidx.train.losses import LossWeights, Objective
 from reidx.train.schedule import Schedule, schedule_of
 from reidx.train.validation import build_validation_set
 
@@ -123,9 +123,9 @@ def test_val_ids_takes_a_fraction_or_a_count() -> None:
     assert len(validation_ids(ids, 80, 0)) == 80 and validation_ids(ids, 0, 0) == set()
     with pytest.raises(ReidxError, match="--val-ids 99 leaves 1 of 100"):
         validation_ids(ids, 99, 0)
-    assert TrainConfig(val_ids=80).validate().val_ids == 80
+    assert TrainConfig(val_ids=80).check().val_ids == 80
     with pytest.raises(ReidxError, match="--val-ids 2.5"):
-        TrainConfig(val_ids=2.5).validate()
+        TrainConfig(val_ids=2.5).check()
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_val_ids_takes_a_fraction_or_a_count() -> None:
 )
 def test_bad_trick_values_are_refused(options: dict, fix: str) -> None:
     with pytest.raises(ReidxError, match=fix):
-        TrainConfig(**options).validate()
+        TrainConfig(**options).check()
 
 
 def test_validation_ranks_like_the_test_on_viper(tmp_path: Path, viper_tree) -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from reidx.errors import ReidxError
+from reidx.models.losses import batch_hard_triplet
 from reidx.train.config import TrainConfig, build_config, read_config_file, resume_config
-from reidx.train.losses import batch_hard_triplet
 from reidx.train.sampler import IdentityBatchSampler
 
 LABELS = [pid for pid in range(6) for _ in range(3)] + [6]  # id 6 has one image only

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -57,18 +57,24 @@ class Split:
     gallery: list[Record]
 
 
+#: ``metadata`` of a reader option whose value must be at least 1.
+AT_LEAST_ONE = {"minimum": 1}
+
+
 @dataclass(frozen=True)
 class Options:
-    """Options a reader may use; ``None`` means the reader's default."""
+    """Options a reader may use; ``None`` means the reader's default. Each optional one (after ``workers``) is
+    the ``reidx prepare`` flag of its name, refused for readers that do not list it in ``uses``, and checked
+    against its ``minimum`` (field metadata)."""
 
     seed: int = 0
-    test_ids: int | None = None
-    query_camera: int | None = None
-    ids: int = 100
-    cameras: int = 4
-    images_per_camera: int = 4
     workers: int = 4
-    frames_per_id: int | None = None
+    test_ids: int | None = field(default=None, metadata=AT_LEAST_ONE)
+    query_camera: int | None = None
+    ids: int = field(default=100, metadata=AT_LEAST_ONE)
+    cameras: int = field(default=4, metadata=AT_LEAST_ONE)
+    images_per_camera: int = field(default=4, metadata=AT_LEAST_ONE)
+    frames_per_id: int | None = field(default=None, metadata=AT_LEAST_ONE)
 
 
 class DatasetReader(ABC):
@@ -100,6 +106,10 @@ class DatasetReader(ABC):
     def lr_camera(self, source: Source, options: Options) -> str:
         """Which images are the low-resolution side, in words."""
         return "query images (down-sampled)"
+
+    def settings(self, options: Options) -> dict[str, Any]:
+        """What ``dataset.json`` records of the options this reader used (none by default)."""
+        return {}
 
 
 class TrainingOnlyReader(DatasetReader):
@@ -148,6 +158,9 @@ class TrainingOnlyReader(DatasetReader):
 
     def lr_camera(self, source: Source, options: Options) -> str:
         return "none (training only)"
+
+    def settings(self, options: Options) -> dict[str, Any]:
+        return {} if options.frames_per_id is None else {"frames_per_id": options.frames_per_id}
 
 
 def evenly_spaced(frames: Sequence[Record], count: int, rng: np.random.Generator) -> list[Record]:

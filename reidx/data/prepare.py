@@ -16,7 +16,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +34,11 @@ from reidx.outputs import atomic_dir, check_apart
 
 MIXED, NATIVE = "mixed", "native"
 LR_FOLDER, HR_FOLDER = "lr", "hr"
-#: CLI flag of each optional reader option (refused for readers that do not use it).
-OPTION_FLAGS = {
-    "test_ids": "--test-ids",
-    "query_camera": "--query-camera",
-    "ids": "--ids",
-    "cameras": "--cameras",
-    "images_per_camera": "--images-per-camera",
-    "frames_per_id": "--frames-per-id",
-}
+
+
+def option_flag(name: str) -> str:
+    """The ``reidx prepare`` flag of a reader option: ``images_per_camera`` → ``--images-per-camera``."""
+    return "--" + name.replace("_", "-")
 
 
 def parse_rates(text: str, option: str = "--downsample", allow_empty: bool = False) -> tuple[int, ...]:
@@ -80,26 +76,14 @@ def prepare_dataset(
     trials: int | None = None,
     overwrite: bool = False,
     workers: int | None = None,
-    test_ids: int | None = None,
-    query_camera: int | None = None,
-    ids: int | None = None,
-    cameras: int | None = None,
-    images_per_camera: int | None = None,
-    frames_per_id: int | None = None,
+    **reader_options: int | None,
 ) -> DatasetInfo:
-    """Build the MLR dataset directory ``out`` from ``dataset`` at ``root``; return what was built."""
+    """Build the MLR dataset directory ``out`` from ``dataset`` at ``root``; return what was built.
+    ``reader_options``: the optional :class:`~reidx.data.base.Options` (None = the reader's default)."""
     rates = check_rates(rates, "--downsample")
     unseen = check_rates(unseen_rates, "--unseen", allow_empty=True)
     reader = get_reader(dataset)
-    given = {
-        "test_ids": test_ids,
-        "query_camera": query_camera,
-        "ids": ids,
-        "cameras": cameras,
-        "images_per_camera": images_per_camera,
-        "frames_per_id": frames_per_id,
-    }
-    given = {name: value for name, value in given.items() if value is not None}
+    given = {name: value for name, value in reader_options.items() if value is not None}
     check_arguments(reader, given, unseen, seed, trials, workers)
     options = Options(seed=seed, workers=workers or default_workers(), **given)
     source_root = existing_root(root, reader) if reader.needs_root else root
@@ -110,7 +94,7 @@ def prepare_dataset(
     with atomic_dir(out, "dataset", overwrite=overwrite) as tmp:
         source = reader.read(source_root, tmp / HR_FOLDER, options)
         check_apart(out, source_locations(source, tmp), "source images", inside=False)
-        check_query_camera(source, query_camera)
+        check_query_camera(source, given.get("query_camera"))
         frame, jobs = build_manifest(reader, source, options, rates, unseen, trials, tmp)
         counts = {} if reader.training_only else check_matches(frame)
         process_images(jobs, options.workers, f"prepare {dataset}")
@@ -129,8 +113,7 @@ def prepare_dataset(
                 "query_sets": sorted(counts),
                 "valid_queries": counts,
                 "summary": summarise(frame[frame["trial"] == 0]),
-                **({"generator": synthetic_settings(options)} if not reader.needs_root else {}),
-                **({"frames_per_id": options.frames_per_id} if options.frames_per_id is not None else {}),
+                **reader.settings(options),
             },
         )
         write_dataset(tmp, frame, info)
@@ -146,7 +129,7 @@ def check_arguments(
     workers: int | None,
 ) -> None:
     """Refuse options the dataset does not use and values out of range, each in one line."""
-    unused = ", ".join(OPTION_FLAGS[name] for name in sorted(set(given) - reader.uses))
+    unused = ", ".join(option_flag(name) for name in sorted(set(given) - reader.uses))
     if unused:
         raise ReidxError(f"{unused} does not apply to {reader.name}", f"drop {unused}")
     if reader.native_queries and unseen:
@@ -161,9 +144,10 @@ def check_arguments(
     for flag, value, low in (("--seed", seed, 0), ("--trials", trials, 1), ("--workers", workers, 1)):
         if value is not None and value < low:
             raise ReidxError(f"{flag} {value} is out of range", f"use {flag} >= {low}")
-    for name in ("test_ids", "ids", "cameras", "images_per_camera", "frames_per_id"):
-        if name in given and given[name] < 1:
-            raise ReidxError(f"{OPTION_FLAGS[name]} {given[name]} is out of range", f"use {OPTION_FLAGS[name]} >= 1")
+    for spec in fields(Options):
+        low, value, flag = spec.metadata.get("minimum"), given.get(spec.name), option_flag(spec.name)
+        if low is not None and value is not None and value < low:
+            raise ReidxError(f"{flag} {value} is out of range", f"use {flag} >= {low}")
 
 
 def source_locations(source: Source, workdir: Path) -> set[Path]:
@@ -185,11 +169,6 @@ def check_query_camera(source: Source, query_camera: int | None) -> None:
     camids = sorted({record.camid for record in source.images})
     if query_camera not in camids:
         raise ReidxError(f"--query-camera {query_camera} is not a camera of this dataset", f"use one of {camids}")
-
-
-def synthetic_settings(options: Options) -> dict[str, int]:
-    """The generator's size arguments, recorded in dataset.json."""
-    return {"ids": options.ids, "cameras": options.cameras, "images_per_camera": options.images_per_camera}
 
 
 def stored_path(path: str, directory: Path) -> str:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError, one_line
-from reidx.registry import Registry, import_package_modules
+from reidx.registry import Registry
 
 if TYPE_CHECKING:
     from reidx.retrieval.filters import GalleryFilter
@@ -30,14 +30,8 @@ RECORD_NAME = "backend.json"
 DEFAULT_BACKEND = "faiss"
 
 
-def _load_backends() -> None:
-    from reidx import gallery
-
-    import_package_modules(gallery.__name__, gallery.__path__)
-
-
 #: Backend name -> its Gallery class.
-BACKENDS: Registry[type[Gallery]] = Registry("gallery backend", _load_backends)
+BACKENDS: Registry[type[Gallery]] = Registry("gallery backend", "reidx.gallery")
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,35 @@
 """The interface every re-ID model offers (what the trainer, losses, retrieval and report rely on) and the
-model registry: ``@register_model("name")`` on the class, in the model's own module of this package.
+model registry: ``@register_model("name")`` on the class, in the model's own module of this package (imported
+on the registry's first lookup). A model's module holds all of it: the network, its loss recipe
+(:meth:`ReidModel.objective`) and the constructor options of a tiny instance for the tests (``tiny``).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from reidx.models.backbones import Backbone, Pretrained, WeightsLoad
+from reidx.models.losses import LossWeights, Objective
 from reidx.registry import Registry
 
-#: ``forward`` keys: f (E's last map), pooled (what C and the triplet see), logits, embedding (L2-normalised,
-#: as ``embed(x, "fused")``); models that recover also give recovered (x̃_H) and g (F's last map).
-OUTPUT_KEYS = ("f", "pooled", "logits", "embedding", "recovered", "g")
 #: model-config keys that checkpoints written before they existed lack, and what those files meant
 LEGACY_CONFIG = {"input_norm": "none", "bnneck": False, "last_stride": 2}
 
 M = TypeVar("M", bound=type["ReidModel"])
-_MODELS: Registry[type[ReidModel]] = Registry("model")
+
+
+@dataclass
+class NoOptions:
+    """A model without options of its own."""
+
+
+_MODELS: Registry[type[ReidModel]] = Registry("model", "reidx.models")
 
 
 class ReidModel(nn.Module):
@@ -31,8 +39,16 @@ class ReidModel(nn.Module):
     (D_I, on images), which the adversarial losses call.
     """
 
+    #: the registered name (stamped by :func:`register_model`), saved as ``config["name"]``
+    name: ClassVar[str] = ""
     embedding_modes: tuple[str, ...] = ("fused",)
     can_recover: bool = False
+    #: constructor options (beside ``num_classes`` and ``arch``) of a small, fast instance, for the tests
+    tiny: ClassVar[dict[str, Any]] = {}
+    #: the model's own ``reidx train`` options (:func:`reidx.options.option` fields; flag, TOML and config.json
+    #: key = field name), beside the common ones; those named like a constructor parameter are passed to it,
+    #: the others are for its :meth:`objective`
+    Options: ClassVar[type] = NoOptions
     #: Trunk attribute -> its name in messages (the attribute itself when absent).
     trunk_names: ClassVar[dict[str, str]] = {}
     config: dict[str, Any]
@@ -40,7 +56,8 @@ class ReidModel(nn.Module):
     image_discriminator: nn.Module
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The tensors the losses need, named as in :data:`OUTPUT_KEYS`."""
+        """The tensors its :meth:`objective` needs: at least f (E's last map), pooled (what C and the triplet
+        see), logits and embedding (L2-normalised, as ``embed(x, "fused")``)."""
         raise NotImplementedError
 
     def embed(self, x: torch.Tensor, mode: str = "fused") -> torch.Tensor:
@@ -59,6 +76,11 @@ class ReidModel(nn.Module):
         """What the discriminator-side optimiser trains (none for models without discriminators)."""
         return []
 
+    def objective(self, config: Any) -> Objective:
+        """The loss recipe a training step runs, weighted from a :class:`reidx.train.config.TrainConfig`
+        (here L_cls: identity CE + batch-hard triplet)."""
+        return Objective(self, LossWeights.from_config(config))
+
     def imagenet_loads(self) -> dict[str, WeightsLoad]:
         """Trunk name -> what that ImageNet-initialised trunk took from its weights file (empty from scratch)."""
         return {
@@ -76,7 +98,7 @@ def resolve_input_norm(input_norm: str | None, pretrained: Pretrained) -> str:
 
 
 def register_model(name: str) -> Callable[[M], M]:
-    """Register a :class:`ReidModel` class as ``name`` (a class decorator)."""
+    """Register a :class:`ReidModel` class as ``name``, stamped as its ``name`` (a class decorator)."""
 
     def register(cls: M) -> M:
         if not issubclass(cls, ReidModel):

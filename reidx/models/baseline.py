@@ -32,7 +32,7 @@ class Baseline(ReidModel):
         super().__init__()
         input_norm = resolve_input_norm(input_norm, pretrained)
         self.config = {
-            "name": "baseline",
+            "name": self.name,
             "num_classes": num_classes,
             "arch": arch,
             "input_norm": input_norm,

@@ -1,11 +1,10 @@
-"""Discriminators: D_F on feature maps (resolution), D_I on images (real HR vs recovered)."""
+"""D_F, the discriminator of feature maps (HR vs LR); D_I, on images, is a registry of kinds
+(:mod:`reidx.models.image_discriminators`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from reidx.models.backbones import build_backbone
 
 
 class FeatureDiscriminator(nn.Module):
@@ -36,46 +35,3 @@ class FeatureDiscriminator(nn.Module):
         which are what tell E(x_H) from E(x_L) (blur scales activations down), and D_F would sit at chance."""
         logits = self(torch.cat([f_h, f_l]))
         return logits[: len(f_h)], logits[len(f_h) :]
-
-
-class PatchDiscriminator(nn.Module):
-    """D_I default [G]: a pix2pix PatchGAN (70×70 receptive field; pix2pix's width is 64, reidx's default 32
-    to keep training cost down); one logit per patch."""
-
-    def __init__(self, width: int = 32, layers: int = 3) -> None:
-        super().__init__()
-        modules: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        cin = width
-        for index in range(1, layers + 1):
-            cout = width * min(2**index, 8)
-            stride = 2 if index < layers else 1
-            modules += [nn.Conv2d(cin, cout, 4, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
-            cin = cout
-        modules.append(nn.Conv2d(cin, 1, 4, 1, 1))
-        self.net = nn.Sequential(*modules)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(image).flatten(1)
-
-
-class ResNetImageDiscriminator(nn.Module):
-    """D_I alternative [L] (the lab's later "ACGAN" discriminator): ResNet-18 trunk (from scratch, on the
-    [-1, 1] images), global pool, one logit."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trunk = build_backbone("resnet18")
-        self.logit = nn.Linear(self.trunk.out_channels, 1)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pooled = self.trunk(image)[-1].mean(dim=(2, 3))
-        return self.logit(pooled)
-
-
-def build_image_discriminator(kind: str, width: int = 32) -> nn.Module:
-    """``patchgan`` (default) or ``resnet18``."""
-    if kind == "patchgan":
-        return PatchDiscriminator(width)
-    if kind == "resnet18":
-        return ResNetImageDiscriminator()
-    raise ValueError(f"unknown image discriminator {kind!r}; use patchgan or resnet18")

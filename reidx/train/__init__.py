@@ -1,6 +1,7 @@
-"""Training: P×K sampling, CAD-Net's losses, the trainer with resumable checkpoints, DDP and validation.
+"""Training: P×K sampling, the trainer with resumable checkpoints, DDP and validation.
 
-Names are imported on first use, so ``reidx.train.config`` (the options, torch-free) loads without torch.
+Names are imported on first use, so ``reidx.train.config`` (the options) loads without torch; its
+``TrainConfig`` imports the models (torch), whose own options it holds.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from typing import Any
 #: public name -> the module that defines it
 _HOMES = {
     "IdentityBatchSampler": "reidx.train.sampler",
-    "LossWeights": "reidx.train.losses",
-    "Objective": "reidx.train.losses",
+    "LossWeights": "reidx.models.losses",
+    "Objective": "reidx.models.losses",
     "TrainConfig": "reidx.train.config",
     "Trainer": "reidx.train.engine",
-    "batch_hard_triplet": "reidx.train.losses",
+    "batch_hard_triplet": "reidx.models.losses",
     "build_config": "reidx.train.config",
     "pretrained_option": "reidx.train.config",
     "print_summary": "reidx.train.run",

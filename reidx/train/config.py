@@ -1,5 +1,9 @@
 """Training configuration: one dataclass of named defaults, built from a TOML/JSON file and flags.
 
+:class:`TrainConfig` holds the options every run has (:class:`CommonOptions`) and, flat beside them, every
+registered model's own (its ``Options`` dataclass, in the model's module): the flag, TOML key and config.json
+key of a model's option is its field name. The class is put together on first use (it imports the models).
+
 Every default says where it comes from (cadnet.md §0): **[L]** the authors' earlier RAIN code,
 **[G]** a guess (the CAD-Net paper's implementation details are unknown), **[P]** the paper, **[B]** the strong
 re-ID baseline of Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person Re-identification" (CVPRW
@@ -8,12 +12,13 @@ re-ID baseline of Luo et al., "Bag of Tricks and a Strong Baseline for Deep Pers
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import Field, asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -21,10 +26,10 @@ import tomllib
 
 from reidx import __version__
 from reidx.errors import ReidxError, one_line
+from reidx.options import option
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("poly", "step", "cosine")
-IMAGE_DISCRIMINATORS = ("patchgan", "resnet18")
 #: Options that may differ from the saved run on ``--resume``; any other difference is an error.
 RESUME_OVERRIDABLE = frozenset({"dataset", "epochs", "workers", "save_every", "amp"})
 #: Options that do not matter on ``--resume`` (the weights come from the checkpoint).
@@ -45,17 +50,14 @@ def backbone_names() -> list[str]:
     return list_backbones()
 
 
-def option(
-    default: Any, help: str, choices: Callable[[], Sequence[str]] | None = None, metavar: str = "", off: str = ""
-) -> Any:
-    """A TrainConfig field with what its ``reidx train`` flag shows: help, choices (a registry's names, read
-    when called), metavar, and for a bool-or-path field the help of its ``--no-`` flag."""
-    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "off": off})
+#: The common option after which a model's own options are listed, unless one says otherwise (``after``).
+MODEL_OPTIONS_AFTER = "pretrained"
 
 
 @dataclass
-class TrainConfig:
-    """All choices of a training run. A ``[G]`` default is a guess: tune it and say so."""
+class CommonOptions:
+    """The options of every training run, whatever its model (a model's own are in its ``Options``). A ``[G]``
+    default is a guess: tune it and say so."""
 
     dataset: tuple[str, ...] = option(
         (),
@@ -74,17 +76,6 @@ class TrainConfig:
         "[L] ImageNet init: from torchvision's cache (true), from this weights file, or none (false).",
         metavar="PATH",
         off="Train from scratch (pretrained = false).",
-    )
-    image_discriminator: str = option(
-        "patchgan", "[G] D_I (the paper does not say): patchgan, or resnet18 [L].", lambda: IMAGE_DISCRIMINATORS
-    )
-    discriminator_width: int = option(32, "[G] PatchGAN base width (pix2pix: 64).")
-    decoder_skips: int = option(4, "[G] E→G skips (f4..f1); RAIN's default used f4 only.")
-    decoder_width_divisor: int = option(
-        4, "[G] G's widths = E's / this; 1 = RAIN's full decoder (about 5 trunks of cost)."
-    )
-    residual_recovery: bool = option(
-        False, "[G] G adds detail to the upsampled input (x + G(f)) instead of painting the image (paper: G(f))."
     )
     bnneck: bool = option(
         False, "[B] BNNeck: retrieve with the feature after C's BatchNorm (the triplet stays on the one before)."
@@ -119,21 +110,15 @@ class TrainConfig:
     d_lr: float = option(1e-4, "[L] Adam learning rate of D_F and D_I (constant).")
     d_betas: tuple[float, float] = option((0.9, 0.99), "[L] Adam betas of D_F and D_I.")
     # losses (cadnet.md §3)
-    lambda_id: float = option(1.0, "[G] Weight of L_id (RAIN used w_cls 10, 1 when pre-training).")
-    lambda_tri: float = option(1.0, "[G] Weight of L_tri (RAIN used w_global 10).")
+    lambda_id: float = option(1.0, "[G] Weight of L_id (RAIN used w_cls 10, 1 when pre-training).", minimum=0)
+    lambda_tri: float = option(1.0, "[G] Weight of L_tri (RAIN used w_global 10).", minimum=0)
     # 2 = the largest distance of unit vectors, so the hinge never closes: every anchor keeps pulling its
     # positive and pushing its negative
-    margin: float = option(2.0, "[L] Batch-hard triplet margin on the L2-normalised embedding.")
+    margin: float = option(2.0, "[L] Batch-hard triplet margin on the L2-normalised embedding.", minimum=0)
     label_smoothing: float = option(0.0, "[B] Label smoothing ε of L_id (Luo et al.: 0.1).")
     random_erasing: float = option(
         0.0, "[B] Random-erasing probability per training image (Luo et al.: 0.5); LR and its HR alike."
     )
-    lambda_rec: float = option(1.0, "[L] Weight of L_rec.")
-    lambda_adv_feature: float = option(0.01, "[L] Weight of L_adv^D_F; also scales D_F's own loss (RAIN w_dis).")
-    lambda_adv_image: float = option(0.01, "[G] Weight of L_adv^D_I (cadnet.md suggests sweeping 0.01–1).")
-    adv_feature: bool = option(True, "L_adv^D_F (off: the w/o L_adv^D_F ablation).")
-    adv_image: bool = option(True, "L_adv^D_I (off: the w/o L_adv^D_I ablation).")
-    rec: bool = option(True, "L_rec (off: the w/o L_rec ablation).")
     # engineering
     val_ids: float = option(
         0.1,
@@ -144,7 +129,12 @@ class TrainConfig:
     workers: int = option(2, "Data-loading processes per stream.")
     amp: bool = option(True, "Mixed precision, used only on CUDA.")
 
-    def validate(self) -> TrainConfig:
+
+class ConfigMethods:
+    """What a :class:`TrainConfig` does with its values (the base of that class; type hints here name it so,
+    as TrainConfig is made on first use)."""
+
+    def check(self) -> ConfigMethods:
         """Raise ReidxError on a value no run can use; return self."""
         checks = [
             (getattr(self, name) in names, f"--{flag(name)} {getattr(self, name)}", f"use one of {', '.join(names)}")
@@ -184,15 +174,11 @@ class TrainConfig:
             ),
             (self.save_every >= 0 and self.workers >= 0, "--save-every/--workers", "use non-negative counts"),
         ]
-        weights = (
-            "lambda_id",
-            "lambda_tri",
-            "lambda_rec",
-            "lambda_adv_feature",
-            "lambda_adv_image",
-            "margin",
-        )
-        checks += [(getattr(self, name) >= 0, f"{name} {getattr(self, name)}", "use >= 0") for name in weights]
+        checks += [
+            (getattr(self, spec.name) >= low, f"{spec.name} {getattr(self, spec.name)}", f"use >= {low:g}")
+            for spec in fields(self)
+            if (low := spec.metadata.get("minimum")) is not None
+        ]
         for ok, what, fix in checks:
             if not ok:
                 raise ReidxError(f"invalid training option {what}", fix)
@@ -207,13 +193,53 @@ class TrainConfig:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> ConfigMethods:
         """Build from plain values (unknown keys are an error naming ``source``)."""
-        return cls(**coerce(values, source)).validate()
+        return cls(**coerce(values, source)).check()
+
+
+def _specs(options: type) -> list[tuple[str, Any, Field]]:
+    """``(name, type, field)`` of each field of the dataclass ``options``, for :func:`make_dataclass`."""
+    types = get_type_hints(options)
+    return [
+        (spec.name, types[spec.name], field(default=spec.default, metadata=spec.metadata)) for spec in fields(options)
+    ]
+
+
+@functools.cache
+def config_class() -> type:
+    """The :class:`TrainConfig` dataclass: the common options and every registered model's own, each model's
+    listed after the common option it names (``after``; :data:`MODEL_OPTIONS_AFTER` by default). Two models
+    may share an option only with the same type and default. Imports the models (torch) on the first call."""
+    from reidx.models import list_models, model_class
+
+    own: dict[str, tuple[str, Any, Field]] = {}
+    for model in list_models():
+        for name, kind, spec in _specs(model_class(model).Options):
+            if name in own and (own[name][1], own[name][2].default) != (kind, spec.default):
+                raise ValueError(f"model {model!r} redefines the training option {name!r} of another model")
+            own.setdefault(name, (name, kind, spec))
+    ordered = []
+    for common in _specs(CommonOptions):
+        ordered.append(common)
+        ordered += [spec for spec in own.values() if (spec[2].metadata["after"] or MODEL_OPTIONS_AFTER) == common[0]]
+    names = [name for name, _, _ in ordered]
+    if len(set(names)) != len(own) + len(fields(CommonOptions)):
+        raise ValueError("a model's training option clashes with a common one or follows no common option")
+    config = make_dataclass("TrainConfig", ordered, bases=(ConfigMethods,))
+    config.__module__ = __name__
+    return config
+
+
+def __getattr__(name: str) -> Any:
+    """``TrainConfig``: the class of :func:`config_class`, built on first use (it imports the models)."""
+    if name == "TrainConfig":
+        return config_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def choices_of(spec: Field) -> list[str] | None:
-    """The allowed values of a TrainConfig field (from its registry), or None when any value of its type goes."""
+    """The allowed values of an option (from its registry), or None when any value of its type goes."""
     source = spec.metadata.get("choices")
     return None if source is None else list(source())
 
@@ -297,11 +323,17 @@ def convert(kind: Any, value: Any) -> Any:
     raise TypeError(EXPECTED[kind])
 
 
-def _toml(value: Any) -> str:
-    """``value`` as it is written in a config file."""
-    value = format_size(value) if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int) else value
+def value_text(value: Any, toml: bool = False) -> str:
+    """A config value as text: as its flag takes it (on/off, ``HxW``, a pair space-separated: help defaults and
+    messages), or with ``toml`` as a config file writes it. A pair of ints is a size (``HxW``) in both."""
+    if isinstance(value, tuple) and len(value) == 2 and all(_integer(v) for v in value):
+        value = format_size(value)
+    if not toml:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     if isinstance(value, list | tuple):
-        return f"[{', '.join(map(_toml, value))}]"
+        return f"[{', '.join(value_text(v, toml=True) for v in value)}]"
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # TOML's words: inf, -inf, nan
     try:
@@ -313,8 +345,8 @@ def _toml(value: Any) -> str:
 def coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Normalise keys (dashes allowed) and check each value's type (tuples built from lists or ``HxW``);
     an unknown key or a value of the wrong type is a one-line error naming ``source``."""
-    specs = {spec.name: spec for spec in fields(TrainConfig)}
-    types = get_type_hints(TrainConfig)
+    specs = {spec.name: spec for spec in fields(config_class())}
+    types = get_type_hints(config_class())
     result: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
@@ -324,8 +356,8 @@ def coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
             result[name] = convert(types[name], value)
         except (TypeError, ReidxError):
             raise ReidxError(
-                f"{source}: {key} = {_toml(value)} is not {EXPECTED[types[name]]}",
-                f"write it like {key} = {_toml(specs[name].default)}",
+                f"{source}: {key} = {value_text(value, toml=True)} is not {EXPECTED[types[name]]}",
+                f"write it like {key} = {value_text(specs[name].default, toml=True)}",
             ) from None
     return result
 
@@ -354,14 +386,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return coerce(values, str(path))
 
 
-def build_config(overrides: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
+def build_config(overrides: dict[str, Any], config_file: Path | None = None) -> ConfigMethods:
     """Defaults ← ``config_file`` ← ``overrides`` (the flags the user gave)."""
     values = read_config_file(config_file) if config_file else {}
     values.update(coerce(overrides, "the command line"))
-    return TrainConfig(**values).validate()
+    return config_class()(**values).check()
 
 
-def resume_config(saved: dict[str, Any], overrides: dict[str, Any], run: Path) -> TrainConfig:
+def resume_config(saved: dict[str, Any], overrides: dict[str, Any], run: Path) -> ConfigMethods:
     """The saved run's config with the allowed ``overrides``; any other differing option is an error."""
     config = coerce(saved, f"{run}/last.pt")
     for name, value in coerce(overrides, "the command line").items():
@@ -371,17 +403,13 @@ def resume_config(saved: dict[str, Any], overrides: dict[str, Any], run: Path) -
             config[name] = value
         elif value != config.get(name):
             raise ReidxError(
-                f"{run} was trained with {name}={format_value(config.get(name))}, not {format_value(value)}",
+                f"{run} was trained with {name}={value_text(config.get(name))}, not {value_text(value)}",
                 "drop that option to resume, or start a new run with another --out",
             )
-    return TrainConfig(**config).validate()
+    return config_class()(**config).check()
 
 
-def format_value(value: Any) -> str:
-    return format_size(value) if isinstance(value, tuple) and len(value) == 2 else str(value)
-
-
-def run_record(config: TrainConfig, commands: list[list[str]]) -> dict[str, Any]:
+def run_record(config: ConfigMethods, commands: list[list[str]]) -> dict[str, Any]:
     """What ``RUN/config.json`` holds: the options, every command line that ran, versions and seed."""
     import torch
     import torchvision

@@ -25,11 +25,11 @@ from reidx.console import progress
 from reidx.errors import ReidxError, one_line
 from reidx.io import atomic_path
 from reidx.models import ReidModel, build_model, complete_config, model_options
+from reidx.models.losses import DISCRIMINATOR, GENERATOR
 from reidx.train.config import TrainConfig
 from reidx.train.data import HRImages, LRImages, load_training_set
 from reidx.train.distributed import DistEnv, barrier, check_in_sync, wrap
 from reidx.train.files import BEST, LAST, LOG, RUN_ID, epoch_file, epoch_line, new_run_id, write_log, write_record
-from reidx.train.losses import DISCRIMINATOR, GENERATOR, LossWeights, Objective
 from reidx.train.sampler import IdentityBatchSampler
 from reidx.train.schedule import schedule_of
 from reidx.train.state import capture, restore_checked, rng_state
@@ -62,7 +62,7 @@ class Trainer:
         )
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume).to(self.device)
-        self.objective = Objective(self.model, LossWeights.from_config(config))
+        self.objective = self.model.objective(config)
         self.step_module = wrap(self.objective, self.env)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.opt_g = self._generator_optimizer()
@@ -144,7 +144,8 @@ class Trainer:
         return {("d_total" if name == "total" else name): value.detach() for name, value in terms.items()}
 
     def train_step(self, hr_batch, lr_batch) -> dict[str, float]:
-        """One generator step, one discriminator step (CAD-Net only) and one lr-schedule step."""
+        """One generator step, one discriminator step (when the generator step saved something for one: models
+        with discriminators) and one lr-schedule step."""
         terms, saved = self.generator_step(hr_batch, lr_batch)
         if saved:
             terms.update(self.discriminator_step(saved))

@@ -1,7 +1,8 @@
 """Backbone registry: one trunk family per module here, each registered by name (``--arch``).
 
 ``build_backbone(name, pretrained, input_norm)`` gives a :class:`Backbone` whose forward returns
-[f1, ..., f5] (strides 2, 4, 8, 16, 32) with ``channels``; adding a family is one file in this package.
+[f1, ..., f5] (strides 2, 4, 8, 16, 32) with ``channels``; adding a family is one file in this package
+(imported on the registry's first lookup).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from reidx.models.backbones.base import (
     register_backbone,
 )
 from reidx.models.backbones.weights import Pretrained, WeightsLoad, weights_path
-from reidx.registry import import_package_modules
-
-import_package_modules(__name__, __path__)
 
 __all__ = [
     "IMAGENET_MEAN",

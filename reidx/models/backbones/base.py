@@ -24,7 +24,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 B = TypeVar("B", bound=Callable[..., "Backbone"])
-_BACKBONES: Registry[Callable[..., Backbone]] = Registry("architecture")
+_BACKBONES: Registry[Callable[..., Backbone]] = Registry("architecture", "reidx.models.backbones")
 
 
 class Backbone(nn.Module):
@@ -73,8 +73,8 @@ def check_last_stride(last_stride: int) -> int:
 
 
 def register_backbone(name: str) -> Callable[[B], B]:
-    """Register ``builder(pretrained=False, input_norm="none", last_stride=2) -> Backbone`` as ``name``
-    (a decorator)."""
+    """Register ``builder(pretrained=False, input_norm="none", last_stride=2) -> Backbone`` as ``name``, stamped
+    as its ``name`` (a decorator)."""
     return _BACKBONES.register(name)
 
 

@@ -25,7 +25,6 @@ class MobileNetV2Trunk(Backbone):
     """torchvision's MobileNetV2 ``features`` (width 1.0), classifier dropped; keys stay ``features.N.*``.
     ``last_stride`` 1 sets the depthwise conv of block 14 to stride 1 (same weights, f5 at stride 16)."""
 
-    name = "mobilenet_v2"
     channels = (16, 24, 32, 96, 1280)
     weights_file = Path(tv_models.MobileNet_V2_Weights.IMAGENET1K_V1.url).name
 

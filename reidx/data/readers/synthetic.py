@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -253,6 +254,11 @@ class Synthetic(DatasetReader):
             raise ReidxError("the synthetic dataset is generated, it reads no --root", "drop --root")
         images = generate(workdir, options.ids, options.cameras, options.images_per_camera, options.seed)
         return Source(root=workdir, images=images)
+
+    def settings(self, options: Options) -> dict[str, Any]:
+        """The generator's size arguments."""
+        sizes = {"ids": options.ids, "cameras": options.cameras, "images_per_camera": options.images_per_camera}
+        return {"generator": sizes}
 
     def split(self, source: Source, rng: np.random.Generator, options: Options) -> Split:
         ids = ids_of(source.images)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reidx.data.base import Options, Source, StandardSplitReader, existing_root
-from reidx.data.market1501 import read_standard_layout
+from reidx.data.readers.market1501 import read_standard_layout
 from reidx.data.registry import register_dataset
 
 

@@ -50,7 +50,8 @@ def test_short_cmc_is_refused():
 
 
 def test_values_are_plain_python(tmp_path):
-    r = dataclasses.replace(trial_result(1), rank1=np.float32(0.5), num_queries=np.int64(30))
+    record = trial_result(1)
+    r = dataclasses.replace(record, metrics=record.metrics | {"rank1": np.float32(0.5)}, num_queries=np.int64(30))
     d = r.to_dict()
     assert type(d["rank1"]) is float and type(d["num_queries"]) is int
     assert all(type(v) is float for v in d["cmc"] + list(d["std"].values()))

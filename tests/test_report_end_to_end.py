@@ -30,7 +30,7 @@ from reidx.metrics import evaluate_embeddings, recovery_metrics
 from reidx.models import build_model
 from reidx.report import Report, collect, run_report
 from reidx.report.cache import CACHE_DIR
-from reidx.report.tables import render
+from reidx.report.export import render
 
 INPUT_SIZE = (64, 32)
 MODES = ["fused", "f", "g"]

@@ -13,15 +13,16 @@ import pytest
 from reidx.checkpoint import CheckpointFile
 from reidx.data.manifest import DatasetInfo
 from reidx.errors import ReidxError
-from reidx.metrics import EvalResult, aggregate_trials, percent
+from reidx.metrics import RANKING_METRICS, EvalResult, aggregate_trials, percent
 from reidx.metrics.stats import mean_ci, paired_ci, t975
 from reidx.report.cache import CACHE_DIR, MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, dataset_fingerprint, ranking_entry
 from reidx.report.evaluation import CheckpointInfo, EvalDataset, initialisation, training_config
+from reidx.report.export import render
 from reidx.report.groups import group_checkpoints
+from reidx.report.markdown import md_table
 from reidx.report.published import TABLE1, table1_key, table1_rows
 from reidx.report.runner import DatasetSummary, Report, SetInfo, assemble, parse_modes, parse_trial
 from reidx.report.sources import TrainSource, training_sources
-from reidx.report.tables import md_table, render
 
 
 @pytest.mark.parametrize(
@@ -169,11 +170,7 @@ def _record(rank1: float, mean_ap: float | None = None) -> EvalResult:
         rates=(2, 3, 4),
         checkpoint="x.pt",
         mode="fused",
-        rank1=rank1,
-        rank5=rank1,
-        rank10=rank1,
-        rank20=rank1,
-        mAP=rank1 if mean_ap is None else mean_ap,
+        metrics={name: rank1 for name in RANKING_METRICS} | {"mAP": rank1 if mean_ap is None else mean_ap},
         map_definition="reciprocal rank",
         cmc=(rank1,) * 20,
         num_queries=10,

@@ -21,14 +21,17 @@ from reidx.console import err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME
 from reidx.errors import ReidxError
 from reidx.io import atomic_path, sha256_file
+from reidx.metrics.table import METRICS
 from reidx.provenance import remove_written
 
 if TYPE_CHECKING:
     from reidx.report.evaluation import EvalDataset
 
 CACHE_DIR = "eval-cache"
-#: Bump when the layout or meaning of an entry changes: every older entry becomes a miss.
-CACHE_VERSION = 2
+#: Bump when the layout or meaning of an entry changes: every older entry becomes a miss. The key also holds
+#: the metric table's names (:data:`METRIC_NAMES`), so adding a metric makes every older entry a miss too.
+CACHE_VERSION = 3
+METRIC_NAMES = ",".join(spec.name for spec in METRICS)
 #: The checkpoint's description (no dataset), and the recovery scores on a dataset.
 MODEL_ENTRY, RECOVERY_ENTRY = "model", "recovery"
 
@@ -78,7 +81,7 @@ class ResultCache:
     def key(self, entry: str, dataset: EvalDataset | None = None) -> str:
         """The content key of ``entry`` (on ``dataset``, None for an entry about the checkpoint alone)."""
         fingerprint = dataset.fingerprint if dataset is not None else ""
-        return _short_hash(f"v{CACHE_VERSION}|{self.fingerprint}|{fingerprint}|{entry}")
+        return _short_hash(f"v{CACHE_VERSION}|{METRIC_NAMES}|{self.fingerprint}|{fingerprint}|{entry}")
 
     def load(self, entry: str, dataset: EvalDataset | None = None) -> dict[str, Any] | None:
         """The cached payload, or ``None`` on a miss (an unreadable entry counts as a miss)."""

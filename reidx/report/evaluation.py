@@ -40,6 +40,8 @@ NATIVE_SET = "native"
 EXAMPLE_QUERIES = 4
 EXAMPLE_HITS = 5
 RECOVERY_SAMPLES = 4
+#: The reference method of the recovery tables.
+METHOD_BILINEAR = "bilinear up-sampling of the LR input (reference)"
 
 
 #: Trainer options that say where or how fast a run went, not what it learned: never part of a row's recipe.

@@ -15,8 +15,8 @@ from PIL import Image
 
 from reidx.images import image_from_bytes
 from reidx.io import atomic_path, load_image
+from reidx.metrics.table import HEADLINE, spec
 from reidx.report.runner import DatasetSummary, Report
-from reidx.report.tables import recovery_label
 from reidx.retrieval import Hit, QueryResult, draw_montage
 
 CMC_RANKS = 20
@@ -71,7 +71,7 @@ def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | Non
     for query_set in rated:
         for entry in report.entries(dataset.label, query_set.key):
             label = f"{entry.group.label} · {entry.mode}"
-            series.setdefault(label, []).append((query_set.rate, 100 * entry.result.rank1))
+            series.setdefault(label, []).append((query_set.rate, 100 * entry.result.metrics[HEADLINE]))
     for label, points in series.items():
         points.sort()
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
@@ -81,7 +81,7 @@ def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | Non
     )
     axes.set(
         xlabel="query down-sampling rate r",
-        ylabel="Rank-1 (%)",
+        ylabel=f"{spec(HEADLINE).title} (%)",
         ylim=(0, 100),
         title=f"Rank-1 vs rate, {dataset.label} ({dataset.protocol})",
     )
@@ -101,7 +101,7 @@ def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path |
         return None
     height, width = entries[0].checkpoint.input_size
     samples = entries[0].payload["samples"]
-    titles = ["LR", *(f"G: {recovery_label(report, e.checkpoint)}" for e in entries), "HR original"]
+    titles = ["LR", *(f"G: {report.recovery_label(e.checkpoint)}" for e in entries), "HR original"]
     figure = Figure(figsize=(1.2 + 1.6 * len(titles), 0.3 + 2.4 * len(samples)), layout="constrained")
     for row, sample in enumerate(samples):
         tiles = [load_image(sample["lr"])]

@@ -32,7 +32,7 @@ from reidx.report.evaluation import (
     rank_trials,
     recover_dataset,
 )
-from reidx.report.groups import RunGroup, group_checkpoints
+from reidx.report.groups import RunGroup, group_checkpoints, split_text
 from reidx.report.sources import allowed_trials
 
 ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
@@ -138,6 +138,13 @@ class Report:
 
     def group_of(self, checkpoint: CheckpointInfo) -> RunGroup:
         return next(g for g in self.groups if checkpoint in g.checkpoints)
+
+    def recovery_label(self, checkpoint: CheckpointInfo) -> str:
+        """A recovery row's label: its row's, with the checkpoint and its split where the row pools several."""
+        group = self.group_of(checkpoint)
+        if len(group.checkpoints) == 1:
+            return group.label
+        return f"{group.label} · {checkpoint.name}, split {split_text(checkpoint)}"
 
     def summary_line(self) -> str:
         return f"evaluated {self.evaluated}, cached {self.cached} ({self.seconds:.2f} s)"

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from reidx.checkpoint import CheckpointFile
 from reidx.data.manifest import DatasetInfo
 from reidx.errors import ReidxError
 from reidx.metrics import RANKING_METRICS, EvalResult, aggregate_trials, percent
 from reidx.metrics.stats import mean_ci, paired_ci, t975
+from reidx.provenance import written_kind
 from reidx.report.cache import CACHE_DIR, MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, dataset_fingerprint, ranking_entry
 from reidx.report.evaluation import CheckpointInfo, EvalDataset, initialisation, training_config
 from reidx.report.export import render
@@ -133,6 +137,46 @@ def test_cache_round_trip_miss_on_change_and_stale_entry_dropped(tmp_path: Path)
     for entry in (checkpoint.parent / CACHE_DIR).glob("*.json"):
         entry.write_text("{broken")
     assert cache.load(ranking_entry("fused"), second) is None
+
+
+def test_cache_keeps_images_as_png_files_it_records_and_drops(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "last.pt"
+    image = tmp_path / "q.png"
+    image.write_bytes(b"pixels")
+    first = _dataset(tmp_path / "data", b"one", image)
+    cache = ResultCache(checkpoint, "a" * 64)
+    sample = Image.new("RGB", (4, 8), (10, 20, 30))
+    saved = cache.save(RECOVERY_ENTRY, {"samples": [{"recovered": "sample-0"}]}, first, {"sample-0": sample})
+    png = saved["images"]["sample-0"]
+    assert png.parent == checkpoint.parent / CACHE_DIR and png.suffix == ".png" and written_kind(png) == "cache"
+    record = json.loads((png.parent / png.name.replace("-sample-0.png", ".json")).read_text())
+    assert record["images"] == {"sample-0": png.name} and record["payload"] == {"samples": [{"recovered": "sample-0"}]}
+    assert cache.load(RECOVERY_ENTRY, first) == saved
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(sample))  # a PNG file, not base64 in the JSON
+
+    second = _dataset(tmp_path / "data", b"two", image)
+    cache.save(RECOVERY_ENTRY, {"samples": []}, second)
+    assert not png.exists()  # the stale entry's image went with it
+    user = checkpoint.parent / CACHE_DIR / f"{png.name.split('-')[0]}-mine.png"
+    user.write_bytes(b"a user's file")
+    cache.save(RECOVERY_ENTRY, {"samples": []}, first, {"sample-0": sample})
+    assert user.read_bytes() == b"a user's file"  # never removed: reidx did not write it
+
+    cache.load(RECOVERY_ENTRY, first)["images"]["sample-0"].unlink()
+    assert cache.load(RECOVERY_ENTRY, first) is None  # an entry whose image is gone is a miss
+
+
+def test_an_entry_of_the_previous_cache_version_is_a_miss(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "last.pt"
+    image = tmp_path / "q.png"
+    image.write_bytes(b"pixels")
+    dataset = _dataset(tmp_path / "data", b"one", image)
+    entry = ranking_entry("fused")
+    old_key = hashlib.sha256(f"v2|{'a' * 64}|{dataset.fingerprint}|{entry}".encode()).hexdigest()[:24]
+    folder = checkpoint.parent / CACHE_DIR
+    folder.mkdir(parents=True)
+    (folder / f"slot-{old_key}.json").write_text(json.dumps({"payload": {"0": {"examples": [], "sets": {}}}}))
+    assert ResultCache(checkpoint, "a" * 64).load(entry, dataset) is None
 
 
 # --- aggregation over trials, paired differences, rows and labels -------------------------------------

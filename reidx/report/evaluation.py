@@ -10,8 +10,6 @@ other set the manifest has (unseen rates such as ``r8``; CAVIAR's ``native``). T
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from reidx.checkpoint import CheckpointFile, LoadedModel
 from reidx.data.manifest import MANIFEST_NAME, DatasetInfo, check_testable, read_dataset
@@ -28,10 +27,11 @@ from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.recovery import recover_batches, score_recovery
 from reidx.io import sha256_file
 from reidx.metrics import EvalResult, evaluate_embeddings
-from reidx.models import list_models, model_class
+from reidx.models import model_class
 from reidx.report.cache import dataset_fingerprint
 from reidx.report.sources import TrainSource, training_sources
 from reidx.retrieval.index import ranked
+from reidx.retrieval.search import Hit, QueryResult
 
 MAX_RANK = 50
 MAIN_SET = "mixed"
@@ -95,11 +95,7 @@ def describe_checkpoint(checkpoint: CheckpointFile) -> CheckpointInfo:
     checkpoint."""
     config = checkpoint.model_config
     training = training_config(checkpoint)
-    if config["name"] not in list_models():
-        raise ReidxError(
-            f"{checkpoint.path} holds an unknown model {config['name']!r}", "evaluate it with the reidx that wrote it"
-        )
-    family = model_class(config["name"])
+    family = model_class(config["name"])  # a known model: open_checkpoint refuses any other
     epoch = checkpoint.meta.get("epoch")
     return CheckpointInfo(
         path=str(checkpoint.path.resolve()),
@@ -288,30 +284,38 @@ def rank_trials(
     return out
 
 
-def ranked_examples(q_feats: np.ndarray, g_feats: np.ndarray, queries: pd.DataFrame, gallery: pd.DataFrame) -> list:
-    """The top gallery hits (by inner product, ties by gallery order) of a few evenly spread queries; gallery
-    images of the query's identity and camera are left out, as the evaluation leaves them out."""
-    picks = np.unique(np.linspace(0, len(queries) - 1, min(EXAMPLE_QUERIES, len(queries))).round().astype(int))
+def evenly_spread(count: int, total: int) -> np.ndarray:
+    """Up to ``count`` distinct indices of ``range(total)``, evenly spread from the first to the last."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
+
+
+def ranked_examples(
+    q_feats: np.ndarray, g_feats: np.ndarray, queries: pd.DataFrame, gallery: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """The top gallery hits (by inner product, ties by gallery order) of a few evenly spread queries, as search
+    results (``QueryResult.to_dict()``); gallery images of the query's identity and camera are left out, as
+    the evaluation leaves them out."""
     g_pids, g_camids = gallery["pid"].to_numpy(), gallery["camid"].to_numpy()
     examples = []
-    for i in picks:
+    for i in evenly_spread(EXAMPLE_QUERIES, len(queries)):
         query = queries.iloc[i]
         (scores,), (order,) = ranked((g_feats @ q_feats[i])[None], np.arange(len(gallery))[None])
         kept = ~((g_pids[order] == query["pid"]) & (g_camids[order] == query["camid"]))
         scores, order = scores[kept][:EXAMPLE_HITS], order[kept][:EXAMPLE_HITS]
         hits = [
-            {
-                "index": int(j),
-                "path": str(gallery["path"].iloc[j]),
-                "pid": int(gallery["pid"].iloc[j]),
-                "camid": int(gallery["camid"].iloc[j]),
-                "score": float(score),
-            }
-            for j, score in zip(order, scores, strict=True)
+            Hit(
+                rank,
+                int(j),
+                str(gallery["path"].iloc[j]),
+                float(score),
+                int(gallery["pid"].iloc[j]),
+                int(gallery["camid"].iloc[j]),
+                True,
+            )
+            for rank, (j, score) in enumerate(zip(order, scores, strict=True), start=1)
         ]
-        examples.append(
-            {"query": str(query["path"]), "pid": int(query["pid"]), "camid": int(query["camid"]), "hits": hits}
-        )
+        result = QueryResult(str(query["path"]), int(query["pid"]), int(query["camid"]), hits)
+        examples.append(result.to_dict())
     return examples
 
 
@@ -333,15 +337,16 @@ def recover_dataset(
     *,
     batch_size: int = 64,
     workers: int = 2,
-) -> dict[str, Any]:
-    """SSIM/PSNR/LPIPS vs the HR originals at ``input_size``, pixels in [0, 1], per LR query set, for G's output
-    (``loaded``; None for a model that does not recover) and for the bilinear up-sampled LR input.
-
-    Also a few recovered images (PNG, base64) of the main set for the recovery grid.
+) -> tuple[dict[str, Any], dict[str, Image.Image]]:
+    """The recovery metrics of the metric table vs the HR originals at ``input_size``, pixels in [0, 1], per LR
+    query set, for G's output (``loaded``; None for a model that does not recover) and for the bilinear
+    up-sampled LR input; and a few recovered images of the main set for the recovery grid: the payload's
+    ``samples`` name them, the images (by name) come second, to be cached as PNG files.
     """
     pairs = recovery_pairs(dataset, trials)
     names = list(pairs)
     out: dict[str, Any] = {"sets": {}, "samples": []}
+    images: dict[str, Image.Image] = {}
     model = loaded.model if loaded else None
     for name, rows in pairs.items():
         scores = score_recovery(
@@ -354,19 +359,19 @@ def recover_dataset(
             **{method: {**result.summary(), "lpips_reason": result.lpips_reason} for method, result in scores.items()},
         }
     if loaded and names:
-        out["samples"] = recovery_samples(loaded, pairs[main_set_name(names)], input_size)
-    return out
+        out["samples"], images = recovery_samples(loaded, pairs[main_set_name(names)], input_size)
+    return out, images
 
 
-def recovery_samples(loaded: LoadedModel, rows: pd.DataFrame, input_size: tuple[int, int]) -> list[dict[str, str]]:
-    """A few evenly spread (LR path, HR path, rate, recovered image as base64 PNG) samples."""
-    picks = np.unique(np.linspace(0, len(rows) - 1, min(RECOVERY_SAMPLES, len(rows))).round().astype(int))
-    chosen = rows.iloc[picks]
+def recovery_samples(
+    loaded: LoadedModel, rows: pd.DataFrame, input_size: tuple[int, int]
+) -> tuple[list[dict[str, Any]], dict[str, Image.Image]]:
+    """A few evenly spread samples (LR path, HR path, rate, the name of the recovered image) and the images."""
+    chosen = rows.iloc[evenly_spread(RECOVERY_SAMPLES, len(rows))]
     batch = next(recover_batches(loaded.model, list(chosen["path"]), input_size, batch_size=len(chosen), workers=0))
-    samples = []
-    for (_, row), tensor in zip(chosen.iterrows(), batch.recovered, strict=True):
-        buffer = io.BytesIO()
-        to_pil(tensor).save(buffer, format="PNG")
-        encoded = base64.b64encode(buffer.getvalue()).decode()
-        samples.append({"lr": row["path"], "hr": row["source"], "rate": int(row["rate"]), "recovered": encoded})
-    return samples
+    samples, images = [], {}
+    for i, ((_, row), tensor) in enumerate(zip(chosen.iterrows(), batch.recovered, strict=True)):
+        name = f"sample-{i}"
+        images[name] = to_pil(tensor)
+        samples.append({"lr": row["path"], "hr": row["source"], "rate": int(row["rate"]), "recovered": name})
+    return samples, images

@@ -3,7 +3,6 @@ recovery grid (LR | recovered | HR) and ranked-list montages (the retrieval mont
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable
 from functools import partial
@@ -13,7 +12,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from reidx.images import image_from_bytes
 from reidx.io import atomic_path, load_image
 from reidx.metrics.table import HEADLINE, spec
 from reidx.report.runner import DatasetSummary, Report
@@ -107,7 +105,9 @@ def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path |
         tiles = [load_image(sample["lr"])]
         for entry in entries:
             match = next((s["recovered"] for s in entry.payload["samples"] if s["lr"] == sample["lr"]), None)
-            tiles.append(_decode(match) if match else Image.new("RGB", (width, height), "lightgrey"))
+            tiles.append(
+                _image(entry.payload["images"][match]) if match else Image.new("RGB", (width, height), "lightgrey")
+            )
         tiles.append(load_image(sample["hr"]))
         for column, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
             axes = figure.add_subplot(len(samples), len(titles), row * len(titles) + column + 1)
@@ -121,8 +121,9 @@ def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path |
     return save_figure(figure, path)
 
 
-def _decode(encoded: str) -> Image.Image:
-    return image_from_bytes(base64.b64decode(encoded), "an image in the report cache")
+def _image(image: Image.Image | Path) -> Image.Image:
+    """A cached image: its PNG file in the evaluation cache (or the image itself where it was not cached)."""
+    return image if isinstance(image, Image.Image) else load_image(image)
 
 
 def montage(report: Report, dataset: DatasetSummary, checkpoint_path: str, mode: str, path: Path) -> Path:
@@ -133,10 +134,8 @@ def montage(report: Report, dataset: DatasetSummary, checkpoint_path: str, mode:
             example["query"],
             example["pid"],
             example["camid"],
-            [
-                Hit(rank, hit["index"], hit["path"], hit["score"], hit["pid"], hit["camid"], True)
-                for rank, hit in enumerate(example["hits"], start=1)
-            ],
+            [Hit(**hit) for hit in example["results"]],
+            example["min_score"],
         )
         for example in report.examples[(checkpoint_path, dataset.label, mode)]
     ]

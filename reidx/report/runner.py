@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from reidx.checkpoint import CheckpointFile, LoadedModel, open_checkpoint
 from reidx.console import progress
@@ -124,7 +125,8 @@ class Report:
     ranking: list[RankingEntry] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
     recovery: list[RecoveryEntry] = field(default_factory=list)
-    examples: dict[tuple[str, str, str], list] = field(default_factory=dict)  # (checkpoint path, dataset, mode)
+    #: (checkpoint path, dataset, mode) -> a few ranked queries, as ``QueryResult.to_dict()`` records
+    examples: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     evaluated: int = 0
     cached: int = 0
@@ -217,17 +219,14 @@ class _Job:
 
 
 def expand_checkpoints(paths: list[Path]) -> list[Path]:
-    """Checkpoint files as given; a folder stands for every run below it (a folder holding ``last.pt``), each
-    by its ``best.pt`` (``last.pt`` where it has none), in path order."""
+    """Checkpoint files as given (a missing one is refused when it is opened); a folder stands for every run
+    below it (a folder holding ``last.pt``), each by its ``best.pt`` (``last.pt`` where it has none), in path
+    order."""
     found: list[Path] = []
     for path in paths:
-        if path.is_file():
+        if not path.is_dir():
             found.append(path)
             continue
-        if not path.is_dir():
-            raise ReidxError(
-                f"checkpoint not found: {path}", "pass the .pt file written by `reidx train` (RUN/last.pt)"
-            )
         runs = sorted({last.parent for last in path.rglob("last.pt")} | {best.parent for best in path.rglob("best.pt")})
         if not runs:
             raise ReidxError(f"{path} holds no run (no last.pt or best.pt below it)", "pass a run folder or a .pt file")
@@ -321,13 +320,13 @@ def _run_jobs(
             what = f"{Path(job.checkpoint.path).parent.name} · {job.summary.label} · {job.mode or 'recovery'}"
             bar.update(task, description=what)
             cached = job.cache.load(job.entry, job.dataset)
-            payload = _evaluate(job, cached, model, batch_size, workers)
-            if payload is None:
+            evaluated = _evaluate(job, cached, model, batch_size, workers)
+            if evaluated is None:
                 payload = cached
                 report.cached += 1
                 bar.update(task, description=f"{what} (cached)")
             else:
-                job.cache.save(job.entry, payload, job.dataset)
+                payload = job.cache.save(job.entry, evaluated[0], job.dataset, evaluated[1])
                 report.evaluated += 1
             label = job.summary.label
             if job.mode is None:
@@ -342,8 +341,9 @@ def _run_jobs(
 
 def _evaluate(
     job: _Job, cached: dict[str, Any] | None, model: Callable[[_Job], LoadedModel], batch_size: int, workers: int
-) -> dict[str, Any] | None:
-    """The job's payload with what the cache lacks evaluated (ranking: missing trials), or None when it has all."""
+) -> tuple[dict[str, Any], dict[str, Image.Image]] | None:
+    """The job's payload with what the cache lacks evaluated (ranking: missing trials) and its images (by name),
+    or None when the cache has it all."""
     if job.mode is None:
         if cached is not None:
             return None
@@ -355,7 +355,7 @@ def _evaluate(
     if not todo:
         return None
     computed = rank_trials(model(job), job.dataset, job.mode, todo, batch_size=batch_size, workers=workers)
-    return {**(cached or {}), **computed}
+    return {**(cached or {}), **computed}, {}
 
 
 def assemble(

@@ -34,6 +34,7 @@ class MetricSpec:
     shown: bool = True
     validation: bool = False
     single_shot_label: str | None = None  # the label under the single-shot protocol, where it differs
+    note: str = ""  # its definition, for the report's opening note
 
     def label_for(self, protocol: str) -> str:
         """The table label under ``protocol``."""
@@ -61,7 +62,16 @@ METRICS = (
     MetricSpec("rank5", "R5", RANKING, title="Rank-5", cmc_rank=5, column="cmc"),
     MetricSpec("rank10", "R10", RANKING, title="Rank-10", cmc_rank=10, column="cmc"),
     MetricSpec("rank20", "R20", RANKING, title="Rank-20", cmc_rank=20, shown=False),
-    MetricSpec("mAP", "mAP", RANKING, validation=True, single_shot_label="mAP (single-shot, = mean reciprocal rank)"),
+    MetricSpec(
+        "mAP",
+        "mAP",
+        RANKING,
+        validation=True,
+        single_shot_label="mAP (single-shot, = mean reciprocal rank)",
+        note="mAP is the torchreid / open-reid AP: the mean of the precision at each true match's rank (not the "
+        "Market-1501 trapezoid rule); on single-shot datasets, with one true match per gallery, it equals the mean "
+        "reciprocal rank and is labelled so.",
+    ),
     MetricSpec("ssim", "SSIM", RECOVERY, fmt=".3f"),
     MetricSpec("psnr", "PSNR", RECOVERY, fmt=".2f", unit="dB", validation=True),
     MetricSpec("lpips", "LPIPS", RECOVERY, fmt=".3f", higher_is_better=False),

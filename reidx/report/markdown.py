@@ -19,13 +19,16 @@ from reidx.report.groups import RunGroup, group_name
 from reidx.report.published import PUBLISHED_LABEL, SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_rows
 from reidx.report.runner import DatasetSummary, Report
 
-AP_NOTE = (
-    "mAP is the torchreid / open-reid AP: the mean of the precision at each true match's rank "
-    "(not the Market-1501 trapezoid rule); on single-shot datasets, with one true match per gallery, it equals "
-    "the mean reciprocal rank and is labelled so. Ranks and mAP in %; ± is the half-width of the 95% confidence "
-    "interval of the mean over trials (Student t on the per-trial values, n − 1 degrees of freedom). Checkpoints "
-    "that differ only in the split they trained on are one row, one trial each; the first row is the reference "
-    "of the paired differences."
+_PERCENT = ["Ranks", *(s.label for s in SHOWN_RANKING if s.cmc_rank is None)]
+#: The report's opening note: each shown metric's definition, units, intervals and rows.
+AP_NOTE = " ".join(
+    [
+        *(s.note for s in SHOWN_RANKING if s.note),
+        f"{', '.join(_PERCENT[:-1])} and {_PERCENT[-1]} in %; ± is the half-width of the 95% confidence interval of "
+        "the mean over trials (Student t on the per-trial values, n − 1 degrees of freedom). Checkpoints that differ "
+        "only in the split they trained on are one row, one trial each; the first row is the reference of the paired "
+        "differences.",
+    ]
 )
 ROW_HEADER = ["checkpoint [model, backbone, init; what differs; training sources]", "mode"]
 DIFFERENCE_HEADER = ["row − reference", "mode", "pairs"]

@@ -20,12 +20,13 @@ from reidx.metrics import RANKING_METRICS, EvalResult, aggregate_trials, percent
 from reidx.metrics.stats import mean_ci, paired_ci, t975
 from reidx.provenance import written_kind
 from reidx.report.cache import CACHE_DIR, MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, dataset_fingerprint, ranking_entry
-from reidx.report.evaluation import CheckpointInfo, EvalDataset, initialisation, training_config
+from reidx.report.evaluation import CheckpointInfo, initialisation, training_config
 from reidx.report.export import render
 from reidx.report.groups import group_checkpoints
 from reidx.report.markdown import md_table
+from reidx.report.plan import EvalDataset, QuerySet
 from reidx.report.published import TABLE1, table1_key, table1_rows
-from reidx.report.runner import DatasetSummary, Report, SetInfo, assemble, parse_modes, parse_trial
+from reidx.report.runner import DatasetSummary, Report, assemble, parse_modes, parse_trial
 from reidx.report.sources import TrainSource, training_sources
 
 
@@ -239,7 +240,7 @@ def _checkpoint(name: str, trial: int | None, epochs: int, model: str = "baselin
 
 
 def _summary() -> DatasetSummary:
-    sets = [SetInfo("mixed", "LR {2,3,4} mixed", None, True)]
+    sets = [QuerySet("mixed", "LR {2,3,4} mixed", (2, 3, 4), None, main=True)]
     return DatasetSummary("viper", Path("/data/viper"), "viper", "single-shot", [2, 3, 4], [], 10, [0, 1, 2], sets)
 
 

@@ -29,7 +29,7 @@ from reidx.metrics.table import METRICS
 from reidx.provenance import remove_written
 
 if TYPE_CHECKING:
-    from reidx.report.evaluation import EvalDataset
+    from reidx.report.plan import EvalDataset
 
 CACHE_DIR = "eval-cache"
 #: Bump when the layout or meaning of an entry changes: every older entry becomes a miss. The key also holds

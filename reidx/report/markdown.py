@@ -14,8 +14,9 @@ from typing import Any
 from reidx.metrics import RECOVERY_SPECS, EvalResult, MetricSpec, percent
 from reidx.metrics.table import HEADLINE, SHOWN_RANKING, columns, spec
 from reidx.report.aggregate import trial_list
-from reidx.report.evaluation import METHOD_BILINEAR, NATIVE_SET, CheckpointInfo
+from reidx.report.evaluation import METHOD_BILINEAR, CheckpointInfo
 from reidx.report.groups import RunGroup, group_name
+from reidx.report.plan import NATIVE_SET
 from reidx.report.published import PUBLISHED_LABEL, SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_rows
 from reidx.report.runner import DatasetSummary, Report
 

@@ -24,16 +24,9 @@ from reidx.metrics import EvalResult, aggregate_trials
 from reidx.models import list_models, model_class
 from reidx.report.aggregate import Difference, paired_differences, pool_units, pooling
 from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, ranking_entry
-from reidx.report.evaluation import (
-    CheckpointInfo,
-    EvalDataset,
-    describe_checkpoint,
-    open_dataset,
-    query_sets,
-    rank_trials,
-    recover_dataset,
-)
+from reidx.report.evaluation import CheckpointInfo, describe_checkpoint, rank_trials, recover_dataset
 from reidx.report.groups import RunGroup, group_checkpoints, split_text
+from reidx.report.plan import EvalDataset, QuerySet, open_dataset, query_sets
 from reidx.report.sources import allowed_trials
 
 ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
@@ -59,16 +52,6 @@ def parse_trial(text: str) -> int | None:
     return int(text)
 
 
-@dataclass(frozen=True)
-class SetInfo:
-    """A query set of a dataset as reported: key, label, single rate (1 = HR) and whether it is the main set."""
-
-    key: str
-    label: str
-    rate: int | None
-    main: bool
-
-
 @dataclass
 class DatasetSummary:
     """A dataset as the tables name it."""
@@ -81,10 +64,10 @@ class DatasetSummary:
     unseen_rates: list[int]
     trials_total: int
     trials: list[int]
-    sets: list[SetInfo]
+    sets: list[QuerySet]  # without rows
 
     @property
-    def main_set(self) -> SetInfo:
+    def main_set(self) -> QuerySet:
         return next(s for s in self.sets if s.main)
 
 
@@ -174,7 +157,7 @@ def select_trials(dataset: EvalDataset, trial: int | None) -> list[int]:
     return [trial]
 
 
-def _column_order(query_set: SetInfo) -> tuple[int, int, str]:
+def _column_order(query_set: QuerySet) -> tuple[int, int, str]:
     group = 0 if query_set.rate == 1 else 1 if "@" in query_set.key else 2 if query_set.main else 3
     return group, query_set.rate or 0, query_set.key
 
@@ -182,7 +165,7 @@ def _column_order(query_set: SetInfo) -> tuple[int, int, str]:
 def summarise_dataset(dataset: EvalDataset, label: str, trials: list[int]) -> DatasetSummary:
     """The dataset's description and its query sets over ``trials``, in column order."""
     info = dataset.info
-    found = {s.key: SetInfo(s.key, s.label, s.rate, s.main) for trial in trials for s in query_sets(dataset, trial)}
+    found = {s.key: replace(s, rows=None) for trial in trials for s in query_sets(dataset, trial)}
     sets = sorted(found.values(), key=_column_order)
     return DatasetSummary(
         label,

@@ -119,7 +119,7 @@ def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path |
     axes = figure.add_subplot()
     axes.imshow(grid.permute(1, 2, 0).numpy())
     columns = [GRID_GAP + (GRID_GAP + width) * i + width / 2 for i in range(len(titles))]
-    axes.set_xticks(columns, [fill(title, 28) for title in titles], fontsize="x-small")
+    axes.set_xticks(columns, [fill(title, 22) for title in titles], fontsize="x-small")
     axes.xaxis.tick_top()
     rows = [GRID_GAP + (GRID_GAP + height) * i + height / 2 for i in range(len(samples))]
     axes.set_yticks(rows, [f"LR r={sample['rate']}" for sample in samples], fontsize="x-small")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reidx.metrics import EvalResult, MetricInputError, aggregate_trials, evaluate, results_to_frame
+from reidx.metrics import RANKING_METRICS, EvalResult, MetricInputError, aggregate_trials, evaluate, results_to_frame
 
 
 def trial_result(seed: int, checkpoint: str = "run/cadnet.pt", **changes) -> EvalResult:
@@ -40,7 +40,7 @@ def test_from_metrics_reads_the_cmc():
     )
     assert (r.rank1, r.rank5, r.rank10, r.rank20) == tuple(float(metrics.cmc[k]) for k in (0, 4, 9, 19))
     assert r.mAP == metrics.mAP and len(r.cmc) == 20 and r.map_definition == metrics.map_definition
-    assert r.std == dict.fromkeys(("rank1", "rank5", "rank10", "rank20", "mAP"), 0.0)
+    assert r.std == dict.fromkeys(RANKING_METRICS, 0.0) and r.mINP == metrics.mINP
 
 
 def test_short_cmc_is_refused():

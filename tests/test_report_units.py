@@ -282,7 +282,7 @@ def test_pooled_rows_and_paired_differences_equal_hand_computed_intervals() -> N
     (difference,) = report.differences
     assert difference.group is report.groups[1] and difference.reference is report.groups[0]
     assert difference.per_trial == {
-        f"trial {t}": pytest.approx({"rank1": d, "rank5": d, "rank10": d, "mAP": m})
+        f"trial {t}": pytest.approx({"rank1": d, "rank5": d, "rank10": d, "mAP": m, "mINP": d})
         for t, d, m in ((0, -0.1, -0.1), (1, -0.2, -0.1), (2, 0.0, -0.1))
     }
     assert difference.mean["rank1"] == pytest.approx(-0.1)
@@ -292,8 +292,8 @@ def test_pooled_rows_and_paired_differences_equal_hand_computed_intervals() -> N
     assert "| **70.0 ± 49.7** / **70.0 ± 49.7** / **70.0 ± 49.7** | **50.0 ± 49.7** |" in text  # 4.303 · .2 / √3
     assert "| 60.0 ± 65.7 / 60.0 ± 65.7 / 60.0 ± 65.7 | 40.0 ± 49.7 |" in text  # sd √.07: 4.303 · .2646 / √3
     assert (
-        "| -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 0.0 | trial 0: -10.0 trial 1: -20.0 trial 2: +0.0 |"
-        in text
+        "| -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 0.0 | -10.0 ± 24.8 | trial 0: -10.0 trial 1: -20.0 "
+        "trial 2: +0.0 |" in text
     )
     assert "## Rank-1 by query rate" not in text  # one query set (as with genuine LR queries): no repeat
 

@@ -72,6 +72,16 @@ METRICS = (
         "Market-1501 trapezoid rule); on single-shot datasets, with one true match per gallery, it equals the mean "
         "reciprocal rank and is labelled so.",
     ),
+    MetricSpec(
+        "mINP",
+        "mINP",
+        RANKING,
+        validation=True,
+        single_shot_label="mINP (single-shot, = mean reciprocal rank)",
+        note="mINP (Ye et al., TPAMI 2021) is the mean inverse negative penalty: per query, the number of true "
+        "matches over the rank of the last (hardest) one; single-shot, with one true match, it equals the mean "
+        "reciprocal rank too.",
+    ),
     MetricSpec("ssim", "SSIM", RECOVERY, fmt=".3f"),
     MetricSpec("psnr", "PSNR", RECOVERY, fmt=".2f", unit="dB", validation=True),
     MetricSpec("lpips", "LPIPS", RECOVERY, fmt=".3f", higher_is_better=False),

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.studies import DONE, cell, diff_cell, reidx, train_run
 from reidx.metrics.stats import paired_ci
-from reidx.report.tables import METHOD_BILINEAR
+from reidx.report.evaluation import METHOD_BILINEAR
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from rich.table import Table
+from torchvision.utils import make_grid
 
 from reidx.checkpoint import LoadedModel, load_model
 from reidx.console import console, emit_json, progress
@@ -167,7 +167,7 @@ def attach_scores(
     for method, result in results.items():
         prefix = "" if method == MODEL else f"{method}_"
         for metric, average in result.summary().items():
-            values = getattr(result, metric)
+            values = result.scores[metric]
             for i, record in enumerate(records):
                 record.scores[prefix + metric] = None if values is None else float(values[i])
             mean[prefix + metric] = average
@@ -192,11 +192,7 @@ def grid_inside(grid: str | Path, out: str | Path) -> bool:
 
 def write_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
     """A PNG with one row per image: LR (bilinear) | recovered | HR (when given), each at input size."""
-    height, width = rows[0][0].shape[1:]
-    sheet = Image.new("RGB", (width * len(rows[0]), height * len(rows)), "white")
-    for r, row in enumerate(rows):
-        for c, tile in enumerate(row):
-            sheet.paste(to_pil(tile), (c * width, r * height))
+    sheet = to_pil(make_grid(torch.stack([tile for row in rows for tile in row]), nrow=len(rows[0]), padding=0))
     with atomic_path(path, "image") as tmp:
         sheet.save(tmp, format="PNG")
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, MetricInputError, evaluate, evaluate_embeddings
 from reidx.metrics import _rank_kernel as kernel
 from reidx.metrics import rank as rank_module
-from reidx.metrics.reference import multi_shot_reference
+from reidx.metrics.reference import multi_shot_minp_reference, multi_shot_reference, single_shot_minp_reference
 
 
 def random_problem(rng, nq, ng, ids, cams, dtype=np.float32):
@@ -210,3 +210,16 @@ def test_embeddings_bad_input():
     q[0, 0] = np.inf
     with pytest.raises(MetricInputError, match="NaN or inf"):
         evaluate_embeddings(q, np.ones((5, 4), np.float32), [1, 1], G_PIDS, [0, 0], G_CAMS)
+
+
+def test_evaluate_reports_minp_equal_to_the_reference_under_both_protocols() -> None:
+    rng = np.random.default_rng(7)
+    dist = rng.integers(0, 6, (25, 60)).astype(np.float64)  # many ties: broken by gallery order
+    q_pids, g_pids = rng.integers(0, 8, 25), rng.integers(0, 8, 60)
+    q_cams, g_cams = rng.integers(0, 2, 25), rng.integers(0, 3, 60)
+    multi = evaluate(dist, q_pids, g_pids, q_cams, g_cams)
+    expected, valid = multi_shot_minp_reference(dist, q_pids, g_pids, q_cams, g_cams)
+    assert multi.mINP == pytest.approx(expected, abs=1e-12) and multi.num_valid_queries == valid
+    single = evaluate(dist, q_pids, g_pids, q_cams, g_cams, protocol="single-shot", draws=4, seed=3)
+    reference = single_shot_minp_reference(dist, q_pids, g_pids, q_cams, g_cams, draws=4, seed=3)
+    assert single.mINP == pytest.approx(reference, abs=1e-12) and single["mINP"] == single.mAP

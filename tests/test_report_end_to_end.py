@@ -30,7 +30,7 @@ from reidx.metrics import evaluate_embeddings, recovery_metrics
 from reidx.models import build_model
 from reidx.report import Report, collect, run_report
 from reidx.report.cache import CACHE_DIR
-from reidx.report.tables import render
+from reidx.report.export import render
 
 INPUT_SIZE = (64, 32)
 MODES = ["fused", "f", "g"]
@@ -132,7 +132,7 @@ def queries_of(frame: pd.DataFrame, trial: int, query_set: str) -> pd.DataFrame:
 
 @cache
 def expected(checkpoint: Path, dataset: Path, mode: str, query_set: str, trial: int) -> tuple[float, ...]:
-    """(rank1, rank5, rank10, mAP) of one trial, straight from the embedding and metrics APIs."""
+    """(rank1, rank5, rank10, mAP, mINP) of one trial, straight from the embedding and metrics APIs."""
     frame, info = read_dataset(dataset)
     gallery = frame[(frame["split"] == "gallery") & (frame["trial"] == trial)]
     queries = queries_of(frame, trial, query_set)
@@ -146,7 +146,7 @@ def expected(checkpoint: Path, dataset: Path, mode: str, query_set: str, trial: 
         protocol=info.protocol,
         seed=info.seed + trial,
     )
-    return metrics.cmc[0], metrics.cmc[4], metrics.cmc[9], metrics.mAP
+    return metrics.cmc[0], metrics.cmc[4], metrics.cmc[9], metrics.mAP, metrics.mINP
 
 
 #: t_{0.975, df}, df = 1, 2, 3 (printed tables of Student's t)
@@ -164,7 +164,7 @@ def cell(values: list[float], trials: int) -> str:
 
 def expected_cells(checkpoint: Path, dataset: Path, mode: str, query_set: str, trials: list[int]) -> list[str]:
     per_trial = np.array([expected(checkpoint, dataset, mode, query_set, t) for t in trials])
-    return [cell(per_trial[:, i].tolist(), len(trials)) for i in range(4)]
+    return [cell(per_trial[:, i].tolist(), len(trials)) for i in range(per_trial.shape[1])]
 
 
 # --- markdown parsing ----------------------------------------------------------------------------------
@@ -216,10 +216,12 @@ def test_main_table_numbers_equal_the_metrics_on_the_same_embeddings(workspace: 
             (workspace.baseline, "baseline/last.pt", ["fused"]),
         ):
             for mode in modes:
-                r1, r5, r10, mean_ap = expected_cells(checkpoint, dataset, mode, "mixed", [0, 1])
+                r1, r5, r10, mean_ap, minp = expected_cells(checkpoint, dataset, mode, "mixed", [0, 1])
                 assert main.value(name, mode, f"{label} R1 / R5 / R10") == f"{r1} / {r5} / {r10}"
                 map_column = "mAP" if label == "synthetic" else "mAP (single-shot, = mean reciprocal rank)"
                 assert main.value(name, mode, f"{label} {map_column}") == mean_ap
+                minp_column = "mINP" if label == "synthetic" else "mINP (single-shot, = mean reciprocal rank)"
+                assert main.value(name, mode, f"{label} {minp_column}") == minp
 
 
 def test_rate_table_has_hr_each_seen_rate_mixed_and_unseen(workspace: Workspace) -> None:
@@ -323,6 +325,8 @@ def test_csv_and_json_hold_the_same_results(workspace: Workspace) -> None:
     assert set(frame["table"]) == {"ranking", "per-trial", "paired", "recovery", "published (paper)"}
     document = json.loads(render(report, "json"))
     assert [r["mAP"] for r in document["ranking"]] == [e.result.mAP for e in report.ranking]
+    assert [r["mINP"] for r in document["ranking"]] == [e.result.metrics["mINP"] for e in report.ranking]
+    assert np.allclose(ranking["mINP"], [e.result.mINP for e in report.ranking]) and "mINP_ci95" in frame
     assert {d["protocol"] for d in document["datasets"]} == {"multi-shot", "single-shot"}
     assert "published" not in document
 
@@ -344,7 +348,7 @@ def test_rerun_hits_the_cache_and_one_trial_reads_from_it(workspace: Workspace, 
     assert one.evaluated == 0
     main = table((workspace.root / "trial1.md").read_text(), "Cross-resolution")
     assert "trials: trial 1 of 2" in main.caption
-    r1, r5, r10, _ = expected_cells(workspace.cadnet, workspace.viper, "f", "mixed", [1])
+    r1, r5, r10, *_ = expected_cells(workspace.cadnet, workspace.viper, "f", "mixed", [1])
     assert main.value("cadnet/last.pt", "f", "viper R1 / R5 / R10") == f"{r1} / {r5} / {r10}"
 
 
@@ -387,7 +391,7 @@ def test_an_edited_image_invalidates_the_cache(workspace: Workspace) -> None:
     assert (after.evaluated, after.cached) == (2, 0)  # ranking and recovery, both recomputed
     recovery = after.recovery[0].payload["sets"]["mixed"]["bilinear"]
     assert recovery != before.recovery[0].payload["sets"]["mixed"]["bilinear"]
-    r1, r5, r10, _ = expected_cells(run, data, "f", "mixed", [0])
+    r1, r5, r10, *_ = expected_cells(run, data, "f", "mixed", [0])
     main = table((workspace.root / "edited.md").read_text(), "Cross-resolution")
     assert main.value("edited/last.pt", "f", "synthetic R1 / R5 / R10") == f"{r1} / {r5} / {r10}"
 
@@ -444,7 +448,7 @@ def test_a_run_is_evaluated_only_on_the_trial_it_trained_on(workspace: Workspace
     )
     viper = next(e for e in report.entries("viper") if e.mode == "f")
     assert viper.result.trials == 1
-    r1, r5, r10, _ = expected_cells(run, workspace.viper, "f", "mixed", [1])
+    r1, r5, r10, *_ = expected_cells(run, workspace.viper, "f", "mixed", [1])
     main = table((workspace.root / "t1.md").read_text(), "Cross-resolution")
     assert main.value("viper-t1/last.pt", "f", "viper R1 / R5 / R10") == f"{r1} / {r5} / {r10}"
     synthetic = next(e for e in report.entries("synthetic") if e.mode == "f")

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from reidx.checkpoint import CheckpointFile
 from reidx.data.manifest import DatasetInfo
 from reidx.errors import ReidxError
-from reidx.metrics import EvalResult, aggregate_trials, percent
+from reidx.metrics import RANKING_METRICS, EvalResult, aggregate_trials, percent
 from reidx.metrics.stats import mean_ci, paired_ci, t975
+from reidx.provenance import written_kind
 from reidx.report.cache import CACHE_DIR, MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, dataset_fingerprint, ranking_entry
-from reidx.report.evaluation import CheckpointInfo, EvalDataset, initialisation, training_config
+from reidx.report.evaluation import CheckpointInfo, initialisation, training_config
+from reidx.report.export import render
 from reidx.report.groups import group_checkpoints
+from reidx.report.markdown import md_table
+from reidx.report.plan import EvalDataset, QuerySet
 from reidx.report.published import TABLE1, table1_key, table1_rows
-from reidx.report.runner import DatasetSummary, Report, SetInfo, assemble, parse_modes, parse_trial
+from reidx.report.runner import DatasetSummary, Report, assemble, parse_modes, parse_trial
 from reidx.report.sources import TrainSource, training_sources
-from reidx.report.tables import md_table, render
 
 
 @pytest.mark.parametrize(
@@ -134,6 +140,46 @@ def test_cache_round_trip_miss_on_change_and_stale_entry_dropped(tmp_path: Path)
     assert cache.load(ranking_entry("fused"), second) is None
 
 
+def test_cache_keeps_images_as_png_files_it_records_and_drops(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "last.pt"
+    image = tmp_path / "q.png"
+    image.write_bytes(b"pixels")
+    first = _dataset(tmp_path / "data", b"one", image)
+    cache = ResultCache(checkpoint, "a" * 64)
+    sample = Image.new("RGB", (4, 8), (10, 20, 30))
+    saved = cache.save(RECOVERY_ENTRY, {"samples": [{"recovered": "sample-0"}]}, first, {"sample-0": sample})
+    png = saved["images"]["sample-0"]
+    assert png.parent == checkpoint.parent / CACHE_DIR and png.suffix == ".png" and written_kind(png) == "cache"
+    record = json.loads((png.parent / png.name.replace("-sample-0.png", ".json")).read_text())
+    assert record["images"] == {"sample-0": png.name} and record["payload"] == {"samples": [{"recovered": "sample-0"}]}
+    assert cache.load(RECOVERY_ENTRY, first) == saved
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(sample))  # a PNG file, not base64 in the JSON
+
+    second = _dataset(tmp_path / "data", b"two", image)
+    cache.save(RECOVERY_ENTRY, {"samples": []}, second)
+    assert not png.exists()  # the stale entry's image went with it
+    user = checkpoint.parent / CACHE_DIR / f"{png.name.split('-')[0]}-mine.png"
+    user.write_bytes(b"a user's file")
+    cache.save(RECOVERY_ENTRY, {"samples": []}, first, {"sample-0": sample})
+    assert user.read_bytes() == b"a user's file"  # never removed: reidx did not write it
+
+    cache.load(RECOVERY_ENTRY, first)["images"]["sample-0"].unlink()
+    assert cache.load(RECOVERY_ENTRY, first) is None  # an entry whose image is gone is a miss
+
+
+def test_an_entry_of_the_previous_cache_version_is_a_miss(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "last.pt"
+    image = tmp_path / "q.png"
+    image.write_bytes(b"pixels")
+    dataset = _dataset(tmp_path / "data", b"one", image)
+    entry = ranking_entry("fused")
+    old_key = hashlib.sha256(f"v2|{'a' * 64}|{dataset.fingerprint}|{entry}".encode()).hexdigest()[:24]
+    folder = checkpoint.parent / CACHE_DIR
+    folder.mkdir(parents=True)
+    (folder / f"slot-{old_key}.json").write_text(json.dumps({"payload": {"0": {"examples": [], "sets": {}}}}))
+    assert ResultCache(checkpoint, "a" * 64).load(entry, dataset) is None
+
+
 # --- aggregation over trials, paired differences, rows and labels -------------------------------------
 
 
@@ -169,11 +215,7 @@ def _record(rank1: float, mean_ap: float | None = None) -> EvalResult:
         rates=(2, 3, 4),
         checkpoint="x.pt",
         mode="fused",
-        rank1=rank1,
-        rank5=rank1,
-        rank10=rank1,
-        rank20=rank1,
-        mAP=rank1 if mean_ap is None else mean_ap,
+        metrics={name: rank1 for name in RANKING_METRICS} | {"mAP": rank1 if mean_ap is None else mean_ap},
         map_definition="reciprocal rank",
         cmc=(rank1,) * 20,
         num_queries=10,
@@ -198,7 +240,7 @@ def _checkpoint(name: str, trial: int | None, epochs: int, model: str = "baselin
 
 
 def _summary() -> DatasetSummary:
-    sets = [SetInfo("mixed", "LR {2,3,4} mixed", None, True)]
+    sets = [QuerySet("mixed", "LR {2,3,4} mixed", (2, 3, 4), None, main=True)]
     return DatasetSummary("viper", Path("/data/viper"), "viper", "single-shot", [2, 3, 4], [], 10, [0, 1, 2], sets)
 
 
@@ -240,7 +282,7 @@ def test_pooled_rows_and_paired_differences_equal_hand_computed_intervals() -> N
     (difference,) = report.differences
     assert difference.group is report.groups[1] and difference.reference is report.groups[0]
     assert difference.per_trial == {
-        f"trial {t}": pytest.approx({"rank1": d, "rank5": d, "rank10": d, "mAP": m})
+        f"trial {t}": pytest.approx({"rank1": d, "rank5": d, "rank10": d, "mAP": m, "mINP": d})
         for t, d, m in ((0, -0.1, -0.1), (1, -0.2, -0.1), (2, 0.0, -0.1))
     }
     assert difference.mean["rank1"] == pytest.approx(-0.1)
@@ -250,8 +292,8 @@ def test_pooled_rows_and_paired_differences_equal_hand_computed_intervals() -> N
     assert "| **70.0 ± 49.7** / **70.0 ± 49.7** / **70.0 ± 49.7** | **50.0 ± 49.7** |" in text  # 4.303 · .2 / √3
     assert "| 60.0 ± 65.7 / 60.0 ± 65.7 / 60.0 ± 65.7 | 40.0 ± 49.7 |" in text  # sd √.07: 4.303 · .2646 / √3
     assert (
-        "| -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 0.0 | trial 0: -10.0 trial 1: -20.0 trial 2: +0.0 |"
-        in text
+        "| -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 24.8 | -10.0 ± 0.0 | -10.0 ± 24.8 | trial 0: -10.0 trial 1: -20.0 "
+        "trial 2: +0.0 |" in text
     )
     assert "## Rank-1 by query rate" not in text  # one query set (as with genuine LR queries): no repeat
 

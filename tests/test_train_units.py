@@ -109,3 +109,5 @@ def test_epoch_line_shows_rank1_and_map_as_the_report_does() -> None:
     assert epoch_line(row) == "epoch 3: loss 1.2346, val Rank-1 83.7%, mAP 71.2%, PSNR 23.84 dB"
     assert f"Rank-1 {percent(row['val_rank1'])}%" in epoch_line(row)
     assert epoch_line({"epoch": 1, "total": 2.0}) == "epoch 1: loss 2.0000"
+    row |= {"val_mINP": 0.4321, "val_psnr_bilinear": 21.5}
+    assert epoch_line(row).endswith("mAP 71.2%, mINP 43.2%, PSNR 23.84 dB, bilinear PSNR 21.50 dB")

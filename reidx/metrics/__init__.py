@@ -1,4 +1,5 @@
-"""Metrics: ranking metrics (CMC/mAP, multi- and single-shot), recovery metrics and result records."""
+"""Metrics: the metric table of record, ranking metrics (CMC/mAP, multi- and single-shot), recovery metrics and
+result records."""
 
 from reidx.metrics.checks import MetricInputError
 from reidx.metrics.rank import (
@@ -9,17 +10,30 @@ from reidx.metrics.rank import (
     evaluate,
     evaluate_embeddings,
 )
-from reidx.metrics.recovery import RECOVERY_METRICS, RecoveryResult, lpips_unavailable_reason, recovery_metrics
-from reidx.metrics.results import RANKING_METRICS, EvalResult, aggregate_trials, percent, results_to_frame
+from reidx.metrics.recovery import RecoveryResult, lpips_unavailable_reason, recovery_metrics
+from reidx.metrics.results import EvalResult, aggregate_trials, results_to_frame
+from reidx.metrics.table import (
+    METRICS,
+    RANKING_METRICS,
+    RANKING_SPECS,
+    RECOVERY_METRICS,
+    RECOVERY_SPECS,
+    MetricSpec,
+    percent,
+)
 
 __all__ = [
+    "METRICS",
     "MULTI_SHOT_MAP",
     "PROTOCOLS",
     "RANKING_METRICS",
+    "RANKING_SPECS",
     "RECOVERY_METRICS",
+    "RECOVERY_SPECS",
     "SINGLE_SHOT_MAP",
     "EvalResult",
     "MetricInputError",
+    "MetricSpec",
     "RankingMetrics",
     "RecoveryResult",
     "aggregate_trials",

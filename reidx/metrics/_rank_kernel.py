@@ -20,6 +20,8 @@ import torch
 _CHUNK_ELEMENTS = 1 << 24  # bounds the lookup arrays of one block of rows
 _GROUP_ROWS = 64  # query rows looked up together
 _RUN = 512  # rows are sorted in runs of this length, which NumPy sorts several times faster per entry than rows
+#: The per-query values both kernels return after the first-match rank, in order, by metric name.
+PER_QUERY = ("mAP", "mINP")
 
 
 @dataclass(frozen=True)

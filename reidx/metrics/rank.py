@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidx.metrics._rank_kernel import Draws, Gallery, multi_shot, single_shot
+from reidx.metrics._rank_kernel import PER_QUERY, Draws, Gallery, multi_shot, single_shot
 from reidx.metrics.checks import MetricInputError, to_numpy
+from reidx.metrics.table import RANKING_SPECS, spec
 
 PROTOCOLS = ("multi-shot", "single-shot")
 MULTI_SHOT_MAP = "mAP (torchreid/open-reid: mean of the precision at each true match's rank)"
@@ -40,7 +41,9 @@ _CHUNK_ELEMENTS = 1 << 24  # distances handled at once; bounds the working memor
 
 @dataclass(frozen=True, eq=False)
 class RankingMetrics(Mapping[str, Any]):
-    """CMC and mAP of one evaluation; the fields also read as a mapping (``metrics["cmc"]``).
+    """CMC and the per-query means (``scores``: mAP and the table's other ranking metrics) of one evaluation;
+    fields and scores also read as a mapping (``metrics["cmc"]``, ``metrics["mAP"]``), a score as an
+    attribute (``metrics.mAP``).
 
     ``cmc[k]`` is the fraction of valid queries whose first true match is within rank k + 1. Where
     ``max_rank`` exceeds the gallery, the tail repeats the last value (every valid query is matched by then),
@@ -48,12 +51,23 @@ class RankingMetrics(Mapping[str, Any]):
     """
 
     cmc: np.ndarray
-    mAP: float
+    scores: dict[str, float]
     num_valid_queries: int
     num_queries: int
     protocol: str
     map_definition: str
     draws: int
+
+    def value(self, name: str) -> float:
+        """Metric ``name`` of the table: its rank of the CMC, or its per-query mean."""
+        rank = spec(name).cmc_rank
+        return float(self.cmc[rank - 1]) if rank else self.scores[name]
+
+    def __getattr__(self, name: str) -> float:
+        scores = self.__dict__.get("scores", {})
+        if name in scores:
+            return scores[name]
+        raise AttributeError(name)
 
     def __getitem__(self, key: str) -> Any:
         if key not in set(self):
@@ -61,10 +75,11 @@ class RankingMetrics(Mapping[str, Any]):
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return (f.name for f in fields(self))
+        for item in fields(self):
+            yield from self.scores if item.name == "scores" else (item.name,)
 
     def __len__(self) -> int:
-        return len(fields(self))
+        return len(fields(self)) - 1 + len(self.scores)
 
 
 def evaluate(
@@ -163,7 +178,7 @@ def _evaluate_chunks(
         score(dist, q_pids[start : start + len(dist)], q_camids[start : start + len(dist)]) for start, dist in chunks
     ]
     first = np.concatenate([r[0] for r in results], axis=1)
-    ap = np.concatenate([r[1] for r in results], axis=1)
+    per_query = {name: np.concatenate([r[i] for r in results], axis=1) for i, name in enumerate(PER_QUERY, 1)}
     valid = first[0] >= 0
     if not valid.any():
         raise MetricInputError(
@@ -171,11 +186,12 @@ def _evaluate_chunks(
             "query's pid and camid are removed",
             "give query and gallery images different camids, or add the query identities to the gallery",
         )
-    first, ap = first[:, valid], ap[:, valid]
+    first = first[:, valid]
     hist = np.bincount(np.minimum(first.ravel(), max_rank), minlength=max_rank + 1)[:max_rank]
+    means = [spec.name for spec in RANKING_SPECS if spec.cmc_rank is None]
     return RankingMetrics(
         cmc=np.cumsum(hist) / first.size,
-        mAP=float(ap.mean()),
+        scores={name: float(per_query[name][:, valid].mean()) for name in means},
         num_valid_queries=int(valid.sum()),
         num_queries=num_q,
         protocol=protocol,

@@ -9,7 +9,7 @@ the reason.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,34 +19,40 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from reidx.metrics.checks import MetricInputError
+from reidx.metrics.table import RECOVERY_METRICS
 
-#: The per-image scores of a :class:`RecoveryResult`, in the order the tables show them.
-RECOVERY_METRICS = ("ssim", "psnr", "lpips")
 _LPIPS_BATCH = 64
 
 
 @dataclass(frozen=True)
 class RecoveryResult:
-    """Per-image scores; ``lpips`` is None when unavailable, and ``lpips_reason`` says why."""
+    """Per-image ``scores`` of each of ``RECOVERY_METRICS`` (the metric table's recovery rows; PSNR in dB, inf
+    for an image identical to its target); a score also reads as an attribute (``result.psnr``). LPIPS is None
+    when unavailable, and ``lpips_reason`` says why."""
 
-    ssim: np.ndarray
-    psnr: np.ndarray  # dB; inf for an image identical to its target
-    lpips: np.ndarray | None
+    scores: dict[str, np.ndarray | None]
     lpips_reason: str | None
+
+    def __getattr__(self, name: str) -> np.ndarray | None:
+        scores = self.__dict__.get("scores", {})
+        if name in scores:
+            return scores[name]
+        raise AttributeError(name)
 
     @classmethod
     def concat(cls, results: Sequence[RecoveryResult]) -> RecoveryResult:
         """The scores of several batches as one result, in order (LPIPS and its reason from the first)."""
         if not results:
             raise MetricInputError("no recovery results to concatenate")
-        lpips = None if results[0].lpips is None else np.concatenate([r.lpips for r in results])
-        ssim, psnr = (np.concatenate([getattr(r, name) for r in results]) for name in ("ssim", "psnr"))
-        return cls(ssim, psnr, lpips, results[0].lpips_reason)
+        scores = {
+            name: None if results[0].scores[name] is None else np.concatenate([r.scores[name] for r in results])
+            for name in RECOVERY_METRICS
+        }
+        return cls(scores, results[0].lpips_reason)
 
     def summary(self) -> dict[str, float | None]:
         """Means over the images as plain floats (LPIPS: None when unavailable)."""
-        scores = {name: getattr(self, name) for name in RECOVERY_METRICS}
-        return {name: None if values is None else float(values.mean()) for name, values in scores.items()}
+        return {name: None if values is None else float(values.mean()) for name, values in self.scores.items()}
 
 
 def alexnet_weights_path() -> Path:
@@ -72,11 +78,21 @@ def recovery_metrics(pred: torch.Tensor, target: torch.Tensor, *, lpips: bool = 
     """SSIM, PSNR and, if ``lpips`` and its weights are present, LPIPS per image of ``pred`` vs ``target``."""
     _check_images(pred, target)
     pred, target = pred.detach().float(), target.detach().float()
-    ssim = structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
-    psnr = peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
     reason = lpips_unavailable_reason() if lpips else "LPIPS not requested"
-    scores = None if reason else _lpips(pred, target)
-    return RecoveryResult(ssim.cpu().numpy(), psnr.cpu().numpy(), scores, reason)
+    scores: dict[str, np.ndarray | None] = {}
+    for name in RECOVERY_METRICS:
+        if name == "lpips":
+            scores[name] = None if reason else _lpips(pred, target)
+        else:
+            scores[name] = SCORERS[name](pred, target).cpu().numpy()
+    return RecoveryResult(scores, reason)
+
+
+#: Per-image scorers of (pred, target) batches in [0, 1], by metric name (LPIPS, which needs its weights, apart).
+SCORERS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ssim": lambda pred, target: structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none"),
+    "psnr": lambda pred, target: peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)),
+}
 
 
 def _lpips(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:

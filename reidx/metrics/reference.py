@@ -4,7 +4,7 @@ torchreid's ``eval_market1501`` algorithm from its description: sort each query'
 gallery entries with the query's pid and camid, CMC from the first true match, AP = the mean of the precision
 at each true match's rank, and skip queries without a true match. mINP (Ye et al., "Deep Learning for
 Person Re-identification: A Survey and Outlook", TPAMI 2021) is stated here too, for both protocols (the
-kernel computes it; the report does not show it yet). The tests hold the fast kernel to these functions,
+kernel computes it). The tests hold the fast kernel to these functions,
 and ``benchmarks/bench_metrics.py`` times the kernel against it; change a rule here first.
 """
 

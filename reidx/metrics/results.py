@@ -8,7 +8,7 @@ dataset, protocol, query set and rates, trials, checkpoint, and which mAP defini
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -17,9 +17,10 @@ import pandas as pd
 from reidx.metrics.checks import MetricInputError
 from reidx.metrics.rank import RankingMetrics
 from reidx.metrics.stats import mean_ci
+from reidx.metrics.table import CMC_LENGTH, RANKING_METRICS, percent
 
-RANKING_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")
-CMC_LENGTH = 20
+__all__ = ["EvalResult", "aggregate_trials", "percent", "results_to_frame"]
+
 _COUNTS = ("num_queries", "num_valid_queries", "trials", "draws")
 _SHARED = ("dataset", "protocol", "query_set", "rates", "mode", "map_definition", "draws")
 
@@ -28,10 +29,13 @@ _SHARED = ("dataset", "protocol", "query_set", "rates", "mode", "map_definition"
 class EvalResult:
     """One evaluation (``trials == 1``) or the mean over trials, with the spread in ``std`` and ``ci95``.
 
-    ``std`` maps each of ``RANKING_METRICS`` to its population standard deviation over trials (0.0 for one trial),
-    ``ci95`` to the half-width of the mean's 95% confidence interval (Student t on the per-trial values, n − 1
-    degrees of freedom; 0.0 for one trial).
-    ``cmc`` holds the first 20 ranks. ``num_queries`` and ``num_valid_queries`` are summed over trials.
+    ``metrics`` maps each of ``RANKING_METRICS`` (the metric table's ranking rows) to its value; a metric also
+    reads as an attribute (``result.mAP``), and ``to_dict`` writes the metrics as top-level keys.
+    ``std`` maps each of them to its population standard deviation over trials (0.0 for one trial), ``ci95``
+    to the half-width of the mean's 95% confidence interval (Student t on the per-trial values, n − 1 degrees
+    of freedom; 0.0 for one trial).
+    ``cmc`` holds the first ``CMC_LENGTH`` ranks. ``num_queries`` and ``num_valid_queries`` are summed over
+    trials.
     """
 
     dataset: str
@@ -40,11 +44,7 @@ class EvalResult:
     rates: tuple[int, ...]
     checkpoint: str
     mode: str  # the embedding evaluated: "fused", "f" or "g"
-    rank1: float
-    rank5: float
-    rank10: float
-    rank20: float
-    mAP: float
+    metrics: dict[str, float]
     map_definition: str
     cmc: tuple[float, ...]
     num_queries: int
@@ -55,7 +55,11 @@ class EvalResult:
     ci95: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        plain = {name: float(getattr(self, name)) for name in RANKING_METRICS}
+        missing = [name for name in RANKING_METRICS if name not in self.metrics]
+        unknown = sorted(set(self.metrics) - set(RANKING_METRICS))
+        if missing or unknown:
+            raise MetricInputError(f"a result needs the metrics {list(RANKING_METRICS)}, got {list(self.metrics)}")
+        plain: dict[str, Any] = {"metrics": {name: float(self.metrics[name]) for name in RANKING_METRICS}}
         plain |= {name: int(getattr(self, name)) for name in _COUNTS}
         plain["rates"] = tuple(int(r) for r in self.rates)
         plain["cmc"] = tuple(float(c) for c in self.cmc)
@@ -63,6 +67,12 @@ class EvalResult:
         plain["ci95"] = {name: float(self.ci95.get(name, 0.0)) for name in RANKING_METRICS}
         for name, value in plain.items():
             object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> float:
+        metrics = self.__dict__.get("metrics", {})
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(name)
 
     @classmethod
     def from_metrics(
@@ -75,7 +85,7 @@ class EvalResult:
         checkpoint: str,
         mode: str,
     ) -> EvalResult:
-        """The record of one trial from ``evaluate``'s output (which needs ``max_rank >= 20``)."""
+        """The record of one trial from ``evaluate``'s output (which needs ``max_rank >= CMC_LENGTH``)."""
         cmc = metrics.cmc
         if len(cmc) < CMC_LENGTH:
             raise MetricInputError(
@@ -89,11 +99,7 @@ class EvalResult:
             rates=tuple(rates),
             checkpoint=checkpoint,
             mode=mode,
-            rank1=cmc[0],
-            rank5=cmc[4],
-            rank10=cmc[9],
-            rank20=cmc[19],
-            mAP=metrics.mAP,
+            metrics={name: metrics.value(name) for name in RANKING_METRICS},
             map_definition=metrics.map_definition,
             cmc=tuple(cmc[:CMC_LENGTH]),
             num_queries=metrics.num_queries,
@@ -102,20 +108,31 @@ class EvalResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: lists for tuples, plain floats and ints."""
-        out = asdict(self)
-        out["rates"], out["cmc"] = list(self.rates), list(self.cmc)
+        """JSON-ready: the metrics as top-level keys (after ``mode``), lists for tuples, plain floats and ints."""
+        out: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "metrics":
+                out |= value
+            else:
+                out[item.name] = (
+                    list(value) if isinstance(value, tuple) else value.copy() if isinstance(value, dict) else value
+                )
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
         """Inverse of ``to_dict``; unknown or missing keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        names = {f.name for f in fields(cls)} - {"metrics"}
+        unknown = sorted(set(data) - names - set(RANKING_METRICS))
         if unknown:
             raise MetricInputError(f"unknown result fields {unknown}", "was the file written by reidx?")
+        missing = [name for name in RANKING_METRICS if name not in data]
+        if missing:
+            raise MetricInputError(f"incomplete result record: no {', '.join(missing)}", "was it written by reidx?")
+        rest = {key: value for key, value in data.items() if key not in RANKING_METRICS}
         try:
-            return cls(**data)
+            return cls(**rest, metrics={name: data[name] for name in RANKING_METRICS})
         except TypeError as err:
             raise MetricInputError(f"incomplete result record: {err}", "was it written by reidx?") from err
 
@@ -137,7 +154,7 @@ def aggregate_trials(results: Sequence[EvalResult]) -> EvalResult:
     return EvalResult(
         **{name: getattr(first, name) for name in _SHARED},
         checkpoint=", ".join(checkpoints),
-        **{name: v.mean() for name, v in values.items()},
+        metrics={name: v.mean() for name, v in values.items()},
         cmc=tuple(np.mean([r.cmc for r in results], axis=0)),
         num_queries=sum(r.num_queries for r in results),
         num_valid_queries=sum(r.num_valid_queries for r in results),
@@ -159,10 +176,3 @@ def results_to_frame(results: Sequence[EvalResult]) -> pd.DataFrame:
         row |= {f"{name}_ci95": r.ci95[name] for name in RANKING_METRICS}
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def percent(value: float, spread: float | None = None, bold: bool = False) -> str:
-    """A fraction as the report and the training log show it: ``83.7`` or ``83.7 ± 1.2`` (a spread when given),
-    bold (markdown) on request."""
-    text = f"{100 * value:.1f}" + (f" ± {100 * spread:.1f}" if spread is not None else "")
-    return f"**{text}**" if bold else text

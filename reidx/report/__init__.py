@@ -12,9 +12,9 @@ from reidx.console import err_console
 from reidx.errors import ReidxError
 from reidx.io import atomic_path
 from reidx.outputs import check_file_output, check_files_folder
+from reidx.report.export import FORMATS, render
 from reidx.report.plots import plan_plots
 from reidx.report.runner import Report, collect, parse_modes, parse_trial
-from reidx.report.tables import FORMATS, render
 
 
 def plots_directory(out: Path | None, plots: Path | None) -> Path | None:

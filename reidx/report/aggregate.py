@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 from reidx.metrics import EvalResult, aggregate_trials
 from reidx.metrics.stats import paired_ci
+from reidx.metrics.table import SHOWN_RANKING
 from reidx.report.groups import RunGroup, split_text
 
 if TYPE_CHECKING:
     from reidx.report.runner import RankingEntry
 
-#: The metrics of the paired-difference tables.
-DIFFERENCE_METRICS = ("rank1", "rank5", "rank10", "mAP")
+#: The metrics of the paired-difference tables: those the markdown tables show.
+DIFFERENCE_METRICS = tuple(spec.name for spec in SHOWN_RANKING)
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,8 @@ def paired_differences(groups: list[RunGroup], datasets: list[list[RankingEntry]
             other = base[entry.mode]
             mean, ci95, per_trial = {}, {}, {}
             for name in DIFFERENCE_METRICS:
-                a = {key: getattr(r, name) for key, r in entry.units.items()}
-                b = {key: getattr(r, name) for key, r in other.units.items()}
+                a = {key: r.metrics[name] for key, r in entry.units.items()}
+                b = {key: r.metrics[name] for key, r in other.units.items()}
                 keys, mean[name], ci95[name] = paired_ci(a, b)
                 for key in keys:
                     per_trial.setdefault(key, {})[name] = a[key] - b[key]

@@ -3,23 +3,27 @@ recovery grid (LR | recovered | HR) and ranked-list montages (the retrieval mont
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from textwrap import fill
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
+from torchvision.utils import make_grid
 
-from reidx.images import image_from_bytes
 from reidx.io import atomic_path, load_image
+from reidx.metrics.table import HEADLINE, spec
 from reidx.report.runner import DatasetSummary, Report
-from reidx.report.tables import recovery_label
 from reidx.retrieval import Hit, QueryResult, draw_montage
 
 CMC_RANKS = 20
+#: The white gap between the recovery grid's tiles (pixels), and the tile standing for a missing sample.
+GRID_GAP, GREY = 2, "lightgrey"
 Plot = tuple[str, Path]
 #: A plot to draw: its title, its file and what draws it (giving the file, or None when there is nothing to draw).
 Planned = tuple[str, Path, Callable[[], Path | None]]
@@ -71,7 +75,7 @@ def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | Non
     for query_set in rated:
         for entry in report.entries(dataset.label, query_set.key):
             label = f"{entry.group.label} · {entry.mode}"
-            series.setdefault(label, []).append((query_set.rate, 100 * entry.result.rank1))
+            series.setdefault(label, []).append((query_set.rate, 100 * entry.result.metrics[HEADLINE]))
     for label, points in series.items():
         points.sort()
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
@@ -81,7 +85,7 @@ def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | Non
     )
     axes.set(
         xlabel="query down-sampling rate r",
-        ylabel="Rank-1 (%)",
+        ylabel=f"{spec(HEADLINE).title} (%)",
         ylim=(0, 100),
         title=f"Rank-1 vs rate, {dataset.label} ({dataset.protocol})",
     )
@@ -92,7 +96,7 @@ def rate_plot(report: Report, dataset: DatasetSummary, path: Path) -> Path | Non
 
 def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path | None:
     """Rows = a few LR queries; columns = LR (bilinear to input size) | each row's G output (its first
-    checkpoint's) | HR original."""
+    checkpoint's) | HR original, laid out by ``make_grid``."""
     firsts = [group.first for group in report.groups]
     entries = [
         e for e in report.recovery if e.dataset == dataset.label and e.payload["samples"] and e.checkpoint in firsts
@@ -101,28 +105,34 @@ def recovery_grid(report: Report, dataset: DatasetSummary, path: Path) -> Path |
         return None
     height, width = entries[0].checkpoint.input_size
     samples = entries[0].payload["samples"]
-    titles = ["LR", *(f"G: {recovery_label(report, e.checkpoint)}" for e in entries), "HR original"]
-    figure = Figure(figsize=(1.2 + 1.6 * len(titles), 0.3 + 2.4 * len(samples)), layout="constrained")
-    for row, sample in enumerate(samples):
-        tiles = [load_image(sample["lr"])]
+    titles = ["LR (bilinear)", *(f"G: {report.recovery_label(e.checkpoint)}" for e in entries), "HR original"]
+    tiles = []
+    for sample in samples:
+        row = [load_image(sample["lr"])]
         for entry in entries:
             match = next((s["recovered"] for s in entry.payload["samples"] if s["lr"] == sample["lr"]), None)
-            tiles.append(_decode(match) if match else Image.new("RGB", (width, height), "lightgrey"))
-        tiles.append(load_image(sample["hr"]))
-        for column, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
-            axes = figure.add_subplot(len(samples), len(titles), row * len(titles) + column + 1)
-            axes.imshow(tile.resize((width, height), Image.BILINEAR))
-            axes.set_axis_off()
-            if column == 0:
-                axes.set_title(f"LR r={sample['rate']} (bilinear)", fontsize="x-small")
-            elif row == 0:
-                axes.set_title(title, fontsize="x-small", wrap=True)
+            row.append(_image(entry.payload["images"][match]) if match else Image.new("RGB", (width, height), GREY))
+        row.append(load_image(sample["hr"]))
+        tiles += [pil_to_tensor(tile.resize((width, height), Image.BILINEAR)) for tile in row]
+    grid = make_grid(torch.stack(tiles), nrow=len(titles), padding=GRID_GAP, pad_value=255)
+    figure = Figure(figsize=(1.2 + 1.6 * len(titles), 0.3 + 2.4 * len(samples)), layout="constrained")
+    axes = figure.add_subplot()
+    axes.imshow(grid.permute(1, 2, 0).numpy())
+    columns = [GRID_GAP + (GRID_GAP + width) * i + width / 2 for i in range(len(titles))]
+    axes.set_xticks(columns, [fill(title, 22) for title in titles], fontsize="x-small")
+    axes.xaxis.tick_top()
+    rows = [GRID_GAP + (GRID_GAP + height) * i + height / 2 for i in range(len(samples))]
+    axes.set_yticks(rows, [f"LR r={sample['rate']}" for sample in samples], fontsize="x-small")
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
     figure.suptitle(f"HR recovery, {dataset.label} (queries {dataset.main_set.label})", fontsize="small")
     return save_figure(figure, path)
 
 
-def _decode(encoded: str) -> Image.Image:
-    return image_from_bytes(base64.b64decode(encoded), "an image in the report cache")
+def _image(image: Image.Image | Path) -> Image.Image:
+    """A cached image: its PNG file in the evaluation cache (or the image itself where it was not cached)."""
+    return image if isinstance(image, Image.Image) else load_image(image)
 
 
 def montage(report: Report, dataset: DatasetSummary, checkpoint_path: str, mode: str, path: Path) -> Path:
@@ -133,10 +143,8 @@ def montage(report: Report, dataset: DatasetSummary, checkpoint_path: str, mode:
             example["query"],
             example["pid"],
             example["camid"],
-            [
-                Hit(rank, hit["index"], hit["path"], hit["score"], hit["pid"], hit["camid"], True)
-                for rank, hit in enumerate(example["hits"], start=1)
-            ],
+            [Hit(**hit) for hit in example["results"]],
+            example["min_score"],
         )
         for example in report.examples[(checkpoint_path, dataset.label, mode)]
     ]

@@ -1,7 +1,7 @@
 """The paper's own numbers (cadnet.md §7, verbatim), printed beside ours only under ``--published``.
 
-They are never mixed with measured rows: :mod:`reidx.report.tables` renders them in their own tables,
-labelled "published (paper)".
+They are never mixed with measured rows: :mod:`reidx.report.markdown` and :mod:`reidx.report.export` render
+them in their own tables, labelled :data:`PUBLISHED_LABEL`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 
 SOURCE = "Li et al., ICCV 2019 (CAD-Net)"
+PUBLISHED_LABEL = "published (paper)"
+#: The metrics of Table 1's columns (of the metric table), in the paper's order.
+TABLE1_METRICS = ("rank1", "rank5", "rank10")
 
 #: Table 1 column key -> the paper's column title.
 TABLE1_DATASETS: dict[str, str] = {

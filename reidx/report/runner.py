@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from reidx.checkpoint import CheckpointFile, LoadedModel, open_checkpoint
 from reidx.console import progress
@@ -23,16 +24,9 @@ from reidx.metrics import EvalResult, aggregate_trials
 from reidx.models import list_models, model_class
 from reidx.report.aggregate import Difference, paired_differences, pool_units, pooling
 from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, ranking_entry
-from reidx.report.evaluation import (
-    CheckpointInfo,
-    EvalDataset,
-    describe_checkpoint,
-    open_dataset,
-    query_sets,
-    rank_trials,
-    recover_dataset,
-)
-from reidx.report.groups import RunGroup, group_checkpoints
+from reidx.report.evaluation import CheckpointInfo, describe_checkpoint, rank_trials, recover_dataset
+from reidx.report.groups import RunGroup, group_checkpoints, split_text
+from reidx.report.plan import EvalDataset, QuerySet, open_dataset, query_sets
 from reidx.report.sources import allowed_trials
 
 ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
@@ -58,16 +52,6 @@ def parse_trial(text: str) -> int | None:
     return int(text)
 
 
-@dataclass(frozen=True)
-class SetInfo:
-    """A query set of a dataset as reported: key, label, single rate (1 = HR) and whether it is the main set."""
-
-    key: str
-    label: str
-    rate: int | None
-    main: bool
-
-
 @dataclass
 class DatasetSummary:
     """A dataset as the tables name it."""
@@ -80,10 +64,10 @@ class DatasetSummary:
     unseen_rates: list[int]
     trials_total: int
     trials: list[int]
-    sets: list[SetInfo]
+    sets: list[QuerySet]  # without rows
 
     @property
-    def main_set(self) -> SetInfo:
+    def main_set(self) -> QuerySet:
         return next(s for s in self.sets if s.main)
 
 
@@ -124,7 +108,8 @@ class Report:
     ranking: list[RankingEntry] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
     recovery: list[RecoveryEntry] = field(default_factory=list)
-    examples: dict[tuple[str, str, str], list] = field(default_factory=dict)  # (checkpoint path, dataset, mode)
+    #: (checkpoint path, dataset, mode) -> a few ranked queries, as ``QueryResult.to_dict()`` records
+    examples: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     evaluated: int = 0
     cached: int = 0
@@ -138,6 +123,13 @@ class Report:
 
     def group_of(self, checkpoint: CheckpointInfo) -> RunGroup:
         return next(g for g in self.groups if checkpoint in g.checkpoints)
+
+    def recovery_label(self, checkpoint: CheckpointInfo) -> str:
+        """A recovery row's label: its row's, with the checkpoint and its split where the row pools several."""
+        group = self.group_of(checkpoint)
+        if len(group.checkpoints) == 1:
+            return group.label
+        return f"{group.label} · {checkpoint.name}, split {split_text(checkpoint)}"
 
     def summary_line(self) -> str:
         return f"evaluated {self.evaluated}, cached {self.cached} ({self.seconds:.2f} s)"
@@ -165,7 +157,7 @@ def select_trials(dataset: EvalDataset, trial: int | None) -> list[int]:
     return [trial]
 
 
-def _column_order(query_set: SetInfo) -> tuple[int, int, str]:
+def _column_order(query_set: QuerySet) -> tuple[int, int, str]:
     group = 0 if query_set.rate == 1 else 1 if "@" in query_set.key else 2 if query_set.main else 3
     return group, query_set.rate or 0, query_set.key
 
@@ -173,7 +165,7 @@ def _column_order(query_set: SetInfo) -> tuple[int, int, str]:
 def summarise_dataset(dataset: EvalDataset, label: str, trials: list[int]) -> DatasetSummary:
     """The dataset's description and its query sets over ``trials``, in column order."""
     info = dataset.info
-    found = {s.key: SetInfo(s.key, s.label, s.rate, s.main) for trial in trials for s in query_sets(dataset, trial)}
+    found = {s.key: replace(s, rows=None) for trial in trials for s in query_sets(dataset, trial)}
     sets = sorted(found.values(), key=_column_order)
     return DatasetSummary(
         label,
@@ -210,17 +202,14 @@ class _Job:
 
 
 def expand_checkpoints(paths: list[Path]) -> list[Path]:
-    """Checkpoint files as given; a folder stands for every run below it (a folder holding ``last.pt``), each
-    by its ``best.pt`` (``last.pt`` where it has none), in path order."""
+    """Checkpoint files as given (a missing one is refused when it is opened); a folder stands for every run
+    below it (a folder holding ``last.pt``), each by its ``best.pt`` (``last.pt`` where it has none), in path
+    order."""
     found: list[Path] = []
     for path in paths:
-        if path.is_file():
+        if not path.is_dir():
             found.append(path)
             continue
-        if not path.is_dir():
-            raise ReidxError(
-                f"checkpoint not found: {path}", "pass the .pt file written by `reidx train` (RUN/last.pt)"
-            )
         runs = sorted({last.parent for last in path.rglob("last.pt")} | {best.parent for best in path.rglob("best.pt")})
         if not runs:
             raise ReidxError(f"{path} holds no run (no last.pt or best.pt below it)", "pass a run folder or a .pt file")
@@ -314,13 +303,13 @@ def _run_jobs(
             what = f"{Path(job.checkpoint.path).parent.name} · {job.summary.label} · {job.mode or 'recovery'}"
             bar.update(task, description=what)
             cached = job.cache.load(job.entry, job.dataset)
-            payload = _evaluate(job, cached, model, batch_size, workers)
-            if payload is None:
+            evaluated = _evaluate(job, cached, model, batch_size, workers)
+            if evaluated is None:
                 payload = cached
                 report.cached += 1
                 bar.update(task, description=f"{what} (cached)")
             else:
-                job.cache.save(job.entry, payload, job.dataset)
+                payload = job.cache.save(job.entry, evaluated[0], job.dataset, evaluated[1])
                 report.evaluated += 1
             label = job.summary.label
             if job.mode is None:
@@ -335,8 +324,9 @@ def _run_jobs(
 
 def _evaluate(
     job: _Job, cached: dict[str, Any] | None, model: Callable[[_Job], LoadedModel], batch_size: int, workers: int
-) -> dict[str, Any] | None:
-    """The job's payload with what the cache lacks evaluated (ranking: missing trials), or None when it has all."""
+) -> tuple[dict[str, Any], dict[str, Image.Image]] | None:
+    """The job's payload with what the cache lacks evaluated (ranking: missing trials) and its images (by name),
+    or None when the cache has it all."""
     if job.mode is None:
         if cached is not None:
             return None
@@ -348,7 +338,7 @@ def _evaluate(
     if not todo:
         return None
     computed = rank_trials(model(job), job.dataset, job.mode, todo, batch_size=batch_size, workers=workers)
-    return {**(cached or {}), **computed}
+    return {**(cached or {}), **computed}, {}
 
 
 def assemble(

@@ -25,7 +25,8 @@ from reidx.errors import ReidxError
 from reidx.io import sha256_file
 
 if TYPE_CHECKING:
-    from reidx.report.evaluation import CheckpointInfo, EvalDataset
+    from reidx.report.evaluation import CheckpointInfo
+    from reidx.report.plan import EvalDataset
 
 
 @dataclass(frozen=True)

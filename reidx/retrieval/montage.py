@@ -1,11 +1,17 @@
-"""A PNG montage of search results: one row per query, the query then its ranked hits."""
+"""A PNG montage of search results: one row per query, the query then its ranked hits, laid out by
+``torchvision.utils.make_grid``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch.nn.functional import pad
+from torchvision.transforms.functional import pil_to_tensor
+from torchvision.utils import make_grid
 
 from reidx.errors import ReidxError
 from reidx.io import atomic_path, load_image
@@ -32,6 +38,18 @@ def tile(path: str, size: tuple[int, int], colour: tuple[int, int, int]) -> Imag
     return framed
 
 
+def cell(
+    path: str | None, size: tuple[int, int], colour: tuple[int, int, int], caption: str, ink: tuple
+) -> torch.Tensor:
+    """One montage cell as a (3, H, W) uint8 tensor: the framed image (none for a blank cell) over its caption."""
+    width, height = size
+    image = Image.new("RGB", (width + 2 * BORDER, height + 2 * BORDER + CAPTION), BACKGROUND)
+    if path is not None:
+        image.paste(tile(path, size, colour), (0, 0))
+        ImageDraw.Draw(image).text((0, image.height - CAPTION + 2), caption, fill=ink, font=ImageFont.load_default())
+    return pil_to_tensor(image)
+
+
 def draw_montage(
     results: Sequence[QueryResult], out: str | Path, input_size: tuple[int, int], tile_height: int = 128
 ) -> Path:
@@ -39,25 +57,23 @@ def draw_montage(
     borders for same / other identity when the query's pid is known, faded captions under --min-score."""
     height, width = input_size
     size = (max(1, round(tile_height * width / height)), tile_height)
-    cell_w, cell_h = size[0] + 2 * BORDER, size[1] + 2 * BORDER + CAPTION
     columns = 1 + max((len(result.hits) for result in results), default=0)
-    canvas = Image.new("RGB", (columns * (cell_w + GAP) + GAP, len(results) * (cell_h + GAP) + GAP), BACKGROUND)
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
-    for row, result in enumerate(results):
-        top = GAP + row * (cell_h + GAP)
-        canvas.paste(tile(result.query, size, NEUTRAL), (GAP, top))
-        draw.text((GAP, top + cell_h - CAPTION + 2), "query", fill=TEXT, font=font)
+    blank = cell(None, size, NEUTRAL, "", TEXT)
+    cells = []
+    for result in results:
+        row = [cell(result.query, size, NEUTRAL, "query", TEXT)] + [blank] * (columns - 1)
         for hit in result.hits:
-            left = GAP + hit.rank * (cell_w + GAP)
             colour = NEUTRAL if result.pid == UNKNOWN else MATCH if hit.pid == result.pid else MISMATCH
-            canvas.paste(tile(hit.path, size, colour), (left, top))
             caption = f"#{hit.rank} {hit.score:.3f}"
-            draw.text(
-                (left, top + cell_h - CAPTION + 2),
-                caption,
-                fill=TEXT if hit.above_threshold else FADED,
-                font=font,
-            )
+            row[hit.rank] = cell(hit.path, size, colour, caption, TEXT if hit.above_threshold else FADED)
+        cells += row
+    if len(cells) > 1:
+        grid = make_grid(torch.stack(cells), nrow=columns, padding=GAP, pad_value=255)
+    elif cells:  # make_grid returns a lone image unpadded
+        grid = pad(cells[0], [GAP] * 4, value=255)
+    else:
+        grid = torch.full((3, GAP, blank.shape[2] + 2 * GAP), 255, dtype=torch.uint8)
+    canvas = Image.fromarray(np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
     out = Path(out)
     with atomic_path(out, "image") as tmp:
         canvas.save(tmp, format="PNG")

@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 from reidx.io import atomic_path
-from reidx.metrics.results import percent
 from reidx.train.config import TrainConfig, command_line, run_record
+from reidx.train.validation import validation_figures
 
 LAST, BEST, LOG, RECORD = "last.pt", "best.pt", "log.csv", "config.json"
 EPOCH = re.compile(r"^epoch_(\d+)\.pt$")
@@ -85,9 +85,4 @@ def write_log(path: Path, history: list[dict[str, float]]) -> None:
 def epoch_line(row: dict[str, float]) -> str:
     """One line per finished epoch: total loss and the validation figures (Rank-1 and mAP in % as in
     ``reidx report``, PSNR in dB)."""
-    parts = [f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}"]
-    ranks = {"val_rank1": "val Rank-1", "val_mAP": "mAP"}
-    parts += [f"{label} {percent(row[name])}%" for name, label in ranks.items() if name in row]
-    psnrs = {"val_psnr": "PSNR", "val_psnr_bilinear": "bilinear PSNR"}
-    parts += [f"{label} {row[name]:.2f} dB" for name, label in psnrs.items() if name in row]
-    return ", ".join(parts)
+    return ", ".join([f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}", *validation_figures(row)])

@@ -19,11 +19,14 @@ import pandas as pd
 from reidx.evaluation.embed import iter_embeddings
 from reidx.evaluation.embedders import TorchEmbedder
 from reidx.evaluation.recovery import BILINEAR, MODEL, score_recovery
-from reidx.metrics import evaluate_embeddings
+from reidx.metrics import RANKING_SPECS, RECOVERY_SPECS, evaluate_embeddings
 from reidx.models import ReidModel
 
 #: Seed-sequence tag of the validation query camera and rate draws.
 VAL_QUERY_STREAM = 102
+#: The metric table's rows that validation reports (``val_<name>``; recovery also ``val_<name>_bilinear``).
+VALIDATION_RANKING = tuple(spec for spec in RANKING_SPECS if spec.validation)
+VALIDATION_RECOVERY = tuple(spec for spec in RECOVERY_SPECS if spec.validation)
 
 
 @dataclass
@@ -74,7 +77,8 @@ def run_validation(
     batch_size: int = 64,
     workers: int = 0,
 ) -> dict[str, float]:
-    """Rank-1 and mAP of LR queries against the HR gallery; PSNR of recovered queries."""
+    """The validation ranking metrics (Rank-1, mAP) of LR queries against the HR gallery; the validation
+    recovery metrics (PSNR) of recovered queries."""
     was_training = model.training
     model.eval()
     try:
@@ -83,16 +87,17 @@ def run_validation(
         embeddings = np.concatenate(list(batches))
         metrics = {f"val_{name}": value for name, value in rank_queries(embeddings, entries).items()}
         if model.can_recover:
-            metrics |= recovery_psnr(model, entries, size, batch_size, workers)
+            metrics |= recovery_scores(model, entries, size, batch_size, workers)
     finally:
         model.train(was_training)
     return metrics
 
 
-def recovery_psnr(
+def recovery_scores(
     model: ReidModel, entries: ValidationSet, size: tuple[int, int], batch_size: int, workers: int
 ) -> dict[str, float]:
-    """Mean PSNR of G's recovery of the LR queries and of their bilinear up-sampling, against the HR originals."""
+    """Mean validation recovery scores (PSNR) of G's recovery of the LR queries and of their bilinear
+    up-sampling, against the HR originals."""
     queries = [path for path, is_query in zip(entries.paths, entries.is_query, strict=True) if is_query]
     scores = score_recovery(
         model,
@@ -104,12 +109,17 @@ def recovery_psnr(
         batch_size=batch_size,
         workers=workers,
     )
-    return {"val_psnr": scores[MODEL].summary()["psnr"], "val_psnr_bilinear": scores[BILINEAR].summary()["psnr"]}
+    means = {method: scores[method].summary() for method in (MODEL, BILINEAR)}
+    return {
+        f"val_{spec.name}{'' if method == MODEL else '_' + method}": means[method][spec.name]
+        for method in (MODEL, BILINEAR)
+        for spec in VALIDATION_RECOVERY
+    }
 
 
 def rank_queries(embeddings: np.ndarray, entries: ValidationSet) -> dict[str, float]:
-    """Rank-1 and mAP (by ``entries.protocol``) of the queries of ``entries`` against its gallery
-    (``embeddings`` in order)."""
+    """The validation ranking metrics (by ``entries.protocol``) of the queries of ``entries`` against its
+    gallery (``embeddings`` in order)."""
     q, g = entries.is_query, ~entries.is_query
     result = evaluate_embeddings(
         embeddings[q],
@@ -121,4 +131,21 @@ def rank_queries(embeddings: np.ndarray, entries: ValidationSet) -> dict[str, fl
         protocol=entries.protocol,
         seed=entries.seed,
     )
-    return {"rank1": float(result["cmc"][0]), "mAP": float(result["mAP"])}
+    return {spec.name: result.value(spec.name) for spec in VALIDATION_RANKING}
+
+
+def validation_figures(row: dict[str, float]) -> list[str]:
+    """The validation figures of a training log row in words, as ``reidx report`` writes them: "val Rank-1
+    83.7%", "mAP 71.2%", "PSNR 23.84 dB", "bilinear PSNR 22.10 dB" (those the row has)."""
+    ranking = [
+        f"{spec.title or spec.label} {spec.with_unit(row[f'val_{spec.name}'])}"
+        for spec in VALIDATION_RANKING
+        if f"val_{spec.name}" in row
+    ]
+    recovery = [
+        f"{prefix}{spec.label} {spec.with_unit(row[key])}"
+        for prefix, suffix in (("", ""), ("bilinear ", f"_{BILINEAR}"))
+        for spec in VALIDATION_RECOVERY
+        if (key := f"val_{spec.name}{suffix}") in row
+    ]
+    return [f"val {text}" if i == 0 else text for i, text in enumerate(ranking)] + recovery

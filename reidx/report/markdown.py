@@ -1,9 +1,9 @@
-"""Render a :class:`~reidx.report.runner.Report` as markdown, CSV or JSON.
+"""Render a :class:`~reidx.report.runner.Report` as markdown (CSV and JSON: :mod:`reidx.report.export`).
 
 Markdown shows percentages (one decimal, mean ± the 95% confidence half-width over trials where there are
-several) with the best value of each column in bold; CSV and JSON keep the records' fractions, each trial's
-record, and the population standard deviation besides. Every markdown table has a caption line naming
-dataset, protocol, rate set, exactly what was averaged over which trials, and checkpoints (protocols.md §3).
+several) with the best value of each column in bold. The metric columns are the metric table's
+(:mod:`reidx.metrics.table`). Every markdown table has a caption line naming dataset, protocol, rate set,
+exactly what was averaged over which trials, and checkpoints (protocols.md §3).
 """
 
 from __future__ import annotations
@@ -11,27 +11,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
+from reidx.metrics import RECOVERY_SPECS, EvalResult, MetricSpec, percent
+from reidx.metrics.table import HEADLINE, SHOWN_RANKING, columns, spec
+from reidx.report.aggregate import trial_list
+from reidx.report.evaluation import METHOD_BILINEAR, CheckpointInfo
+from reidx.report.groups import RunGroup, group_name
+from reidx.report.plan import NATIVE_SET
+from reidx.report.published import PUBLISHED_LABEL, SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_rows
+from reidx.report.runner import DatasetSummary, Report
 
-from reidx.console import json_text
-from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, EvalResult, percent, results_to_frame
-from reidx.report.aggregate import DIFFERENCE_METRICS, trial_list
-from reidx.report.evaluation import NATIVE_SET, CheckpointInfo
-from reidx.report.groups import RunGroup, group_name, split_text
-from reidx.report.published import SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_key, table1_rows
-from reidx.report.runner import DatasetSummary, RankingEntry, Report
-
-FORMATS = ("md", "csv", "json")
-AP_NOTE = (
-    "mAP is the torchreid / open-reid AP: the mean of the precision at each true match's rank "
-    "(not the Market-1501 trapezoid rule); on single-shot datasets, with one true match per gallery, it equals "
-    "the mean reciprocal rank and is labelled so. Ranks and mAP in %; ± is the half-width of the 95% confidence "
-    "interval of the mean over trials (Student t on the per-trial values, n − 1 degrees of freedom). Checkpoints "
-    "that differ only in the split they trained on are one row, one trial each; the first row is the reference "
-    "of the paired differences."
+_PERCENT = ["Ranks", *(s.label for s in SHOWN_RANKING if s.cmc_rank is None)]
+#: The report's opening note: each shown metric's definition, units, intervals and rows.
+AP_NOTE = " ".join(
+    [
+        *(s.note for s in SHOWN_RANKING if s.note),
+        f"{', '.join(_PERCENT[:-1])} and {_PERCENT[-1]} in %; ± is the half-width of the 95% confidence interval of "
+        "the mean over trials (Student t on the per-trial values, n − 1 degrees of freedom). Checkpoints that differ "
+        "only in the split they trained on are one row, one trial each; the first row is the reference of the paired "
+        "differences.",
+    ]
 )
-PUBLISHED_LABEL = "published (paper)"
-METHOD_BILINEAR = "bilinear up-sampling of the LR input (reference)"
 ROW_HEADER = ["checkpoint [model, backbone, init; what differs; training sources]", "mode"]
 DIFFERENCE_HEADER = ["row − reference", "mode", "pairs"]
 
@@ -93,8 +92,9 @@ def caption(*parts: str) -> str:
     return "*" + " — ".join(parts) + ".*"
 
 
-def map_header(dataset: DatasetSummary) -> str:
-    return SINGLE_SHOT_MAP if dataset.protocol == "single-shot" else "mAP"
+def column_header(specs: Sequence[MetricSpec], dataset: DatasetSummary) -> str:
+    """A metric column's heading: its metrics' labels under the dataset's protocol, "R1 / R5 / R10"."""
+    return " / ".join(s.label_for(dataset.protocol) for s in specs)
 
 
 def _row_keys(report: Report) -> list[tuple[RunGroup, str]]:
@@ -105,20 +105,25 @@ def _row_keys(report: Report) -> list[tuple[RunGroup, str]]:
 
 
 def _column(
-    report: Report, dataset: DatasetSummary, set_key: str | None, metrics: Sequence[str], rows: list
+    report: Report, dataset: DatasetSummary, set_key: str | None, metrics: Sequence[MetricSpec], rows: list
 ) -> list[str]:
     """One table column: per (row, mode) the ``metrics`` joined by " / ", each with its 95% CI half-width over
     trials where there are several and in bold where it is the column's best; "–" where not evaluated."""
     entries = {(e.group.key, e.mode): e.result for e in report.entries(dataset.label, set_key)}
-    best = {name: max((round(100 * getattr(r, name), 1) for r in entries.values()), default=0.0) for name in metrics}
+    best = {
+        m.name: (max if m.higher_is_better else min)(
+            (round(100 * r.metrics[m.name], 1) for r in entries.values()), default=0.0
+        )
+        for m in metrics
+    }
 
     def text(result: EvalResult, name: str) -> str:
-        value = getattr(result, name)
+        value = result.metrics[name]
         bold = len(entries) > 1 and round(100 * value, 1) == best[name]
         return percent(value, result.ci95[name] if result.trials > 1 else None, bold)
 
     results = [entries.get((group.key, mode)) for group, mode in rows]
-    return ["–" if r is None else " / ".join(text(r, name) for name in metrics) for r in results]
+    return ["–" if r is None else " / ".join(text(r, m.name) for m in metrics) for r in results]
 
 
 def _label_columns(rows: list[tuple[RunGroup, str]]) -> list[list[str]]:
@@ -126,19 +131,17 @@ def _label_columns(rows: list[tuple[RunGroup, str]]) -> list[list[str]]:
 
 
 def main_table(report: Report) -> str:
-    """Rows = checkpoint group × mode, per dataset a "R1 / R5 / R10" and an mAP column (main query set)."""
+    """Rows = checkpoint group × mode, per dataset a column per metric column of the table ("R1 / R5 / R10",
+    mAP, ...) on the main query set."""
     rows = _row_keys(report)
-    header, columns = list(ROW_HEADER), _label_columns(rows)
+    header, cells = list(ROW_HEADER), _label_columns(rows)
     for dataset in report.datasets:
-        header += [f"{dataset.label} R1 / R5 / R10", f"{dataset.label} {map_header(dataset)}"]
-        columns += [
-            _column(report, dataset, None, ("rank1", "rank5", "rank10"), rows),
-            _column(report, dataset, None, ("mAP",), rows),
-        ]
+        header += [f"{dataset.label} {column_header(specs, dataset)}" for specs in columns()]
+        cells += [_column(report, dataset, None, specs, rows) for specs in columns()]
     captions = [dataset_text(d, d.main_set.label, trials_text(report, d), report) for d in report.datasets]
     return "\n\n".join(
         [
-            md_table(header, list(zip(*columns, strict=True))),
+            md_table(header, list(zip(*cells, strict=True))),
             caption("Cross-resolution re-ID", *captions, checkpoints_text(report.checkpoints)),
         ]
     )
@@ -154,14 +157,19 @@ def difference_table(report: Report, dataset: DatasetSummary) -> str | None:
     differences = [d for d in report.differences if d.dataset == dataset.label]
     if not differences:
         return None
-    header = [*DIFFERENCE_HEADER, "Δ R1", "Δ R5", "Δ R10", f"Δ {map_header(dataset)}", "Δ R1 per trial"]
+    headline = spec(HEADLINE)
+    header = [
+        *DIFFERENCE_HEADER,
+        *(f"Δ {s.label_for(dataset.protocol)}" for s in SHOWN_RANKING),
+        f"Δ {headline.label} per trial",
+    ]
     body = [
         [
             d.group.label,
             d.mode,
             str(len(d.per_trial)),
-            *(difference_cell(d.mean[name], d.ci95[name]) for name in DIFFERENCE_METRICS),
-            " ".join(f"{key}: {100 * values['rank1']:+.1f}" for key, values in d.per_trial.items()),
+            *(difference_cell(d.mean[s.name], d.ci95[s.name]) for s in SHOWN_RANKING),
+            " ".join(f"{key}: {100 * values[HEADLINE]:+.1f}" for key, values in d.per_trial.items()),
         ]
         for d in differences
     ]
@@ -181,15 +189,15 @@ def difference_table(report: Report, dataset: DatasetSummary) -> str | None:
 
 
 def rate_table(report: Report, dataset: DatasetSummary) -> str:
-    """Rank-1 by query set (HR, each seen rate alone, mixed, unseen) for one dataset."""
-    rows = _row_keys(report)
+    """The headline metric (Rank-1) by query set (HR, each seen rate alone, mixed, unseen) for one dataset."""
+    rows, headline = _row_keys(report), spec(HEADLINE)
     header = [*ROW_HEADER, *(s.label for s in dataset.sets)]
-    columns = _label_columns(rows) + [_column(report, dataset, s.key, ("rank1",), rows) for s in dataset.sets]
+    cells = _label_columns(rows) + [_column(report, dataset, s.key, (headline,), rows) for s in dataset.sets]
     return "\n\n".join(
         [
-            md_table(header, list(zip(*columns, strict=True))),
+            md_table(header, list(zip(*cells, strict=True))),
             caption(
-                f"Rank-1 (%) by query set on {dataset.label}",
+                f"{headline.title} (%) by query set on {dataset.label}",
                 dataset_text(dataset, "as in each column", trials_text(report, dataset), report),
                 "LR r (of mixed) is the subset of the mixed queries at rate r (averaged over the trials that drew "
                 "r); HR replaces each query of the main set by its HR original",
@@ -200,18 +208,10 @@ def rate_table(report: Report, dataset: DatasetSummary) -> str:
 
 
 def _recovery_cells(scores: dict[str, Any] | None) -> list[str]:
+    """One method's cells of one query set, a cell per recovery metric of the table ("n/a" where absent)."""
     if scores is None:
-        return ["n/a"] * 3
-    lpips = "n/a" if scores["lpips"] is None else f"{scores['lpips']:.3f}"
-    return [f"{scores['ssim']:.3f}", f"{scores['psnr']:.2f}", lpips]
-
-
-def recovery_label(report: Report, checkpoint: CheckpointInfo) -> str:
-    """A recovery row's label: its row's, with the checkpoint and its split where the row pools several."""
-    group = report.group_of(checkpoint)
-    if len(group.checkpoints) == 1:
-        return group.label
-    return f"{group.label} · {checkpoint.name}, split {split_text(checkpoint)}"
+        return ["n/a"] * len(RECOVERY_SPECS)
+    return ["n/a" if scores[s.name] is None else s.text(scores[s.name]) for s in RECOVERY_SPECS]
 
 
 def recovery_table(report: Report, dataset: DatasetSummary) -> str | None:
@@ -223,12 +223,10 @@ def recovery_table(report: Report, dataset: DatasetSummary) -> str | None:
         return None
     if not sets:
         return caption(f"HR recovery on {dataset.label}: n/a, its queries have no HR originals (native LR)")
-    header = ["method"] + [
-        f"{label} {metric}" for label in sets.values() for metric in ("SSIM ↑", "PSNR dB ↑", "LPIPS ↓")
-    ]
+    header = ["method"] + [f"{label} {s.heading}" for label in sets.values() for s in RECOVERY_SPECS]
     rows, reasons = [], set()
     for entry in entries:
-        label = recovery_label(report, entry.checkpoint)
+        label = report.recovery_label(entry.checkpoint)
         if not entry.checkpoint.can_recover:
             rows.append([f"{label} (no G: does not recover images)"] + ["n/a"] * (len(header) - 1))
             continue
@@ -324,176 +322,3 @@ def render_markdown(report: Report, plots: Sequence[tuple[str, str]] = (), publi
     if plots:
         parts += ["## Plots", *(f"![{title}]({link})" for title, link in plots)]
     return "\n\n".join(parts) + "\n"
-
-
-def row_fields(entry: RankingEntry) -> dict[str, Any]:
-    """What names a ranking record's row in CSV and JSON: label, initialisation, sources, test set, query set."""
-    return {
-        "dataset": entry.dataset,
-        "label": entry.group.label,
-        "init": entry.group.first.init,
-        "sources": entry.group.sources,
-        "set": entry.set_key,
-        "rate": entry.rate,
-    }
-
-
-def ranking_frame(report: Report) -> pd.DataFrame:
-    """Every ranking record, one row, with the report's labels, what it averages and over which trials."""
-    frame = results_to_frame([e.result for e in report.ranking])
-    frame.insert(0, "table", "ranking")
-    for name, values in pd.DataFrame([row_fields(e) for e in report.ranking]).items():
-        frame[name] = values
-    frame["units"] = [" ".join(key.replace(" ", "") for key in e.units) for e in report.ranking]
-    frame["pooling"] = [e.pooling for e in report.ranking]
-    return frame
-
-
-def per_trial_frame(report: Report) -> pd.DataFrame:
-    """Every row's per-trial (or per-split) records: the values its mean and interval come from."""
-    entries = [(e, key, unit) for e in report.ranking for key, unit in e.units.items()]
-    frame = results_to_frame([unit for _, _, unit in entries])
-    frame = frame.drop(columns=[c for c in frame if c.endswith(("_std", "_ci95"))])
-    frame.insert(0, "table", "per-trial")
-    for name, values in pd.DataFrame([row_fields(e) for e, _, _ in entries]).items():
-        frame[name] = values
-    frame["unit"] = [key for _, key, _ in entries]
-    return frame
-
-
-def difference_records(report: Report) -> list[dict[str, Any]]:
-    """Each paired difference (row − reference) as fractions: mean, 95% half-width and the matched trials."""
-    return [
-        {
-            "table": "paired",
-            "dataset": d.dataset,
-            "label": d.group.label,
-            "reference": d.reference.label,
-            "mode": d.mode,
-            "pairs": len(d.per_trial),
-            "units": " ".join(key.replace(" ", "") for key in d.per_trial),
-            **d.mean,
-            **{f"{name}_ci95": d.ci95[name] for name in DIFFERENCE_METRICS},
-        }
-        for d in report.differences
-    ]
-
-
-def recovery_records(report: Report) -> list[dict[str, Any]]:
-    """One record per dataset, LR query set and method (checkpoint or the bilinear reference)."""
-    records = []
-    for entry in report.recovery:
-        for name, scores in entry.payload["sets"].items():
-            methods = [("bilinear", METHOD_BILINEAR)]
-            if entry.checkpoint.can_recover:
-                methods.insert(0, ("model", entry.checkpoint.label))
-            for key, label in methods:
-                records.append(
-                    {
-                        "table": "recovery",
-                        "dataset": entry.dataset,
-                        "query_set": scores["label"],
-                        "set": name,
-                        "checkpoint": entry.checkpoint.path,
-                        "label": label if key == "bilinear" else recovery_label(report, entry.checkpoint),
-                        "evaluated_trials": " ".join(map(str, entry.trials)),
-                        "count": scores["count"],
-                        **scores[key],
-                    }
-                )
-    return records
-
-
-def published_records(report: Report) -> list[dict[str, Any]]:
-    """The paper's Table 1 rows as fractions, labelled as published."""
-    records = []
-    for row in table1_rows([d.name for d in report.datasets]):
-        for key, ranks in row.ranks.items():
-            if ranks is not None:
-                records.append(
-                    {
-                        "table": PUBLISHED_LABEL,
-                        "dataset": TABLE1_DATASETS[key],
-                        "label": row.method,
-                        "protocol": TABLE1_PROTOCOLS[key],
-                        "checkpoint": SOURCE,
-                        **{name: value / 100 for name, value in zip(("rank1", "rank5", "rank10"), ranks, strict=True)},
-                    }
-                )
-    return records
-
-
-def render_csv(report: Report, published: bool = False) -> str:
-    """Ranking (means), per-trial records, paired differences, recovery and (with ``published``) the paper's
-    rows, one CSV with a ``table`` column."""
-    frames = [
-        ranking_frame(report),
-        per_trial_frame(report),
-        pd.DataFrame(difference_records(report)),
-        pd.DataFrame(recovery_records(report)),
-    ]
-    if published:
-        frames.append(pd.DataFrame(published_records(report)))
-    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
-    counts = [
-        c for c in ("num_queries", "num_valid_queries", "trials", "draws", "rate", "count", "pairs") if c in frame
-    ]
-    frame[counts] = frame[counts].astype("Int64")  # integral even beside the other tables' empty cells
-    return frame.to_csv(index=False)
-
-
-def render_json(report: Report, plots: Sequence[str] = (), published: bool = False) -> str:
-    """The same results as one JSON document (fractions, CMC curves included)."""
-    document: dict[str, Any] = {
-        "map_definition": {"multi-shot": MULTI_SHOT_MAP, "single-shot": SINGLE_SHOT_MAP},
-        "checkpoints": [c.to_dict() | {"label": c.label} for c in report.checkpoints],
-        "datasets": [
-            {
-                "label": d.label,
-                "directory": str(d.directory),
-                "dataset": d.name,
-                "protocol": d.protocol,
-                "rates": d.rates,
-                "unseen_rates": d.unseen_rates,
-                "trials": d.trials,
-                "trials_total": d.trials_total,
-                "published_column": table1_key(d.name),
-            }
-            for d in report.datasets
-        ],
-        "rows": [
-            {
-                "label": g.label,
-                "checkpoints": [c.path for c in g.checkpoints],
-                "sources": g.sources,
-                "options": g.options,
-            }
-            for g in report.groups
-        ],
-        "ranking": [
-            e.result.to_dict()
-            | {key: value for key, value in row_fields(e).items() if key != "dataset"}
-            | {
-                "dataset_label": e.dataset,
-                "pooling": e.pooling,
-                "per_trial": {key: unit.to_dict() for key, unit in e.units.items()},
-            }
-            for e in report.ranking
-        ],
-        "paired": difference_records(report),
-        "recovery": recovery_records(report),
-        "notes": report.notes,
-        "plots": list(plots),
-    }
-    if published:
-        document["published"] = published_records(report)
-    return json_text(document) + "\n"
-
-
-def render(report: Report, fmt: str, plots: Sequence[tuple[str, str]] = (), published: bool = False) -> str:
-    """The report in ``fmt`` (md | csv | json)."""
-    if fmt == "md":
-        return render_markdown(report, plots, published)
-    if fmt == "csv":
-        return render_csv(report, published)
-    return render_json(report, [link for _, link in plots], published)

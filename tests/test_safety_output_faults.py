@@ -19,6 +19,7 @@ from reidx.checkpoint import load_model, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.models import build_model
 from reidx.retrieval import build_index, images_table
+from reidx.retrieval.requests import EmbedJob
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_checkpoint(root / "cadnet.pt", build_model("cadnet", num_classes=4, arch="resnet18", discriminator_width=8),
                     (64, 32))  # fmt: skip
     prepare_dataset("synthetic", None, root / "ds", rates=(2,), ids=12, cameras=2, images_per_camera=2, workers=1)
-    build_index(load_model(root / "cadnet.pt"), images_table([root / "ds" / "hr"]), root / "idx", workers=0)
+    build_index(
+        load_model(root / "cadnet.pt"), images_table([root / "ds" / "hr"]), root / "idx", job=EmbedJob(workers=0)
+    )
     return root
 
 

@@ -26,12 +26,12 @@ from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.recovery import recover_batches, score_recovery
+from reidx.gallery.ranking import ranked
 from reidx.io import sha256_file
 from reidx.metrics import EvalResult, evaluate_embeddings
 from reidx.models import list_models, model_class
 from reidx.report.cache import dataset_fingerprint
 from reidx.report.sources import TrainSource, training_sources
-from reidx.retrieval.index import ranked
 
 MAX_RANK = 50
 MAIN_SET = "mixed"

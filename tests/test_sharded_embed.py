@@ -39,7 +39,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 
 def vectors_of(gallery) -> np.ndarray:
-    return gallery.index.index.reconstruct_n(0, len(gallery))
+    return gallery.index.reconstruct_n(0, len(gallery))
 
 
 @pytest.mark.slow

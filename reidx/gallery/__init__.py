@@ -4,7 +4,7 @@ index (:mod:`~reidx.gallery.layout`), the ranking rule and metadata filters ever
 the folder, :mod:`~reidx.gallery.faiss`, or a Milvus collection, :mod:`~reidx.gallery.milvus`).
 
 See :mod:`reidx.gallery.base` for the backend interface; each backend module registers itself in ``BACKENDS``.
-Nothing here imports torch or the layers above (``retrieval``, ``service``).
+Nothing here imports the layers above (``retrieval``, ``service``), nor torch at module level.
 """
 
 from reidx.gallery.base import BACKENDS, Gallery, GalleryWrite, StoreRequest, backend_class, open_gallery_dir

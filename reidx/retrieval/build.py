@@ -16,7 +16,16 @@ from reidx.console import console, emit_json
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder, as_embedder
-from reidx.gallery import Gallery, GalleryWrite, IndexHeader, IndexSpec, StoreRequest, backend_class, open_gallery_dir
+from reidx.gallery import (
+    BackendRecord,
+    Gallery,
+    GalleryWrite,
+    IndexHeader,
+    IndexSpec,
+    StoreRequest,
+    backend_class,
+    open_gallery_dir,
+)
 from reidx.gallery.directory import PARTIAL_NAME, fingerprint_mismatch
 from reidx.gallery.layout import ivf_lists
 from reidx.io import exclusive_lock
@@ -91,46 +100,82 @@ def build_index(
             return None
     with exclusive_lock(out, "index"):
         try:
-            fingerprint = embedder.fingerprint()
-            existing = existing_index(out, append, overwrite)
-            if existing is not None:
-                check_compatible(existing, fingerprint, spec, store.backend)
-                store.check_appending()
-            record = existing.record if existing is not None else store.new_record(out)
-            known = set(existing.metadata["path"]) if existing is not None else set()
-            rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
-            skipped = len(table) - len(rows)
-            if rows.empty and existing is None:
-                raise ReidxError("no images to embed", "give images, folders or a --dataset")
-            kind = existing.header.index_type if existing is not None else spec.index_type or "flat"
-            spec.check_layout(kind, backend_class(record.backend), len(rows))
-            nlist = ivf_lists(len(rows), spec.nlist) if existing is None and kind == "ivfpq" else spec.nlist
-            paths = list(rows["path"])
+            plan = BuildPlan.of(embedder, table, out, spec, store, append, overwrite)
         except BaseException:
             if sharded:
                 share_paths(shards, None)  # the other ranks stop; this one reports
             raise
+        paths = list(plan.rows["path"])
         if sharded:
             share_paths(shards, paths)
         if not paths:
-            return BuildResult(out, existing.header, 0, skipped)
+            return BuildResult(out, plan.existing.header, 0, plan.skipped)
         if sharded:
             chunks = embed_shards(shards, embedder, paths, state_dir, job)
         else:
             chunks = embed_to_chunks(embedder, paths, state_dir, job)
-        if existing is None:
+        header, metadata = plan.contents(embedder, chunks)
+        check_chunks(chunks, paths)  # the one gate every backend's vectors pass
+        write = GalleryWrite(out, header, plan.existing, metadata, chunks, devices, plan.record)
+        backend_class(plan.record.backend).write(write)
+        return BuildResult(out, header, len(plan.rows), plan.skipped)
+
+
+@dataclass
+class BuildPlan:
+    """What one ``build_index`` call adds, decided (and refused) before any image is embedded: the rows to
+    embed (those ``existing`` lacks), how many were already indexed, where the vectors go, the index type
+    and, for a new ivfpq index, its lists."""
+
+    spec: IndexSpec
+    fingerprint: dict[str, Any]
+    existing: Gallery | None
+    record: BackendRecord
+    rows: pd.DataFrame
+    skipped: int
+    kind: str
+    nlist: int
+
+    @classmethod
+    def of(
+        cls,
+        embedder: Embedder,
+        table: pd.DataFrame,
+        out: Path,
+        spec: IndexSpec,
+        store: StoreRequest,
+        append: bool,
+        overwrite: bool,
+    ) -> BuildPlan:
+        fingerprint = embedder.fingerprint()
+        existing = existing_index(out, append, overwrite)
+        if existing is not None:
+            check_compatible(existing, fingerprint, spec, store.backend)
+            store.check_appending()
+        record = existing.record if existing is not None else store.new_record(out)
+        known = set(existing.metadata["path"]) if existing is not None else set()
+        rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
+        if rows.empty and existing is None:
+            raise ReidxError("no images to embed", "give images, folders or a --dataset")
+        kind = existing.header.index_type if existing is not None else spec.index_type or "flat"
+        spec.check_layout(kind, backend_class(record.backend), len(rows))
+        nlist = ivf_lists(len(rows), spec.nlist) if existing is None and kind == "ivfpq" else spec.nlist
+        return cls(spec, fingerprint, existing, record, rows, len(table) - len(rows), kind, nlist)
+
+    def contents(self, embedder: Embedder, chunks: Sequence[Path]) -> tuple[IndexHeader, pd.DataFrame]:
+        """The header and whole metadata of the index once the rows are embedded into ``chunks``."""
+        paths = list(self.rows["path"])
+        if self.existing is None:
             dim = int(np.load(chunks[0], mmap_mode="r").shape[1])
             source = str(embedder.source.resolve())
-            params = spec.layout_params(dim, kind, nlist)
-            header = IndexHeader(fingerprint, source, embedder.model_name, dim, 0, kind, params)
+            params = self.spec.layout_params(dim, self.kind, self.nlist)
+            header = IndexHeader(self.fingerprint, source, embedder.model_name, dim, 0, self.kind, params)
             header.image_roots = image_folders(paths)
-            metadata = rows
-        else:
-            header = replace(existing.header, image_roots=image_folders(paths, existing.header.image_roots))
-            metadata = pd.concat([existing.metadata.convert_dtypes(), rows.convert_dtypes()], ignore_index=True)
-        check_chunks(chunks, paths)  # the one gate every backend's vectors pass
-        backend_class(record.backend).write(GalleryWrite(out, header, existing, metadata, chunks, devices, record))
-        return BuildResult(out, header, len(rows), skipped)
+            return header, self.rows
+        existing = self.existing
+        header = replace(existing.header, image_roots=image_folders(paths, existing.header.image_roots))
+        metadata = pd.concat([existing.metadata.convert_dtypes(), self.rows.convert_dtypes()], ignore_index=True)
+        return header, metadata
 
 
 def image_folders(paths: Iterable[str], known: Sequence[str] = ()) -> list[str]:

@@ -3,8 +3,8 @@ inverted lists, against exact search, in one run.
 
 The gallery is generated deterministically in chunks (re-ID-like clustered Gaussians, as in
 bench_retrieval (b)), never held whole: the quantizers are trained on a 256k sample from the same
-distribution, the vectors go into in-memory shards merged into one lists file (:mod:`reidx.retrieval.ondisk`),
-and the exact top 10 of the sampled queries comes from :func:`reidx.retrieval.exact.exact_top_k` over the
+distribution, the vectors go into in-memory shards merged into one lists file (:mod:`reidx.gallery.faiss.ondisk`),
+and the exact top 10 of the sampled queries comes from :func:`reidx.gallery.faiss.exact.exact_top_k` over the
 same chunks, regenerated. Printed: build time, ms/query at a few nprobe values, recall@10 (the exact nearest
 neighbour is in the top 10), 10-recall@10 (share of the exact top 10 found), peak RSS, the lists' size.
 Usage: ``nice -n 10 python -m benchmarks.bench_faiss_scale [--count 10000000] [--nlist 4096]``.
@@ -24,9 +24,11 @@ import faiss
 import numpy as np
 
 from benchmarks.bench_retrieval import embedding_like
-from reidx.retrieval.exact import exact_top_k, ranked
-from reidx.retrieval.index import INDEX_NAME, LISTS_NAME, ivfpq_params, new_faiss_index, set_nprobe, top_k
-from reidx.retrieval.ondisk import write_on_disk
+from reidx.gallery.faiss.exact import exact_top_k
+from reidx.gallery.faiss.index import INDEX_NAME, LISTS_NAME, new_faiss_index, set_nprobe
+from reidx.gallery.faiss.ondisk import write_on_disk
+from reidx.gallery.layout import ivfpq_params
+from reidx.gallery.ranking import ranked, top_k
 
 K = 10
 DIM = 256
@@ -100,9 +102,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         }
         for nprobe in (16, 32, 64, 128):
             set_nprobe(searched, nprobe, False)
-            top_k(searched, queries[:50], K, added)  # page the lists in
+            top_k(searched.search, queries[:50], K, added)  # page the lists in
             start = time.perf_counter()
-            _, found = top_k(searched, queries, K, added)
+            _, found = top_k(searched.search, queries, K, added)
             ms = 1000 * (time.perf_counter() - start) / len(queries)
             recall = float(np.mean([truth[q, 0] in found[q] for q in range(len(queries))]))
             overlap = float(np.mean([len(set(truth[q]) & set(found[q])) / K for q in range(len(queries))]))

@@ -23,8 +23,7 @@ import pandas as pd
 
 from benchmarks.bench_retrieval import embedding_like
 from reidx.device import Devices
-from reidx.gallery import BackendRecord, GalleryWrite, backend_class, open_gallery_dir
-from reidx.retrieval.index import IndexHeader
+from reidx.gallery import BackendRecord, GalleryWrite, IndexHeader, backend_class, open_gallery_dir
 
 K = 10
 DIM = 256

@@ -83,7 +83,7 @@ def batch_reidx(n: int, dim: int, save: str | None) -> dict[str, Any]:
 
 
 def online(n: int, dim: int, queries: int) -> dict[str, Any]:
-    from reidx.retrieval.exact import exact_top_k
+    from reidx.gallery.faiss.exact import exact_top_k
     from reidx.retrieval.rerank import GalleryRerank
 
     items = embeddings(n + queries, dim)

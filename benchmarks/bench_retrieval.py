@@ -1,7 +1,7 @@
 """Retrieval speed on this machine, each comparison measured in one run (best of ``--repeats``).
 
 (a) exact search, 1,000 queries against 1k, 20k, 100k (1024-d) and 1M (512-d; ``--quick``: not 1M) gallery
-    entries: reidx's CPU exact search (``GalleryIndex.search`` on a flat index) vs torch matmul + topk, and
+    entries: reidx's CPU exact search (``FaissGallery.search`` on a flat index) vs torch matmul + topk, and
     FAISS's own ``IndexFlatIP`` search for reference; goal: torch time / reidx time >= 1.0 at every size, reidx's
     ids identical to a tie-exact reference ranking. First, at 20k, why FAISS trails: its time by threads.
 (b) approximate search, 1M x 256-d vectors with re-ID-like cluster structure: IVF-PQ (nlist 1024,
@@ -31,10 +31,13 @@ from PIL import Image
 
 from reidx.checkpoint import load_model, save_checkpoint
 from reidx.data.transforms import to_model_input
+from reidx.gallery import BackendRecord, IndexHeader
+from reidx.gallery.faiss.index import FaissGallery, flat_vectors, new_faiss_index
+from reidx.gallery.layout import ivfpq_params
+from reidx.gallery.ranking import top_k
 from reidx.io import load_image
 from reidx.models import build_model
 from reidx.retrieval import embed_paths
-from reidx.retrieval.index import GalleryIndex, IndexHeader, flat_vectors, ivfpq_params, new_faiss_index, top_k
 
 K = 10
 
@@ -91,7 +94,7 @@ def tie_exact_reference(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def exact_search(gallery_size: int, dim: int, queries: int, repeats: int) -> dict[str, float]:
-    """(a) reidx's exact CPU search (GalleryIndex.search on a flat index) vs torch matmul + topk vs FAISS's
+    """(a) reidx's exact CPU search (FaissGallery.search on a flat index) vs torch matmul + topk vs FAISS's
     own IndexFlatIP search, same vectors; reidx's ids checked against a tie-exact reference ranking."""
     rng = np.random.default_rng(0)
     gallery, query = random_unit(gallery_size, dim, rng), random_unit(queries, dim, rng)
@@ -99,14 +102,14 @@ def exact_search(gallery_size: int, dim: int, queries: int, repeats: int) -> dic
     index.add(gallery)
     del gallery  # the index holds the vectors; torch reads the same memory
     header = IndexHeader({}, "bench", "baseline", dim, gallery_size)
-    reidx_index = GalleryIndex(Path("bench"), header, pd.DataFrame(), index)
+    reidx_index = FaissGallery(Path("bench"), header, pd.DataFrame(), BackendRecord(), index)
     gallery_t, query_t = torch.from_numpy(flat_vectors(index)), torch.from_numpy(query)
     timed = race(
         repeats if gallery_size >= 100_000 else 5 * repeats,  # short runs: more tries against the noise
         {
             "reidx": lambda: reidx_index.search(query, K),
             "torch": lambda: torch.topk(query_t @ gallery_t.T, K),
-            "faiss": lambda: top_k(index, query, K, gallery_size),
+            "faiss": lambda: top_k(index.search, query, K, gallery_size),
         },
     )
     (reidx_s, (_, reidx_ids)), (torch_s, (_, torch_ids)), (faiss_s, (_, faiss_ids)) = (
@@ -171,7 +174,7 @@ def exact_top_k(gallery: np.ndarray, query: np.ndarray) -> tuple[float, np.ndarr
     """Seconds and ids of an exact IndexFlatIP top-k (the ground truth; the index is freed on return)."""
     index = new_faiss_index(gallery.shape[1], "flat", {})
     index.add(gallery)
-    seconds, (_, ids) = best_of(1, lambda: top_k(index, query, K, len(gallery)))
+    seconds, (_, ids) = best_of(1, lambda: top_k(index.search, query, K, len(gallery)))
     return seconds, ids
 
 
@@ -198,7 +201,7 @@ def approximate_search(gallery_size: int, dim: int, queries: int, nlist: int, pq
     figures = {"ivfpq_build_s": build_s, "exact_ms_per_query": 1000 * exact_s / queries}
     for nprobe in (8, 16, 32, 64):
         index.nprobe = nprobe
-        seconds, (_, found) = best_of(2, lambda: top_k(index, query, K, gallery_size))
+        seconds, (_, found) = best_of(2, lambda: top_k(index.search, query, K, gallery_size))
         nearest = float(np.mean([truth[q, 0] in found[q] for q in range(queries)]))
         overlap = float(np.mean([len(set(truth[q]) & set(found[q])) / K for q in range(queries)]))
         print(

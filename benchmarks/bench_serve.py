@@ -6,7 +6,7 @@ For each gallery, in one run:
 * warm: ``reidx serve`` started once as a process, then ``--requests`` sequential ``POST /search`` of one crop
   each over real HTTP on localhost: wall ms per request;
 * the parts, in this process: the model forward alone (one prepared crop through ``embed``) and the index
-  search alone (``GalleryIndex.search`` of its vector), median ms. Goal: warm p50 <= 1.5 x (forward + search).
+  search alone (``FaissGallery.search`` of its vector), median ms. Goal: warm p50 <= 1.5 x (forward + search).
 
 The 100k index is synthetic: the demo index's header (model, checkpoint fingerprint, mode) with 100,000 unit
 vectors (the demo gallery's embeddings, tiled, plus noise) and its metadata rows cycled, so the model and the
@@ -35,8 +35,10 @@ import numpy as np  # noqa: E402
 
 from reidx.data.transforms import to_model_input  # noqa: E402
 from reidx.device import Devices  # noqa: E402
+from reidx.gallery import IndexHeader, open_gallery_dir  # noqa: E402
+from reidx.gallery.directory import write_directory  # noqa: E402
+from reidx.gallery.faiss.index import INDEX_NAME, new_faiss_index, write_faiss  # noqa: E402
 from reidx.images import load_image  # noqa: E402
-from reidx.retrieval.index import GalleryIndex, IndexHeader, new_faiss_index, write_index_dir  # noqa: E402
 from reidx.retrieval.search import open_gallery  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +119,7 @@ def parts(index: Path, crops: list[Path], repeats: int) -> tuple[list[float], li
 
 def synthetic_index(demo: Path, out: Path, count: int) -> Path:
     """``count`` vectors (the demo's, tiled, plus noise) under the demo's header and metadata rows."""
-    gallery = GalleryIndex.open(demo, Devices("cpu"))
+    gallery = open_gallery_dir(demo, Devices("cpu"))
     base = gallery.index.reconstruct_n(0, len(gallery))
     rng = np.random.default_rng(0)
     rows = np.arange(count) % len(gallery)
@@ -127,7 +129,8 @@ def synthetic_index(demo: Path, out: Path, count: int) -> Path:
     index.add(vectors)
     header = gallery.header
     big = IndexHeader(header.fingerprint, header.checkpoint, header.model, header.dim, count)
-    write_index_dir(out, big, index, gallery.metadata.iloc[rows].reset_index(drop=True))
+    metadata = gallery.metadata.iloc[rows].reset_index(drop=True)
+    write_directory(out, big, metadata, vectors=lambda tmp: write_faiss(index, tmp / INDEX_NAME))
     return out
 
 
@@ -135,7 +138,7 @@ def query_crops(index: Path, count: int) -> list[Path]:
     """Low-resolution query crops of the demo dataset beside the index, else the gallery's own images."""
     found = sorted((index.parent / "data" / "lr").rglob("*.png"))
     if not found:
-        found = [Path(path) for path in GalleryIndex.open(index, Devices("cpu")).metadata["path"]]
+        found = [Path(path) for path in open_gallery_dir(index, Devices("cpu")).metadata["path"]]
     return found[:count]
 
 
@@ -155,7 +158,7 @@ def measure(name: str, index: Path, crops: list[Path], args: argparse.Namespace)
     warm = percentiles(warm_serve(index, crops, args.requests))
     forward, search = (percentiles(times)[0] for times in parts(index, crops, args.requests))
     ratio = warm[0] / (forward + search)
-    entries = GalleryIndex.open(index, Devices("cpu")).header.count
+    entries = open_gallery_dir(index, Devices("cpu")).header.count
     print(
         f"| {name} | {entries:,} | {cold[0] / 1000:.2f} / {cold[1] / 1000:.2f} s | {warm[0]:.1f} / {warm[1]:.1f} ms "
         f"| {forward:.1f} ms | {search:.2f} ms | {ratio:.2f} | {cold[0] / warm[0]:,.0f}x |",

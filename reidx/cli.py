@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import fields
 
 # torch and FAISS each bundle an OpenMP runtime; passive waiting stops their idle threads starving each other.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -20,14 +21,20 @@ from reidx.cli_options import (
     OUT_DIR,
     OUT_FILE,
     TrainCommand,
-    finite_number,
     lazy_choice,
+    request_from,
     train_overrides,
+    with_request_options,
     with_train_options,
 )
 from reidx.console import err_console, stdout_error
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
+from reidx.flags import finite_number
+from reidx.gallery import BACKENDS, DEFAULT_BACKEND, IndexSpec, StoreRequest
+from reidx.gallery.base import backend_options
+from reidx.retrieval.requests import EmbedJob, SearchRequest
+from reidx.service.server import ServeOptions
 
 
 def _dataset_names() -> list[str]:
@@ -198,7 +205,13 @@ def recover(
     print_report(report, as_json=json_output)
 
 
+def _backend_help() -> str:
+    names = [f"{name} (default)" if name == DEFAULT_BACKEND else name for name in BACKENDS.names()]
+    return f"Where the vectors go: {' | '.join(names)}."
+
+
 @app.command()
+@with_request_options(IndexSpec, *backend_options(), EmbedJob)
 def embed(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Index directory to write (or to --append to).", metavar=OUT_DIR)],
@@ -209,22 +222,11 @@ def embed(
     split: Annotated[str, typer.Option(help="--dataset split: train | query | gallery.")] = "gallery",
     trial: Annotated[int | None, typer.Option(help="--dataset trial (needed when it has several).")] = None,
     mode: Annotated[str | None, typer.Option(help="Embedding: fused | f | g (CAD-Net only); default fused.")] = None,
-    index: Annotated[str | None, typer.Option(help="flat (exact, default) | ivfpq (approximate).")] = None,
-    nlist: Annotated[int, typer.Option(help="ivfpq inverted lists (0: about 4·sqrt(N)).", min=0)] = 0,
-    pq_m: Annotated[int, typer.Option(help="ivfpq bytes per vector (0: auto; divides the dim).", min=0)] = 0,
-    nprobe: Annotated[int, typer.Option(help="ivfpq default lists visited per query (0: auto).", min=0)] = 0,
-    on_disk: Annotated[
-        bool, typer.Option("--on-disk", help="ivfpq inverted lists in a file, memory-mapped (beyond RAM).")
-    ] = False,
-    reduce_dim: Annotated[int, typer.Option(help="PCA to this many dimensions inside the index (0: none).", min=0)] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add to the index in --out (new paths).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an index reidx wrote.")] = False,
-    backend: Annotated[str | None, typer.Option(help="Where the vectors go: faiss (default) | milvus.")] = None,
-    uri: Annotated[str | None, typer.Option(help="milvus: FILE.db (Milvus Lite) or http://HOST:19530.")] = None,
-    collection: Annotated[str | None, typer.Option(help="milvus: collection name prefix (default: --out's).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per model batch.", min=1)] = 64,
-    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.", min=0)] = 2,
+    backend: Annotated[str | None, typer.Option(help=_backend_help())] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the header and counts as JSON.")] = False,
+    **options: Any,
 ) -> None:
     """Embed gallery images into an index directory (header.json, metadata.parquet and the vectors: index.faiss,
     or with `--backend milvus` a Milvus collection named in backend.json).
@@ -256,27 +258,22 @@ def embed(
     from reidx.retrieval.inputs import gallery_table
     from reidx.train.distributed import setup, teardown
 
+    spec = request_from(IndexSpec, options)
+    store = StoreRequest(backend, {spec.name: options[spec.name] for cls in backend_options() for spec in fields(cls)})
     table = gallery_table(images or [], dataset, split, trial)
     shards = setup(ctx.obj)  # under torchrun: this rank's device and the process group
     try:
+        embedder = open_embedder(model, mode, ctx.obj, shards.device)
         result = build_index(
-            open_embedder(model, mode, ctx.obj, shards.device),
+            embedder,
             table,
             out,
-            index_type=index,
-            nlist=nlist,
-            pq_m=pq_m,
-            nprobe=nprobe,
-            on_disk=on_disk,
-            reduce_dim=reduce_dim,
+            spec=spec,
+            job=request_from(EmbedJob, options),
+            store=store,
             append=append,
             overwrite=overwrite,
-            batch_size=batch_size,
-            workers=workers,
             devices=ctx.obj,
-            backend=backend,
-            uri=uri,
-            collection=collection,
             shards=shards,
         )
     finally:
@@ -286,30 +283,21 @@ def embed(
 
 
 @app.command()
+@with_request_options(SearchRequest, EmbedJob)
 def search(
     ctx: typer.Context,
     queries: Annotated[list[Path], typer.Argument(help="Query images or folders, any resolution.")],
     gallery: Annotated[Path, typer.Option(help="Index directory written by `reidx embed`.")],
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the header's model file).")] = None,
     model_file: Annotated[Path | None, typer.Option(help="Or an ONNX file from `reidx export` (onnxruntime).")] = None,
-    top_k: Annotated[int, typer.Option(help="Results per query.", min=1)] = 10,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     montage: Annotated[
         Path | None, typer.Option(help="Write a PNG of each query and its top-k.", metavar=OUT_FILE)
     ] = None,
     min_score: Annotated[
         float | None, typer.Option(help="Score under which 'not in gallery'.", parser=finite_number("--min-score"))
     ] = None,
-    nprobe: Annotated[int | None, typer.Option(help="ivfpq lists visited per query.", min=1)] = None,
-    query_pid: Annotated[int | None, typer.Option(help="The queries' identity, for montage borders.")] = None,
-    camera: Annotated[list[int] | None, typer.Option(help="Only gallery entries of this camid; repeatable.")] = None,
-    pid: Annotated[list[int] | None, typer.Option(help="Only gallery entries of this pid; repeatable.")] = None,
-    other_cameras: Annotated[
-        bool, typer.Option("--other-cameras", help="Only gallery entries from another camera than the query's.")
-    ] = False,
-    query_camera: Annotated[int | None, typer.Option(help="The queries' camid (default: from the name).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Query images per model batch.", min=1)] = 64,
-    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.", min=0)] = 2,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    **options: Any,
 ) -> None:
     """Search a gallery index with query images (any resolution; embedded exactly like the gallery).
 
@@ -329,7 +317,6 @@ def search(
     must_exist([gallery], "index")
     from reidx.console import emit_json
     from reidx.outputs import check_file_output
-    from reidx.retrieval.filters import GalleryFilter
     from reidx.retrieval.inputs import expand_images
     from reidx.retrieval.montage import draw_montage
     from reidx.retrieval.search import open_gallery, print_results, search_images
@@ -337,13 +324,12 @@ def search(
     if montage is not None:
         check_file_output(montage, "--montage", "image", [*queries, gallery, *([model] if model else [])])
     paths = expand_images(queries)
-    filters = GalleryFilter.of(camera, pid, other_cameras)
-    index, embedder = open_gallery(gallery, model, ctx.obj)
-    results = search_images(
-        index, embedder, paths, top_k, nprobe, min_score, query_pid, batch_size, workers, filters, query_camera
-    )
+    request = request_from(SearchRequest, options)
+    opened, embedder = open_gallery(gallery, model, ctx.obj)
+    found = search_images(opened, embedder, paths, request, request_from(EmbedJob, options))
+    results = [result.judged(min_score) for result in found]  # the threshold applies where results are shown
     if montage is not None:
-        draw_montage(results, montage, index.header.input_size)
+        draw_montage(results, montage, opened.header.input_size)
     if json_output:
         emit_json([result.to_dict() for result in results])
     else:
@@ -351,27 +337,17 @@ def search(
 
 
 @app.command()
+@with_request_options(ServeOptions)
 def serve(
     ctx: typer.Context,
     gallery: Annotated[Path, typer.Option(help="Index directory written by `reidx embed`.")],
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the header's model file).")] = None,
     model_file: Annotated[Path | None, typer.Option(help="Or an ONNX file from `reidx export` (onnxruntime).")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless --public).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0: any free one).", min=0, max=65535)] = 8000,
-    public: Annotated[
-        bool, typer.Option("--public", help="Allow a --host beyond this machine (e.g. 0.0.0.0).")
-    ] = False,
     min_score: Annotated[
         float | None,
         typer.Option(help="Default score under which 'not in gallery'.", parser=finite_number("--min-score")),
     ] = None,
-    image_root: Annotated[
-        list[Path] | None,
-        typer.Option(
-            metavar="DIR",
-            help="Serve gallery images only from this folder (default: those embed recorded); repeatable.",
-        ),
-    ] = None,
+    **options: Any,
 ) -> None:
     """Serve searches of a gallery over HTTP, the model and index loaded once: a web page at `/`, the API at
     `POST /search` (uploaded crops, `top_k`, `min_score`, `camera`, `pid`, `other_cameras`; the JSON of
@@ -397,7 +373,7 @@ def serve(
     must_exist([gallery], "index")
     from reidx.service.server import serve as run_server
 
-    run_server(gallery, model, ctx.obj, host, port, min_score, public, image_root or [])
+    run_server(gallery, model, ctx.obj, request_from(ServeOptions, options), min_score)
 
 
 @app.command()

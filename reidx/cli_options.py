@@ -1,4 +1,6 @@
-"""The ``reidx train`` flags, generated from :class:`~reidx.train.config.TrainConfig`'s fields.
+"""Command flags generated from dataclass fields: ``reidx train``'s from :class:`~reidx.train.config.TrainConfig`,
+``embed``/``search``/``serve``'s from their request objects (:func:`with_request_options`, fields declared
+with :func:`reidx.flags.flag_field`).
 
 Each field gives one flag (``--batch-ids``), its help and default (the field's metadata and default) and,
 where the field has a registry, its choices. Bools are ``--x/--no-x``; ``pretrained`` (bool or a path) is
@@ -12,21 +14,19 @@ when ``reidx train`` parses or shows its help), so ``reidx --help`` imports no t
 from __future__ import annotations
 
 import inspect
-import math
 import shutil
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, Field, fields
+from dataclasses import MISSING, Field, fields, is_dataclass
 from enum import Enum, EnumMeta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 import click
 import typer
 from typer.core import TyperCommand
 
-from reidx.errors import ReidxError
 from reidx.train.config import CommonOptions, config_class, flag, parse_size, pretrained_option, value_text
 
 #: The metavars that mark an option as a path reidx writes: a file, or a folder (the output tests walk them).
@@ -45,22 +45,6 @@ def lazy_choice(name: str, names: Callable[[], Sequence[str]]) -> type[Enum]:
     choice = LazyChoices(name, (Enum,), LazyChoices.__prepare__(name, (Enum,)))
     type.__setattr__(choice, "_names", staticmethod(names))
     return choice
-
-
-def finite_number(flag: str) -> Callable[[str], float]:
-    """The parser of a float option: a finite number, else one line naming ``flag`` (``inf``, ``nan`` and
-    ``1e309`` parse as floats but are no score or rate)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise ReidxError(f"{flag} {text} is not a finite number", f"give a number, e.g. {flag} 0.5")
-        return value
-
-    return parse
 
 
 def _option(name: str, kind: Any, *decls: str, default: Any = None, **info: Any) -> inspect.Parameter:
@@ -163,7 +147,12 @@ def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give ``command`` (which takes ``**options``) one keyword parameter per flag of the common options,
     inserted before its last parameter (``--json``); :class:`TrainCommand` adds the models' own."""
     types = get_type_hints(CommonOptions)
-    generated = [param for spec in fields(CommonOptions) for param in _flags(spec, types[spec.name])]
+    return _spliced(command, [param for spec in fields(CommonOptions) for param in _flags(spec, types[spec.name])])
+
+
+def _spliced(command: Callable[..., Any], generated: Sequence[inspect.Parameter]) -> Callable[..., Any]:
+    """``command`` (which takes ``**options``) with the ``generated`` keyword parameters inserted before its
+    last parameter (``--json``)."""
     own = [
         param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
         for param in inspect.signature(command, eval_str=True).parameters.values()
@@ -171,6 +160,64 @@ def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ]
     command.__signature__ = inspect.Signature([*own[:-1], *generated, own[-1]])
     return command
+
+
+def _request_flags(request: type) -> list[inspect.Parameter]:
+    """The flag parameters of a request dataclass: one per field with help, a nested request's included. The
+    flag's default is the field's; a tuple field is a repeatable flag (not given: None)."""
+    types = get_type_hints(request)
+    params = []
+    for spec in fields(request):
+        kind, meta = types[spec.name], spec.metadata
+        if is_dataclass(kind):
+            params += _request_flags(kind)
+            continue
+        if "help" not in meta:
+            continue
+        decls = (meta["flag"],) if meta["flag"] else ()
+        info = {key: meta[key] for key in ("min", "max", "parser", "metavar") if meta[key] is not None}
+        default = spec.default
+        if meta["choices"] is not None:
+            kind = lazy_choice(spec.name, meta["choices"]) | None
+        elif kind is bool:
+            decls = decls or (f"--{flag(spec.name)}",)
+        elif get_origin(kind) is tuple:
+            kind, default = list[get_args(kind)[0]] | None, None
+        params.append(_option(spec.name, kind, *decls, default=default, help=meta["help"], **info))
+    return params
+
+
+def with_request_options(*requests: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator giving ``command`` (which takes ``**options``) the flags of the ``requests`` dataclasses
+    (:func:`request_from` turns their values back into a request), before its last parameter (``--json``); a
+    flag two requests share (the same field name) is given once."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        generated: dict[str, inspect.Parameter] = {}
+        for request in requests:
+            for param in _request_flags(request):
+                generated.setdefault(param.name, param)
+        return _spliced(command, list(generated.values()))
+
+    return decorate
+
+
+R = TypeVar("R")
+
+
+def request_from(request: type[R], options: dict[str, Any]) -> R:
+    """The ``request`` dataclass of the values of its flags in ``options`` (fields without a flag keep their
+    default; a repeatable flag not given is an empty tuple)."""
+    types = get_type_hints(request)
+    values: dict[str, Any] = {}
+    for spec in fields(request):
+        kind = types[spec.name]
+        if is_dataclass(kind):
+            values[spec.name] = request_from(kind, options)
+        elif spec.name in options:
+            value = options[spec.name]
+            values[spec.name] = tuple(value or ()) if get_origin(kind) is tuple else value
+    return request(**values)
 
 
 def train_overrides(options: dict[str, Any]) -> dict[str, Any]:

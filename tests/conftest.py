@@ -205,7 +205,7 @@ def tiny_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from reidx.checkpoint import load_model, save_checkpoint
     from reidx.models import build_model
-    from reidx.retrieval import build_index, images_table
+    from reidx.retrieval import EmbedJob, build_index, images_table
 
     root = tmp_path_factory.mktemp("tiny-gallery")
     torch.manual_seed(0)
@@ -223,7 +223,12 @@ def tiny_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for pid, size in ((2, (8, 16)), (3, (16, 32))):
         image = Image.open(root / "gallery" / f"{pid:04d}_c1s1_000001_00.png")
         image.resize(size, Image.BICUBIC).save(root / "queries" / f"{pid:04d}_c1s2_000002_00.png")
-    build_index(load_model(root / "model.pt"), images_table([root / "gallery"]), root / "idx", batch_size=12, workers=0)
+    build_index(
+        load_model(root / "model.pt"),
+        images_table([root / "gallery"]),
+        root / "idx",
+        job=EmbedJob(batch_size=12, workers=0),
+    )
     return root
 
 

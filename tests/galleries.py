@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from reidx.device import Devices
-from reidx.gallery import BackendRecord, Gallery, GalleryWrite, backend_class, open_gallery_dir
-from reidx.gallery.milvus import default_collection
-from reidx.retrieval.index import IndexHeader
+from reidx.gallery import (
+    BackendRecord,
+    Gallery,
+    GalleryWrite,
+    IndexHeader,
+    StoreRequest,
+    backend_class,
+    open_gallery_dir,
+)
 
 FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
 CPU = Devices("cpu")
@@ -30,6 +37,11 @@ def write_gallery(
     if metadata is None:
         metadata = pd.DataFrame({"path": [f"img{i:04d}.png" for i in range(count)], "pid": -1, "camid": -1})
     header = IndexHeader(dict(FINGERPRINT), "model.pt", "baseline", dim, 0, "flat", {})
-    record = BackendRecord() if backend == "faiss" else BackendRecord("milvus", uri, default_collection(out))
-    backend_class(backend).write(GalleryWrite(out, header, None, metadata, [chunk], CPU, record))
+    backend_class(backend).write(GalleryWrite(out, header, None, metadata, [chunk], CPU, new_record(out, backend, uri)))
     return open_gallery_dir(out, CPU)
+
+
+def new_record(out: Path, backend: str, uri: str) -> BackendRecord:
+    """The record of a new gallery in ``out`` in ``backend``, its store at ``uri`` when the backend takes one."""
+    takes_uri = "uri" in {spec.name for spec in fields(backend_class(backend).Options)}
+    return StoreRequest(backend, {"uri": uri} if takes_uri else {}).new_record(out)

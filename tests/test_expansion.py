@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from reidx.errors import ReidxError
-from reidx.retrieval import exact
+from reidx.gallery.faiss import exact
 from reidx.retrieval.expansion import average_query_expansion
 
 

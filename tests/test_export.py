@@ -23,9 +23,10 @@ from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.embedders import TorchEmbedder
 from reidx.export.onnx import export_onnx
 from reidx.export.runtime import open_onnx
+from reidx.gallery import open_gallery_dir
 from reidx.models import build_model, list_models, model_class
 from reidx.models.backbones import list_backbones
-from reidx.retrieval import GalleryIndex, build_index, images_table, search_images
+from reidx.retrieval import EmbedJob, SearchRequest, build_index, images_table, search_images
 from reidx.retrieval.search import open_gallery
 from reidx.train import run_training
 from tests.test_cli import ROOT, TORCH_PROBE
@@ -77,24 +78,28 @@ def test_onnxruntime_embeds_like_torch_and_its_index_ranks_alike(workspace: Path
     indexes = {}
     for runtime, embedder in (("torch", torch_embedder), ("onnx", onnx_embedder)):
         build_index(embedder, images_table([workspace / "data" / "hr"]), workspace / f"idx-{name}-{mode}-{runtime}")
-        indexes[runtime] = GalleryIndex.open(workspace / f"idx-{name}-{mode}-{runtime}", CPU)
+        indexes[runtime] = open_gallery_dir(workspace / f"idx-{name}-{mode}-{runtime}", CPU)
     assert indexes["torch"].header.fingerprint == indexes["onnx"].header.fingerprint
     assert indexes["onnx"].header.checkpoint == str(model_file.resolve())
+    request, job = SearchRequest(k=len(gallery)), EmbedJob(workers=0)
     ranked = {
-        (index, runtime): [[hit.index_id for hit in result.hits] for result in search_images(
-            indexes[index], embedder, queries, k=len(gallery), workers=0
-        )]
+        (index, runtime): [[hit.index_id for hit in found.hits] for found in search_images(*index_run, request, job)]
         for index in indexes
         for runtime, embedder in (("torch", torch_embedder), ("onnx", onnx_embedder))
-    }  # fmt: skip
+        for index_run in [(indexes[index], embedder, queries)]
+    }
     assert len({json.dumps(order) for order in ranked.values()}) == 1  # every index x runtime ranks alike
 
 
 def test_an_index_is_searched_with_the_other_runtimes_model_and_refuses_another_model(workspace: Path) -> None:
     cadnet, fused = checkpoint(workspace, "cadnet"), exported(workspace, "cadnet")
     g = exported(workspace, "cadnet", "g")
-    build_index(load_model(cadnet), images_table([workspace / "data" / "hr"]), workspace / "by-pt", workers=0)
-    build_index(open_onnx(fused), images_table([workspace / "data" / "hr"]), workspace / "by-onnx", workers=0)
+    build_index(
+        load_model(cadnet), images_table([workspace / "data" / "hr"]), workspace / "by-pt", job=EmbedJob(workers=0)
+    )
+    build_index(
+        open_onnx(fused), images_table([workspace / "data" / "hr"]), workspace / "by-onnx", job=EmbedJob(workers=0)
+    )
     _, embedder = open_gallery(workspace / "by-pt", fused, CPU)
     assert embedder.runtime == "onnxruntime"
     _, embedder = open_gallery(workspace / "by-onnx", None, CPU)  # the header's model file: the ONNX one
@@ -107,7 +112,11 @@ def test_an_index_is_searched_with_the_other_runtimes_model_and_refuses_another_
     with pytest.raises(ReidxError, match="cannot append .*embedded differently"):
         build_index(open_onnx(g), images_table([workspace / "data" / "lr"]), workspace / "by-pt", append=True)
     appended = build_index(
-        open_onnx(fused), images_table([workspace / "data" / "lr"]), workspace / "by-pt", append=True, workers=0
+        open_onnx(fused),
+        images_table([workspace / "data" / "lr"]),
+        workspace / "by-pt",
+        append=True,
+        job=EmbedJob(workers=0),
     )
     assert appended.added > 0
 
@@ -247,7 +256,7 @@ def test_a_relabelled_export_is_refused_against_the_index_it_claims(workspace: P
     next(p for p in proto.metadata_props if p.key == "checkpoint_sha256").value = loaded.fingerprint
     (tmp_path / "relabelled.onnx").write_bytes(proto.SerializeToString())
     index = tmp_path / "idx"
-    build_index(loaded, images_table([workspace / "data" / "hr"]), index, workers=0)
+    build_index(loaded, images_table([workspace / "data" / "hr"]), index, job=EmbedJob(workers=0))
     before = {path.name: path.read_bytes() for path in index.iterdir()}
     query = sorted((workspace / "data" / "lr").rglob("*.png"))[0]
     code, stdout, stderr = run_cli("search", query, "--gallery", index, "--model-file", tmp_path / "relabelled.onnx")

@@ -19,13 +19,11 @@ from typer.testing import CliRunner
 from reidx.checkpoint import load_model, save_checkpoint
 from reidx.cli import app
 from reidx.errors import ReidxError
-from reidx.gallery import BackendRecord, GalleryWrite, open_gallery_dir
-from reidx.gallery.base import RECORD_NAME
+from reidx.gallery import BACKENDS, BackendRecord, GalleryFilter, GalleryWrite, StoreRequest, open_gallery_dir
+from reidx.gallery.directory import HEADER_NAME, METADATA_NAME, RECORD_NAME, IndexHeader
 from reidx.gallery.milvus import MilvusGallery, connect, count_rows, expression
 from reidx.models import build_model
-from reidx.retrieval import build_index, images_table, rank_vectors
-from reidx.retrieval.filters import GalleryFilter
-from reidx.retrieval.index import HEADER_NAME, METADATA_NAME, IndexHeader
+from reidx.retrieval import EmbedJob, SearchRequest, build_index, images_table, rank_vectors
 from tests.galleries import CPU, FINGERPRINT, normalised, write_gallery
 from tests.test_safety_output_faults import mount_tmpfs
 
@@ -70,19 +68,21 @@ def test_milvus_filter_expression_matches_a_mask(tmp_path: Path, lite: str) -> N
     assert none.tolist() == [[-1] * 5]
 
 
-def test_filters_give_the_same_hits_on_both_backends(tmp_path: Path, lite: str) -> None:
+def test_filters_give_the_same_hits_on_every_backend(tmp_path: Path, lite: str) -> None:
     rng = np.random.default_rng(3)
     vectors = normalised(rng.standard_normal((240, 8)))
     vectors[100:120] = vectors[0]  # ties across the filter's boundary
     metadata = pd.DataFrame(
         {"path": [f"p{i}.png" for i in range(240)], "pid": np.arange(240) % 11, "camid": np.arange(240) % 4}
     )
-    galleries = [write_gallery(tmp_path / name, vectors, name, lite, metadata) for name in ("faiss", "milvus")]
+    galleries = [write_gallery(tmp_path / name, vectors, name, lite, metadata) for name in BACKENDS.names()]
     names = [f"{pid:04d}_c{pid % 4}s1_000001_00.png" for pid in range(1, 9)]
     queries = vectors[[0, 1, 2, 3, 100, 5, 6, 7]]
     for spec in (GalleryFilter.of(other_cameras=True), GalleryFilter.of([1, 2], [0, 3, 5, 7], True)):
-        one, other = (rank_vectors(gallery, queries, names, 12, filters=spec) for gallery in galleries)
-        for a, b in zip(one, other, strict=True):
+        one, *others = (
+            rank_vectors(gallery, queries, names, request=SearchRequest(k=12, filters=spec)) for gallery in galleries
+        )
+        for a, b in [pair for other in others for pair in zip(one, other, strict=True)]:
             assert [hit.index_id for hit in a.hits] == [hit.index_id for hit in b.hits] and len(a.hits) > 0
             np.testing.assert_allclose([hit.score for hit in a.hits], [hit.score for hit in b.hits], atol=1e-5)
             allowed = metadata["camid"] != b.camid
@@ -168,7 +168,9 @@ def test_cli_milvus_gallery_searches_like_faiss(workspace: Path, tmp_path: Path,
 def test_milvus_append_overwrite_and_refusals(workspace: Path, tmp_path: Path, lite: str) -> None:
     cadnet, out = load_model(workspace / "cadnet.pt"), tmp_path / "m"
     table = images_table([workspace / "gallery"])
-    first = build_index(cadnet, table, out, workers=0, devices=CPU, backend="milvus", uri=lite)
+    first = build_index(
+        cadnet, table, out, devices=CPU, job=EmbedJob(workers=0), store=StoreRequest("milvus", {"uri": lite})
+    )
     name = json.loads((out / "backend.json").read_text())["collection"]
     client = connect(lite)
     stray = np.full((1, first.header.dim), first.header.dim**-0.5, np.float32)
@@ -177,19 +179,37 @@ def test_milvus_append_overwrite_and_refusals(workspace: Path, tmp_path: Path, l
     assert client.search(name, data=list(stray), limit=1)[0][0]["id"] == 12
     assert 12 not in open_gallery_dir(out, CPU).search(stray, 12)[1]
     both = images_table([workspace / "new", workspace / "gallery"])
-    result = build_index(cadnet, both, out, append=True, workers=0, devices=CPU)
+    result = build_index(cadnet, both, out, append=True, devices=CPU, job=EmbedJob(workers=0))
     assert (result.added, result.skipped, result.header.count) == (2, 12, 14)
     gallery = open_gallery_dir(out, CPU)
     assert gallery.record.collection == name and count_rows(client, name) == 14
     new = gallery.metadata["path"].tolist()[12:]
     assert sorted(new) == sorted(str(p) for p in (workspace / "new").glob("*.png"))
     with pytest.raises(ReidxError, match="drop them when appending"):
-        build_index(cadnet, both, out, append=True, workers=0, devices=CPU, uri=str(tmp_path / "other.db"))
+        build_index(
+            cadnet,
+            both,
+            out,
+            append=True,
+            devices=CPU,
+            job=EmbedJob(workers=0),
+            store=StoreRequest(None, {"uri": str(tmp_path / "other.db")}),
+        )
     with pytest.raises(ReidxError, match="keeps its vectors in milvus, not faiss"):
-        build_index(cadnet, both, out, append=True, workers=0, devices=CPU, backend="faiss")
+        build_index(cadnet, both, out, append=True, devices=CPU, job=EmbedJob(workers=0), store=StoreRequest("faiss"))
     with pytest.raises(ReidxError, match="already holds an index"):
-        build_index(cadnet, table, out, workers=0, devices=CPU, backend="milvus", uri=lite)
-    build_index(cadnet, table, out, overwrite=True, workers=0, devices=CPU, backend="milvus", uri=lite)
+        build_index(
+            cadnet, table, out, devices=CPU, job=EmbedJob(workers=0), store=StoreRequest("milvus", {"uri": lite})
+        )
+    build_index(
+        cadnet,
+        table,
+        out,
+        overwrite=True,
+        devices=CPU,
+        job=EmbedJob(workers=0),
+        store=StoreRequest("milvus", {"uri": lite}),
+    )
     renewed = json.loads((out / "backend.json").read_text())["collection"]
     assert renewed != name and not client.has_collection(name) and len(open_gallery_dir(out, CPU)) == 12
 
@@ -197,14 +217,23 @@ def test_milvus_append_overwrite_and_refusals(workspace: Path, tmp_path: Path, l
 def test_milvus_user_errors_leave_nothing(workspace: Path, tmp_path: Path, lite: str) -> None:
     cadnet, table = load_model(workspace / "cadnet.pt"), images_table([workspace / "gallery"])
     with pytest.raises(ReidxError, match="needs --uri"):
-        build_index(cadnet, table, tmp_path / "a", workers=0, devices=CPU, backend="milvus")
+        build_index(cadnet, table, tmp_path / "a", devices=CPU, job=EmbedJob(workers=0), store=StoreRequest("milvus"))
     with pytest.raises(ReidxError, match="inside --out"):
         inside = str(tmp_path / "b" / "x.db")
-        build_index(cadnet, table, tmp_path / "b", workers=0, devices=CPU, backend="milvus", uri=inside)
+        build_index(
+            cadnet,
+            table,
+            tmp_path / "b",
+            devices=CPU,
+            job=EmbedJob(workers=0),
+            store=StoreRequest("milvus", {"uri": inside}),
+        )
     with pytest.raises(ReidxError, match="unknown gallery backend 'qdrant'"):
-        build_index(cadnet, table, tmp_path / "c", workers=0, devices=CPU, backend="qdrant")
+        build_index(cadnet, table, tmp_path / "c", devices=CPU, job=EmbedJob(workers=0), store=StoreRequest("qdrant"))
     with pytest.raises(ReidxError, match="are for --backend milvus"):
-        build_index(cadnet, table, tmp_path / "d", workers=0, devices=CPU, uri=lite)
+        build_index(
+            cadnet, table, tmp_path / "d", devices=CPU, job=EmbedJob(workers=0), store=StoreRequest(None, {"uri": lite})
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -216,7 +245,9 @@ def test_serve_answers_from_a_milvus_gallery(tiny_gallery: Path, tmp_path: Path,
 
     loaded = load_model(tiny_gallery / "model.pt")
     table = images_table([tiny_gallery / "gallery"])
-    build_index(loaded, table, tmp_path / "m", workers=0, devices=CPU, backend="milvus", uri=lite)
+    build_index(
+        loaded, table, tmp_path / "m", devices=CPU, job=EmbedJob(workers=0), store=StoreRequest("milvus", {"uri": lite})
+    )
     gallery, _ = open_gallery(tmp_path / "m", devices=CPU)
     client = TestClient(create_app(gallery, loaded))
     health = client.get("/health").json()
@@ -226,7 +257,9 @@ def test_serve_answers_from_a_milvus_gallery(tiny_gallery: Path, tmp_path: Path,
     answer = client.post("/search", files=files, data={"top_k": "4", "other_cameras": "true"}).json()
     faiss_gallery, _ = open_gallery(tiny_gallery / "idx", devices=CPU)
     others = GalleryFilter.of(other_cameras=True)
-    expected = search_images(faiss_gallery, loaded, queries, k=4, workers=0, filters=others)
+    expected = search_images(
+        faiss_gallery, loaded, queries, request=SearchRequest(k=4, filters=others), job=EmbedJob(workers=0)
+    )
     assert [[hit["index_id"] for hit in one["results"]] for one in answer] == [
         [hit.index_id for hit in result.hits] for result in expected
     ]

@@ -24,7 +24,7 @@ from PIL import Image
 
 from reidx.errors import ReidxError
 from reidx.gallery import open_gallery_dir
-from reidx.gallery.base import RECORD_NAME
+from reidx.gallery.directory import RECORD_NAME
 from reidx.gallery.milvus import connect, count_rows
 from tests.galleries import CPU, normalised, write_gallery
 

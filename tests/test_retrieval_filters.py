@@ -1,4 +1,4 @@
-"""Metadata filters on FAISS search: exact top-k among the entries that pass, ties in gallery order."""
+"""Metadata filters on every backend's search: exact top-k among the entries that pass, ties in gallery order."""
 
 from __future__ import annotations
 
@@ -6,23 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.gallery import BackendRecord, Gallery, GalleryWrite, backend_class, open_gallery_dir
-from reidx.retrieval.filters import NO_FILTER, Condition, GalleryFilter
-from reidx.retrieval.index import IndexHeader
+from reidx.gallery import BACKENDS, Gallery
+from reidx.gallery.filters import NO_FILTER, Condition, GalleryFilter
+from reidx.retrieval.requests import SearchRequest
 from reidx.retrieval.search import rank_vectors
+from tests.galleries import normalised, write_gallery
 
-FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
 COUNT, DIM = 600, 16
-CPU = Devices("cpu")
 
 
-def normalised(array: np.ndarray) -> np.ndarray:
-    return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture(scope="module", params=["faiss", "milvus"])
+@pytest.fixture(scope="module", params=BACKENDS.names())
 def gallery(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Gallery:
     """600 vectors, many of them exact copies (ties), 40 pids over 6 cameras (camera 6 holds only 3), in
     each backend (Milvus: a real Milvus Lite engine, filtering by expression)."""
@@ -34,13 +28,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     metadata = pd.DataFrame({"path": [f"g{i:04d}.png" for i in range(COUNT)], "pid": rng.integers(0, 40, COUNT)})
     metadata["camid"] = camid
     root = tmp_path_factory.mktemp("filters")
-    np.save(root / "chunk.npy", vectors)
-    header = IndexHeader(FINGERPRINT, "m.pt", "baseline", DIM, COUNT)
-    milvus = BackendRecord("milvus", str(root / "g.db"), "filters")
-    record = milvus if request.param == "milvus" else BackendRecord()
-    job = GalleryWrite(root / "idx", header, None, metadata, [root / "chunk.npy"], CPU, record)
-    backend_class(request.param).write(job)
-    return open_gallery_dir(root / "idx", CPU)
+    return write_gallery(root / "idx", vectors, request.param, str(root / "g.db"), metadata)
 
 
 def reference(gallery: Gallery, query: np.ndarray, passes: np.ndarray, k: int) -> list[int]:
@@ -65,7 +53,12 @@ def test_filtered_search_is_the_exact_top_k_that_passes(gallery: Gallery, spec: 
     queries = normalised(rng.standard_normal((4, DIM)))
     meta = gallery.metadata
     for k in (1, 5, 25, 700):
-        results = rank_vectors(gallery, queries, [f"q{i}" for i in range(4)], k, filters=spec, query_camid=query_camid)
+        results = rank_vectors(
+            gallery,
+            queries,
+            [f"q{i}" for i in range(4)],
+            request=SearchRequest(k=k, filters=spec, query_camid=query_camid),
+        )
         passes = spec.mask(meta, query_camid)
         for query, result in zip(queries, results, strict=True):
             expected = reference(gallery, query, passes, k)
@@ -84,7 +77,10 @@ def test_other_cameras_follows_each_querys_name(gallery: Gallery) -> None:
     rng = np.random.default_rng(2)
     names = ["0001_c2s1_000001_00.png", "0001_c5s1_000001_00.png"]
     results = rank_vectors(
-        gallery, normalised(rng.standard_normal((2, DIM))), names, 50, filters=GalleryFilter.of(other_cameras=True)
+        gallery,
+        normalised(rng.standard_normal((2, DIM))),
+        names,
+        request=SearchRequest(k=50, filters=GalleryFilter.of(other_cameras=True)),
     )
     assert [result.camid for result in results] == [2, 5]
     assert all(hit.camid != result.camid for result in results for hit in result.hits)
@@ -94,8 +90,7 @@ def test_other_cameras_follows_each_querys_name(gallery: Gallery) -> None:
             gallery,
             normalised(rng.standard_normal((1, DIM))),
             ["plain.png"],
-            5,
-            filters=GalleryFilter.of(other_cameras=True),
+            request=SearchRequest(k=5, filters=GalleryFilter.of(other_cameras=True)),
         )
 
 

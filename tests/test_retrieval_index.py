@@ -13,30 +13,22 @@ import torch
 
 from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.gallery.base import BackendRecord, GalleryWrite
-from reidx.gallery.faiss import FaissGallery
-from reidx.retrieval import exact, ondisk
-from reidx.retrieval.build import check_layout, layout_params
-from reidx.retrieval.index import (
-    HEADER_NAME,
+from reidx.gallery import IndexSpec, backend_class, open_gallery_dir
+from reidx.gallery.base import GalleryWrite
+from reidx.gallery.directory import HEADER_NAME, METADATA_NAME, BackendRecord, IndexHeader, write_directory
+from reidx.gallery.faiss import exact, ondisk
+from reidx.gallery.faiss.devices import index_bytes, inner_index, shard_across_gpus, to_device
+from reidx.gallery.faiss.index import (
     INDEX_NAME,
     LISTS_NAME,
-    METADATA_NAME,
-    MIN_IVFPQ_VECTORS,
-    GalleryIndex,
-    IndexHeader,
+    FaissGallery,
     flat_vectors,
-    index_bytes,
-    inner_index,
-    ivf_lists,
-    ivfpq_params,
     new_faiss_index,
     pre_transformed,
-    shard_across_gpus,
-    to_device,
-    top_k,
-    write_index_dir,
+    write_faiss,
 )
+from reidx.gallery.layout import MIN_IVFPQ_VECTORS, ivf_lists, ivfpq_params
+from reidx.gallery.ranking import top_k
 
 FINGERPRINT = {"checkpoint_sha256": "0" * 64, "mode": "fused", "input_size": [64, 32]}
 
@@ -62,7 +54,7 @@ def write_vectors(
     count = len(vectors)
     header = IndexHeader(FINGERPRINT, "model.pt", "baseline", vectors.shape[1], count, index_type, params)
     metadata = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(count)], "pid": -1, "camid": -1})
-    write_index_dir(directory, header, index, metadata)
+    write_directory(directory, header, metadata, vectors=lambda tmp: write_faiss(index, tmp / INDEX_NAME))
     return directory
 
 
@@ -70,7 +62,7 @@ def test_ties_come_back_in_gallery_order(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     base = normalised(rng.standard_normal((4, 8)))
     gallery = base[[0, 1, 0, 2, 0, 3, 0, 1, 0] * 5]  # 25 exact copies of base[0], 10 of base[1]
-    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), Devices("cpu"))
+    index = open_gallery_dir(write_vectors(tmp_path / "idx", gallery), Devices("cpu"))
     similarity = gallery @ base[:2].T
     for k in (1, 2, 3, 5, 9, 12, 30, 45):
         scores, ids = index.search(base[:2], k)
@@ -83,7 +75,7 @@ def test_ties_come_back_in_gallery_order(tmp_path: Path) -> None:
 def test_flat_search_equals_torch_topk(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     gallery, queries = normalised(rng.standard_normal((500, 32))), normalised(rng.standard_normal((30, 32)))
-    index = GalleryIndex.open(write_vectors(tmp_path / "idx", gallery), Devices("cpu"))
+    index = open_gallery_dir(write_vectors(tmp_path / "idx", gallery), Devices("cpu"))
     scores, ids = index.search(queries, 20)
     expected_scores, expected_ids = torch.topk(torch.from_numpy(queries) @ torch.from_numpy(gallery).T, 20)
     np.testing.assert_array_equal(ids, expected_ids.numpy())
@@ -107,9 +99,7 @@ def test_ivfpq_recall_against_exact(tmp_path: Path, one_faiss_thread) -> None:
     centres = rng.standard_normal((100, 64)).astype(np.float32)
     gallery, queries = clustered(20_000, 64, rng, centres), clustered(300, 64, rng, centres)
     params = ivfpq_params(64, ivf_lists(len(gallery), 128), pq_m=32, nprobe=16)
-    approx = GalleryIndex.open(
-        write_vectors(tmp_path / "ivfpq", gallery, "ivfpq", params, train=10_000), Devices("cpu")
-    )
+    approx = open_gallery_dir(write_vectors(tmp_path / "ivfpq", gallery, "ivfpq", params, train=10_000), Devices("cpu"))
     assert approx.header.index_type == "ivfpq" and approx.header.params == {"nlist": 128, "pq_m": 32, "nprobe": 16}
     _, found = approx.search(queries, 10)
     nearest = np.argmax(queries @ gallery.T, axis=1)
@@ -180,13 +170,13 @@ def test_damaged_index_is_one_clear_error(tmp_path: Path, damage, message: str) 
     directory = write_vectors(tmp_path / "idx", normalised(np.random.default_rng(3).standard_normal((10, 8))))
     damage(directory)
     with pytest.raises(ReidxError, match=message) as error:
-        GalleryIndex.open(directory, Devices("cpu"))
+        open_gallery_dir(directory, Devices("cpu"))
     assert "\n" not in error.value.line()
 
 
 def test_missing_index_directory(tmp_path: Path) -> None:
     with pytest.raises(ReidxError, match="no index at"):
-        GalleryIndex.open(tmp_path / "nowhere", Devices("cpu"))
+        open_gallery_dir(tmp_path / "nowhere", Devices("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -241,17 +231,23 @@ def test_on_disk_ivfpq_searches_like_the_in_memory_one(tmp_path: Path, monkeypat
     memory.add(gallery)
     header = IndexHeader(FINGERPRINT, "model.pt", "baseline", 16, len(gallery), "ivfpq", params | {"on_disk": 1})
     metadata = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(len(gallery))], "pid": -1, "camid": -1})
-    write_index_dir(tmp_path / "idx", header, disk, metadata, on_disk=np.array_split(gallery, 7))
+    parts = np.array_split(gallery, 7)
+    write_directory(
+        tmp_path / "idx",
+        header,
+        metadata,
+        vectors=lambda tmp: ondisk.write_on_disk(disk, parts, tmp / INDEX_NAME, tmp / LISTS_NAME),
+    )
     (tmp_path / "idx").rename(tmp_path / "moved")
     assert sorted(path.name for path in (tmp_path / "moved").iterdir()) == sorted(
         [HEADER_NAME, INDEX_NAME, METADATA_NAME, LISTS_NAME, ".reidx-output.json"]
     )
-    opened = GalleryIndex.open(tmp_path / "moved", Devices("cpu"))
-    expected = top_k(memory, queries, 10, len(gallery))
+    opened = open_gallery_dir(tmp_path / "moved", Devices("cpu"))
+    expected = top_k(memory.search, queries, 10, len(gallery))
     np.testing.assert_array_equal(opened.search(queries, 10)[1], expected[1])
     (tmp_path / "moved" / LISTS_NAME).unlink()
     with pytest.raises(ReidxError, match="incomplete"):
-        GalleryIndex.open(tmp_path / "moved", Devices("cpu"))
+        open_gallery_dir(tmp_path / "moved", Devices("cpu"))
 
 
 def test_reduce_dim_keeps_the_query_dim_and_finds_neighbours(tmp_path: Path) -> None:
@@ -260,7 +256,7 @@ def test_reduce_dim_keeps_the_query_dim_and_finds_neighbours(tmp_path: Path) -> 
     centres = rng.standard_normal((30, 32)).astype(np.float32)
     gallery = clustered(600, 32, rng, centres)
     directory = write_vectors(tmp_path / "pca", gallery, "flat", {"reduce_dim": 8})
-    index = GalleryIndex.open(directory, Devices("cpu"))
+    index = open_gallery_dir(directory, Devices("cpu"))
     assert index.header.dim == 32 and index.index.d == 32 and index.header.params == {"reduce_dim": 8}
     scores, ids = index.search(gallery[:50], 5)
     assert np.mean(ids[:, 0] == np.arange(50)) >= 0.9  # each vector finds itself after the projection
@@ -270,26 +266,26 @@ def test_reduce_dim_keeps_the_query_dim_and_finds_neighbours(tmp_path: Path) -> 
     header = json.loads((directory / HEADER_NAME).read_text())
     (directory / HEADER_NAME).write_text(json.dumps(header | {"params": {}}))
     with pytest.raises(ReidxError, match="not the trained"):
-        GalleryIndex.open(directory, Devices("cpu"))
+        open_gallery_dir(directory, Devices("cpu"))
 
 
 def test_layout_options_are_checked() -> None:
-    assert layout_params(512, "ivfpq", 64, 0, 0, True, 256) == {
+    assert IndexSpec(on_disk=True, reduce_dim=256).layout_params(512, "ivfpq", 64) == {
         "nlist": 64,
         "pq_m": 64,
         "nprobe": 8,
         "on_disk": 1,
         "reduce_dim": 256,
     }
-    assert layout_params(512, "flat", 0, 0, 0, False, 0) == {}
+    assert IndexSpec().layout_params(512, "flat", 0) == {}
     with pytest.raises(ReidxError, match="not below"):
-        layout_params(256, "flat", 0, 0, 0, False, 256)
+        IndexSpec(reduce_dim=256).layout_params(256, "flat", 0)
     with pytest.raises(ReidxError, match="--index ivfpq"):
-        check_layout("flat", "faiss", True, 0, 10_000)
+        IndexSpec(on_disk=True).check_layout("flat", FaissGallery, 10_000)
     with pytest.raises(ReidxError, match="drop them with --backend milvus"):
-        check_layout("flat", "milvus", False, 16, 10_000)
+        IndexSpec(reduce_dim=16).check_layout("flat", backend_class("milvus"), 10_000)
     with pytest.raises(ReidxError, match="needs at least 256 images"):
-        check_layout("flat", "faiss", False, 256, 100)
+        IndexSpec(reduce_dim=256).check_layout("flat", FaissGallery, 100)
 
 
 def test_gpu_sharding_is_chosen_by_size() -> None:
@@ -314,11 +310,11 @@ def test_embed_write_path_builds_an_on_disk_pca_ivfpq_index(tmp_path: Path, one_
     for number, part in enumerate(np.array_split(vectors, 3)):
         chunks.append(tmp_path / f"chunk{number}.npy")
         np.save(chunks[-1], part)
-    params = layout_params(32, "ivfpq", 16, 4, 4, True, 16)
+    params = IndexSpec(pq_m=4, nprobe=4, on_disk=True, reduce_dim=16).layout_params(32, "ivfpq", 16)
     header = IndexHeader(FINGERPRINT, "model.pt", "baseline", 32, 0, "ivfpq", params)
     metadata = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(len(vectors))], "pid": -1, "camid": -1})
     FaissGallery.write(GalleryWrite(tmp_path / "idx", header, None, metadata, chunks, Devices("cpu"), BackendRecord()))
-    opened = GalleryIndex.open(tmp_path / "idx", Devices("cpu"))
+    opened = open_gallery_dir(tmp_path / "idx", Devices("cpu"))
     assert opened.header.count == len(vectors) and (tmp_path / "idx" / LISTS_NAME).is_file()
     assert opened.header.params == {"nlist": 16, "pq_m": 4, "nprobe": 4, "reduce_dim": 16, "on_disk": 1}
     _, ids = opened.search(vectors[:100], 10)

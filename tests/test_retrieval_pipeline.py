@@ -19,17 +19,19 @@ from reidx.checkpoint import load_model, save_checkpoint
 from reidx.cli import app
 from reidx.data.manifest import DatasetInfo, write_dataset
 from reidx.errors import ReidxError
+from reidx.gallery import IndexSpec, open_gallery_dir
+from reidx.gallery.directory import HEADER_NAME, METADATA_NAME, PARTIAL_NAME
+from reidx.gallery.faiss import INDEX_NAME
 from reidx.io import sha256_file
 from reidx.models import build_model
 from reidx.retrieval import (
-    GalleryIndex,
     build_index,
     embed_paths,
     gallery_table,
     images_table,
     search_images,
 )
-from reidx.retrieval.index import HEADER_NAME, INDEX_NAME, METADATA_NAME, PARTIAL_NAME
+from reidx.retrieval.requests import EmbedJob, SearchRequest
 
 INPUT_SIZE = (64, 32)
 IDS, CAMERAS = 8, 3
@@ -73,7 +75,7 @@ def cadnet(workspace: Path):
 @pytest.fixture(scope="module")
 def index_dir(workspace: Path, cadnet) -> Path:
     """A flat cadnet/fused index of the gallery folder (treat as read-only: copy before changing it)."""
-    build_index(cadnet, images_table([workspace / "gallery"]), workspace / "idx", batch_size=8, workers=0)
+    build_index(cadnet, images_table([workspace / "gallery"]), workspace / "idx", job=EmbedJob(batch_size=8, workers=0))
     return workspace / "idx"
 
 
@@ -100,16 +102,16 @@ def test_index_directory_layout(index_dir: Path, cadnet) -> None:
 
 
 def test_own_image_comes_back_first(workspace: Path, index_dir: Path, cadnet) -> None:
-    gallery = GalleryIndex.open(index_dir)
+    gallery = open_gallery_dir(index_dir)
     queries = gallery_paths(workspace)[::5]
-    results = search_images(gallery, cadnet, queries, k=5, batch_size=2, workers=2)
+    results = search_images(gallery, cadnet, queries, request=SearchRequest(k=5), job=EmbedJob(batch_size=2, workers=2))
     for query, result in zip(queries, results, strict=True):
         assert result.hits[0].path == query and result.hits[0].score >= 0.999
         assert result.hits[0].pid == result.pid and len(result.hits) == 5
 
 
 def test_ranking_equals_torch_matmul_topk(workspace: Path, index_dir: Path, cadnet) -> None:
-    gallery = GalleryIndex.open(index_dir)
+    gallery = open_gallery_dir(index_dir)
     vectors = embed_paths(cadnet, list(gallery.metadata["path"]), batch_size=5, workers=0)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(gallery.index.reconstruct_n(0, len(gallery)), vectors, atol=1e-6)
@@ -125,23 +127,30 @@ def test_mode_is_checked_and_used(workspace: Path, tmp_path: Path, cadnet) -> No
     baseline = load_model(workspace / "baseline.pt")
     with pytest.raises(ReidxError, match="no 'g' embedding"):
         build_index(baseline, images_table([workspace / "new"]), tmp_path / "b", mode="g")
-    result = build_index(cadnet, images_table([workspace / "gallery"]), tmp_path / "g", mode="g", workers=0)
+    result = build_index(
+        cadnet, images_table([workspace / "gallery"]), tmp_path / "g", mode="g", job=EmbedJob(workers=0)
+    )
     assert result.header.mode == "g" and result.header.dim == 512
     query = gallery_paths(workspace)[7]
-    hit = search_images(GalleryIndex.open(tmp_path / "g"), cadnet, [query], k=1, workers=0)[0].hits[0]
+    hit = search_images(
+        open_gallery_dir(tmp_path / "g"), cadnet, [query], request=SearchRequest(k=1), job=EmbedJob(workers=0)
+    )[0].hits[0]
     assert hit.path == query and hit.score >= 0.999
 
 
 def test_append_adds_only_new_paths(workspace: Path, index_dir: Path, tmp_path: Path, cadnet) -> None:
     directory = copy_index(index_dir, tmp_path)
     table = images_table([workspace / "new", *gallery_paths(workspace)[:4]])
-    result = build_index(cadnet, table, directory, append=True, workers=0)
+    result = build_index(cadnet, table, directory, append=True, job=EmbedJob(workers=0))
     assert (result.added, result.skipped, result.header.count) == (2, 4, IDS * CAMERAS + 2)
-    gallery = GalleryIndex.open(directory)
+    gallery = open_gallery_dir(directory)
     assert gallery.metadata["path"].is_unique and len(gallery.metadata) == gallery.index.ntotal == 26
     new = str(workspace / "new" / "0022_c1s1_000001_00.png")
-    assert search_images(gallery, cadnet, [new], k=1, workers=0)[0].hits[0].path == new
-    again = build_index(cadnet, table, directory, append=True, workers=0)
+    assert (
+        search_images(gallery, cadnet, [new], request=SearchRequest(k=1), job=EmbedJob(workers=0))[0].hits[0].path
+        == new
+    )
+    again = build_index(cadnet, table, directory, append=True, job=EmbedJob(workers=0))
     assert (again.added, again.header.count) == (0, 26)
 
 
@@ -175,13 +184,15 @@ def test_interrupted_embed_resumes_without_duplicates(workspace: Path, tmp_path:
     table = images_table([workspace / "gallery"])
     out, seen = tmp_path / "idx", []
     with pytest.raises(Interrupt):
-        build_index(cadnet, table, out, batch_size=4, chunk_size=8, workers=0, on_chunk=stop_after(2, seen))
+        build_index(
+            cadnet, table, out, job=EmbedJob(batch_size=4, chunk_size=8, workers=0, on_chunk=stop_after(2, seen))
+        )
     assert seen == [8, 16] and not (out / HEADER_NAME).exists()
     assert len(list((out / PARTIAL_NAME).glob("chunk-*.npy"))) == 2
     resumed: list[int] = []
-    build_index(cadnet, table, out, batch_size=4, chunk_size=8, workers=0, on_chunk=resumed.append)
+    build_index(cadnet, table, out, job=EmbedJob(batch_size=4, chunk_size=8, workers=0, on_chunk=resumed.append))
     assert resumed == [24]  # only the last chunk was embedded again
-    gallery = GalleryIndex.open(out)
+    gallery = open_gallery_dir(out)
     assert gallery.metadata["path"].tolist() == table["path"].tolist() and not (out / PARTIAL_NAME).exists()
     expected = embed_paths(cadnet, list(table["path"]), workers=0)
     np.testing.assert_allclose(gallery.index.reconstruct_n(0, len(gallery)), expected, atol=1e-6)
@@ -190,9 +201,11 @@ def test_interrupted_embed_resumes_without_duplicates(workspace: Path, tmp_path:
 def test_another_jobs_partial_state_is_discarded(workspace: Path, tmp_path: Path, cadnet) -> None:
     table, out = images_table([workspace / "gallery"]), tmp_path / "idx"
     with pytest.raises(Interrupt):
-        build_index(cadnet, table, out, batch_size=4, chunk_size=8, workers=0, on_chunk=stop_after(1, []))
+        build_index(cadnet, table, out, job=EmbedJob(batch_size=4, chunk_size=8, workers=0, on_chunk=stop_after(1, [])))
     seen: list[int] = []
-    result = build_index(cadnet, table, out, mode="f", batch_size=4, chunk_size=8, workers=0, on_chunk=seen.append)
+    result = build_index(
+        cadnet, table, out, mode="f", job=EmbedJob(batch_size=4, chunk_size=8, workers=0, on_chunk=seen.append)
+    )
     assert seen == [8, 16, 24] and result.header.dim == 512 and result.header.count == IDS * CAMERAS
 
 
@@ -201,15 +214,17 @@ def test_failed_rebuild_leaves_the_index_intact(workspace: Path, index_dir: Path
     before = file_hashes(directory)
     table = images_table([workspace / "gallery"])
     with pytest.raises(Interrupt):
-        build_index(cadnet, table, directory, overwrite=True, chunk_size=8, workers=0, on_chunk=stop_after(1, []))
+        build_index(
+            cadnet, table, directory, overwrite=True, job=EmbedJob(chunk_size=8, workers=0, on_chunk=stop_after(1, []))
+        )
     with pytest.raises(ReidxError, match="cannot read image"):
-        build_index(cadnet, images_table([workspace / "notes.jpg"]), directory, append=True, workers=0)
-    assert file_hashes(directory) == before and len(GalleryIndex.open(directory)) == IDS * CAMERAS
+        build_index(cadnet, images_table([workspace / "notes.jpg"]), directory, append=True, job=EmbedJob(workers=0))
+    assert file_hashes(directory) == before and len(open_gallery_dir(directory)) == IDS * CAMERAS
 
 
 def test_ivfpq_refused_for_a_small_gallery(workspace: Path, tmp_path: Path, cadnet) -> None:
     with pytest.raises(ReidxError, match="ivfpq needs at least .* use --index flat"):
-        build_index(cadnet, images_table([workspace / "gallery"]), tmp_path / "i", index_type="ivfpq")
+        build_index(cadnet, images_table([workspace / "gallery"]), tmp_path / "i", spec=IndexSpec(index_type="ivfpq"))
     assert not (tmp_path / "i" / PARTIAL_NAME).exists()  # refused before embedding anything
 
 
@@ -313,4 +328,4 @@ def test_reduce_dim_index_searches_with_full_size_queries(workspace: Path, tmp_p
     assert found.exit_code == 0, found.output
     assert [answer["results"][0]["path"] for answer in json.loads(found.stdout)] == queries
     with pytest.raises(ReidxError, match="add --index ivfpq"):
-        build_index(cadnet, images_table([workspace / "gallery"]), tmp_path / "disk", on_disk=True)
+        build_index(cadnet, images_table([workspace / "gallery"]), tmp_path / "disk", spec=IndexSpec(on_disk=True))

@@ -22,9 +22,11 @@ import torch
 from reidx.checkpoint import load_model, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
+from reidx.gallery import open_gallery_dir
+from reidx.gallery.directory import PARTIAL_NAME
 from reidx.provenance import registration
-from reidx.retrieval import GalleryIndex, build_index, embed_paths, images_table
-from reidx.retrieval.index import PARTIAL_NAME
+from reidx.retrieval import build_index, embed_paths, images_table
+from reidx.retrieval.requests import EmbedJob
 
 INPUT_SIZE = (64, 32)
 
@@ -91,7 +93,7 @@ def test_embed_overwrite_replaces_an_index_and_refuses_one_with_user_files(run_c
     assert run_cli(*embed_args(ws, out, str(photos)))[0] == 0
     refused(run_cli(*embed_args(ws, out, str(photos))), "already holds an index", "--overwrite")
     assert run_cli(*embed_args(ws, out, str(photos / sorted(os.listdir(photos))[0]), "--overwrite"))[0] == 0
-    assert len(GalleryIndex.open(out, Devices("cpu"))) == 1
+    assert len(open_gallery_dir(out, Devices("cpu"))) == 1
     (out / "holiday.jpg").write_bytes(b"the user's")
     before = tree(out)
     line = refused(run_cli(*embed_args(ws, out, str(photos), "--overwrite")), "did not write", "holiday.jpg")
@@ -100,7 +102,7 @@ def test_embed_overwrite_replaces_an_index_and_refuses_one_with_user_files(run_c
 
 def test_prepare_overwrite_refuses_a_dataset_of_another_kind_or_a_user_folder(run_cli, ws, tmp_path) -> None:
     index = tmp_path / "idx"
-    build_index(load_model(ws / "cadnet.pt"), images_table([ws / "photos"]), index, workers=0)
+    build_index(load_model(ws / "cadnet.pt"), images_table([ws / "photos"]), index, job=EmbedJob(workers=0))
     photos = Path(shutil.copytree(ws / "photos", tmp_path / "photos"))
     for out, needle in ((index, "holds an index, not a prepared dataset"), (photos, "not written by reidx")):
         before = tree(out)
@@ -186,14 +188,14 @@ SLOW_APPEND = """
 import sys, time
 from pathlib import Path
 from reidx.checkpoint import load_model
-from reidx.retrieval import build_index, images_table
+from reidx.retrieval import EmbedJob, build_index, images_table
 checkpoint, images, out, hold_at, go = sys.argv[1:]
 def hook(done):
     print("chunk", done, flush=True)
     while done >= int(hold_at) and not Path(go).exists():
         time.sleep(0.05)
-build_index(load_model(checkpoint), images_table([Path(images)]), out, append=True, batch_size=4, workers=0,
-            flush_seconds=0, on_chunk=hook)
+job = EmbedJob(batch_size=4, workers=0, flush_seconds=0, on_chunk=hook)
+build_index(load_model(checkpoint), images_table([Path(images)]), out, append=True, job=job)
 print("done", flush=True)
 """
 
@@ -226,9 +228,9 @@ def test_two_appends_at_once_lose_no_image(ws: Path, tmp_path: Path) -> None:
     refused(
         (second.returncode, second.stdout, second.stderr), f"being written by another reidx process (pid {first.pid})"
     )
-    assert len(GalleryIndex.open(out, Devices("cpu"))) == 12  # a + b: nothing of b was lost
+    assert len(open_gallery_dir(out, Devices("cpu"))) == 12  # a + b: nothing of b was lost
     assert reidx(*embed_args(ws, out, str(tmp_path / "c"), "--append")).returncode == 0
-    paths = set(GalleryIndex.open(out, Devices("cpu")).metadata["path"])
+    paths = set(open_gallery_dir(out, Devices("cpu")).metadata["path"])
     assert paths == {str(tmp_path / name / p.name) for name, part in (("a", photos[:4]), ("b", photos[4:12]),
                                                                       ("c", photos[12:])) for p in part}  # fmt: skip
 
@@ -259,7 +261,7 @@ def test_kill_9_mid_embed_resumes_bit_identical_and_leaves_nothing(ws: Path, tmp
     assert done.returncode == 0, done.stderr
     assert f"discarded the embedding chunk {chunks[0]}: its bytes do not match its checksum" in done.stderr
     expected = embed_paths(load_model(ws / "cadnet.pt"), sorted(map(str, photos.iterdir())), batch_size=4, workers=0)
-    gallery = GalleryIndex.open(out, Devices("cpu"))
+    gallery = open_gallery_dir(out, Devices("cpu"))
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)  # bit-identical
     assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, "idx"]  # the killed writer's are gone
     assert mine.read_bytes() == b"mine"
@@ -275,7 +277,9 @@ def interrupted_embed(cadnet, photos: Path, out: Path) -> list[Path]:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_index(cadnet, images_table([photos]), out, batch_size=4, workers=0, flush_seconds=0, on_chunk=stop)
+        build_index(
+            cadnet, images_table([photos]), out, job=EmbedJob(batch_size=4, workers=0, flush_seconds=0, on_chunk=stop)
+        )
     return sorted((out / PARTIAL_NAME).glob("chunk-*.npy"))
 
 
@@ -315,7 +319,7 @@ def test_a_damaged_partial_chunk_is_re_embedded_with_a_note(ws: Path, tmp_path: 
         why = f"{chunks[which]}: its bytes do not match its checksum (damaged); its images {images}"
     assert done.stderr.strip() == f"note: discarded the embedding chunk {why} are embedded again"
     expected = embed_paths(cadnet, list(images_table([photos])["path"]), batch_size=4, workers=0)
-    gallery = GalleryIndex.open(out, Devices("cpu"))
+    gallery = open_gallery_dir(out, Devices("cpu"))
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)  # the rest kept, bit-identical
 
 
@@ -340,7 +344,7 @@ def test_vectors_that_are_not_unit_vectors_never_reach_an_index(ws: Path, tmp_pa
         assert sorted(p.name for p in out.iterdir()) == [PARTIAL_NAME] and not lite.exists()
         assert not list(chunk.parent.glob("chunk-0000000000-*"))  # removed: the next run embeds it again
     assert reidx(*embed_args(ws, out, str(photos))).returncode == 0
-    gallery = GalleryIndex.open(out, Devices("cpu"))
+    gallery = open_gallery_dir(out, Devices("cpu"))
     expected = embed_paths(cadnet, paths, batch_size=4, workers=0)
     assert np.array_equal(gallery.index.reconstruct_n(0, len(gallery)), expected)
 
@@ -364,10 +368,12 @@ def test_a_model_giving_nan_embeddings_is_refused_naming_the_images(run_cli, ws:
 def test_progress_is_kept_every_few_seconds_not_only_every_chunk(ws: Path, tmp_path: Path) -> None:
     cadnet, table = load_model(ws / "cadnet.pt"), images_table([ws / "photos"])
     seen: list[int] = []
-    build_index(cadnet, table, tmp_path / "a", batch_size=4, workers=0, flush_seconds=0, on_chunk=seen.append)
+    build_index(
+        cadnet, table, tmp_path / "a", job=EmbedJob(batch_size=4, workers=0, flush_seconds=0, on_chunk=seen.append)
+    )
     assert seen == [4, 8, 12, 16]  # a small gallery (one 4096-image chunk) keeps every batch
     seen.clear()
-    build_index(cadnet, table, tmp_path / "b", batch_size=4, workers=0, on_chunk=seen.append)
+    build_index(cadnet, table, tmp_path / "b", job=EmbedJob(batch_size=4, workers=0, on_chunk=seen.append))
     assert seen == [16]  # the default: at most one flush per FLUSH_SECONDS
 
 

@@ -22,6 +22,7 @@ from reidx.cli import app
 from reidx.cli_options import OUT_DIR, OUT_FILE
 from reidx.data.prepare import prepare_dataset
 from reidx.retrieval import build_index, images_table
+from reidx.retrieval.requests import EmbedJob
 from tests.tiny import CLI_TINY
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -42,7 +43,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     for path in sorted((root / "ds" / "hr").rglob("*.png"))[:4]:
         shutil.copyfile(path, root / "photos" / path.name)
     shutil.copyfile(sorted((root / "ds" / "lr").rglob("*.png"))[0], root / "q.png")
-    build_index(load_model(root / "ck.pt"), images_table([root / "photos"]), root / "idx", workers=0)
+    build_index(load_model(root / "ck.pt"), images_table([root / "photos"]), root / "idx", job=EmbedJob(workers=0))
     return root
 
 

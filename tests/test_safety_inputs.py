@@ -19,10 +19,12 @@ from reidx.data.manifest import read_dataset
 from reidx.data.prepare import prepare_dataset
 from reidx.data.registry import get_reader
 from reidx.data.transforms import downsample
+from reidx.gallery.directory import HEADER_NAME, METADATA_NAME
+from reidx.gallery.faiss import INDEX_NAME
 from reidx.models import build_model
 from reidx.retrieval import build_index, images_table
-from reidx.retrieval.index import HEADER_NAME, INDEX_NAME, METADATA_NAME
 from reidx.retrieval.inputs import dataset_table
+from reidx.retrieval.requests import EmbedJob
 
 INPUT_SIZE = (64, 32)
 
@@ -261,7 +263,7 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for cam in (1, 2):
             solid(root / "gallery" / f"{pid:04d}_c{cam}s1_000001_00.png", (70 * pid, 50 * cam, 20), INPUT_SIZE)
     solid(root / "query.png", (70, 50, 20), INPUT_SIZE)
-    build_index(load_model(root / "model.pt"), images_table([root / "gallery"]), root / "idx", workers=0)
+    build_index(load_model(root / "model.pt"), images_table([root / "gallery"]), root / "idx", job=EmbedJob(workers=0))
     return root
 
 

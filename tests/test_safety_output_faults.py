@@ -17,6 +17,7 @@ import pytest
 from reidx.checkpoint import load_model
 from reidx.data.prepare import prepare_dataset
 from reidx.retrieval import build_index, images_table
+from reidx.retrieval.requests import EmbedJob
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
     root = tmp_path_factory.mktemp("faults")
     shutil.copyfile(tiny_checkpoint, root / "cadnet.pt")
     prepare_dataset("synthetic", None, root / "ds", rates=(2,), ids=12, cameras=2, images_per_camera=2, workers=1)
-    build_index(load_model(root / "cadnet.pt"), images_table([root / "ds" / "hr"]), root / "idx", workers=0)
+    build_index(
+        load_model(root / "cadnet.pt"), images_table([root / "ds" / "hr"]), root / "idx", job=EmbedJob(workers=0)
+    )
     return root
 
 

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from reidx.cli import app
 from reidx.device import Devices
+from reidx.retrieval.requests import EmbedJob, SearchRequest
 from reidx.retrieval.search import open_gallery, search_images
 from reidx.service.server import bind
 from tests.servers import serving as served
@@ -42,11 +43,11 @@ def post(url: str, files: list, data: dict | None = None) -> httpx.Response:
     return httpx.post(f"{url}/search", files=files, data=data or {}, timeout=60)
 
 
-def expected(tiny_gallery: Path, paths: list[Path], **options) -> list[dict]:
+def expected(tiny_gallery: Path, paths: list[Path], min_score: float | None = None, **options) -> list[dict]:
     """What ``reidx search --json`` answers for ``paths``, with the query field as the file name."""
     gallery, loaded = open_gallery(tiny_gallery / "idx", devices=Devices("cpu"))
-    results = search_images(gallery, loaded, paths, workers=0, **options)
-    return [{**result.to_dict(), "query": Path(result.query).name} for result in results]
+    results = search_images(gallery, loaded, paths, SearchRequest(**options), EmbedJob(workers=0))
+    return [{**result.judged(min_score).to_dict(), "query": Path(result.query).name} for result in results]
 
 
 def queries(tiny_gallery: Path) -> list[Path]:
@@ -73,7 +74,7 @@ def test_search_answers_what_reidx_search_json_does(live_server: str, tiny_galle
 
 def test_filters_are_the_cli_filters(live_server: str, tiny_gallery: Path) -> None:
     paths = queries(tiny_gallery)
-    from reidx.retrieval.filters import GalleryFilter
+    from reidx.gallery import GalleryFilter
 
     answer = post(live_server, upload(*paths), {"top_k": "20", "other_cameras": "true", "camera": ["1", "3"]})
     assert answer.status_code == 200, answer.text

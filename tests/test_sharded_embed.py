@@ -16,6 +16,7 @@ from reidx.checkpoint import load_model
 from reidx.device import Devices
 from reidx.gallery import open_gallery_dir
 from reidx.retrieval import build_index, images_table
+from reidx.retrieval.requests import EmbedJob
 from reidx.retrieval.shards import shard_span
 
 CPU = Devices("cpu")
@@ -38,7 +39,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 
 def vectors_of(gallery) -> np.ndarray:
-    return gallery.index.index.reconstruct_n(0, len(gallery))
+    return gallery.index.reconstruct_n(0, len(gallery))
 
 
 @pytest.mark.slow
@@ -46,7 +47,7 @@ def test_two_processes_build_one_index_and_resume_per_shard(tiny_gallery: Path, 
     images = Path(shutil.copytree(tiny_gallery / "gallery", tmp_path / "images"))
     paths = sorted(images.glob("*.png"))
     loaded = load_model(tiny_gallery / "model.pt")
-    build_index(loaded, images_table([images]), tmp_path / "one", workers=0, devices=CPU)
+    build_index(loaded, images_table([images]), tmp_path / "one", devices=CPU, job=EmbedJob(workers=0))
     single = open_gallery_dir(tmp_path / "one", CPU)
     args = ("--checkpoint", str(tiny_gallery / "model.pt"), str(images), "--out", str(tmp_path / "two"))
 

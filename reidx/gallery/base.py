@@ -1,65 +1,53 @@
-"""The gallery backend interface: an index directory's header and metadata, and the engine holding its vectors.
+"""The gallery backend interface: an opened index directory (:mod:`reidx.gallery.directory`) and the engine
+holding its vectors.
 
-Every index directory holds ``header.json`` and ``metadata.parquet`` (:mod:`reidx.retrieval.index`); where
-its vectors live is named by ``backend.json`` (:class:`BackendRecord`; absent: ``faiss``, the vectors in
-``index.faiss`` beside them). Each backend is a :class:`Gallery` subclass registered in :data:`BACKENDS`
-by its module in this package; ``reidx search --gallery DIR`` opens any of them with :func:`open_gallery_dir`.
+Each backend is one module of this package: a :class:`Gallery` subclass registered in :data:`BACKENDS`,
+with its own ``Options`` (the flags of ``reidx embed --backend NAME``) and ``new_record``. ``reidx search
+--gallery DIR`` opens any of them with :func:`open_gallery_dir`.
 """
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from reidx.device import AUTO, Devices
-from reidx.errors import ReidxError, one_line
+from reidx.errors import ReidxError
+from reidx.gallery.directory import (
+    DEFAULT_BACKEND,
+    BackendRecord,
+    IndexHeader,
+    check_files,
+    read_header,
+    read_metadata,
+    read_record,
+)
 from reidx.registry import Registry
 
 if TYPE_CHECKING:
-    from reidx.retrieval.filters import GalleryFilter
-    from reidx.retrieval.index import IndexHeader
+    import pandas as pd
 
-RECORD_NAME = "backend.json"
-DEFAULT_BACKEND = "faiss"
+    from reidx.gallery.filters import GalleryFilter
 
 
 #: Backend name -> its Gallery class.
 BACKENDS: Registry[type[Gallery]] = Registry("gallery backend", "reidx.gallery")
 
 
-@dataclass(frozen=True)
-class BackendRecord:
-    """``backend.json``: the engine holding an index directory's vectors, its address and collection."""
-
-    backend: str = DEFAULT_BACKEND
-    uri: str = ""
-    collection: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-
-def read_record(directory: Path) -> BackendRecord:
-    """The backend record of an index directory (the default, FAISS, when it has none)."""
-    path = directory / RECORD_NAME
-    if not path.exists():
-        return BackendRecord()
+def read_chunk_shape(chunk: Path) -> tuple[int, int] | None:
+    """``(rows, dim)`` of a readable float32 embedding chunk file, None for a damaged one."""
     try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-        record = BackendRecord(**fields)
-    except (OSError, ValueError, TypeError, RecursionError) as exc:
-        reason = one_line(exc)
-        raise ReidxError(f"cannot read {path}: {reason}", "the file is corrupt; rebuild the index") from None
-    if not all(isinstance(value, str) for value in asdict(record).values()):
-        raise ReidxError(f"cannot read {path}: its fields are not text", "the file is corrupt; rebuild the index")
-    return record
+        vectors = np.load(chunk, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.dtype != np.float32:
+        return None
+    return int(vectors.shape[0]), int(vectors.shape[1])
 
 
 @dataclass
@@ -78,8 +66,6 @@ class GalleryWrite:
     def check_chunks(self) -> None:
         """Refuse chunk files that are not float32 rows of the index's dimension (another model's embeddings
         appended, say), before a backend stores any of them."""
-        from reidx.retrieval.jobs import read_chunk_shape
-
         for chunk in self.chunks:
             shape = read_chunk_shape(chunk)
             if shape is None or shape[1] != self.header.dim:
@@ -90,15 +76,24 @@ class GalleryWrite:
                 )
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """A backend that takes no options of its own."""
+
+
 class Gallery(ABC):
     """An opened index directory: header, metadata (row i = vector id i) and the backend holding the vectors.
 
-    Results follow one contract whatever the backend: ``(scores, ids)``, inner products of normalised
-    embeddings ranked best first, ties in gallery order, id -1 where there are fewer hits.
+    Results follow one contract whatever the backend (:mod:`reidx.gallery.ranking`): ``(scores, ids)``, inner
+    products of normalised embeddings ranked best first, ties in gallery order, id -1 where there are fewer hits.
     """
 
     #: The backend's registered name.
     name: ClassVar[str]
+    #: The backend's own ``reidx embed`` options (a dataclass of :func:`reidx.flags.flag_field`s).
+    Options: ClassVar[type] = NoOptions
+    #: Whether the backend takes the FAISS layout options (``--on-disk``, ``--reduce-dim``).
+    tunes_layout: ClassVar[bool] = False
 
     def __init__(self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord) -> None:
         self.directory, self.header, self.metadata, self.record = directory, header, metadata, record
@@ -112,9 +107,30 @@ class Gallery(ABC):
         return False
 
     @classmethod
-    @abstractmethod
     def open(cls, directory: Path, record: BackendRecord, devices: Devices = AUTO) -> Gallery:
-        """Read and check the index directory and reach its vectors; anything wrong is a ReidxError."""
+        """Read and check the index directory (header, the backend's files, metadata), then reach its vectors;
+        anything wrong is a ReidxError."""
+        header = read_header(directory)
+        check_files(directory, cls.vector_files(header), record)
+        metadata = read_metadata(directory)
+        return cls.open_vectors(directory, header, metadata, record, devices)
+
+    @classmethod
+    def vector_files(cls, header: IndexHeader) -> tuple[str, ...]:
+        """The files the backend keeps in the index directory beside the header and metadata."""
+        return ()
+
+    @classmethod
+    @abstractmethod
+    def open_vectors(
+        cls, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, devices: Devices
+    ) -> Gallery:
+        """The opened gallery: its vectors reached and checked against the header and metadata."""
+
+    @classmethod
+    def new_record(cls, out: Path, options: Any) -> BackendRecord:
+        """Where a new index in ``out`` keeps its vectors, from the backend's checked ``options``."""
+        return BackendRecord(cls.name)
 
     @classmethod
     @abstractmethod
@@ -138,18 +154,22 @@ class Gallery(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top k of each query (camera ``camids[i]``, named ``names[i]``) among the entries ``filters``
         lets through, in the unfiltered order (score -inf, id -1 where fewer pass). This default over-fetches
-        ranked hits until k pass (:func:`reidx.retrieval.filters.filtered_top_k`); an engine with its own
+        ranked hits until k pass (:func:`reidx.gallery.filters.filtered_top_k`); an engine with its own
         filter language overrides it."""
-        from reidx.retrieval.filters import allowed_rows, filtered_top_k
+        from reidx.gallery.filters import allowed_rows, filtered_top_k
 
         allowed = allowed_rows(filters, self.metadata, camids, names)
         return filtered_top_k(lambda rows, n: self.search(rows, n, nprobe), queries, k, allowed)
 
     def check_queries(self, queries: np.ndarray) -> np.ndarray:
         """The query embeddings as contiguous float32 rows of the index's dimension (others refused)."""
-        from reidx.retrieval.index import checked_queries
-
-        return checked_queries(queries, self.header.dim)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.header.dim:
+            raise ReidxError(
+                f"query embeddings have shape {queries.shape}, the index holds {self.header.dim}-d vectors",
+                "embed the queries with the index's model and mode",
+            )
+        return queries
 
 
 def backend_class(name: str) -> type[Gallery]:
@@ -162,3 +182,50 @@ def open_gallery_dir(directory: str | Path, devices: Devices = AUTO) -> Gallery:
     directory = Path(directory)
     record = read_record(directory) if directory.is_dir() else BackendRecord()
     return backend_class(record.backend).open(directory, record, devices)
+
+
+def option_flags(options: type) -> list[str]:
+    """The ``reidx embed`` flags of a backend's options."""
+    return [spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}" for spec in fields(options)]
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """Where ``reidx embed`` puts the vectors: the backend named (None: the default for a new index, the
+    existing one's when appending) and the backend option values given (field name -> value, any backend's;
+    None = not given)."""
+
+    backend: str | None = None
+    values: dict[str, Any] | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {name: value for name, value in (self.values or {}).items() if value is not None}
+
+    def check_appending(self) -> None:
+        """Refuse backend options when appending: they name a new index's store."""
+        given = self.given()
+        if given:
+            owner = next(cls for cls in map(backend_class, BACKENDS.names()) if given.keys() & _names(cls.Options))
+            raise ReidxError(
+                f"{' and '.join(option_flags(owner.Options))} name a new index's store", "drop them when appending"
+            )
+
+    def new_record(self, out: Path) -> BackendRecord:
+        """The record of a new index in ``out``: the named backend's own options checked and applied; an
+        option of another backend is refused."""
+        cls = backend_class(self.backend or DEFAULT_BACKEND)
+        given = self.given()
+        for other in map(backend_class, BACKENDS.names()):
+            if other is not cls and given.keys() & (_names(other.Options) - _names(cls.Options)):
+                flags = " and ".join(option_flags(other.Options))
+                raise ReidxError(f"{flags} are for --backend {other.name}", f"drop them, or add --backend {other.name}")
+        return cls.new_record(out, cls.Options(**{key: given[key] for key in _names(cls.Options) if key in given}))
+
+
+def _names(options: type) -> set[str]:
+    return {spec.name for spec in fields(options)}
+
+
+def backend_options() -> list[type]:
+    """Every backend's ``Options`` (the ``reidx embed`` flags of the backends), in name order."""
+    return [backend_class(name).Options for name in BACKENDS.names()]

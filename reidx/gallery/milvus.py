@@ -25,26 +25,31 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from reidx.device import AUTO, Devices
+from reidx.device import Devices
 from reidx.errors import ReidxError, one_line
-from reidx.gallery.base import BACKENDS, RECORD_NAME, BackendRecord, Gallery, GalleryWrite
-from reidx.outputs import atomic_dir
-from reidx.retrieval.filters import GalleryFilter
-from reidx.retrieval.index import (
-    HEADER_NAME,
+from reidx.flags import flag_field
+from reidx.gallery.base import BACKENDS, Gallery, GalleryWrite
+from reidx.gallery.directory import (
     METADATA_NAME,
-    PQ_BITS,
+    RECORD_NAME,
+    BackendRecord,
     IndexHeader,
-    read_header,
-    read_metadata,
-    top_k,
+    rebuild_hint,
+    write_directory,
 )
+from reidx.gallery.layout import PQ_BITS
+from reidx.gallery.ranking import clamp_k, top_k
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from reidx.gallery.filters import GalleryFilter
 
 TOKEN_ENV = "MILVUS_TOKEN"
 #: Milvus answers at most this many hits per query (its ``limit`` cap).
@@ -55,7 +60,7 @@ QUERY_BATCH = 256
 #: The fields of a reidx gallery's collection.
 FIELDS = {"id", "vector", "pid", "camid"}
 REMOTE = ("http://", "https://", "tcp://", "grpc://")
-REBUILD = "rebuild it with `reidx embed ... --backend milvus --uri URI --out DIR --overwrite`"
+REBUILD = rebuild_hint(BackendRecord("milvus"))
 #: Milvus Lite's rule for its file names.
 LITE_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,36}")
 
@@ -273,14 +278,6 @@ def drop_older(client: Any, prefix: str, owner: str, keep: str) -> None:
             client.drop_collection(name)
 
 
-def write_directory(out: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord) -> None:
-    """The index directory of a Milvus gallery: header, metadata and the backend record, in one step."""
-    with atomic_dir(out, "index", overwrite=True) as tmp:
-        metadata.reset_index(drop=True).to_parquet(tmp / METADATA_NAME, index=False, engine="pyarrow")
-        (tmp / HEADER_NAME).write_text(header.to_json())
-        (tmp / RECORD_NAME).write_text(record.to_json())
-
-
 def expression(conditions: Sequence[tuple[str, bool, Sequence[int]]]) -> str:
     """A Milvus boolean filter for metadata conditions ``(column, keep, values)``: all must hold."""
     tests = (f"{column} {'in' if keep else 'not in'} {[int(v) for v in values]}" for column, keep, values in conditions)
@@ -291,7 +288,12 @@ def expression(conditions: Sequence[tuple[str, bool, Sequence[int]]]) -> str:
 class MilvusGallery(Gallery):
     """An index directory whose vectors are a Milvus collection (Milvus Lite file or server)."""
 
-    name = "milvus"
+    @dataclass(frozen=True)
+    class Options:
+        """Where a new gallery's collection goes."""
+
+        uri: str | None = flag_field(None, "milvus: FILE.db (Milvus Lite) or http://HOST:19530.")
+        collection: str | None = flag_field(None, "milvus: collection name prefix (default: --out's).")
 
     def __init__(
         self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, client: Any
@@ -303,9 +305,17 @@ class MilvusGallery(Gallery):
         self.bound = ""
 
     @classmethod
-    def open(cls, directory: Path, record: BackendRecord, devices: Devices = AUTO) -> MilvusGallery:
-        header = read_header(directory)
-        metadata = read_metadata(directory)
+    def new_record(cls, out: Path, options: MilvusGallery.Options) -> BackendRecord:
+        """A collection at ``options.uri`` named ``options.collection`` (default: from ``out``)."""
+        collection = options.collection
+        if collection is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,200}", collection):
+            raise ReidxError(f"--collection {collection!r} is not a Milvus name", "use letters, digits and _ only")
+        return BackendRecord(cls.name, resolve_uri(options.uri, out), collection or default_collection(out))
+
+    @classmethod
+    def open_vectors(
+        cls, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, devices: Devices
+    ) -> MilvusGallery:
         client = connect(record.uri)
         name = record.collection
         with engine_errors(record.uri, f"opening collection {name!r}"):
@@ -380,12 +390,12 @@ class MilvusGallery(Gallery):
     def search(
         self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, expr: str = ""
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Tie-exact top k (the FAISS path's re-fetch rule, :func:`reidx.retrieval.index.top_k`), among the
+        """Tie-exact top k (the FAISS path's re-fetch rule, :func:`reidx.gallery.ranking.top_k`), among the
         entries ``expr`` (a Milvus boolean filter) lets through; at most ``MAX_HITS - 1`` hits."""
         queries = self.check_queries(queries)
-        k = max(1, min(k, self.header.count, MAX_HITS - 1))
+        k = clamp_k(k, min(self.header.count, MAX_HITS - 1))
         expr = " and ".join(f"({part})" for part in (expr, self.bound) if part)
-        return top_k(MilvusSearch(self, nprobe, expr), queries, k, self.header.count)
+        return top_k(MilvusSearch(self, nprobe, expr).search, queries, k, self.header.count)
 
     def search_filtered(
         self,
@@ -398,7 +408,7 @@ class MilvusGallery(Gallery):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The filters as Milvus boolean expressions, one search per distinct query camera."""
         queries = self.check_queries(queries)
-        k = max(1, min(k, self.header.count, MAX_HITS - 1))
+        k = clamp_k(k, min(self.header.count, MAX_HITS - 1))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         cameras = np.asarray(camids)

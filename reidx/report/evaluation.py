@@ -21,6 +21,7 @@ from reidx.checkpoint import CheckpointFile, LoadedModel
 from reidx.data.transforms import to_pil
 from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.recovery import recover_batches, score_recovery
+from reidx.gallery.ranking import ranked
 from reidx.metrics import EvalResult, evaluate_embeddings
 from reidx.models import model_class
 from reidx.report.plan import (
@@ -34,7 +35,6 @@ from reidx.report.plan import (
     trial_seed,
 )
 from reidx.report.sources import TrainSource, training_sources
-from reidx.retrieval.index import ranked
 from reidx.retrieval.search import Hit, QueryResult
 
 MAX_RANK = 50

@@ -1,38 +1,37 @@
-"""Retrieval: embed images into a FAISS index directory and search it (``reidx embed`` / ``reidx search``).
+"""Retrieval: embed images into an index directory (``reidx embed``: :mod:`~reidx.retrieval.build` over the
+resumable jobs of :mod:`~reidx.retrieval.jobs`) and search it (``reidx search``, ``reidx serve``:
+:mod:`~reidx.retrieval.search`), whatever backend holds the vectors (:mod:`reidx.gallery`, below this layer).
 
 Similarity is the inner product of L2-normalised embeddings, ties broken by gallery order, exactly as in
-the evaluator (protocols.md §3). FAISS is imported only when an index is built, opened or searched.
+the evaluator (protocols.md §3). The names below are imported on first use, so that importing one module
+of this package (e.g. the request objects the CLI builds its options from) imports no model code.
 """
 
-from reidx.evaluation.embed import embed_paths
-from reidx.evaluation.embedders import check_mode
-from reidx.retrieval.build import BuildResult, build_index
-from reidx.retrieval.filters import GalleryFilter
-from reidx.retrieval.index import GalleryIndex, IndexHeader
-from reidx.retrieval.inputs import dataset_table, expand_images, gallery_table, identity_from_name, images_table
-from reidx.retrieval.jobs import embed_to_chunks, embedding_fingerprint
-from reidx.retrieval.montage import draw_montage
-from reidx.retrieval.search import Hit, QueryResult, load_gallery_model, rank_vectors, search_images
+from __future__ import annotations
 
-__all__ = [
-    "BuildResult",
-    "GalleryFilter",
-    "GalleryIndex",
-    "Hit",
-    "IndexHeader",
-    "QueryResult",
-    "build_index",
-    "check_mode",
-    "dataset_table",
-    "draw_montage",
-    "embed_paths",
-    "embed_to_chunks",
-    "embedding_fingerprint",
-    "expand_images",
-    "gallery_table",
-    "identity_from_name",
-    "images_table",
-    "load_gallery_model",
-    "rank_vectors",
-    "search_images",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the module defining it.
+_EXPORTS = {
+    "BuildResult": "reidx.retrieval.build",
+    "build_index": "reidx.retrieval.build",
+    "embed_paths": "reidx.evaluation.embed",
+    "gallery_table": "reidx.retrieval.inputs",
+    "images_table": "reidx.retrieval.inputs",
+    "draw_montage": "reidx.retrieval.montage",
+    "EmbedJob": "reidx.retrieval.requests",
+    "SearchRequest": "reidx.retrieval.requests",
+    "Hit": "reidx.retrieval.search",
+    "QueryResult": "reidx.retrieval.search",
+    "rank_vectors": "reidx.retrieval.search",
+    "search_images": "reidx.retrieval.search",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

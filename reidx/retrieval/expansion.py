@@ -1,7 +1,7 @@
 """Average query expansion (AQE): each query replaced by the L2-normalised mean of itself and its K nearest
 gallery items (Chum et al., "Total Recall", ICCV 2007, in its average form as re-ID toolkits apply it).
 
-Neighbours are the exact inner-product top-K of the exact engine (:func:`reidx.retrieval.exact.exact_top_k`:
+Neighbours are the exact inner-product top-K of the exact engine (:func:`reidx.gallery.faiss.exact.exact_top_k`:
 gallery blocks, float64 decides, ties by gallery id ascending), so no (queries x gallery) array is held at
 any gallery size. Means are summed in float64, a block of queries at a time.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from reidx.errors import ReidxError
-from reidx.retrieval.exact import exact_top_k, longest_row
+from reidx.gallery.faiss.exact import exact_top_k, longest_row
 
 #: Floats of gathered neighbour vectors (queries x K x dim) summed at once: 4 Mi float64 = 32 MB.
 GATHER_FLOATS = 4 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""Resumable embedding jobs for ``reidx embed``: the vectors of :func:`reidx.evaluation.iter_embeddings`,
+"""Resumable embedding jobs for ``reidx embed``: the vectors of :func:`reidx.evaluation.embed.iter_embeddings`,
 persisted in chunks under a state folder so that an interrupted run, started again with the same model,
 mode and image list, continues where it stopped.
 
@@ -17,17 +17,18 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from reidx.checkpoint import LoadedModel
 from reidx.console import err_console
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import iter_embeddings, progress_counter
-from reidx.evaluation.embedders import Embedder, as_embedder
+from reidx.evaluation.embedders import Embedder
+from reidx.gallery.base import read_chunk_shape
 from reidx.io import atomic_path, sha256_file, writing
+from reidx.retrieval.requests import EmbedJob
 
 JOB_NAME = "job.json"
 CHUNK_GLOB = "chunk-*.npy"
@@ -37,36 +38,22 @@ NORM_TOLERANCE = 1e-3
 NON_FINITE_FIX = "nothing of them was stored; embed with another model file (e.g. an earlier checkpoint of its run)"
 #: At most this many image paths in one message.
 PATHS_SHOWN = 3
-#: At most this many seconds of embedding work are lost when a run is killed.
-FLUSH_SECONDS = 10.0
-
-
-def embedding_fingerprint(model: LoadedModel | Embedder, mode: str | None = None) -> dict[str, object]:
-    """What makes two embeddings comparable: the checkpoint's bytes, the mode and the input size (the same for a
-    checkpoint and its ``reidx export`` file of that mode)."""
-    return as_embedder(model, mode).fingerprint()
 
 
 def embed_to_chunks(
     embedder: Embedder,
     paths: Sequence[str],
     state_dir: Path,
-    *,
-    batch_size: int = 64,
-    workers: int = 2,
-    chunk_size: int = 4096,
-    flush_seconds: float = FLUSH_SECONDS,
-    on_chunk: Callable[[int], None] | None = None,
+    job: EmbedJob = EmbedJob(),
     show: bool = True,
 ) -> list[Path]:
     """Embed ``paths`` into checksummed chunk files under ``state_dir``, keeping the verified chunks a previous
     run of the same job left there and embedding the images no chunk covers; returns the chunk files covering
     every path, in path order.
 
-    A chunk is written every ``chunk_size`` images or ``flush_seconds``, whichever comes first, always at
-    a batch boundary (so a resumed run batches the rest exactly as an uninterrupted one would). A batch
-    that is not finite unit vectors stops the job with one line naming its images.
-    ``on_chunk(done)`` is called after each chunk is safely on disk; ``show``: the progress bar.
+    A chunk is written as ``job`` says, always at a batch boundary (so a resumed run batches the rest exactly
+    as an uninterrupted one would). A batch that is not finite unit vectors stops the job with one line
+    naming its images. ``show``: the progress bar.
     """
     chunks = resume_chunks(state_dir, job_key(embedder, paths), len(paths))
     gaps = missing_spans(chunks, len(paths))
@@ -76,18 +63,19 @@ def embed_to_chunks(
             pending: list[np.ndarray] = []
             start = position = first
             flushed = time.monotonic()
-            for vectors in iter_embeddings(embedder, paths[first:last], batch_size=batch_size, workers=workers):
+            for vectors in iter_embeddings(embedder, paths[first:last], batch_size=job.batch_size, workers=job.workers):
                 pending.append(vectors)
                 position += len(vectors)
                 done += len(vectors)
                 advance(len(vectors))
-                if position - start >= chunk_size or position == last or time.monotonic() - flushed >= flush_seconds:
+                due = time.monotonic() - flushed >= job.flush_seconds
+                if position - start >= job.chunk_size or position == last or due:
                     block = np.concatenate(pending)
                     refuse_bad_rows(block, paths[start:position], f"{embedder.source} gives", NON_FINITE_FIX)
                     chunks.append(write_chunk(state_dir, start, block))
                     pending, start, flushed = [], position, time.monotonic()
-                    if on_chunk is not None:
-                        on_chunk(done)
+                    if job.on_chunk is not None:
+                        job.on_chunk(done)
     return sorted(chunks, key=lambda chunk: chunk.name)  # zero-padded starts: name order is path order
 
 
@@ -164,17 +152,6 @@ def missing_spans(chunks: Sequence[Path], total: int) -> list[tuple[int, int]]:
             spans.append((covered, start))
         covered = end
     return spans + ([(covered, total)] if covered < total else [])
-
-
-def read_chunk_shape(chunk: Path) -> tuple[int, int] | None:
-    """``(rows, dim)`` of a readable float32 chunk file, None for a damaged one."""
-    try:
-        vectors = np.load(chunk, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.dtype != np.float32:
-        return None
-    return int(vectors.shape[0]), int(vectors.shape[1])
 
 
 def chunk_range(chunk: Path) -> tuple[int, int] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,9 @@ from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.embedders import Embedder
 from reidx.export.runtime import ONNX_SUFFIX, open_embedder
 from reidx.gallery import Gallery, open_gallery_dir
-from reidx.retrieval.filters import NO_FILTER, GalleryFilter
-from reidx.retrieval.index import HEADER_NAME, fingerprint_mismatch
+from reidx.gallery.directory import HEADER_NAME, fingerprint_mismatch
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
+from reidx.retrieval.requests import EmbedJob, SearchRequest
 
 
 @dataclass
@@ -33,18 +33,37 @@ class Hit:
     score: float
     pid: int
     camid: int
-    above_threshold: bool
+    above_threshold: bool = True
 
 
 @dataclass
 class QueryResult:
-    """The ranked hits of one query; ``pid`` -1 when unknown."""
+    """The ranked hits of one query; ``pid`` -1 when unknown. ``min_score`` (None: no threshold) is set where
+    the results are shown (:meth:`judged`)."""
 
     query: str
     pid: int
     camid: int
     hits: list[Hit]
     min_score: float | None = None
+
+    @classmethod
+    def build(
+        cls, columns: Sequence[np.ndarray], query: str, pid: int, camid: int, scores: np.ndarray, ids: np.ndarray
+    ) -> QueryResult:
+        """The result of one query from its row of ``(scores, ids)`` (id -1: no hit) and the gallery metadata's
+        ``columns`` path, pid and camid (:func:`hit_columns`)."""
+        paths, pids, camids = columns
+        hits: list[Hit] = []
+        for score, i in zip(scores.tolist(), ids.tolist(), strict=True):
+            if i >= 0:
+                hits.append(Hit(len(hits) + 1, i, str(paths[i]), score, int(pids[i]), int(camids[i])))
+        return cls(query, pid, camid, hits)
+
+    def judged(self, min_score: float | None) -> QueryResult:
+        """This result under the threshold ``min_score``: each hit marked above it or not (None: all are)."""
+        hits = [replace(hit, above_threshold=min_score is None or hit.score >= min_score) for hit in self.hits]
+        return replace(self, hits=hits, min_score=min_score)
 
     @property
     def in_gallery(self) -> bool | None:
@@ -97,61 +116,45 @@ def open_gallery(
 
 
 def rank_vectors(
-    gallery: Gallery,
-    vectors: np.ndarray,
-    queries: Sequence[str],
-    k: int = 10,
-    nprobe: int | None = None,
-    min_score: float | None = None,
-    query_pid: int | None = None,
-    filters: GalleryFilter = NO_FILTER,
-    query_camid: int | None = None,
+    gallery: Gallery, vectors: np.ndarray, queries: Sequence[str], request: SearchRequest = SearchRequest()
 ) -> list[QueryResult]:
-    """Search ``vectors`` (one row per query path), only among the entries ``filters`` lets through, and
-    attach the gallery metadata to the hits. A query's pid and camid come from its name unless given."""
+    """Search ``vectors`` (one row per query named in ``queries``) as ``request`` says and attach the gallery
+    metadata to the hits."""
     queries = [str(query) for query in queries]
     identities = [identity_from_name(query) for query in queries]
-    query_pids = [pid if query_pid is None else query_pid for pid, _ in identities]
-    query_camids = [camid if query_camid is None else query_camid for _, camid in identities]
-    if filters.active:
-        scores, ids = gallery.search_filtered(vectors, k, filters, query_camids, queries, nprobe)
+    pids = [pid if request.query_pid is None else request.query_pid for pid, _ in identities]
+    camids = [camid if request.query_camid is None else request.query_camid for _, camid in identities]
+    if request.filters.active:
+        scores, ids = gallery.search_filtered(vectors, request.k, request.filters, camids, queries, request.nprobe)
     else:
-        scores, ids = gallery.search(vectors, k, nprobe)
+        scores, ids = gallery.search(vectors, request.k, request.nprobe)
+    columns = hit_columns(gallery)
+    return [QueryResult.build(columns, *row) for row in zip(queries, pids, camids, scores, ids, strict=True)]
+
+
+def hit_columns(gallery: Gallery) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The metadata columns a hit shows: path, pid, camid."""
     meta = gallery.metadata
-    paths, pids, camids = meta["path"].to_numpy(), meta["pid"].to_numpy(), meta["camid"].to_numpy()
-    results = []
-    for query, pid, camid, row_scores, row_ids in zip(queries, query_pids, query_camids, scores, ids, strict=True):
-        hits: list[Hit] = []
-        for score, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
-            if i >= 0:
-                above = min_score is None or score >= min_score
-                hits.append(Hit(len(hits) + 1, i, str(paths[i]), score, int(pids[i]), int(camids[i]), above))
-        results.append(QueryResult(query, pid, camid, hits, min_score))
-    return results
+    return meta["path"].to_numpy(), meta["pid"].to_numpy(), meta["camid"].to_numpy()
 
 
 def search_images(
     gallery: Gallery,
     model: LoadedModel | Embedder,
     queries: Sequence[str | Path],
-    k: int = 10,
-    nprobe: int | None = None,
-    min_score: float | None = None,
-    query_pid: int | None = None,
-    batch_size: int = 64,
-    workers: int = 2,
-    filters: GalleryFilter = NO_FILTER,
-    query_camid: int | None = None,
+    request: SearchRequest = SearchRequest(),
+    job: EmbedJob = EmbedJob(),
 ) -> list[QueryResult]:
     """Embed the query images in batches (the gallery's mode and input size) with ``model`` (a loaded
-    checkpoint or an embedder) and rank the gallery."""
+    checkpoint or an embedder) as ``job`` says, and rank the gallery as ``request`` says."""
     paths = [str(query) for query in queries]
-    vectors = embed_paths(model, paths, gallery.header.mode, batch_size, workers)
-    return rank_vectors(gallery, vectors, paths, k, nprobe, min_score, query_pid, filters, query_camid)
+    vectors = embed_paths(model, paths, gallery.header.mode, job.batch_size, job.workers)
+    return rank_vectors(gallery, vectors, paths, request)
 
 
 def print_results(results: Sequence[QueryResult]) -> None:
-    """One rich table per query: rank, score, pid, camid, path (hits under ``--min-score`` dimmed)."""
+    """One rich table per query: rank, score, pid, camid, path (hits under ``--min-score`` dimmed: see
+    :meth:`QueryResult.judged`)."""
     verdict = {
         None: None,
         True: "best score reaches --min-score",

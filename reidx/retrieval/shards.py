@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from reidx.evaluation.embedders import Embedder
 from reidx.retrieval.jobs import embed_to_chunks
+from reidx.retrieval.requests import EmbedJob
 from reidx.train.distributed import DistEnv, together
 
 
@@ -40,17 +41,16 @@ def share_paths(env: DistEnv, paths: Sequence[str] | None = None) -> list[str] |
     return box[0]
 
 
-def embed_shards(env: DistEnv, embedder: Embedder, paths: Sequence[str], state_dir: Path, **options: Any):
-    """Embed this rank's share of ``paths``; rank 0 gets every rank's chunk files in order, the others None.
-
-    ``options`` go to :func:`embed_to_chunks`. A rank that failed reports why; rank 0 raises it.
+def embed_shards(env: DistEnv, embedder: Embedder, paths: Sequence[str], state_dir: Path, job: EmbedJob):
+    """Embed this rank's share of ``paths`` as ``job`` says (:func:`embed_to_chunks`); rank 0 gets every rank's
+    chunk files in order, the others None. A rank that failed reports why; rank 0 raises it.
     """
     start, end = shard_span(len(paths), env.rank, env.world_size)
 
     def embed_share() -> list[str]:
         if end == start:
             return []
-        chunks = embed_to_chunks(embedder, paths[start:end], shard_dir(state_dir, env), show=env.is_main, **options)
+        chunks = embed_to_chunks(embedder, paths[start:end], shard_dir(state_dir, env), job, show=env.is_main)
         return [str(chunk) for chunk in chunks]
 
     own = together(env, embed_share, "fix it and run the same command again (it resumes)")

@@ -28,11 +28,10 @@ from reidx.checkpoint import LoadedModel
 from reidx.errors import ReidxError, one_line
 from reidx.evaluation.embed import embed_images
 from reidx.evaluation.embedders import Embedder, as_embedder
-from reidx.gallery import Gallery
+from reidx.gallery import Gallery, GalleryFilter
+from reidx.gallery.directory import HEADER_NAME
 from reidx.images import image_from_bytes
-from reidx.retrieval.filters import GalleryFilter
-from reidx.retrieval.index import HEADER_NAME
-from reidx.retrieval.search import rank_vectors
+from reidx.retrieval.search import SearchRequest, rank_vectors
 from reidx.service.files import GalleryFiles, Unavailable
 
 #: Hits one query may ask for.
@@ -225,13 +224,13 @@ def create_app(
             return error(413, f"{len(images)} images in one request, over the limit of {limits.images}", "split it")
         names = [PurePath(upload.filename or f"upload-{i}").name for i, upload in enumerate(images)]
         decoded = [image_from_bytes(upload.file.read(), name) for upload, name in zip(images, names, strict=True)]
-        filters = GalleryFilter.of(camera, pid, other_cameras)
+        request = SearchRequest(top_k, nprobe, GalleryFilter.of(camera, pid, other_cameras), None, query_camera)
         with lock:
             vectors = embed_images(model, decoded, gallery.header.mode)
-            results = rank_vectors(gallery, vectors, names, top_k, nprobe, min_score, None, filters, query_camera)
+            results = rank_vectors(gallery, vectors, names, request)
             answered["searches"] += 1
             answered["queries"] += len(results)
-        return JSONResponse([result.to_dict() for result in results])
+        return JSONResponse([result.judged(min_score).to_dict() for result in results])
 
     @app.get("/gallery/{entry}/image", response_model=None)
     def gallery_image(entry: int) -> Response:

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from reidx.console import err_console
 from reidx.device import Devices
 from reidx.errors import ReidxError
+from reidx.flags import flag_field
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where ``reidx serve`` listens and which gallery images it hands out."""
+
+    host: str = flag_field("127.0.0.1", "Address to listen on (loopback unless --public).")
+    port: int = flag_field(8000, "TCP port (0: any free one).", min=0, max=65535)
+    public: bool = flag_field(False, "Allow a --host beyond this machine (e.g. 0.0.0.0).")
+    image_roots: tuple[Path, ...] = flag_field(
+        (),
+        "Serve gallery images only from this folder (default: those embed recorded); repeatable.",
+        flag="--image-root",
+        metavar="DIR",
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -51,22 +67,21 @@ def serve(
     gallery_dir: Path,
     model_file: Path | None,
     devices: Devices,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    options: ServeOptions = ServeOptions(),
     min_score: float | None = None,
-    public: bool = False,
-    image_roots: Sequence[Path] = (),
 ) -> None:
-    """Bind the address, load the index and its model once, and answer requests until interrupted; gallery
-    images only from ``image_roots`` when given, else from the folders the index header records."""
-    check_host(host, public)
+    """Bind the address, load the index and its model once, and answer requests until interrupted (``min_score``:
+    the default threshold of a search); gallery images only from ``options.image_roots`` when given, else from the
+    folders the index header records."""
+    host, image_roots = options.host, options.image_roots
+    check_host(host, options.public)
     for root in image_roots:
         if not root.is_dir():
             raise ReidxError(f"--image-root {root} is not a folder", "name the folder that holds the gallery images")
-    sock = bind(host, port)
+    sock = bind(host, options.port)
     import uvicorn  # after the address checks, which need neither uvicorn nor torch
 
-    from reidx.retrieval.index import HEADER_NAME
+    from reidx.gallery.directory import HEADER_NAME
     from reidx.retrieval.search import open_gallery
     from reidx.service.app import create_app
 

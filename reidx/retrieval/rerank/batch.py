@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reidx.retrieval.exact import float64_dots
+from reidx.gallery.faiss.exact import float64_dots
 from reidx.retrieval.rerank.graph import (
     PUBLISHED,
     ROW_CHUNK,

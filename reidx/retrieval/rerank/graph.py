@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reidx.errors import ReidxError
-from reidx.retrieval.exact import (
+from reidx.gallery.faiss.exact import (
     BLOCK_FLOATS,
     QUERY_BLOCK,
     block_candidates,
@@ -76,7 +76,7 @@ def unit_rows(name: str, vectors: np.ndarray, dim: int | None = None) -> np.ndar
 def nearest_and_farthest(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ids, sims, far)``: each query's k most similar gallery rows (ranked, ties by id) with their float64
     similarities, and its smallest similarity to any gallery row, in one pass of the exact engine's blocks
-    (``reidx.retrieval.exact``: float32 candidates, float64 decides)."""
+    (``reidx.gallery.faiss.exact``: float32 candidates, float64 decides)."""
     norm, dim = longest_row(gallery), gallery.shape[1]
     ids, far = np.empty((len(queries), k), np.int64), np.empty(len(queries))
     for first in range(0, len(queries), QUERY_BLOCK):

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from reidx.errors import ReidxError
+from reidx.gallery.faiss.exact import block_candidates, float64_dots, longest_row, rescored, rounding_margin
 from reidx.io import atomic_path
-from reidx.retrieval.exact import block_candidates, float64_dots, longest_row, rescored, rounding_margin
 from reidx.retrieval.rerank.batch import Graph, build_graph, rerank
 from reidx.retrieval.rerank.graph import (
     PUBLISHED,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reidx.retrieval.exact import float64_dots
+from reidx.gallery.faiss.exact import float64_dots
 from reidx.retrieval.rerank.graph import PUBLISHED, RerankParams
 
 

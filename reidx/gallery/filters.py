@@ -9,17 +9,18 @@ the top k, in the unfiltered order, among the entries that pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from reidx.errors import ReidxError
+from reidx.flags import flag_field
+from reidx.gallery.ranking import Search, clamp_k
 
-#: ``search(vectors, k) -> (scores, ids)``: k ranked hits per row (ties in gallery order, id -1 when fewer).
-Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Condition(NamedTuple):
@@ -33,16 +34,20 @@ class Condition(NamedTuple):
 @dataclass(frozen=True)
 class GalleryFilter:
     """Keep gallery entries from ``cameras`` (all when empty), of ``pids`` (all when empty) and, with
-    ``other_cameras``, from another camera than the query's."""
+    ``other_cameras``, from another camera than the query's (values deduplicated and sorted)."""
 
-    cameras: tuple[int, ...] = ()
-    pids: tuple[int, ...] = ()
-    other_cameras: bool = False
+    cameras: tuple[int, ...] = flag_field((), "Only gallery entries of this camid; repeatable.", flag="--camera")
+    pids: tuple[int, ...] = flag_field((), "Only gallery entries of this pid; repeatable.", flag="--pid")
+    other_cameras: bool = flag_field(False, "Only gallery entries from another camera than the query's.")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", tuple(sorted(set(self.cameras))))
+        object.__setattr__(self, "pids", tuple(sorted(set(self.pids))))
 
     @classmethod
     def of(cls, cameras: Sequence[int] | None = None, pids: Sequence[int] | None = None, other_cameras: bool = False):
-        """The filter from option values (None or empty: no condition), values deduplicated and sorted."""
-        return cls(tuple(sorted(set(cameras or ()))), tuple(sorted(set(pids or ()))), other_cameras)
+        """The filter from option values (None or empty: no condition)."""
+        return cls(tuple(cameras or ()), tuple(pids or ()), other_cameras)
 
     @property
     def active(self) -> bool:
@@ -100,7 +105,7 @@ def filtered_top_k(search: Search, vectors: np.ndarray, k: int, allowed: np.ndar
     k pass, every passing entry is seen, or the index has no more hits.
     """
     total = allowed.shape[1]
-    k = max(1, min(k, total))
+    k = clamp_k(k, total)
     scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
     ids = np.full((len(vectors), k), -1, dtype=np.int64)
     wanted = np.minimum(allowed.sum(axis=1), k)

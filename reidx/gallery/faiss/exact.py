@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidx.gallery.ranking import ranked
+
 #: Floats in one block of the score matrix (queries x gallery entries): 32 Mi floats = 128 MB.
 BLOCK_FLOATS = 32 * 1024 * 1024
 #: Hits fetched per block beyond k, so that a re-scan of the block row is rarely needed.
@@ -22,14 +24,6 @@ NUMPY_SELECT_WIDTH = 4096
 UNIT_ROUNDOFF = 2.0**-24
 #: Queries scored together (the gallery block width follows from BLOCK_FLOATS).
 QUERY_BLOCK = 2048
-
-
-def ranked(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows re-ordered by score descending, ties by gallery id ascending (missing ids, -1, last)."""
-    missing = ids < 0
-    keys = (np.where(missing, np.iinfo(np.int64).max, ids), np.where(missing, np.inf, -scores))
-    order = np.lexsort(keys, axis=1)
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 
 def exact_top_k(

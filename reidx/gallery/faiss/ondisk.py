@@ -26,7 +26,7 @@ def write_on_disk(
     ``shard_vectors``: vectors per shard (0: SHARD_VECTORS)."""
     import faiss
 
-    from reidx.retrieval.index import pre_transformed, write_faiss
+    from reidx.gallery.faiss.index import pre_transformed, write_faiss
 
     shard_vectors = shard_vectors or SHARD_VECTORS
     ivf = faiss.extract_index_ivf(index)  # shards hold the IVF alone (FAISS cannot clone every transform)
@@ -63,7 +63,7 @@ def write_on_disk(
 
 def write_shard(shard: Any, lists_path: Path, number: int) -> Path:
     """Write one shard index beside the lists file; its path."""
-    from reidx.retrieval.index import write_faiss
+    from reidx.gallery.faiss.index import write_faiss
 
     path = lists_path.with_name(f".shard-{number:04d}.faiss")
     write_faiss(shard, path)

@@ -1,0 +1,40 @@
+"""The request objects of ``reidx embed`` and ``reidx search``/``serve``: each field declares its flag
+(:func:`reidx.flags.flag_field`), so the commands' options are generated from them (:mod:`reidx.cli_options`).
+Light on purpose: the CLI imports this module to build its options, before any model or index is touched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reidx.flags import flag_field
+from reidx.gallery.filters import NO_FILTER, GalleryFilter
+
+#: At most this many seconds of embedding work are lost when a run is killed.
+FLUSH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """How images are embedded: ``batch_size`` images per model batch, ``workers`` decoding processes; a chunk
+    of vectors is written every ``chunk_size`` images or ``flush_seconds``, whichever comes first, and
+    ``on_chunk(done)`` is called after each chunk is safely on disk (:func:`reidx.retrieval.jobs.embed_to_chunks`)."""
+
+    batch_size: int = flag_field(64, "Images per model batch.", min=1)
+    workers: int = flag_field(2, "Image-decoding worker processes.", min=0)
+    chunk_size: int = 4096
+    flush_seconds: float = FLUSH_SECONDS
+    on_chunk: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search, the same for ``reidx search`` and ``reidx serve``: ``k`` hits per query (``nprobe`` ivfpq
+    lists visited, default the header's), among the entries ``filters`` lets through; the queries' pid and
+    camid (for the filters and the output) come from their names unless given."""
+
+    k: int = flag_field(10, "Results per query.", flag="--top-k", min=1)
+    nprobe: int | None = flag_field(None, "ivfpq lists visited per query.", min=1)
+    filters: GalleryFilter = NO_FILTER
+    query_pid: int | None = flag_field(None, "The queries' identity, for montage borders.")
+    query_camid: int | None = flag_field(None, "The queries' camid (default: from the name).", flag="--query-camera")

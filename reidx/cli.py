@@ -30,9 +30,9 @@ from reidx.cli_options import (
 from reidx.console import err_console, stdout_error
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
-from reidx.flags import finite_number
 from reidx.gallery import BACKENDS, DEFAULT_BACKEND, IndexSpec, StoreRequest
 from reidx.gallery.base import backend_options
+from reidx.options import finite_number
 from reidx.retrieval.requests import EmbedJob, SearchRequest
 from reidx.service.server import ServeOptions
 

@@ -175,7 +175,8 @@ def _request_flags(request: type) -> list[inspect.Parameter]:
         if "help" not in meta:
             continue
         decls = (meta["flag"],) if meta["flag"] else ()
-        info = {key: meta[key] for key in ("min", "max", "parser", "metavar") if meta[key] is not None}
+        limits = {"min": meta["minimum"], "max": meta["maximum"], "parser": meta["parser"], "metavar": meta["metavar"]}
+        info = {key: value for key, value in limits.items() if value not in (None, "")}
         default = spec.default
         if meta["choices"] is not None:
             kind = lazy_choice(spec.name, meta["choices"]) | None

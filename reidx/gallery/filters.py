@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from reidx.errors import ReidxError
-from reidx.flags import flag_field
 from reidx.gallery.ranking import Search, clamp_k
+from reidx.options import option
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,9 +36,9 @@ class GalleryFilter:
     """Keep gallery entries from ``cameras`` (all when empty), of ``pids`` (all when empty) and, with
     ``other_cameras``, from another camera than the query's (values deduplicated and sorted)."""
 
-    cameras: tuple[int, ...] = flag_field((), "Only gallery entries of this camid; repeatable.", flag="--camera")
-    pids: tuple[int, ...] = flag_field((), "Only gallery entries of this pid; repeatable.", flag="--pid")
-    other_cameras: bool = flag_field(False, "Only gallery entries from another camera than the query's.")
+    cameras: tuple[int, ...] = option((), "Only gallery entries of this camid; repeatable.", flag="--camera")
+    pids: tuple[int, ...] = option((), "Only gallery entries of this pid; repeatable.", flag="--pid")
+    other_cameras: bool = option(False, "Only gallery entries from another camera than the query's.")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", tuple(sorted(set(self.cameras))))

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reidx.errors import ReidxError
-from reidx.flags import flag_field
 from reidx.gallery.directory import INDEX_TYPES
+from reidx.options import option
 
 if TYPE_CHECKING:
     from reidx.gallery.base import Gallery
@@ -27,12 +27,12 @@ class IndexSpec:
     (0: automatic); FAISS only: ``on_disk`` keeps ivfpq's inverted lists in a file (galleries larger than
     memory), ``reduce_dim`` puts a PCA to that many dimensions in the index (trained on the gallery)."""
 
-    index_type: str | None = flag_field(None, "flat (exact, default) | ivfpq (approximate).", flag="--index")
-    nlist: int = flag_field(0, "ivfpq inverted lists (0: about 4·sqrt(N)).", min=0)
-    pq_m: int = flag_field(0, "ivfpq bytes per vector (0: auto; divides the dim).", min=0)
-    nprobe: int = flag_field(0, "ivfpq default lists visited per query (0: auto).", min=0)
-    on_disk: bool = flag_field(False, "ivfpq inverted lists in a file, memory-mapped (beyond RAM).")
-    reduce_dim: int = flag_field(0, "PCA to this many dimensions inside the index (0: none).", min=0)
+    index_type: str | None = option(None, "flat (exact, default) | ivfpq (approximate).", flag="--index")
+    nlist: int = option(0, "ivfpq inverted lists (0: about 4·sqrt(N)).", minimum=0)
+    pq_m: int = option(0, "ivfpq bytes per vector (0: auto; divides the dim).", minimum=0)
+    nprobe: int = option(0, "ivfpq default lists visited per query (0: auto).", minimum=0)
+    on_disk: bool = option(False, "ivfpq inverted lists in a file, memory-mapped (beyond RAM).")
+    reduce_dim: int = option(0, "PCA to this many dimensions inside the index (0: none).", minimum=0)
 
     def __post_init__(self) -> None:
         if self.index_type is not None and self.index_type not in INDEX_TYPES:

@@ -33,7 +33,6 @@ import numpy as np
 
 from reidx.device import Devices
 from reidx.errors import ReidxError, one_line
-from reidx.flags import flag_field
 from reidx.gallery.base import BACKENDS, Gallery, GalleryWrite
 from reidx.gallery.directory import (
     METADATA_NAME,
@@ -45,6 +44,7 @@ from reidx.gallery.directory import (
 )
 from reidx.gallery.layout import PQ_BITS
 from reidx.gallery.ranking import clamp_k, top_k
+from reidx.options import option
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -292,8 +292,8 @@ class MilvusGallery(Gallery):
     class Options:
         """Where a new gallery's collection goes."""
 
-        uri: str | None = flag_field(None, "milvus: FILE.db (Milvus Lite) or http://HOST:19530.")
-        collection: str | None = flag_field(None, "milvus: collection name prefix (default: --out's).")
+        uri: str | None = option(None, "milvus: FILE.db (Milvus Lite) or http://HOST:19530.")
+        collection: str | None = option(None, "milvus: collection name prefix (default: --out's).")
 
     def __init__(
         self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, client: Any

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reidx.flags import flag_field
 from reidx.gallery.filters import NO_FILTER, GalleryFilter
+from reidx.options import option
 
 #: At most this many seconds of embedding work are lost when a run is killed.
 FLUSH_SECONDS = 10.0
@@ -20,8 +20,8 @@ class EmbedJob:
     of vectors is written every ``chunk_size`` images or ``flush_seconds``, whichever comes first, and
     ``on_chunk(done)`` is called after each chunk is safely on disk (:func:`reidx.retrieval.jobs.embed_to_chunks`)."""
 
-    batch_size: int = flag_field(64, "Images per model batch.", min=1)
-    workers: int = flag_field(2, "Image-decoding worker processes.", min=0)
+    batch_size: int = option(64, "Images per model batch.", minimum=1)
+    workers: int = option(2, "Image-decoding worker processes.", minimum=0)
     chunk_size: int = 4096
     flush_seconds: float = FLUSH_SECONDS
     on_chunk: Callable[[int], None] | None = None
@@ -33,8 +33,8 @@ class SearchRequest:
     lists visited, default the header's), among the entries ``filters`` lets through; the queries' pid and
     camid (for the filters and the output) come from their names unless given."""
 
-    k: int = flag_field(10, "Results per query.", flag="--top-k", min=1)
-    nprobe: int | None = flag_field(None, "ivfpq lists visited per query.", min=1)
+    k: int = option(10, "Results per query.", flag="--top-k", minimum=1)
+    nprobe: int | None = option(None, "ivfpq lists visited per query.", minimum=1)
     filters: GalleryFilter = NO_FILTER
-    query_pid: int | None = flag_field(None, "The queries' identity, for montage borders.")
-    query_camid: int | None = flag_field(None, "The queries' camid (default: from the name).", flag="--query-camera")
+    query_pid: int | None = option(None, "The queries' identity, for montage borders.")
+    query_camid: int | None = option(None, "The queries' camid (default: from the name).", flag="--query-camera")

@@ -10,17 +10,17 @@ from pathlib import Path
 from reidx.console import err_console
 from reidx.device import Devices
 from reidx.errors import ReidxError
-from reidx.flags import flag_field
+from reidx.options import option
 
 
 @dataclass(frozen=True)
 class ServeOptions:
     """Where ``reidx serve`` listens and which gallery images it hands out."""
 
-    host: str = flag_field("127.0.0.1", "Address to listen on (loopback unless --public).")
-    port: int = flag_field(8000, "TCP port (0: any free one).", min=0, max=65535)
-    public: bool = flag_field(False, "Allow a --host beyond this machine (e.g. 0.0.0.0).")
-    image_roots: tuple[Path, ...] = flag_field(
+    host: str = option("127.0.0.1", "Address to listen on (loopback unless --public).")
+    port: int = option(8000, "TCP port (0: any free one).", minimum=0, maximum=65535)
+    public: bool = option(False, "Allow a --host beyond this machine (e.g. 0.0.0.0).")
+    image_roots: tuple[Path, ...] = option(
         (),
         "Serve gallery images only from this folder (default: those embed recorded); repeatable.",
         flag="--image-root",

@@ -29,10 +29,11 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.data.transforms import to_model_input
 from reidx.io import load_image
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import embed_paths
 from reidx.retrieval.index import GalleryIndex, IndexHeader, flat_vectors, ivfpq_params, new_faiss_index, top_k
 

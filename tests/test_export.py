@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 
-from reidx.checkpoint import load_model, open_checkpoint, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.errors import ReidxError
@@ -25,6 +25,7 @@ from reidx.export.onnx import export_onnx
 from reidx.export.runtime import open_onnx
 from reidx.models import build_model, list_models, model_class
 from reidx.models.backbones import list_backbones
+from reidx.models.loading import build_network, load_model, open_model_checkpoint
 from reidx.retrieval import GalleryIndex, build_index, images_table, search_images
 from reidx.retrieval.search import open_gallery
 from reidx.train import run_training
@@ -237,7 +238,7 @@ def test_a_relabelled_export_is_refused_against_the_index_it_claims(workspace: P
     """Another checkpoint of the same model, exported, its metadata edited to claim the indexed checkpoint: the
     claim is checked against the fingerprint the graph holds."""
     cadnet = checkpoint(workspace, "cadnet")
-    loaded, other = load_model(cadnet), open_checkpoint(cadnet).build_model()
+    loaded, other = load_model(cadnet), build_network(open_model_checkpoint(cadnet))
     with torch.no_grad():
         for weight in other.parameters():
             weight.mul_(1.01)

@@ -16,13 +16,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.cli import app
 from reidx.errors import ReidxError
 from reidx.gallery import BackendRecord, GalleryWrite, open_gallery_dir
 from reidx.gallery.base import RECORD_NAME
 from reidx.gallery.milvus import MilvusGallery, connect, count_rows, expression
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import build_index, images_table, rank_vectors
 from reidx.retrieval.filters import GalleryFilter
 from reidx.retrieval.index import HEADER_NAME, METADATA_NAME, IndexHeader

@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.errors import ReidxError
 from reidx.models import ReidModel, build_model, complete_config, list_models, model_class, model_options
 from reidx.models.backbones import Backbone, build_backbone, list_backbones
 from reidx.models.cadnet import fuse
+from reidx.models.loading import load_model
 
 SMALL = {"cadnet": {"discriminator_width": 8}, "baseline": {}}
 

@@ -15,12 +15,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.cli import app
 from reidx.data.manifest import DatasetInfo, write_dataset
 from reidx.errors import ReidxError
 from reidx.io import sha256_file
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import (
     GalleryIndex,
     build_index,

@@ -18,11 +18,12 @@ import pytest
 import torch
 import typer
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.cli import app
 from reidx.cli_options import OUT_DIR, OUT_FILE
 from reidx.data.prepare import prepare_dataset
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import build_index, images_table
 from tests.tiny import CLI_TINY
 

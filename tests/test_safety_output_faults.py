@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import build_index, images_table
 
 

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidx.checkpoint import load_model
 from reidx.console import err_console
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError, one_line
 from reidx.evaluation.embedders import Embedder, TorchEmbedder, as_embedder
 from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem
+from reidx.models.loading import load_model
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 #: The suffix of the model files ``reidx export`` writes (any other model file is read as a checkpoint).

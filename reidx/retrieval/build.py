@@ -24,7 +24,7 @@ from reidx.retrieval.index import INDEX_TYPES, PARTIAL_NAME, IndexHeader, finger
 from reidx.retrieval.jobs import FLUSH_SECONDS, check_chunks, embed_to_chunks
 
 if TYPE_CHECKING:
-    from reidx.train.distributed import DistEnv
+    from reidx.distributed import DistEnv
 
 
 @dataclass

@@ -251,7 +251,7 @@ def embed(
 
     check_apart(out, [model, *(images or []), *([dataset] if dataset else [])], inside=False)
     from reidx.distributed import setup, teardown
-    from reidx.export.runtime import open_embedder
+    from reidx.evaluation.embedders import open_embedder
     from reidx.retrieval import build_index
     from reidx.retrieval.inputs import gallery_table
 
@@ -259,7 +259,7 @@ def embed(
     shards = setup(ctx.obj)  # under torchrun: this rank's device and the process group
     try:
         result = build_index(
-            open_embedder(model, mode, ctx.obj, shards.device),
+            open_embedder(model, mode, ctx.obj, shards.device if shards.enabled else None),
             table,
             out,
             index_type=index,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 import pytest
@@ -219,7 +220,7 @@ def test_foreign_damaged_and_tampered_onnx_files_are_one_line(workspace: Path, r
         "truncated": "not an ONNX model|not a reidx export",
         "foreign": "not a reidx export",
         "tampered": "does not match the graph_sha256",
-        "mislabelled": "has no embedding mode 'sideways'",
+        "mislabelled": "(sideways), but its graph was exported from",
         "relabelled": "its graph was exported from",
         "version 1": "format version '1'; this reidx reads 2",
     }
@@ -309,3 +310,72 @@ def test_bnneck_and_last_stride_1_models_export(tmp_path: Path, name: str) -> No
     model.classifier.bn.running_mean.uniform_(-1, 1)  # statistics unlike the identity, so the BN shows
     save_checkpoint(tmp_path / "m.pt", model, (64, 32))
     assert export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx").min_cosine >= MIN_COSINE
+
+
+#: Runs ``reidx ARGS...`` with torch and torchvision made unimportable: an attempt is written to the file named by
+#: $REIDX_TORCH_LOG and fails, so a command that needs torch fails and the log says which module asked.
+WITHOUT_TORCH = """
+import os, sys, traceback
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            with open(os.environ["REIDX_TORCH_LOG"], "a") as log:
+                log.write(name + " imported from:\\n" + "".join(traceback.format_stack(limit=12)) + "\\n")
+            raise ImportError(f"{name} is not importable here: this command must run without torch")
+
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["reidx", *sys.argv[1:]]
+from reidx.cli import main
+main()
+"""
+
+
+def test_onnx_search_embed_and_serve_run_without_torch(tiny_gallery: Path, tmp_path: Path) -> None:
+    """``search``, ``embed`` and ``serve`` with ``--model-file FILE.onnx`` never import torch or torchvision, and
+    answer as the checkpoint does."""
+    model_file, log = tmp_path / "model.onnx", tmp_path / "torch.log"
+    export_onnx(tiny_gallery / "model.pt", model_file)
+    env = {
+        **os.environ,
+        "REIDX_TORCH_LOG": str(log),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    def reidx(*args: object, **kwargs: object) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", WITHOUT_TORCH, "--device", "cpu", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, **kwargs)
+
+    queries, index = tiny_gallery / "queries", tiny_gallery / "idx"
+    found = reidx("search", queries, "--gallery", index, "--model-file", model_file, "--json", "--workers", "0")
+    assert found.returncode == 0 and not log.exists(), found.stderr + (log.read_text() if log.exists() else "")
+    gallery, embedder = open_gallery(index, None, CPU)
+    expected = search_images(gallery, embedder, sorted(queries.iterdir()), k=10, workers=0)
+    for got, want in zip(json.loads(found.stdout), expected, strict=True):
+        assert [hit["index_id"] for hit in got["results"]] == [hit.index_id for hit in want.hits]
+        assert max(abs(hit["score"] - ref.score) for hit, ref in zip(got["results"], want.hits, strict=True)) < 1e-5
+    built = reidx(
+        "embed", "--model-file", model_file, tiny_gallery / "gallery", "--out", tmp_path / "idx", "--workers", "2"
+    )
+    assert built.returncode == 0 and not log.exists(), built.stderr + (log.read_text() if log.exists() else "")
+    assert GalleryIndex.open(tmp_path / "idx", CPU).header.fingerprint == gallery.header.fingerprint
+    command = [sys.executable, "-c", WITHOUT_TORCH, "--device", "cpu", "serve", "--gallery", str(index)]
+    server = subprocess.Popen(
+        [*command, "--model-file", str(model_file), "--port", "0"], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = ""
+        while "serving" not in line and server.poll() is None:
+            line = server.stderr.readline()
+        assert server.poll() is None, server.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        files = [("images", (p.name, p.read_bytes(), "image/png")) for p in sorted(queries.iterdir())]
+        answer = httpx.post(url + "search", files=files, data={"top_k": "10"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [[hit["index_id"] for hit in result["results"]] for result in answer.json()] == [
+            [hit.index_id for hit in result.hits] for result in expected
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert not log.exists(), log.read_text()

@@ -1,5 +1,6 @@
-"""Run a ``reidx export`` ONNX file with onnxruntime: the file read and checked once, then an :class:`OnnxEmbedder`;
-:func:`open_embedder` opens any model file (an ONNX export or a checkpoint) as an embedder.
+"""Run a ``reidx export`` ONNX file with onnxruntime: the file read and checked once, then an :class:`OnnxEmbedder`,
+registered as the embedder of ``.onnx`` files (:func:`reidx.evaluation.embedders.open_embedder`). Neither this
+module nor a query run with it imports torch.
 
 An ONNX file holds no code (it is a protobuf graph, not pickled data), but one from elsewhere is still checked:
 reidx metadata (:mod:`reidx.export.metadata`), the graph's SHA-256, the fingerprint bound into the graph (the
@@ -15,26 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from reidx.console import err_console
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError, one_line
-from reidx.evaluation.embedders import Embedder, TorchEmbedder, as_embedder
+from reidx.evaluation.embedders import OPENERS, Embedder, as_embedder
 from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem
-from reidx.models.loading import load_model
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
-#: The suffix of the model files ``reidx export`` writes (any other model file is read as a checkpoint).
+#: The suffix of the model files ``reidx export`` writes.
 ONNX_SUFFIX = ".onnx"
 
 
 class OnnxEmbedder(Embedder):
-    """An exported embedding graph in an onnxruntime session (CUDA when torch uses a GPU and onnxruntime has
-    its CUDA provider, else CPU); the loop's [-1, 1] batches are turned back into the graph's [0, 1] pixels."""
+    """An exported embedding graph in an onnxruntime session (CUDA when asked for or, with ``--device auto``,
+    when onnxruntime has its CUDA provider; else CPU); the loop's [-1, 1] batches (numpy: the loop decodes them
+    without torch) are turned back into the graph's [0, 1] pixels."""
 
     runtime = "onnxruntime"
+    takes_numpy = True
 
     def __init__(self, session: Any, info: ExportInfo, source: Path) -> None:
         self.session, self.info, self.source = session, info, source
@@ -45,8 +46,8 @@ class OnnxEmbedder(Embedder):
     def device(self) -> str:
         return "cuda" if self.session.get_providers()[0] == CUDA_PROVIDER else "cpu"
 
-    def embed_batch(self, images: torch.Tensor) -> np.ndarray:
-        pixels = (images.cpu().numpy() * PIXEL_STD + PIXEL_MEAN).astype(np.float32, copy=False)
+    def embed_batch(self, images: Any) -> np.ndarray:
+        pixels = (np.asarray(images, dtype=np.float32) * PIXEL_STD + PIXEL_MEAN).astype(np.float32, copy=False)
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
 
 
@@ -101,19 +102,10 @@ def shape(value: Any) -> list[int | None]:
     return [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
 
 
-def open_embedder(
-    path: str | os.PathLike, mode: str | None = None, devices: Devices = AUTO, device: torch.device | None = None
-) -> Embedder:
-    """The embedder of a model file: a ``reidx export`` ``.onnx`` file (onnxruntime) or a checkpoint (torch, on
-    ``device``, default ``devices.torch``; ``mode`` None: fused)."""
-    path = Path(path)
-    if path.suffix.lower() == ONNX_SUFFIX:
-        return open_onnx(path, mode, devices)
-    return TorchEmbedder.of(load_model(path, device or devices.torch), mode or "fused")
-
-
-def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO) -> OnnxEmbedder:
-    """The embedder of a ``reidx export`` file (its mode must be ``mode`` when one is given)."""
+@OPENERS.register(ONNX_SUFFIX)
+def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO, device: Any = None) -> OnnxEmbedder:
+    """The embedder of a ``reidx export`` file (its mode must be ``mode`` when one is given). ``device``, a
+    torchrun rank's torch device, is not needed: that rank's GPU is the current CUDA device."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -123,7 +115,7 @@ def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO
     options.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
     # torch's thread count (onnxruntime's default, the physical cores, was slower here: benchmarks/bench_export.py),
     # and threads that sleep between runs instead of spinning, so the image-decoding workers keep their cores
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = cpu_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(data, options, providers=providers(devices))
@@ -135,19 +127,26 @@ def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO
     return embedder
 
 
-def providers(devices: Devices) -> list[str | tuple[str, dict[str, int]]]:
-    """onnxruntime's execution providers for ``devices``: CUDA first, on torch's GPU (a torchrun rank's own),
-    where torch uses one and onnxruntime has it (a note says when it does not), then the CPU."""
-    import onnxruntime as ort
-    import torch
+def cpu_threads() -> int:
+    """The CPU threads torch would use: ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    text = os.environ.get("OMP_NUM_THREADS", "")
+    return min(int(text), cpus) if text.isdigit() and int(text) > 0 else cpus
 
-    if devices.name == "cpu" or devices.torch.type != "cuda":
+
+def providers(devices: Devices) -> list[str | tuple[str, dict[str, int]]]:
+    """onnxruntime's execution providers for ``devices``: CUDA first where onnxruntime has it, on this process's
+    GPU (``LOCAL_RANK`` under torchrun), then the CPU; ``--device cuda`` without it is a note. Torch is never
+    asked: an ONNX query runs without it."""
+    import onnxruntime as ort
+
+    if devices.name == "cpu":
         return [CPU_PROVIDER]
     if CUDA_PROVIDER in ort.get_available_providers():
-        gpu = devices.torch.index if devices.torch.index is not None else torch.cuda.current_device()
-        return [(CUDA_PROVIDER, {"device_id": gpu}), CPU_PROVIDER]
-    err_console.print(
-        "note: this onnxruntime has no CUDA provider, so the ONNX model runs on the CPU (install onnxruntime-gpu)",
-        highlight=False,
-    )
+        return [(CUDA_PROVIDER, {"device_id": int(os.environ.get("LOCAL_RANK", "0"))}), CPU_PROVIDER]
+    if devices.name == "cuda":
+        err_console.print(
+            "note: this onnxruntime has no CUDA provider, so the ONNX model runs on the CPU (install onnxruntime-gpu)",
+            highlight=False,
+        )
     return [CPU_PROVIDER]

@@ -42,7 +42,6 @@ from reidx.data.manifest import column_problem
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError, one_line
 from reidx.io import WRITE_ERRORS
-from reidx.models import list_models, model_class
 from reidx.outputs import atomic_dir
 from reidx.retrieval.exact import exact_top_k, longest_row, ranked
 from reidx.values import input_size_problem, is_count
@@ -387,11 +386,6 @@ def read_header(directory: Path) -> IndexHeader:
         raise ReidxError(f"{path} is not a version-{VERSION} reidx index header", REBUILD)
     if header.index_type not in INDEX_TYPES or header.metric != METRIC:
         raise ReidxError(f"{path}: unsupported index {header.index_type!r} / metric {header.metric!r}", REBUILD)
-    if header.model not in list_models() or header.mode not in model_class(header.model).embedding_modes:
-        raise ReidxError(
-            f"cannot read {path}: model {header.model!r} has no embedding mode {header.mode!r}",
-            f"the file is corrupt; {REBUILD}",
-        )
     return header
 
 

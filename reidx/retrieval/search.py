@@ -15,8 +15,7 @@ from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
-from reidx.evaluation.embedders import Embedder
-from reidx.export.runtime import ONNX_SUFFIX, open_embedder
+from reidx.evaluation.embedders import Embedder, is_checkpoint, open_embedder
 from reidx.gallery import Gallery, open_gallery_dir
 from reidx.retrieval.filters import NO_FILTER, GalleryFilter
 from reidx.retrieval.index import HEADER_NAME, fingerprint_mismatch
@@ -74,7 +73,7 @@ def load_gallery_model(gallery: Gallery, model_file: str | Path | None = None, d
             f"the model file recorded in {gallery.directory / HEADER_NAME} is missing: {path}",
             "pass --checkpoint (or --model-file) with that model's file",
         )
-    onnx = path.suffix.lower() == ONNX_SUFFIX
+    onnx = not is_checkpoint(path)
     embedder = open_embedder(path, None if onnx else gallery.header.mode, devices)
     mismatch = fingerprint_mismatch(gallery.header.fingerprint, embedder.fingerprint())
     if mismatch:

@@ -10,8 +10,11 @@ one line naming the file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +54,27 @@ class OnnxEmbedder(Embedder):
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
 
 
+@functools.cache
+def onnx_schema() -> Any:
+    """onnx's protobuf classes (``onnx.onnx_ml_pb2``: ``ModelProto``, ``TensorProto``), read without importing
+    the onnx package, whose own imports (ml_dtypes' numpy types) cost a one-image query most of a CPU-second
+    (benchmarks/bench_coldstart.py). The same schema as onnx's: the file registers identical descriptors."""
+    if "onnx" in sys.modules:
+        return sys.modules["onnx"].onnx_ml_pb2
+    spec = importlib.util.find_spec("onnx")
+    if spec is None or not spec.submodule_search_locations:
+        raise ReidxError("reading an ONNX model needs the onnx package", "pip install onnx")
+    location = Path(next(iter(spec.submodule_search_locations))) / "onnx_ml_pb2.py"
+    schema_spec = importlib.util.spec_from_file_location("reidx_onnx_ml_pb2", location)
+    if schema_spec is None or schema_spec.loader is None:
+        raise ReidxError(f"the onnx package has no {location.name}", "reinstall onnx")
+    schema = importlib.util.module_from_spec(schema_spec)
+    schema_spec.loader.exec_module(schema)
+    return schema
+
+
 def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     """The bytes and checked info of a ``reidx export`` file; a missing, foreign or damaged file is one line."""
-    import onnx
-
     path = Path(path)
     if not path.is_file():
         raise ReidxError(f"model file not found: {path}", NOT_OURS)
@@ -65,7 +85,7 @@ def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     if not data:
         raise ReidxError(f"cannot read {path}: the file is empty", NOT_OURS)
     try:
-        proto = onnx.load_model_from_string(data)
+        proto = onnx_schema().ModelProto.FromString(data)
     except Exception:  # noqa: BLE001 - any parse failure means the file is not a (whole) ONNX model
         raise ReidxError(f"cannot read {path}: it is not an ONNX model, or it is damaged", NOT_OURS) from None
     info = ExportInfo.from_props({prop.key: prop.value for prop in proto.metadata_props}, path)
@@ -77,8 +97,6 @@ def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
 
 def graph_problem(proto: Any, info: ExportInfo) -> str | None:
     """What is wrong with an export's graph (hash, external data, inputs and outputs), None when nothing is."""
-    import onnx
-
     graph = proto.graph
     if hashlib.sha256(graph.SerializeToString()).hexdigest() != info.graph_sha256:
         return "its graph does not match the graph_sha256 in its metadata"
@@ -86,7 +104,7 @@ def graph_problem(proto: Any, info: ExportInfo) -> str | None:
     if bound:
         return bound
     tensors = [*graph.initializer, *(attr.t for node in graph.node for attr in node.attribute if attr.HasField("t"))]
-    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in tensors):
+    if any(tensor.data_location == onnx_schema().TensorProto.EXTERNAL for tensor in tensors):
         return "it refers to external data files (reidx exports hold their weights inside)"
     inputs = [value for value in graph.input if value.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME or shape(inputs[0])[1:] != [3, *info.input_size]:

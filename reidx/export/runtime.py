@@ -30,6 +30,9 @@ from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo,
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 #: The suffix of the model files ``reidx export`` writes.
 ONNX_SUFFIX = ".onnx"
+#: ``ModelProto.graph``'s field number, and the byte sizes of protobuf's fixed-size wire types (64- and 32-bit).
+GRAPH_FIELD = 7
+FIXED_SIZES = {1: 8, 5: 4}
 
 
 class OnnxEmbedder(Embedder):
@@ -89,16 +92,52 @@ def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     except Exception:  # noqa: BLE001 - any parse failure means the file is not a (whole) ONNX model
         raise ReidxError(f"cannot read {path}: it is not an ONNX model, or it is damaged", NOT_OURS) from None
     info = ExportInfo.from_props({prop.key: prop.value for prop in proto.metadata_props}, path)
-    problem = graph_problem(proto, info)
+    problem = graph_problem(proto, info, graph_sha256(data))
     if problem:
         raise ReidxError(f"{path} is damaged: {problem}", NOT_OURS)
     return data, info
 
 
-def graph_problem(proto: Any, info: ExportInfo) -> str | None:
-    """What is wrong with an export's graph (hash, external data, inputs and outputs), None when nothing is."""
+def graph_sha256(data: bytes) -> str | None:
+    """The SHA-256 of the graph's bytes as the file holds them (the ``graph`` field of the serialized
+    ``ModelProto``, which ``reidx export`` wrote as ``graph.SerializeToString()``), found without serializing
+    the parsed graph again; None when the file holds no graph, or more than one (protobuf would merge them)."""
+    view, pos, found = memoryview(data), 0, []
+    try:
+        while pos < len(view):
+            key, pos = varint(view, pos)
+            kind = key & 7
+            if kind == 2:
+                size, pos = varint(view, pos)
+                if key >> 3 == GRAPH_FIELD:
+                    found.append(view[pos : pos + size])
+                pos += size
+            elif kind in FIXED_SIZES:
+                pos += FIXED_SIZES[kind]
+            elif kind == 0:
+                pos = varint(view, pos)[1]
+            else:
+                return None
+    except IndexError:
+        return None
+    return hashlib.sha256(found[0]).hexdigest() if len(found) == 1 and pos == len(view) else None
+
+
+def varint(view: memoryview, pos: int) -> tuple[int, int]:
+    """The protobuf varint at ``pos`` and the position after it."""
+    value = shift = 0
+    while True:
+        byte = view[pos]
+        value, shift, pos = value | (byte & 0x7F) << shift, shift + 7, pos + 1
+        if byte < 0x80:
+            return value, pos
+
+
+def graph_problem(proto: Any, info: ExportInfo, graph_hash: str | None) -> str | None:
+    """What is wrong with an export's graph (hash, external data, inputs and outputs), None when nothing is;
+    ``graph_hash``: :func:`graph_sha256` of the file."""
     graph = proto.graph
-    if hashlib.sha256(graph.SerializeToString()).hexdigest() != info.graph_sha256:
+    if graph_hash != info.graph_sha256:
         return "its graph does not match the graph_sha256 in its metadata"
     bound = bound_problem(graph, info)
     if bound:

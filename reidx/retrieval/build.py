@@ -20,7 +20,16 @@ from reidx.evaluation.embedders import Embedder, as_embedder
 from reidx.gallery import DEFAULT_BACKEND, BackendRecord, Gallery, GalleryWrite, backend_class, open_gallery_dir
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
-from reidx.retrieval.index import INDEX_TYPES, PARTIAL_NAME, IndexHeader, fingerprint_mismatch, ivf_lists, ivfpq_params
+from reidx.retrieval.index import (
+    HEADER_NAME,
+    INDEX_TYPES,
+    PARTIAL_NAME,
+    IndexHeader,
+    check_header_model,
+    fingerprint_mismatch,
+    ivf_lists,
+    ivfpq_params,
+)
 from reidx.retrieval.jobs import FLUSH_SECONDS, check_chunks, embed_to_chunks
 
 if TYPE_CHECKING:
@@ -239,6 +248,7 @@ def check_compatible(
         )
     mismatch = fingerprint_mismatch(existing.header.fingerprint, fingerprint)
     if mismatch:
+        check_header_model(existing.header, existing.directory / HEADER_NAME)
         raise ReidxError(
             f"cannot append to {existing.directory}: it was embedded differently ({mismatch})",
             "use the index's checkpoint and --mode (or its `reidx export` file), or build a new index",

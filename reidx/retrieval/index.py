@@ -389,6 +389,19 @@ def read_header(directory: Path) -> IndexHeader:
     return header
 
 
+def check_header_model(header: IndexHeader, path: Path) -> None:
+    """Refuse a header naming a model or mode this reidx does not have. The model registry imports torch, so this
+    runs where a checkpoint is opened, or once an embedding fingerprint already disagrees (an ONNX query that
+    succeeds never imports torch)."""
+    from reidx.models import list_models, model_class
+
+    if header.model not in list_models() or header.mode not in model_class(header.model).embedding_modes:
+        raise ReidxError(
+            f"cannot read {path}: model {header.model!r} has no embedding mode {header.mode!r}",
+            f"the file is corrupt; {REBUILD}",
+        )
+
+
 def header_problem(fields: Any) -> str | None:
     """What is wrong with the parsed ``header.json`` (keys, types, ranges), None when nothing is."""
     if not isinstance(fields, dict):

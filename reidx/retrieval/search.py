@@ -18,7 +18,7 @@ from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.embedders import Embedder, is_checkpoint, open_embedder
 from reidx.gallery import Gallery, open_gallery_dir
 from reidx.retrieval.filters import NO_FILTER, GalleryFilter
-from reidx.retrieval.index import HEADER_NAME, fingerprint_mismatch
+from reidx.retrieval.index import HEADER_NAME, check_header_model, fingerprint_mismatch
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 
 
@@ -74,9 +74,12 @@ def load_gallery_model(gallery: Gallery, model_file: str | Path | None = None, d
             "pass --checkpoint (or --model-file) with that model's file",
         )
     onnx = not is_checkpoint(path)
+    if not onnx:
+        check_header_model(gallery.header, gallery.directory / HEADER_NAME)
     embedder = open_embedder(path, None if onnx else gallery.header.mode, devices)
     mismatch = fingerprint_mismatch(gallery.header.fingerprint, embedder.fingerprint())
     if mismatch:
+        check_header_model(gallery.header, gallery.directory / HEADER_NAME)
         what = "the model" if onnx else "the checkpoint"
         raise ReidxError(
             f"{path} is not {what} {gallery.directory} was embedded with ({mismatch})",

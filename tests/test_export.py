@@ -237,7 +237,7 @@ def test_foreign_damaged_and_tampered_onnx_files_are_one_line(workspace: Path, r
         "truncated": "not an ONNX model|not a reidx export",
         "foreign": "not a reidx export",
         "tampered": "does not match the graph_sha256",
-        "mislabelled": "(sideways), but its graph was exported from",
+        "mislabelled": "has no embedding mode 'sideways'",
         "relabelled": "its graph was exported from",
         "version 1": "format version '1'; this reidx reads 2",
     }

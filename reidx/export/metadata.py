@@ -145,7 +145,7 @@ class ExportInfo:
 def props_problem(props: dict[str, str]) -> str | None:
     """What is wrong with the values of a reidx export's metadata, None when nothing is. Read without the models
     (a query with an export imports no torch): the model and mode a file claims are bound to its graph
-    (:func:`bound_problem`), and :func:`reidx.export.onnx.export_onnx` wrote them from a model that has them."""
+    (:func:`bound_problem`, which asks :func:`model_problem` once the binding fails)."""
     try:
         size = json.loads(props["input_size"])
         norm = json.loads(props["input_norm"])
@@ -165,6 +165,16 @@ def props_problem(props: dict[str, str]) -> str | None:
             return f"{key} is not a SHA-256"
     if (props["pixel_mean"], props["pixel_std"]) != (str(PIXEL_MEAN), str(PIXEL_STD)):
         return f"pixel normalisation {props['pixel_mean'][:10]}/{props['pixel_std'][:10]} is not reidx's"
+    return None
+
+
+def model_problem(info: ExportInfo) -> str | None:
+    """The claimed model or mode this reidx does not have, None when it has them (the model registry imports
+    torch: asked only once a file is already refused)."""
+    from reidx.models import list_models, model_class
+
+    if info.model not in list_models() or info.mode not in model_class(info.model).embedding_modes:
+        return f"model {info.model[:40]!r} has no embedding mode {info.mode[:20]!r} in this reidx"
     return None
 
 

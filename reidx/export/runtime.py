@@ -25,7 +25,7 @@ from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError, one_line
 from reidx.evaluation.embedders import OPENERS, Embedder, as_embedder
-from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem
+from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem, model_problem
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 #: The suffix of the model files ``reidx export`` writes.
@@ -141,7 +141,7 @@ def graph_problem(proto: Any, info: ExportInfo, graph_hash: str | None) -> str |
         return "its graph does not match the graph_sha256 in its metadata"
     bound = bound_problem(graph, info)
     if bound:
-        return bound
+        return model_problem(info) or bound
     tensors = [*graph.initializer, *(attr.t for node in graph.node for attr in node.attribute if attr.HasField("t"))]
     if any(tensor.data_location == onnx_schema().TensorProto.EXTERNAL for tensor in tensors):
         return "it refers to external data files (reidx exports hold their weights inside)"

@@ -30,12 +30,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.device import Devices
 from reidx.evaluation.embedders import TorchEmbedder
 from reidx.export.onnx import export_onnx
 from reidx.export.runtime import OnnxEmbedder, open_onnx, read_export
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.train.config import parse_size
 
 BATCHES = (1, 32)

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.data.transforms import to_model_input
 from reidx.gallery import BackendRecord, IndexHeader
 from reidx.gallery.faiss.index import FaissGallery, flat_vectors, new_faiss_index
@@ -37,6 +37,7 @@ from reidx.gallery.layout import ivfpq_params
 from reidx.gallery.ranking import top_k
 from reidx.io import load_image
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import embed_paths
 
 K = 10

@@ -24,9 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
+from reidx.distributed import DistEnv
 from reidx.train import TrainConfig, Trainer
 from reidx.train.config import parse_size
-from reidx.train.distributed import DistEnv
 
 GOAL = 3.5
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | str]:
     args = parser.parse_args(argv)
     if args.quick:
         args.input_size, args.batch_ids, args.batch_instances, args.steps = "64x32", 2, 2, 3
-    env = DistEnv(device=Devices(args.device).torch)
+    env = DistEnv(place=Devices(args.device).torch)
     options = dict(
         arch=args.arch,
         pretrained=False,

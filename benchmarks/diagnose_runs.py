@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reidx.checkpoint import open_checkpoint
 from reidx.data.manifest import read_dataset
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.evaluation.embed import iter_embeddings
@@ -31,6 +30,7 @@ from reidx.evaluation.embedders import TorchEmbedder
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
 from reidx.models.discriminators import FeatureDiscriminator
+from reidx.models.loading import build_network, open_model_checkpoint
 from reidx.models.losses import FAKE, REAL, gan_loss
 from reidx.train.config import parse_size
 from reidx.train.data import load_training_set
@@ -95,9 +95,9 @@ def training_accuracy(run: Path) -> list[float]:
 
 def diagnose(run: Path) -> dict[str, Any]:
     """Memorisation and invariance figures of one run, on its own dataset, trial and validation ids."""
-    checkpoint = open_checkpoint(run / "last.pt")
+    checkpoint = open_model_checkpoint(run / "last.pt")
     config, size = checkpoint.train_config, checkpoint.input_size
-    model = checkpoint.build_model().eval()
+    model = build_network(checkpoint).eval()
     data = load_training_set(config["dataset"], config["trial"], config["val_ids"], config["seed"])
     held_out = build_validation_set(data.validation, data.rates, config["seed"], data.protocol, data.query_camera)
     if held_out is None:

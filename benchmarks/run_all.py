@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench_retrieval",
     "bench_milvus",
     "bench_serve",
+    "bench_coldstart",
     "bench_train",
     "bench_export",
     "bench_rerank",

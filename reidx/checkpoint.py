@@ -3,9 +3,13 @@
 Layout of a checkpoint dict:
 ``{"format": "reidx-checkpoint", "version": 2, "model_config": {...}, "input_size": [H, W],
 "model": state_dict, "meta": {...}, "train": {...}}`` where ``model_config`` rebuilds the network with
-:func:`reidx.models.build_model`, ``meta`` says what the weights were trained with and on (``train_config``,
-``dataset`` = :func:`reidx.data.manifest.dataset_identity`, ``trial``, ``epoch``; version 1 files have none)
-and ``train`` (``last.pt`` and ``epoch_N.pt`` only) holds optimiser, scheduler, RNG and run state.
+:func:`reidx.models.build_model` (:mod:`reidx.models.loading` builds it and checks the weights against it),
+``meta`` says what the weights were trained with and on (``train_config``, ``dataset`` =
+:func:`reidx.data.manifest.dataset_identity`, ``trial``, ``epoch``; version 1 files have none) and ``train``
+(``last.pt`` and ``epoch_N.pt`` only) holds optimiser, scheduler, RNG and run state.
+
+This module reads, checks and hashes; it imports neither the models nor (until a tensor is read or written)
+torch.
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from reidx.errors import ReidxError, one_line
 from reidx.fingerprints import recall, remember, stat_key
 from reidx.io import atomic_path
-from reidx.models import build_model, list_models
+
+if TYPE_CHECKING:  # torch is imported where a tensor is read or written: an ONNX query never needs it
+    import torch
+    from torch import nn
 
 FORMAT = "reidx-checkpoint"
 VERSION = 2
@@ -43,6 +47,8 @@ def save_checkpoint(
     **extra: Any,
 ) -> None:
     """Write ``model`` (its ``config`` and weights), ``meta`` and ``extra`` entries (e.g. ``train``) atomically."""
+    import torch
+
     state = {
         "format": FORMAT,
         "version": VERSION,
@@ -95,28 +101,19 @@ class CheckpointFile:
         config = self.meta.get("train_config") or (self.state.get("train") or {}).get("config")
         return dict(config) if isinstance(config, dict) else {}
 
-    def build_model(self) -> nn.Module:
-        """The network this checkpoint describes, with its weights (on the CPU, in train mode)."""
-        model = _build(self.model_config, self.path)
-        model.load_state_dict(self.state["model"])  # checked against this network by open_checkpoint
-        return model
-
-    def load_model(self, device: torch.device | str = "cpu") -> LoadedModel:
-        """The network for inference: eval mode, on ``device``."""
-        model = self.build_model().to(device).eval()
-        return LoadedModel(model, self.model_config, self.input_size, self.fingerprint, self.path, self.meta)
-
 
 def open_checkpoint(path: str | os.PathLike, lazy: bool = False) -> CheckpointFile:
-    """Read, hash and load a checkpoint once (weights_only=True); any unusable file raises one ReidxError.
+    """Read, hash and load a checkpoint once (weights_only=True), its layout checked; any unusable file raises
+    one ReidxError. Whether its weights fit the network it names is checked where the network is built
+    (:func:`reidx.models.loading.open_model_checkpoint`).
 
     A file whose fingerprint :mod:`reidx.fingerprints` remembers (the same bytes, checked before) is not
     hashed or zip-checked again; ``lazy`` then maps it instead of reading it (for a caller that copies the
-    weights into a model at once, as :func:`load_model` does), so the training state is never read.
+    weights into a model at once, as ``load_model`` does), so the training state is never read.
     """
     path = Path(path)
     if not path.is_file():
-        raise ReidxError(f"checkpoint not found: {path}", NOT_OURS)
+        raise not_found(path)
     try:
         key = stat_key(path)
         known = recall(path, key)
@@ -131,9 +128,6 @@ def open_checkpoint(path: str | os.PathLike, lazy: bool = False) -> CheckpointFi
     if known is None:
         state = _unpickle(data, path)
     _check_layout(state, path)
-    with torch.device("meta"):  # the network's tensor names and shapes, without allocating or initialising
-        expected = _build(state["model_config"], path).state_dict()
-    check_weights(expected, state["model"], path)
     meta = state.get("meta") or {}
     if known is None:
         known = hashlib.sha256(data).hexdigest()
@@ -142,9 +136,9 @@ def open_checkpoint(path: str | os.PathLike, lazy: bool = False) -> CheckpointFi
     return CheckpointFile(path, dict(meta), known, state)
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedModel:
-    """``open_checkpoint(path, lazy=True).load_model(device)``."""
-    return open_checkpoint(path, lazy=True).load_model(device)
+def not_found(path: str | os.PathLike) -> ReidxError:
+    """The one "checkpoint not found" line (the CLI's path check and :func:`open_checkpoint` both raise it)."""
+    return ReidxError(f"checkpoint not found: {path}", NOT_OURS)
 
 
 def _unpickle(data: bytes, path: Path) -> Any:
@@ -167,6 +161,8 @@ def _unpickle(data: bytes, path: Path) -> Any:
 
 def _torch_load(source: str | io.BytesIO, path: Path, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` of a checkpoint, its failures as ReidxErrors."""
+    import torch
+
     try:
         return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap or None)
     except pickle.UnpicklingError:
@@ -182,6 +178,8 @@ def _torch_load(source: str | io.BytesIO, path: Path, mmap: bool = False) -> Any
 
 def _check_layout(state: Any, path: Path) -> None:
     """Refuse a dict that is not a reidx checkpoint, a newer version, or missing / mistyped entries."""
+    import torch
+
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ReidxError(f"{path} is not a reidx checkpoint", NOT_OURS)
     if state.get("version") not in READABLE:
@@ -209,39 +207,51 @@ def _check_layout(state: Any, path: Path) -> None:
             raise ReidxError(f"{path} is damaged: weight {name!r} is a {type(tensor).__name__}", NOT_OURS)
 
 
-def _build(model_config: dict[str, Any], path: Path) -> nn.Module:
-    """The network ``model_config`` describes (untrained); a config this reidx cannot build is a ReidxError."""
-    if model_config["name"] not in list_models():
-        raise ReidxError(
-            f"{path} holds an unknown model {model_config['name']!r}", "use the reidx version that wrote it"
-        )
-    try:
-        return build_model(**model_config)
-    except (TypeError, ValueError, KeyError, RuntimeError, OverflowError) as exc:  # e.g. num_classes -3
-        reason = one_line(exc)
-        raise ReidxError(
-            f"{path} describes a model this reidx cannot build ({reason})", "use the reidx version that wrote it"
-        ) from None
+@dataclass(frozen=True)
+class StateMismatch:
+    """How a state dict differs from the one a network expects: names missing from it, names the network does
+    not have, or (when the names agree) the first tensor of another shape: ``(name, given, expected)``."""
+
+    missing: list[str]
+    unexpected: list[str]
+    shape: tuple[str, tuple[int, ...], tuple[int, ...]] | None = None
+
+
+def state_mismatch(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], optional: tuple[str, ...] = ()
+) -> StateMismatch | None:
+    """The one strict state-dict check (checkpoints, ImageNet weights): every expected tensor given (but those
+    whose names end with one of ``optional``), nothing else, each of its expected shape; None when they fit."""
+    missing = [name for name in expected if name not in given and not (optional and name.endswith(optional))]
+    unexpected = [name for name in given if name not in expected]
+    if missing or unexpected:
+        return StateMismatch(missing, unexpected)
+    for name, tensor in given.items():
+        if tensor.shape != expected[name].shape:
+            return StateMismatch([], [], (name, tuple(tensor.shape), tuple(expected[name].shape)))
+    return None
 
 
 def check_weights(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], source: Path) -> None:
     """Refuse ``weights`` with a missing, extra, mis-shaped or non-finite tensor for a network whose
     ``state_dict`` is ``expected``."""
-    missing = [name for name in expected if name not in weights]
-    extra = [name for name in weights if name not in expected]
-    if missing or extra:
+    import torch
+
+    mismatch = state_mismatch(expected, weights)
+    if mismatch is not None and mismatch.shape is None:
+        missing, extra = mismatch.missing, mismatch.unexpected
         what = f"lacks {missing[0]!r}" if missing else f"has an unexpected {extra[0]!r}"
         raise ReidxError(
             f"{source} does not match its model: it {what} ({len(missing) + len(extra)} tensor(s) differ)",
             "the file is damaged or from another reidx version",
         )
+    if mismatch is not None and mismatch.shape is not None:
+        name, shape, needed = mismatch.shape
+        raise ReidxError(
+            f"{source} does not match its model: tensor {name!r} has shape {shape}, the model needs {needed}",
+            "the file is damaged or from another reidx version",
+        )
     for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise ReidxError(
-                f"{source} does not match its model: tensor {name!r} has shape {tuple(tensor.shape)}, "
-                f"the model needs {tuple(expected[name].shape)}",
-                "the file is damaged or from another reidx version",
-            )
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ReidxError(
                 f"{source} holds non-finite weights (NaN or Inf) in {name!r}",

@@ -253,19 +253,18 @@ def embed(
     from reidx.outputs import check_apart
 
     check_apart(out, [model, *(images or []), *([dataset] if dataset else [])], inside=False)
-    from reidx.export.runtime import open_embedder
+    from reidx.distributed import setup, teardown
+    from reidx.evaluation.embedders import open_embedder
     from reidx.retrieval import build_index
     from reidx.retrieval.inputs import gallery_table
-    from reidx.train.distributed import setup, teardown
 
     spec = request_from(IndexSpec, options)
     store = StoreRequest(backend, {spec.name: options[spec.name] for cls in backend_options() for spec in fields(cls)})
     table = gallery_table(images or [], dataset, split, trial)
     shards = setup(ctx.obj)  # under torchrun: this rank's device and the process group
     try:
-        embedder = open_embedder(model, mode, ctx.obj, shards.device)
         result = build_index(
-            embedder,
+            open_embedder(model, mode, ctx.obj, shards.device if shards.enabled else None),
             table,
             out,
             spec=spec,
@@ -316,8 +315,8 @@ def search(
     must_exist(queries, "image")
     must_exist([gallery], "index")
     from reidx.console import emit_json
+    from reidx.images import expand_images
     from reidx.outputs import check_file_output
-    from reidx.retrieval.inputs import expand_images
     from reidx.retrieval.montage import draw_montage
     from reidx.retrieval.search import open_gallery, print_results, search_images
 
@@ -463,7 +462,6 @@ def report(
 #: Each kind of missing path: its line and fix, as the library words them, given here before torch is imported.
 MISSING = {
     "image": ("image not found: {}", "check the path"),
-    "checkpoint": ("checkpoint not found: {}", "pass the .pt file written by `reidx train` (RUN/last.pt)"),
     "dataset": ("dataset not found: {}", "pass a directory written by `reidx prepare --out DIR`"),
     "index": ("no index at {}", "build one with `reidx embed --out {}`"),
     "model file": ("model file not found: {}", "pass the .onnx file written by `reidx export`"),
@@ -483,8 +481,13 @@ def one_model_file(checkpoint: Path | None, model_file: Path | None, required: b
 
 
 def must_exist(paths: Sequence[Path], kind: str) -> None:
-    """A one-line error for the first of ``paths`` that does not exist (``kind`` is a key of MISSING)."""
+    """A one-line error for the first of ``paths`` that does not exist (``kind``: a key of MISSING, or
+    ``checkpoint``)."""
     for path in paths:
+        if not path.exists() and kind == "checkpoint":
+            from reidx.checkpoint import not_found  # imports no torch
+
+            raise not_found(path)
         if not path.exists():
             message, fix = MISSING[kind]
             raise ReidxError(message.format(path), fix.format(path))

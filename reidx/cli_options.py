@@ -1,6 +1,6 @@
 """Command flags generated from dataclass fields: ``reidx train``'s from :class:`~reidx.train.config.TrainConfig`,
 ``embed``/``search``/``serve``'s from their request objects (:func:`with_request_options`, fields declared
-with :func:`reidx.flags.flag_field`).
+with :func:`reidx.options.option`).
 
 Each field gives one flag (``--batch-ids``), its help and default (the field's metadata and default) and,
 where the field has a registry, its choices. Bools are ``--x/--no-x``; ``pretrained`` (bool or a path) is

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +26,8 @@ from PIL import Image
 
 from reidx.errors import ReidxError, one_line
 
+#: The file suffixes of images in folders (a folder of queries, a dataset's folders).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 #: Formats reidx decodes (PIL names); others, even if PIL could open them, are refused.
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 #: Default pixel limit: a 24-megapixel photo passes, far above any person crop.
@@ -76,6 +79,28 @@ def max_pixels() -> int:
     if value < 1:
         raise ReidxError(f"{MAX_PIXELS_ENV}={text!r} is not a positive integer", f"e.g. {MAX_PIXELS_ENV}=50000000")
     return value
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (by suffix), sorted by path."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def expand_images(items: Sequence[str | Path]) -> list[Path]:
+    """Files as given and the images below folders (recursively, sorted), resolved, duplicates dropped."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = list_images(item, recursive=True)
+            if not found:
+                raise ReidxError(f"{item} holds no images (.jpg, .jpeg, .png, .bmp)", "point at a folder of images")
+            paths.extend(found)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise ReidxError(f"image not found: {item}", "check the path")
+    return list(dict.fromkeys(path.resolve() for path in paths))
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

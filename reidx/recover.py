@@ -17,16 +17,17 @@ import torch
 from rich.table import Table
 from torchvision.utils import make_grid
 
-from reidx.checkpoint import LoadedModel, load_model
+from reidx.checkpoint import LoadedModel
 from reidx.console import console, emit_json, progress
 from reidx.data.transforms import to_pil
 from reidx.errors import ReidxError
 from reidx.evaluation.recovery import MODEL, RecoveryScores, recover_batches
+from reidx.images import expand_images
 from reidx.io import atomic_path, exclusive_lock, writing
 from reidx.io import check_file_output as check_file_shape
 from reidx.metrics import RECOVERY_METRICS, RecoveryResult
+from reidx.models.loading import load_model
 from reidx.outputs import KINDS, MARKER_NAME, check_apart, check_file_output, existing_output, mark_output
-from reidx.retrieval.inputs import expand_images
 
 #: The grid shows at most this many rows (the first images, in input order).
 GRID_ROWS = 32

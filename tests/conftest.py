@@ -203,8 +203,9 @@ def tiny_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     camera 1) and ``idx/``, its flat index."""
     import torch
 
-    from reidx.checkpoint import load_model, save_checkpoint
+    from reidx.checkpoint import save_checkpoint
     from reidx.models import build_model
+    from reidx.models.loading import load_model
     from reidx.retrieval import EmbedJob, build_index, images_table
 
     root = tmp_path_factory.mktemp("tiny-gallery")

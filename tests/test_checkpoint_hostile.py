@@ -17,6 +17,7 @@ import torch
 from reidx.checkpoint import FORMAT, open_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
+from reidx.models.loading import load_model, open_model_checkpoint
 from reidx.train import run_training
 from tests.tiny import TINY
 
@@ -164,7 +165,7 @@ def test_the_checkpoint_is_read_once_and_its_meta_describes_the_run(workspace: P
     dataset = meta["dataset"]
     assert dataset["path"] == str((workspace / "data").resolve())
     assert dataset["seed"] == 0 and dataset["rates"] == [2, 3, 4] and len(dataset["manifest_sha256"]) == 64
-    model = checkpoint.load_model("cpu")
+    model = load_model(open_model_checkpoint(path), "cpu")
     assert model.fingerprint == checkpoint.fingerprint and model.meta == meta and not model.model.training
 
 
@@ -174,4 +175,4 @@ def test_a_version_1_checkpoint_still_loads_for_inference(workspace: Path, tmp_p
     (tmp_path / "old.pt").write_bytes(saved(old))
     checkpoint = open_checkpoint(tmp_path / "old.pt")
     assert checkpoint.meta == {} and checkpoint.train_config["arch"] == "resnet18"
-    assert checkpoint.load_model().name == "cadnet"
+    assert load_model(checkpoint).name == "cadnet"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from reidx.checkpoint import LoadedModel, load_model, save_checkpoint
+from reidx.checkpoint import LoadedModel, save_checkpoint
 from reidx.data.transforms import downsample, to_model_input, to_unit_range
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths, iter_embeddings
@@ -17,6 +17,7 @@ from reidx.evaluation.recovery import BILINEAR, MODEL, score_recovery
 from reidx.io import load_image
 from reidx.metrics import recovery_metrics
 from reidx.models import build_model
+from reidx.models.loading import load_model
 
 SIZE = (64, 32)
 

@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from reidx.checkpoint import load_model, open_checkpoint, save_checkpoint
+from reidx.checkpoint import save_checkpoint
+from reidx.data.loading import iterate_images
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.errors import ReidxError
@@ -26,6 +28,7 @@ from reidx.export.runtime import open_onnx
 from reidx.gallery import open_gallery_dir
 from reidx.models import build_model, list_models, model_class
 from reidx.models.backbones import list_backbones
+from reidx.models.loading import build_network, load_model, open_model_checkpoint
 from reidx.retrieval import EmbedJob, SearchRequest, build_index, images_table, search_images
 from reidx.retrieval.search import open_gallery
 from reidx.train import run_training
@@ -89,6 +92,22 @@ def test_onnxruntime_embeds_like_torch_and_its_index_ranks_alike(workspace: Path
         for index_run in [(indexes[index], embedder, queries)]
     }
     assert len({json.dumps(order) for order in ranked.values()}) == 1  # every index x runtime ranks alike
+
+
+def test_the_numpy_loop_decodes_as_the_torch_loop_and_embeds_alike(workspace: Path) -> None:
+    """The ONNX path's batches (decoded in threads into numpy, no torch) are the torch path's, bit for bit, and
+    its embeddings agree with the checkpoint's to cosine >= 0.99999 per image."""
+    paths = [str(p) for p in sorted((workspace / "data").rglob("*.png"))]
+    rates = [1 + i % 3 for i in range(len(paths))]
+    as_torch = list(iterate_images(paths, (64, 32), 5, 2, rates))
+    as_numpy = list(iterate_images(paths, (64, 32), 5, 2, rates, numpy=True))
+    assert len(as_numpy) == len(as_torch) and all(isinstance(images, np.ndarray) for images, _ in as_numpy)
+    for (got, got_ids), (want, want_ids) in zip(as_numpy, as_torch, strict=True):
+        assert np.array_equal(got, want.numpy()) and np.array_equal(got_ids, want_ids.numpy())
+    for name in ("cadnet", "baseline"):
+        expected = embed_paths(load_model(checkpoint(workspace, name)), paths, batch_size=8, workers=2)
+        got = embed_paths(open_onnx(exported(workspace, name), None, CPU), paths, batch_size=8, workers=2)
+        assert np.sum(expected * got, axis=1).min() >= 0.99999, name
 
 
 def test_an_index_is_searched_with_the_other_runtimes_model_and_refuses_another_model(workspace: Path) -> None:
@@ -246,7 +265,7 @@ def test_a_relabelled_export_is_refused_against_the_index_it_claims(workspace: P
     """Another checkpoint of the same model, exported, its metadata edited to claim the indexed checkpoint: the
     claim is checked against the fingerprint the graph holds."""
     cadnet = checkpoint(workspace, "cadnet")
-    loaded, other = load_model(cadnet), open_checkpoint(cadnet).build_model()
+    loaded, other = load_model(cadnet), build_network(open_model_checkpoint(cadnet))
     with torch.no_grad():
         for weight in other.parameters():
             weight.mul_(1.01)
@@ -315,3 +334,72 @@ def test_bnneck_and_last_stride_1_models_export(tmp_path: Path, name: str) -> No
     model.classifier.bn.running_mean.uniform_(-1, 1)  # statistics unlike the identity, so the BN shows
     save_checkpoint(tmp_path / "m.pt", model, (64, 32))
     assert export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx").min_cosine >= MIN_COSINE
+
+
+#: Runs ``reidx ARGS...`` with torch and torchvision made unimportable: an attempt is written to the file named by
+#: $REIDX_TORCH_LOG and fails, so a command that needs torch fails and the log says which module asked.
+WITHOUT_TORCH = """
+import os, sys, traceback
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            with open(os.environ["REIDX_TORCH_LOG"], "a") as log:
+                log.write(name + " imported from:\\n" + "".join(traceback.format_stack(limit=12)) + "\\n")
+            raise ImportError(f"{name} is not importable here: this command must run without torch")
+
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["reidx", *sys.argv[1:]]
+from reidx.cli import main
+main()
+"""
+
+
+def test_onnx_search_embed_and_serve_run_without_torch(tiny_gallery: Path, tmp_path: Path) -> None:
+    """``search``, ``embed`` and ``serve`` with ``--model-file FILE.onnx`` never import torch or torchvision, and
+    answer as the checkpoint does."""
+    model_file, log = tmp_path / "model.onnx", tmp_path / "torch.log"
+    export_onnx(tiny_gallery / "model.pt", model_file)
+    env = {
+        **os.environ,
+        "REIDX_TORCH_LOG": str(log),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    def reidx(*args: object, **kwargs: object) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", WITHOUT_TORCH, "--device", "cpu", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, **kwargs)
+
+    queries, index = tiny_gallery / "queries", tiny_gallery / "idx"
+    found = reidx("search", queries, "--gallery", index, "--model-file", model_file, "--json", "--workers", "0")
+    assert found.returncode == 0 and not log.exists(), found.stderr + (log.read_text() if log.exists() else "")
+    gallery, embedder = open_gallery(index, None, CPU)
+    expected = search_images(gallery, embedder, sorted(queries.iterdir()), k=10, workers=0)
+    for got, want in zip(json.loads(found.stdout), expected, strict=True):
+        assert [hit["index_id"] for hit in got["results"]] == [hit.index_id for hit in want.hits]
+        assert max(abs(hit["score"] - ref.score) for hit, ref in zip(got["results"], want.hits, strict=True)) < 1e-5
+    built = reidx(
+        "embed", "--model-file", model_file, tiny_gallery / "gallery", "--out", tmp_path / "idx", "--workers", "2"
+    )
+    assert built.returncode == 0 and not log.exists(), built.stderr + (log.read_text() if log.exists() else "")
+    assert open_gallery_dir(tmp_path / "idx", CPU).header.fingerprint == gallery.header.fingerprint
+    command = [sys.executable, "-c", WITHOUT_TORCH, "--device", "cpu", "serve", "--gallery", str(index)]
+    server = subprocess.Popen(
+        [*command, "--model-file", str(model_file), "--port", "0"], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = ""
+        while "serving" not in line and server.poll() is None:
+            line = server.stderr.readline()
+        assert server.poll() is None, server.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        files = [("images", (p.name, p.read_bytes(), "image/png")) for p in sorted(queries.iterdir())]
+        answer = httpx.post(url + "search", files=files, data={"top_k": "10"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [[hit["index_id"] for hit in result["results"]] for result in answer.json()] == [
+            [hit.index_id for hit in result.hits] for result in expected
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert not log.exists(), log.read_text()

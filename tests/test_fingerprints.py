@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from reidx import fingerprints
-from reidx.checkpoint import load_model, open_checkpoint, save_checkpoint
+from reidx.checkpoint import open_checkpoint, save_checkpoint
 from reidx.errors import ReidxError
 from reidx.models import build_model
+from reidx.models.loading import load_model, open_model_checkpoint
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_a_fingerprint_is_remembered_and_reused_while_the_file_is_unchanged(chec
     assert first == sha(checkpoint) and fingerprints.recall(checkpoint, fingerprints.stat_key(checkpoint)) == first
     again = load_model(checkpoint)  # the remembered path: mapped, not hashed or zip-checked
     assert again.fingerprint == first and not again.model.training
-    eager = open_checkpoint(checkpoint).load_model()
+    eager = load_model(open_model_checkpoint(checkpoint))
     for name, tensor in eager.model.state_dict().items():
         assert torch.equal(tensor, again.model.state_dict()[name]), name
 

@@ -16,13 +16,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.cli import app
 from reidx.errors import ReidxError
 from reidx.gallery import BACKENDS, BackendRecord, GalleryFilter, GalleryWrite, StoreRequest, open_gallery_dir
 from reidx.gallery.directory import HEADER_NAME, METADATA_NAME, RECORD_NAME, IndexHeader
 from reidx.gallery.milvus import MilvusGallery, connect, count_rows, expression
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import EmbedJob, SearchRequest, build_index, images_table, rank_vectors
 from tests.galleries import CPU, FINGERPRINT, normalised, write_gallery
 from tests.test_safety_output_faults import mount_tmpfs

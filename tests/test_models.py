@@ -11,13 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.data.registry import dataset_names, get_reader
 from reidx.errors import ReidxError
 from reidx.models import ReidModel, build_model, complete_config, list_models, model_class, model_options
 from reidx.models.backbones import Backbone, build_backbone, list_backbones
 from reidx.models.cadnet import fuse
 from reidx.models.image_discriminators import build_image_discriminator, list_image_discriminators
+from reidx.models.loading import load_model
 
 
 def small_model(name: str, arch: str = "resnet18", **options) -> ReidModel:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reidx.checkpoint import LoadedModel, load_model, save_checkpoint
+from reidx.checkpoint import LoadedModel, save_checkpoint
 from reidx.data.loading import iterate_images
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, DatasetInfo, read_dataset, write_dataset
 from reidx.data.prepare import prepare_dataset
@@ -28,6 +28,7 @@ from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
 from reidx.metrics import evaluate_embeddings, recovery_metrics
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.report import Report, collect, run_report
 from reidx.report.cache import CACHE_DIR
 from reidx.report.export import render

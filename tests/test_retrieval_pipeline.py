@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.cli import app
 from reidx.data.manifest import DatasetInfo, write_dataset
 from reidx.errors import ReidxError
@@ -24,6 +24,7 @@ from reidx.gallery.directory import HEADER_NAME, METADATA_NAME, PARTIAL_NAME
 from reidx.gallery.faiss import INDEX_NAME
 from reidx.io import sha256_file
 from reidx.models import build_model
+from reidx.models.loading import load_model
 from reidx.retrieval import (
     build_index,
     embed_paths,

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from reidx.checkpoint import load_model, save_checkpoint
+from reidx.checkpoint import save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
 from reidx.gallery import open_gallery_dir
 from reidx.gallery.directory import PARTIAL_NAME
+from reidx.models.loading import load_model
 from reidx.provenance import registration
 from reidx.retrieval import build_index, embed_paths, images_table
 from reidx.retrieval.requests import EmbedJob
@@ -187,8 +188,8 @@ def test_recover_refuses_outputs_that_overlap_its_inputs(run_cli, ws: Path, tmp_
 SLOW_APPEND = """
 import sys, time
 from pathlib import Path
-from reidx.checkpoint import load_model
 from reidx.retrieval import EmbedJob, build_index, images_table
+from reidx.models.loading import load_model
 checkpoint, images, out, hold_at, go = sys.argv[1:]
 def hook(done):
     print("chunk", done, flush=True)

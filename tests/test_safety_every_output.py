@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import typer
 
-from reidx.checkpoint import load_model
 from reidx.cli import app
 from reidx.cli_options import OUT_DIR, OUT_FILE
 from reidx.data.prepare import prepare_dataset
+from reidx.models.loading import load_model
 from reidx.retrieval import build_index, images_table
 from reidx.retrieval.requests import EmbedJob
 from tests.tiny import CLI_TINY

@@ -257,7 +257,7 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tamper")
     torch.manual_seed(0)
     save_checkpoint(root / "model.pt", build_model("baseline", num_classes=3, arch="resnet18"), INPUT_SIZE)
-    from reidx.checkpoint import load_model
+    from reidx.models.loading import load_model
 
     for pid in (1, 2, 3):
         for cam in (1, 2):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reidx.checkpoint import load_model
 from reidx.data.prepare import prepare_dataset
+from reidx.models.loading import load_model
 from reidx.retrieval import build_index, images_table
 from reidx.retrieval.requests import EmbedJob
 

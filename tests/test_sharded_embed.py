@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reidx.checkpoint import load_model
 from reidx.device import Devices
 from reidx.gallery import open_gallery_dir
+from reidx.models.loading import load_model
 from reidx.retrieval import build_index, images_table
 from reidx.retrieval.requests import EmbedJob
 from reidx.retrieval.shards import shard_span

@@ -21,6 +21,7 @@ import torch
 from reidx.checkpoint import open_checkpoint, save_checkpoint
 from reidx.data.prepare import prepare_dataset
 from reidx.device import Devices
+from reidx.models.loading import build_network, open_model_checkpoint
 from reidx.provenance import registration
 from reidx.train import run_training
 from tests.tiny import CLI_TINY, TINY
@@ -154,7 +155,7 @@ def test_a_run_killed_in_its_first_save_restarts_and_loses_its_temporaries(
 
 def test_a_damaged_training_state_is_one_line(run_cli: Cli, datasets: Path, tmp_path: Path) -> None:
     run = untrained_run(datasets / "a", tmp_path / "run")
-    checkpoint = open_checkpoint(run / "last.pt")
+    checkpoint = open_model_checkpoint(run / "last.pt")
     model_config, state = checkpoint.model_config, checkpoint.state
     del state["train"]["scheduler"]
     torch.save(state, run / "last.pt")
@@ -163,7 +164,7 @@ def test_a_damaged_training_state_is_one_line(run_cli: Cli, datasets: Path, tmp_
     assert tree(run) == before and model_config["name"] == "cadnet"
     assert "delete" not in line and "another --out" in line  # no advice that loses the run's files
     (run / "last.pt").unlink()  # the user replaces it (reidx replaces only files it wrote) ...
-    save_checkpoint(run / "last.pt", checkpoint.build_model(), (64, 32))  # ... with weights only, like best.pt
+    save_checkpoint(run / "last.pt", build_network(checkpoint), (64, 32))  # ... with weights only, like best.pt
     fails(run_cli, "train", "--out", run, "--resume", match="holds no training state")
 
 

@@ -175,7 +175,7 @@ DDP_SCRIPT = """
 import sys, torch
 from reidx.train import TrainConfig, Trainer
 from reidx.device import Devices
-from reidx.train.distributed import setup, teardown
+from reidx.distributed import setup, teardown
 env = setup(Devices("cpu"))
 config = TrainConfig(dataset=sys.argv[1], epochs=1, val_ids=0, arch="resnet18", pretrained=False,
                      input_size=(64, 32), discriminator_width=8, batch_ids=2, batch_instances=2, workers=0)

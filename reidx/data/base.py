@@ -21,8 +21,8 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from reidx.errors import ReidxError
+from reidx.images import list_images
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 #: Market-1501 / DukeMTMC-reID names: ``PPPP_cC...`` (pid -1 is junk; at most 18 digits, so an int64).
 MARKET_NAME = re.compile(r"^(-1|\d{1,18})_c(\d{1,18})")
 JUNK_PID = -1
@@ -202,12 +202,6 @@ def find_layout(root: Path, candidates: Sequence[str], required: Sequence[str], 
         + (f" (or in {nested})" if nested else ""),
         "point --root at the dataset folder",
     )
-
-
-def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (by suffix), sorted by path."""
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def market_identity(path: str | Path) -> tuple[int, int] | None:

@@ -34,16 +34,21 @@ def downsample(image: Image.Image, rate: int) -> Image.Image:
     return image.resize((width, height), Image.BICUBIC)
 
 
-def to_model_input(image: Image.Image, size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> torch.Tensor:
-    """Bilinear resize to ``size`` (H, W) and normalise to a float tensor (3, H, W) in [-1, 1]."""
-    import torch  # here, so that `reidx prepare` (which only down-samples) runs without torch
-
+def model_input_array(image: Image.Image, size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> np.ndarray:
+    """Bilinear resize to ``size`` (H, W) and normalise to a float32 array (3, H, W) in [-1, 1] (numpy, so an
+    ONNX query decodes without torch)."""
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), Image.BILINEAR)
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-    return (tensor - PIXEL_MEAN) / PIXEL_STD
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    return (np.ascontiguousarray(array.transpose(2, 0, 1)) - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
+
+
+def to_model_input(image: Image.Image, size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> torch.Tensor:
+    """:func:`model_input_array` as a torch tensor (3, H, W)."""
+    import torch  # here, so that `reidx prepare` (which only down-samples) runs without torch
+
+    return torch.from_numpy(model_input_array(image, size))
 
 
 def to_unit_range(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""The one embedding loop: images decoded in DataLoader workers while the model runs, L2-normalised vectors out.
+"""The one embedding loop: images decoded in parallel while the model runs, L2-normalised vectors out.
 
 ``embed``, ``search``, ``report`` and the trainer's validation all embed through :func:`iter_embeddings`, so
 an image is turned into a vector the same way everywhere, whatever runs the network (an
-:class:`~reidx.evaluation.embedders.Embedder`: torch or onnxruntime). The embedding mode is checked once, when
+:class:`~reidx.evaluation.embedders.Embedder`: torch, decoding in DataLoader workers, or onnxruntime, decoding
+in threads into numpy batches: that path never imports torch). The embedding mode is checked once, when
 the embedder is made (by the entry functions: :func:`embed_paths` here, ``build_index`` in retrieval).
 """
 
@@ -12,18 +13,16 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from reidx.checkpoint import LoadedModel
 from reidx.console import progress
 from reidx.data.loading import iterate_images
-from reidx.data.transforms import to_model_input
+from reidx.data.transforms import model_input_array
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import Embedder, as_embedder
 
 
-@torch.no_grad()
 def iter_embeddings(
     embedder: Embedder,
     paths: Sequence[str],
@@ -34,7 +33,8 @@ def iter_embeddings(
 ) -> Iterator[np.ndarray]:
     """Float32 vectors of ``embedder`` batch by batch, in path order, each image resized to its input size
     (image i first down-sampled by ``rates[i]`` when given); a bad image raises ReidxError naming it."""
-    for images, _ in iterate_images(paths, embedder.input_size, batch_size, workers, rates):
+    batches = iterate_images(paths, embedder.input_size, batch_size, workers, rates, numpy=embedder.takes_numpy)
+    for images, _ in batches:
         yield embedder.embed_batch(images)
 
 
@@ -44,7 +44,7 @@ def embed_images(model: LoadedModel | Embedder, images: Sequence[Image.Image], m
     embedder = as_embedder(model, mode)
     if not images:
         raise ReidxError("no images to embed", "give at least one image")
-    return embedder.embed_batch(torch.stack([to_model_input(image, embedder.input_size) for image in images]))
+    return embedder.embed_batch(np.stack([model_input_array(image, embedder.input_size) for image in images]))
 
 
 def embed_paths(

@@ -1,23 +1,33 @@
 """Embedders: what the embedding loop drives. One batch of model-input images in, L2-normalised vectors out.
 
-:class:`TorchEmbedder` runs a network (a checkpoint's, or the trainer's own); ``reidx.export.runtime.OnnxEmbedder``
-runs a ``reidx export`` file with onnxruntime. Both say which embeddings they make (model, checkpoint SHA-256,
-mode, input size): two embedders with the same :meth:`Embedder.fingerprint` give comparable vectors.
+:class:`TorchEmbedder` runs a network (a checkpoint's, or the trainer's own); other runtimes register an opener
+for their model files' suffix in :data:`OPENERS` (``reidx.export.runtime``: ``.onnx`` files, run by
+onnxruntime), and :func:`open_embedder` picks by suffix. All say which embeddings they make (model, checkpoint
+SHA-256, mode, input size): two embedders with the same :meth:`Embedder.fingerprint` give comparable vectors.
+This module imports torch only to run a network, so a query with an ONNX file never imports it.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from reidx.checkpoint import LoadedModel
+from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
-from reidx.models import ReidModel
+from reidx.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from reidx.models import ReidModel
 
 
 class Embedder(ABC):
@@ -33,10 +43,12 @@ class Embedder(ABC):
     source: Path | None
     #: what runs the network, for messages and benchmarks
     runtime: str
+    #: whether :meth:`embed_batch` takes numpy batches (the loop then decodes without torch) or torch tensors
+    takes_numpy: ClassVar[bool] = False
 
     @abstractmethod
-    def embed_batch(self, images: torch.Tensor) -> np.ndarray:
-        """The embeddings of one batch, in order."""
+    def embed_batch(self, images: Any) -> np.ndarray:
+        """The embeddings of one batch (a torch tensor, or a numpy array when :attr:`takes_numpy`), in order."""
 
     @property
     @abstractmethod
@@ -75,10 +87,13 @@ class TorchEmbedder(Embedder):
     def device(self) -> str:
         return str(next(self.model.parameters()).device)
 
-    @torch.no_grad()
-    def embed_batch(self, images: torch.Tensor) -> np.ndarray:
+    def embed_batch(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        import torch
+
         device = next(self.model.parameters()).device
-        return self.model.embed(images.to(device, non_blocking=True), self.mode).float().cpu().numpy()
+        with torch.no_grad():
+            batch = torch.as_tensor(images).to(device, non_blocking=True)
+            return self.model.embed(batch, self.mode).float().cpu().numpy()
 
 
 def fingerprint_of(checkpoint_sha256: str, mode: str, input_size: tuple[int, int]) -> dict[str, Any]:
@@ -104,3 +119,43 @@ def as_embedder(model: LoadedModel | Embedder, mode: str | None = None) -> Embed
             f"export the checkpoint again with `reidx export --mode {mode}`, or drop --mode",
         )
     return model
+
+
+#: ``opener(path, mode, devices, device)``: the embedder of one model file.
+Opener = Callable[[Path, "str | None", Devices, "torch.device | None"], Embedder]
+#: Model files of these suffixes are checkpoints, opened in torch without looking at :data:`OPENERS`.
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+#: Modules that register openers for other model files (each imports this module, never the reverse); they are
+#: imported when a file of another suffix is first opened, as gallery backends are.
+OPENER_MODULES = ("reidx.export.runtime",)
+
+
+def _load_openers() -> None:
+    for name in OPENER_MODULES:
+        importlib.import_module(name)
+
+
+#: Model file suffix (lower case, with the dot) -> its opener; any other file is read as a checkpoint.
+OPENERS: Registry[Opener] = Registry("model file type", _load_openers)
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether :func:`open_embedder` reads ``path`` as a checkpoint (no opener claims its suffix)."""
+    suffix = Path(path).suffix.lower()
+    return suffix in CHECKPOINT_SUFFIXES or suffix not in OPENERS.names()
+
+
+def open_embedder(
+    path: str | os.PathLike,
+    mode: str | None = None,
+    devices: Devices = AUTO,
+    device: torch.device | None = None,
+) -> Embedder:
+    """The embedder of a model file, by its suffix: an opener's from :data:`OPENERS` (``.onnx``: onnxruntime),
+    else a checkpoint in torch (on ``device``, default ``devices.torch``; ``mode`` None: fused)."""
+    path = Path(path)
+    if not is_checkpoint(path):
+        return OPENERS.get(path.suffix.lower())(path, mode, devices, device)
+    from reidx.models.loading import load_model  # here: the models (and torch) only for a checkpoint
+
+    return TorchEmbedder.of(load_model(path, device or devices.torch), mode or "fused")

@@ -29,8 +29,6 @@ from reidx import __version__
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.errors import ReidxError
 from reidx.evaluation.embedders import fingerprint_of
-from reidx.models import list_models, model_class
-from reidx.models.backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT_NORMS
 from reidx.values import input_size_problem
 
 FORMAT = "reidx-onnx"
@@ -85,6 +83,8 @@ class ExportInfo:
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` of the file (every value a string; structured ones as JSON)."""
+        from reidx.models.backbones import IMAGENET_MEAN, IMAGENET_STD  # writing: export has torch already
+
         height, width = self.input_size
         imagenet = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)} if self.input_norm == "imagenet" else {}
         return {
@@ -143,7 +143,9 @@ class ExportInfo:
 
 
 def props_problem(props: dict[str, str]) -> str | None:
-    """What is wrong with the values of a reidx export's metadata, None when nothing is."""
+    """What is wrong with the values of a reidx export's metadata, None when nothing is. Read without the models
+    (a query with an export imports no torch): the model and mode a file claims are bound to its graph
+    (:func:`bound_problem`, which asks :func:`model_problem` once the binding fails)."""
     try:
         size = json.loads(props["input_size"])
         norm = json.loads(props["input_norm"])
@@ -154,10 +156,8 @@ def props_problem(props: dict[str, str]) -> str | None:
         return problem
     if not props["embedding_dim"].isdigit() or int(props["embedding_dim"]) < 1:
         return f"embedding_dim {props['embedding_dim'][:20]!r} is not a positive integer"
-    if not isinstance(norm, dict) or norm.get("name") not in INPUT_NORMS:
-        return f"input_norm {props['input_norm'][:40]} is not one of {', '.join(INPUT_NORMS)}"
-    if props["model"] not in list_models() or props["mode"] not in model_class(props["model"]).embedding_modes:
-        return f"model {props['model'][:40]!r} has no embedding mode {props['mode'][:20]!r} in this reidx"
+    if not isinstance(norm, dict) or not isinstance(norm.get("name"), str):
+        return f"input_norm {props['input_norm'][:40]} names no input normalisation"
     if not isinstance(config, dict) or config.get("name") != props["model"]:
         return "its model_config does not describe its model"
     for key in ("checkpoint_sha256", "graph_sha256"):
@@ -165,6 +165,16 @@ def props_problem(props: dict[str, str]) -> str | None:
             return f"{key} is not a SHA-256"
     if (props["pixel_mean"], props["pixel_std"]) != (str(PIXEL_MEAN), str(PIXEL_STD)):
         return f"pixel normalisation {props['pixel_mean'][:10]}/{props['pixel_std'][:10]} is not reidx's"
+    return None
+
+
+def model_problem(info: ExportInfo) -> str | None:
+    """The claimed model or mode this reidx does not have, None when it has them (the model registry imports
+    torch: asked only once a file is already refused)."""
+    from reidx.models import list_models, model_class
+
+    if info.model not in list_models() or info.mode not in model_class(info.model).embedding_modes:
+        return f"model {info.model[:40]!r} has no embedding mode {info.mode[:20]!r} in this reidx"
     return None
 
 

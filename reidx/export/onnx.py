@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from reidx import __version__
-from reidx.checkpoint import load_model
 from reidx.console import console, emit_json
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import Devices
@@ -30,6 +29,7 @@ from reidx.evaluation.embedders import TorchEmbedder
 from reidx.export.metadata import FINGERPRINT_NAME, INPUT_NAME, OUTPUT_NAME, ExportInfo, fingerprint_bytes
 from reidx.export.runtime import open_onnx
 from reidx.io import atomic_path, exclusive_lock
+from reidx.models.loading import load_model
 from reidx.outputs import check_file_output
 
 OPSET = 17

@@ -1,5 +1,6 @@
-"""Run a ``reidx export`` ONNX file with onnxruntime: the file read and checked once, then an :class:`OnnxEmbedder`;
-:func:`open_embedder` opens any model file (an ONNX export or a checkpoint) as an embedder.
+"""Run a ``reidx export`` ONNX file with onnxruntime: the file read and checked once, then an :class:`OnnxEmbedder`,
+registered as the embedder of ``.onnx`` files (:func:`reidx.evaluation.embedders.open_embedder`). Neither this
+module nor a query run with it imports torch.
 
 An ONNX file holds no code (it is a protobuf graph, not pickled data), but one from elsewhere is still checked:
 reidx metadata (:mod:`reidx.export.metadata`), the graph's SHA-256, the fingerprint bound into the graph (the
@@ -9,32 +10,38 @@ one line naming the file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from reidx.checkpoint import load_model
 from reidx.console import err_console
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError, one_line
-from reidx.evaluation.embedders import Embedder, TorchEmbedder, as_embedder
-from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem
+from reidx.evaluation.embedders import OPENERS, Embedder, as_embedder
+from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem, model_problem
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
-#: The suffix of the model files ``reidx export`` writes (any other model file is read as a checkpoint).
+#: The suffix of the model files ``reidx export`` writes.
 ONNX_SUFFIX = ".onnx"
+#: ``ModelProto.graph``'s field number, and the byte sizes of protobuf's fixed-size wire types (64- and 32-bit).
+GRAPH_FIELD = 7
+FIXED_SIZES = {1: 8, 5: 4}
 
 
 class OnnxEmbedder(Embedder):
-    """An exported embedding graph in an onnxruntime session (CUDA when torch uses a GPU and onnxruntime has
-    its CUDA provider, else CPU); the loop's [-1, 1] batches are turned back into the graph's [0, 1] pixels."""
+    """An exported embedding graph in an onnxruntime session (CUDA when asked for or, with ``--device auto``,
+    when onnxruntime has its CUDA provider; else CPU); the loop's [-1, 1] batches (numpy: the loop decodes them
+    without torch) are turned back into the graph's [0, 1] pixels."""
 
     runtime = "onnxruntime"
+    takes_numpy = True
 
     def __init__(self, session: Any, info: ExportInfo, source: Path) -> None:
         self.session, self.info, self.source = session, info, source
@@ -45,15 +52,32 @@ class OnnxEmbedder(Embedder):
     def device(self) -> str:
         return "cuda" if self.session.get_providers()[0] == CUDA_PROVIDER else "cpu"
 
-    def embed_batch(self, images: torch.Tensor) -> np.ndarray:
-        pixels = (images.cpu().numpy() * PIXEL_STD + PIXEL_MEAN).astype(np.float32, copy=False)
+    def embed_batch(self, images: Any) -> np.ndarray:
+        pixels = (np.asarray(images, dtype=np.float32) * PIXEL_STD + PIXEL_MEAN).astype(np.float32, copy=False)
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
+
+
+@functools.cache
+def onnx_schema() -> Any:
+    """onnx's protobuf classes (``onnx.onnx_ml_pb2``: ``ModelProto``, ``TensorProto``), read without importing
+    the onnx package, whose own imports (ml_dtypes' numpy types) cost a one-image query most of a CPU-second
+    (benchmarks/bench_coldstart.py). The same schema as onnx's: the file registers identical descriptors."""
+    if "onnx" in sys.modules:
+        return sys.modules["onnx"].onnx_ml_pb2
+    spec = importlib.util.find_spec("onnx")
+    if spec is None or not spec.submodule_search_locations:
+        raise ReidxError("reading an ONNX model needs the onnx package", "pip install onnx")
+    location = Path(next(iter(spec.submodule_search_locations))) / "onnx_ml_pb2.py"
+    schema_spec = importlib.util.spec_from_file_location("reidx_onnx_ml_pb2", location)
+    if schema_spec is None or schema_spec.loader is None:
+        raise ReidxError(f"the onnx package has no {location.name}", "reinstall onnx")
+    schema = importlib.util.module_from_spec(schema_spec)
+    schema_spec.loader.exec_module(schema)
+    return schema
 
 
 def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     """The bytes and checked info of a ``reidx export`` file; a missing, foreign or damaged file is one line."""
-    import onnx
-
     path = Path(path)
     if not path.is_file():
         raise ReidxError(f"model file not found: {path}", NOT_OURS)
@@ -64,28 +88,62 @@ def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     if not data:
         raise ReidxError(f"cannot read {path}: the file is empty", NOT_OURS)
     try:
-        proto = onnx.load_model_from_string(data)
+        proto = onnx_schema().ModelProto.FromString(data)
     except Exception:  # noqa: BLE001 - any parse failure means the file is not a (whole) ONNX model
         raise ReidxError(f"cannot read {path}: it is not an ONNX model, or it is damaged", NOT_OURS) from None
     info = ExportInfo.from_props({prop.key: prop.value for prop in proto.metadata_props}, path)
-    problem = graph_problem(proto, info)
+    problem = graph_problem(proto, info, graph_sha256(data))
     if problem:
         raise ReidxError(f"{path} is damaged: {problem}", NOT_OURS)
     return data, info
 
 
-def graph_problem(proto: Any, info: ExportInfo) -> str | None:
-    """What is wrong with an export's graph (hash, external data, inputs and outputs), None when nothing is."""
-    import onnx
+def graph_sha256(data: bytes) -> str | None:
+    """The SHA-256 of the graph's bytes as the file holds them (the ``graph`` field of the serialized
+    ``ModelProto``, which ``reidx export`` wrote as ``graph.SerializeToString()``), found without serializing
+    the parsed graph again; None when the file holds no graph, or more than one (protobuf would merge them)."""
+    view, pos, found = memoryview(data), 0, []
+    try:
+        while pos < len(view):
+            key, pos = varint(view, pos)
+            kind = key & 7
+            if kind == 2:
+                size, pos = varint(view, pos)
+                if key >> 3 == GRAPH_FIELD:
+                    found.append(view[pos : pos + size])
+                pos += size
+            elif kind in FIXED_SIZES:
+                pos += FIXED_SIZES[kind]
+            elif kind == 0:
+                pos = varint(view, pos)[1]
+            else:
+                return None
+    except IndexError:
+        return None
+    return hashlib.sha256(found[0]).hexdigest() if len(found) == 1 and pos == len(view) else None
 
+
+def varint(view: memoryview, pos: int) -> tuple[int, int]:
+    """The protobuf varint at ``pos`` and the position after it."""
+    value = shift = 0
+    while True:
+        byte = view[pos]
+        value, shift, pos = value | (byte & 0x7F) << shift, shift + 7, pos + 1
+        if byte < 0x80:
+            return value, pos
+
+
+def graph_problem(proto: Any, info: ExportInfo, graph_hash: str | None) -> str | None:
+    """What is wrong with an export's graph (hash, external data, inputs and outputs), None when nothing is;
+    ``graph_hash``: :func:`graph_sha256` of the file."""
     graph = proto.graph
-    if hashlib.sha256(graph.SerializeToString()).hexdigest() != info.graph_sha256:
+    if graph_hash != info.graph_sha256:
         return "its graph does not match the graph_sha256 in its metadata"
     bound = bound_problem(graph, info)
     if bound:
-        return bound
+        return model_problem(info) or bound
     tensors = [*graph.initializer, *(attr.t for node in graph.node for attr in node.attribute if attr.HasField("t"))]
-    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in tensors):
+    if any(tensor.data_location == onnx_schema().TensorProto.EXTERNAL for tensor in tensors):
         return "it refers to external data files (reidx exports hold their weights inside)"
     inputs = [value for value in graph.input if value.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME or shape(inputs[0])[1:] != [3, *info.input_size]:
@@ -101,19 +159,10 @@ def shape(value: Any) -> list[int | None]:
     return [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
 
 
-def open_embedder(
-    path: str | os.PathLike, mode: str | None = None, devices: Devices = AUTO, device: torch.device | None = None
-) -> Embedder:
-    """The embedder of a model file: a ``reidx export`` ``.onnx`` file (onnxruntime) or a checkpoint (torch, on
-    ``device``, default ``devices.torch``; ``mode`` None: fused)."""
-    path = Path(path)
-    if path.suffix.lower() == ONNX_SUFFIX:
-        return open_onnx(path, mode, devices)
-    return TorchEmbedder.of(load_model(path, device or devices.torch), mode or "fused")
-
-
-def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO) -> OnnxEmbedder:
-    """The embedder of a ``reidx export`` file (its mode must be ``mode`` when one is given)."""
+@OPENERS.register(ONNX_SUFFIX)
+def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO, device: Any = None) -> OnnxEmbedder:
+    """The embedder of a ``reidx export`` file (its mode must be ``mode`` when one is given). ``device``, a
+    torchrun rank's torch device, is not needed: that rank's GPU is the current CUDA device."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -123,7 +172,7 @@ def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO
     options.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
     # torch's thread count (onnxruntime's default, the physical cores, was slower here: benchmarks/bench_export.py),
     # and threads that sleep between runs instead of spinning, so the image-decoding workers keep their cores
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = cpu_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(data, options, providers=providers(devices))
@@ -135,19 +184,26 @@ def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO
     return embedder
 
 
-def providers(devices: Devices) -> list[str | tuple[str, dict[str, int]]]:
-    """onnxruntime's execution providers for ``devices``: CUDA first, on torch's GPU (a torchrun rank's own),
-    where torch uses one and onnxruntime has it (a note says when it does not), then the CPU."""
-    import onnxruntime as ort
-    import torch
+def cpu_threads() -> int:
+    """The CPU threads torch would use: ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    text = os.environ.get("OMP_NUM_THREADS", "")
+    return min(int(text), cpus) if text.isdigit() and int(text) > 0 else cpus
 
-    if devices.name == "cpu" or devices.torch.type != "cuda":
+
+def providers(devices: Devices) -> list[str | tuple[str, dict[str, int]]]:
+    """onnxruntime's execution providers for ``devices``: CUDA first where onnxruntime has it, on this process's
+    GPU (``LOCAL_RANK`` under torchrun), then the CPU; ``--device cuda`` without it is a note. Torch is never
+    asked: an ONNX query runs without it."""
+    import onnxruntime as ort
+
+    if devices.name == "cpu":
         return [CPU_PROVIDER]
     if CUDA_PROVIDER in ort.get_available_providers():
-        gpu = devices.torch.index if devices.torch.index is not None else torch.cuda.current_device()
-        return [(CUDA_PROVIDER, {"device_id": gpu}), CPU_PROVIDER]
-    err_console.print(
-        "note: this onnxruntime has no CUDA provider, so the ONNX model runs on the CPU (install onnxruntime-gpu)",
-        highlight=False,
-    )
+        return [(CUDA_PROVIDER, {"device_id": int(os.environ.get("LOCAL_RANK", "0"))}), CPU_PROVIDER]
+    if devices.name == "cuda":
+        err_console.print(
+            "note: this onnxruntime has no CUDA provider, so the ONNX model runs on the CPU (install onnxruntime-gpu)",
+            highlight=False,
+        )
     return [CPU_PROVIDER]

@@ -90,7 +90,7 @@ class Gallery(ABC):
 
     #: The backend's registered name.
     name: ClassVar[str]
-    #: The backend's own ``reidx embed`` options (a dataclass of :func:`reidx.flags.flag_field`s).
+    #: The backend's own ``reidx embed`` options (a dataclass of :func:`reidx.options.option`s).
     Options: ClassVar[type] = NoOptions
     #: Whether the backend takes the FAISS layout options (``--on-disk``, ``--reduce-dim``).
     tunes_layout: ClassVar[bool] = False

@@ -167,16 +167,17 @@ def read_header(directory: Path) -> IndexHeader:
         raise ReidxError(f"{path} is not a version-{VERSION} reidx index header", rebuild_hint())
     if header.index_type not in INDEX_TYPES or header.metric != METRIC:
         raise ReidxError(f"{path}: unsupported index {header.index_type!r} / metric {header.metric!r}", rebuild_hint())
-    if not has_mode(header.model, header.mode):
-        raise ReidxError(f"cannot read {path}: model {header.model!r} has no embedding mode {header.mode!r}", corrupt())
     return header
 
 
-def has_mode(model: str, mode: str) -> bool:
-    """Whether the registered model ``model`` embeds in ``mode``."""
-    from reidx.models import list_models, model_class  # the model registry (imported only to read a header)
+def check_header_model(header: IndexHeader, path: Path) -> None:
+    """Refuse a header naming a model or mode this reidx does not have. The model registry imports torch, so this
+    runs where a checkpoint is opened, or once an embedding fingerprint already disagrees (an ONNX query that
+    succeeds never imports torch)."""
+    from reidx.models import list_models, model_class
 
-    return model in list_models() and mode in model_class(model).embedding_modes
+    if header.model not in list_models() or header.mode not in model_class(header.model).embedding_modes:
+        raise ReidxError(f"cannot read {path}: model {header.model!r} has no embedding mode {header.mode!r}", corrupt())
 
 
 def header_problem(fields: Any) -> str | None:

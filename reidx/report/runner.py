@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from reidx.checkpoint import CheckpointFile, LoadedModel, open_checkpoint
+from reidx.checkpoint import CheckpointFile, LoadedModel
 from reidx.console import progress
 from reidx.errors import ReidxError
 from reidx.metrics import EvalResult, aggregate_trials
 from reidx.models import list_models, model_class
+from reidx.models.loading import load_model, open_model_checkpoint
 from reidx.report.aggregate import Difference, paired_differences, pool_units, pooling
 from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, ranking_entry
 from reidx.report.evaluation import CheckpointInfo, describe_checkpoint, rank_trials, recover_dataset
@@ -242,7 +243,7 @@ def collect(
     files: dict[str, CheckpointFile] = {}
     sources_read: dict = {}  # each training source's dataset, read once
     for path in checkpoints:
-        checkpoint = open_checkpoint(path)  # read and hashed once, its state reused to build the model
+        checkpoint = open_model_checkpoint(path)  # read and hashed once, its state reused to build the model
         cache = ResultCache(path, checkpoint.fingerprint)
         info = checkpoint_info(checkpoint, cache)
         files[info.path] = checkpoint
@@ -294,7 +295,7 @@ def _run_jobs(
         """The job's network, loaded once while its checkpoint's jobs run."""
         if job.checkpoint.path not in loaded:
             loaded.clear()
-            loaded[job.checkpoint.path] = files[job.checkpoint.path].load_model(device)
+            loaded[job.checkpoint.path] = load_model(files[job.checkpoint.path], device)
         return loaded[job.checkpoint.path]
 
     with progress() as bar:

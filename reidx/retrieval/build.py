@@ -26,7 +26,7 @@ from reidx.gallery import (
     backend_class,
     open_gallery_dir,
 )
-from reidx.gallery.directory import PARTIAL_NAME, fingerprint_mismatch
+from reidx.gallery.directory import HEADER_NAME, PARTIAL_NAME, check_header_model, fingerprint_mismatch
 from reidx.gallery.layout import ivf_lists
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
@@ -34,7 +34,7 @@ from reidx.retrieval.jobs import check_chunks, embed_to_chunks
 from reidx.retrieval.requests import EmbedJob
 
 if TYPE_CHECKING:
-    from reidx.train.distributed import DistEnv
+    from reidx.distributed import DistEnv
 
 
 @dataclass
@@ -215,6 +215,7 @@ def check_compatible(existing: Gallery, fingerprint: dict[str, Any], spec: Index
         )
     mismatch = fingerprint_mismatch(existing.header.fingerprint, fingerprint)
     if mismatch:
+        check_header_model(existing.header, existing.directory / HEADER_NAME)
         raise ReidxError(
             f"cannot append to {existing.directory}: it was embedded differently ({mismatch})",
             "use the index's checkpoint and --mode (or its `reidx export` file), or build a new index",

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from reidx.data.base import list_images, market_identity
+from reidx.data.base import market_identity
 from reidx.data.manifest import SPLITS, read_dataset
 from reidx.errors import ReidxError
+from reidx.images import expand_images
 
 UNKNOWN = -1
 
@@ -22,22 +23,6 @@ UNKNOWN = -1
 def identity_from_name(path: str | Path) -> tuple[int, int]:
     """``(pid, camid)`` from a Market-style file name, ``(-1, -1)`` when the name is not one."""
     return market_identity(path) or (UNKNOWN, UNKNOWN)
-
-
-def expand_images(items: Sequence[str | Path]) -> list[Path]:
-    """Files as given and the images below folders (recursively, sorted), resolved, duplicates dropped."""
-    paths: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = list_images(item, recursive=True)
-            if not found:
-                raise ReidxError(f"{item} holds no images (.jpg, .jpeg, .png, .bmp)", "point at a folder of images")
-            paths.extend(found)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise ReidxError(f"image not found: {item}", "check the path")
-    return list(dict.fromkeys(path.resolve() for path in paths))
 
 
 def images_table(items: Sequence[str | Path]) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """The request objects of ``reidx embed`` and ``reidx search``/``serve``: each field declares its flag
-(:func:`reidx.flags.flag_field`), so the commands' options are generated from them (:mod:`reidx.cli_options`).
+(:func:`reidx.options.option`), so the commands' options are generated from them (:mod:`reidx.cli_options`).
 Light on purpose: the CLI imports this module to build its options, before any model or index is touched."""
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ from reidx.console import console
 from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
-from reidx.evaluation.embedders import Embedder
-from reidx.export.runtime import ONNX_SUFFIX, open_embedder
+from reidx.evaluation.embedders import Embedder, is_checkpoint, open_embedder
 from reidx.gallery import Gallery, open_gallery_dir
-from reidx.gallery.directory import HEADER_NAME, fingerprint_mismatch
+from reidx.gallery.directory import HEADER_NAME, check_header_model, fingerprint_mismatch
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 from reidx.retrieval.requests import EmbedJob, SearchRequest
 
@@ -93,10 +92,13 @@ def load_gallery_model(gallery: Gallery, model_file: str | Path | None = None, d
             f"the model file recorded in {gallery.directory / HEADER_NAME} is missing: {path}",
             "pass --checkpoint (or --model-file) with that model's file",
         )
-    onnx = path.suffix.lower() == ONNX_SUFFIX
+    onnx = not is_checkpoint(path)
+    if not onnx:
+        check_header_model(gallery.header, gallery.directory / HEADER_NAME)
     embedder = open_embedder(path, None if onnx else gallery.header.mode, devices)
     mismatch = fingerprint_mismatch(gallery.header.fingerprint, embedder.fingerprint())
     if mismatch:
+        check_header_model(gallery.header, gallery.directory / HEADER_NAME)
         what = "the model" if onnx else "the checkpoint"
         raise ReidxError(
             f"{path} is not {what} {gallery.directory} was embedded with ({mismatch})",

@@ -1,11 +1,11 @@
 """Sharded embedding under ``torchrun``: every rank embeds a contiguous share of the image list on its own
-device (``reidx.train.distributed.setup``: cuda:LOCAL_RANK, else CPU with gloo) into its own resumable state
+device (``reidx.distributed.setup``: cuda:LOCAL_RANK, else CPU with gloo) into its own resumable state
 folder ``.partial/shard-R-of-W`` (:func:`reidx.retrieval.jobs.embed_to_chunks`), and rank 0, the only
 writer, stores every rank's chunks in rank order: the same vectors, ids and metadata order as one process.
 
 Rank 0 decides what to embed (the output checks, ``--append``'s known paths) and sends the list; a refusal
 there sends None and the other ranks stop quietly. A failure on any rank while embedding is raised on rank 0
-(:func:`reidx.train.distributed.together`; the other ranks stop quietly), after the ranks that succeeded have
+(:func:`reidx.distributed.together`; the other ranks stop quietly), after the ranks that succeeded have
 kept their chunks, so the next run resumes each shard where it stopped.
 The index folder must be on a file system every rank sees (one machine, or a shared mount).
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch.distributed as dist
 
+from reidx.distributed import DistEnv, together
 from reidx.evaluation.embedders import Embedder
 from reidx.retrieval.jobs import embed_to_chunks
 from reidx.retrieval.requests import EmbedJob
-from reidx.train.distributed import DistEnv, together
 
 
 def shard_span(count: int, rank: int, world_size: int) -> tuple[int, int]:

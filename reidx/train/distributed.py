@@ -1,64 +1,18 @@
-"""Multi-GPU / multi-node training through ``torchrun``: the same command, detected from RANK/WORLD_SIZE.
+"""Multi-GPU / multi-node training through ``torchrun`` (the process group itself: :mod:`reidx.distributed`).
 
-NCCL on GPUs, gloo on CPU. One DistributedDataParallel wraps the whole training objective (so both the
-generator and the discriminator phases all-reduce through it) with ``find_unused_parameters``: each phase
-leaves the other side's parameters unused.
+One DistributedDataParallel wraps the whole training objective (so both the generator and the discriminator
+phases all-reduce through it) with ``find_unused_parameters``: each phase leaves the other side's parameters
+unused.
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from reidx.device import Devices
-from reidx.errors import ReidxError, one_line
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """This process's place in the job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup(devices: Devices) -> DistEnv:
-    """This process's device and, under torchrun (WORLD_SIZE > 1), join the process group."""
-    device = devices.torch
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistEnv(device=device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ReidxError(
-                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs",
-                "use --nproc_per_node up to the number of GPUs",
-            )
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistEnv(rank, world_size, local_rank, device)
+from reidx.distributed import DistEnv
 
 
 def wrap(module: nn.Module, env: DistEnv) -> nn.Module:
@@ -67,11 +21,6 @@ def wrap(module: nn.Module, env: DistEnv) -> nn.Module:
         return module
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
-
-
-def barrier(env: DistEnv) -> None:
-    if env.enabled:
-        dist.barrier()
 
 
 def check_in_sync(module: nn.Module, env: DistEnv) -> None:
@@ -86,33 +35,3 @@ def check_in_sync(module: nn.Module, env: DistEnv) -> None:
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
     if not torch.isclose(low, high, rtol=1e-9, atol=1e-9).item():
         raise RuntimeError(f"DDP ranks hold different weights (checksums {low.item()} vs {high.item()})")
-
-
-def together(env: DistEnv, step: Callable[[], T], fix: str = "fix it and run the same command again") -> T:
-    """``step()`` on every rank, its outcome agreed before any rank goes on: when it failed on any rank, rank 0
-    raises that failure as one ReidxError naming the rank and the other ranks stop quietly (exit 1), so that no
-    rank waits in a collective call for a rank that has gone (and dies there with a traceback). ``step`` must
-    make no collective calls itself. Without torchrun: just ``step()``."""
-    if not env.enabled:
-        return step()
-    result: Any = None
-    try:
-        result, outcome = step(), ("ok", "", None)
-    except ReidxError as exc:
-        outcome = ("error", exc.message, exc.fix)
-    except Exception as exc:  # noqa: BLE001 - reported by rank 0 as one line; this rank stops quietly
-        outcome = ("error", f"{type(exc).__name__}: {one_line(exc, 200)}", None)
-    gathered: list[Any] = [None] * env.world_size
-    dist.all_gather_object(gathered, outcome)
-    failed = next(((rank, found) for rank, found in enumerate(gathered) if found[0] != "ok"), None)
-    if failed is None:
-        return result
-    if not env.is_main:
-        raise SystemExit(1)
-    rank, (_, message, own_fix) = failed
-    raise ReidxError(message if rank == 0 else f"rank {rank}: {message}", own_fix or fix)
-
-
-def teardown(env: DistEnv) -> None:
-    if env.enabled and dist.is_initialized():
-        dist.destroy_process_group()

@@ -22,13 +22,14 @@ from torch.utils.data import DataLoader
 
 from reidx.checkpoint import CheckpointFile, load_weights, save_checkpoint
 from reidx.console import progress
+from reidx.distributed import DistEnv, barrier
 from reidx.errors import ReidxError, one_line
 from reidx.io import atomic_path
 from reidx.models import ReidModel, build_model, complete_config, model_options
 from reidx.models.losses import DISCRIMINATOR, GENERATOR
 from reidx.train.config import TrainConfig
 from reidx.train.data import HRImages, LRImages, load_training_set
-from reidx.train.distributed import DistEnv, barrier, check_in_sync, wrap
+from reidx.train.distributed import check_in_sync, wrap
 from reidx.train.files import BEST, LAST, LOG, RUN_ID, epoch_file, epoch_line, new_run_id, write_log, write_record
 from reidx.train.sampler import IdentityBatchSampler
 from reidx.train.schedule import schedule_of

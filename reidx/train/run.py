@@ -17,19 +17,20 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from reidx.checkpoint import CheckpointFile, open_checkpoint
+from reidx.checkpoint import CheckpointFile
 from reidx.console import console, emit_json, err_console
 from reidx.data.manifest import INFO_NAME, MANIFEST_NAME, dataset_identity
 from reidx.device import AUTO, Devices
+from reidx.distributed import DistEnv, setup, teardown, together
 from reidx.errors import ReidxError
 from reidx.io import TEMPORARY, exclusive_lock
+from reidx.models.loading import open_model_checkpoint
 from reidx.train.config import (
     TrainConfig,
     build_config,
     read_config_file,
     resume_config,
 )
-from reidx.train.distributed import DistEnv, setup, teardown, together
 from reidx.train.engine import Trainer
 from reidx.train.files import (
     BEST,
@@ -130,7 +131,7 @@ def resumed_config(out: Path, given: dict[str, Any], env: DistEnv) -> tuple[Trai
             )
         return fresh_resume(out, read_config_file(record), given), None, recorded_run_id(out) or new_run_id()
     try:
-        checkpoint = open_checkpoint(last)
+        checkpoint = open_model_checkpoint(last)
     except ReidxError as exc:
         raise ReidxError(exc.message, resume_fix(out)) from None
     if "train" not in checkpoint.state:

@@ -64,8 +64,6 @@ def rounding_margin(dim: int, norms: np.ndarray) -> np.ndarray:
 def block_candidates(scores: np.ndarray, k: int, margin: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of one float32 score block: every entry within ``margin`` of the row's k-th score (more
     columns padded with -inf / id -1), ids offset to the gallery."""
-    import torch
-
     width = scores.shape[1]
     fetch = min(k + EXTRA, width)
     if width <= NUMPY_SELECT_WIDTH:  # numpy alone: no second thread pool waking up after the BLAS one
@@ -74,6 +72,8 @@ def block_candidates(scores: np.ndarray, k: int, margin: np.ndarray, offset: int
         order = np.argsort(-values, axis=1)
         values, indices = np.take_along_axis(values, order, 1), np.take_along_axis(indices, order, 1)
     else:
+        import torch  # here: a narrow block (a small gallery) is selected from without torch
+
         values, indices = (tensor.numpy() for tensor in torch.topk(torch.from_numpy(scores), fetch, dim=1))
     floor = values[:, min(k, width) - 1] - margin
     rescan = np.flatnonzero(values[:, -1] >= floor) if fetch < width else []

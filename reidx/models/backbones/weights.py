@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reidx.checkpoint import FORMAT, state_mismatch
 from reidx.errors import ReidxError
 
 Pretrained = bool | str | os.PathLike
@@ -48,19 +49,15 @@ def load_imagenet(net: nn.Module, arch: str, weights_file: str, pretrained: Pret
     state = read_state(path, arch, weights_file, fix)
     wanted = {key: value for key, value in net.state_dict().items() if not key.startswith(classifier)}
     given = {key: value for key, value in state.items() if not key.startswith(classifier)}
-    missing = [key for key in wanted if key not in given and not key.endswith(COUNTER)]
-    if missing:
-        raise ReidxError(f"{path} does not fit {arch}: it lacks {count(missing, 'trunk tensor')}", fix)
-    foreign = [key for key in given if key not in wanted]
-    if foreign:
-        raise ReidxError(f"{path} does not fit {arch}: {count(foreign, 'tensor')} that {arch} does not have", fix)
-    for key, value in given.items():
-        if value.shape != wanted[key].shape:
-            raise ReidxError(
-                f"{path} does not fit {arch}: {key} is {tuple(value.shape)} in the file, "
-                f"{tuple(wanted[key].shape)} in {arch}",
-                fix,
-            )
+    mismatch = state_mismatch(wanted, given, optional=(COUNTER,))
+    if mismatch is not None and mismatch.missing:
+        raise ReidxError(f"{path} does not fit {arch}: it lacks {count(mismatch.missing, 'trunk tensor')}", fix)
+    if mismatch is not None and mismatch.unexpected:
+        foreign = count(mismatch.unexpected, "tensor")
+        raise ReidxError(f"{path} does not fit {arch}: {foreign} that {arch} does not have", fix)
+    if mismatch is not None and mismatch.shape is not None:
+        key, shape, needed = mismatch.shape
+        raise ReidxError(f"{path} does not fit {arch}: {key} is {shape} in the file, {needed} in {arch}", fix)
     net.load_state_dict(given, strict=False)  # strict in effect: every key and shape was checked above
     return WeightsLoad(str(path), len(given), len(wanted), len(state) - len(given))
 
@@ -74,8 +71,6 @@ def read_state(path: Path, arch: str, weights_file: str, fix: str) -> dict[str, 
     except Exception:  # noqa: BLE001 - any failure means an unusable weights file
         reason = "not a tensors-only PyTorch file, or damaged"
         raise ReidxError(f"cannot read ImageNet weights {path}: {reason}", fix) from None
-    from reidx.checkpoint import FORMAT  # here: reidx.checkpoint imports the models
-
     if isinstance(state, dict) and state.get("format") == FORMAT:
         raise ReidxError(f"{path} is a reidx checkpoint, not torchvision's ImageNet weights for {arch}", fix)
     if (

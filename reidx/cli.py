@@ -317,7 +317,6 @@ def search(
     from reidx.console import emit_json
     from reidx.images import expand_images
     from reidx.outputs import check_file_output
-    from reidx.retrieval.montage import draw_montage
     from reidx.retrieval.search import open_gallery, print_results, search_images
 
     if montage is not None:
@@ -328,6 +327,8 @@ def search(
     found = search_images(opened, embedder, paths, request, request_from(EmbedJob, options))
     results = [result.judged(min_score) for result in found]  # the threshold applies where results are shown
     if montage is not None:
+        from reidx.retrieval.montage import draw_montage  # torchvision's make_grid: only when a montage is asked
+
         draw_montage(results, montage, opened.header.input_size)
     if json_output:
         emit_json([result.to_dict() for result in results])

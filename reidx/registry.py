@@ -20,7 +20,8 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Entries of one ``kind`` by name, registered by the modules of ``package`` (imported on first lookup)."""
+    """Entries of one ``kind`` by name, registered by the modules of ``package`` (imported on first lookup; a
+    plain module is imported alone)."""
 
     def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
@@ -61,7 +62,7 @@ class Registry(Generic[T]):
 
 
 def import_package_modules(package: str) -> None:
-    """Import every module (and sub-package) of ``package``."""
-    path = importlib.import_module(package).__path__
-    for module in pkgutil.iter_modules(path):
+    """Import ``package`` and, when it is a package, every module (and sub-package) in it."""
+    path = getattr(importlib.import_module(package), "__path__", None)
+    for module in pkgutil.iter_modules(path or []):
         importlib.import_module(f"{package}.{module.name}")

@@ -374,7 +374,7 @@ def test_onnx_search_embed_and_serve_run_without_torch(tiny_gallery: Path, tmp_p
     found = reidx("search", queries, "--gallery", index, "--model-file", model_file, "--json", "--workers", "0")
     assert found.returncode == 0 and not log.exists(), found.stderr + (log.read_text() if log.exists() else "")
     gallery, embedder = open_gallery(index, None, CPU)
-    expected = search_images(gallery, embedder, sorted(queries.iterdir()), k=10, workers=0)
+    expected = search_images(gallery, embedder, sorted(queries.iterdir()), SearchRequest(k=10), EmbedJob(workers=0))
     for got, want in zip(json.loads(found.stdout), expected, strict=True):
         assert [hit["index_id"] for hit in got["results"]] == [hit.index_id for hit in want.hits]
         assert max(abs(hit["score"] - ref.score) for hit, ref in zip(got["results"], want.hits, strict=True)) < 1e-5

@@ -9,7 +9,6 @@ This module imports torch only to run a network, so a query with an ONNX file ne
 
 from __future__ import annotations
 
-import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -125,18 +124,10 @@ def as_embedder(model: LoadedModel | Embedder, mode: str | None = None) -> Embed
 Opener = Callable[[Path, "str | None", Devices, "torch.device | None"], Embedder]
 #: Model files of these suffixes are checkpoints, opened in torch without looking at :data:`OPENERS`.
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
-#: Modules that register openers for other model files (each imports this module, never the reverse); they are
-#: imported when a file of another suffix is first opened, as gallery backends are.
-OPENER_MODULES = ("reidx.export.runtime",)
-
-
-def _load_openers() -> None:
-    for name in OPENER_MODULES:
-        importlib.import_module(name)
-
-
-#: Model file suffix (lower case, with the dot) -> its opener; any other file is read as a checkpoint.
-OPENERS: Registry[Opener] = Registry("model file type", _load_openers)
+#: Model file suffix (lower case, with the dot) -> its opener; any other file is read as a checkpoint. The module
+#: that registers them (it imports this one, never the reverse) is imported when a file of another suffix is first
+#: opened, as gallery backends are.
+OPENERS: Registry[Opener] = Registry("model file type", "reidx.export.runtime")
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:

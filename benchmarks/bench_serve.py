@@ -37,7 +37,8 @@ from reidx.data.transforms import to_model_input  # noqa: E402
 from reidx.device import Devices  # noqa: E402
 from reidx.gallery import IndexHeader, open_gallery_dir  # noqa: E402
 from reidx.gallery.directory import write_directory  # noqa: E402
-from reidx.gallery.faiss.index import INDEX_NAME, new_faiss_index, write_faiss  # noqa: E402
+from reidx.gallery.faiss.calls import write_faiss  # noqa: E402
+from reidx.gallery.faiss.index import INDEX_NAME, new_faiss_index  # noqa: E402
 from reidx.images import load_image  # noqa: E402
 from reidx.retrieval.search import open_gallery  # noqa: E402
 

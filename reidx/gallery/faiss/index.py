@@ -15,7 +15,6 @@ keep the embedding's dim) and ``on_disk`` (IVF-PQ lists in a file) are recorded 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,11 +34,11 @@ from reidx.gallery.directory import (
     rebuild_hint,
     write_directory,
 )
+from reidx.gallery.faiss.calls import pre_transformed, write_faiss
 from reidx.gallery.faiss.devices import inner_index, to_cpu, to_device
 from reidx.gallery.faiss.exact import exact_top_k, longest_row
 from reidx.gallery.layout import PQ_BITS
 from reidx.gallery.ranking import clamp_k, top_k
-from reidx.io import WRITE_ERRORS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -199,17 +198,6 @@ def new_faiss_index(dim: int, index_type: str, params: dict[str, int]) -> Any:
     return wrapped
 
 
-def pre_transformed(index: Any, vectors: np.ndarray) -> np.ndarray:
-    """``vectors`` through the pre-transform chain of an ``IndexPreTransform`` (unchanged for other indexes)."""
-    import faiss
-
-    if not isinstance(index, faiss.IndexPreTransform):
-        return vectors
-    for step in range(index.chain.size()):
-        vectors = faiss.downcast_VectorTransform(index.chain.at(step)).apply(vectors)
-    return np.ascontiguousarray(vectors, dtype=np.float32)
-
-
 def set_nprobe(index: Any, nprobe: int, on_gpu: bool) -> None:
     """Set the number of inverted lists an IVF index visits per query."""
     import faiss
@@ -223,16 +211,3 @@ def flat_vectors(index: Any) -> np.ndarray:
     import faiss
 
     return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
-
-
-def write_faiss(index: Any, path: Path) -> None:
-    """``faiss.write_index``, its write failures (reported in the message text) raised as OSError."""
-    import faiss
-
-    try:
-        faiss.write_index(index, str(path))
-    except RuntimeError as exc:
-        code = next((code for code in WRITE_ERRORS if f"({os.strerror(code)})" in str(exc)), None)
-        if code is None:
-            raise
-        raise OSError(code, os.strerror(code), str(path)) from None

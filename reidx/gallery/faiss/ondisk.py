@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from reidx.gallery.faiss.calls import pre_transformed, write_faiss
+
 #: Vectors per in-memory shard (codes + ids: about 72 MB per million at 64 bytes/vector).
 SHARD_VECTORS = 2_000_000
 
@@ -25,8 +27,6 @@ def write_on_disk(
     ``faiss.IO_FLAG_ONDISK_SAME_DIR``); returns the vectors added. The shard files are removed.
     ``shard_vectors``: vectors per shard (0: SHARD_VECTORS)."""
     import faiss
-
-    from reidx.gallery.faiss.index import pre_transformed, write_faiss
 
     shard_vectors = shard_vectors or SHARD_VECTORS
     ivf = faiss.extract_index_ivf(index)  # shards hold the IVF alone (FAISS cannot clone every transform)
@@ -63,7 +63,6 @@ def write_on_disk(
 
 def write_shard(shard: Any, lists_path: Path, number: int) -> Path:
     """Write one shard index beside the lists file; its path."""
-    from reidx.gallery.faiss.index import write_faiss
 
     path = lists_path.with_name(f".shard-{number:04d}.faiss")
     write_faiss(shard, path)

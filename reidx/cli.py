@@ -423,6 +423,19 @@ def report(
     trial: Annotated[str, typer.Option(help="all (mean ± 95% CI) | N (one trial).")] = "all",
     batch_size: Annotated[int, typer.Option(help="Images per model batch.", min=1)] = 64,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.", min=0)] = 2,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Add k-reciprocal re-ranked rows (batch form).")] = False,
+    k1: Annotated[int, typer.Option("--k1", help="Re-ranking k1 (published: 20).")] = 20,
+    k2: Annotated[int, typer.Option("--k2", help="Re-ranking k2 (published: 6).")] = 6,
+    lam: Annotated[
+        float,
+        typer.Option("--lambda", help="Re-ranking λ in [0, 1] (published: 0.3).", parser=finite_number("--lambda")),
+    ] = 0.3,
+    query_expansion: Annotated[
+        int | None, typer.Option(help="Add average query expansion rows over K gallery neighbours.", metavar="K")
+    ] = None,
+    open_set: Annotated[
+        bool, typer.Option("--open-set", help="Add thresholds at 1/5/10% false-match rate and the TMR there.")
+    ] = False,
 ) -> None:
     """Evaluate checkpoints on datasets and write paper-style result tables and plots.
 
@@ -440,10 +453,15 @@ def report(
       --out results/viper.md` (each folder holds one run per split: runs/cadnet/split0/, ...)
     * `reidx report --checkpoint runs/market/best.pt --dataset data/mlr-viper --dataset data/caviar` (cross-dataset)
     * `reidx report --checkpoint runs/cadnet/split0/last.pt --dataset data/mlr-viper --trial 0 --format csv`
+    * `reidx report --checkpoint runs/cadnet/last.pt --dataset data/mlr-synth --rerank --query-expansion 3
+      --open-set` (re-ranked and AQE rows beside the plain ones, and the open-set thresholds)
     """
     must_exist(checkpoint, "checkpoint")
     must_exist(dataset, "dataset")
     from reidx.report import parse_modes, parse_trial, run_report
+    from reidx.report.scoring import rerank_params, scorings
+
+    chosen = scorings(rerank_params(k1, k2, lam) if rerank else None, query_expansion)
 
     run_report(
         checkpoint,
@@ -457,6 +475,8 @@ def report(
         device=ctx.obj.torch,
         batch_size=batch_size,
         workers=workers,
+        scorings=chosen,
+        open_set=open_set,
     )
 
 

@@ -8,6 +8,7 @@ from reidx.metrics.rank import (
     SINGLE_SHOT_MAP,
     RankingMetrics,
     evaluate,
+    evaluate_blocks,
     evaluate_embeddings,
 )
 from reidx.metrics.recovery import RecoveryResult, lpips_unavailable_reason, recovery_metrics
@@ -38,6 +39,7 @@ __all__ = [
     "RecoveryResult",
     "aggregate_trials",
     "evaluate",
+    "evaluate_blocks",
     "evaluate_embeddings",
     "lpips_unavailable_reason",
     "percent",

@@ -106,6 +106,40 @@ def evaluate(
     return _evaluate_chunks(chunks, (num_q, num_g), q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws)
 
 
+def evaluate_blocks(
+    blocks: Iterable[tuple[int, Any]],
+    shape: tuple[int, int],
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    *,
+    protocol: str = "multi-shot",
+    max_rank: int = 50,
+    seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
+) -> RankingMetrics:
+    """:func:`evaluate` over ``(start, distances)`` blocks of a (queries x gallery) distance matrix of shape
+    ``shape``, consecutive from row 0 (what ``Reranked.blocks()`` yields), never holding the whole matrix."""
+    num_q, num_g = shape
+
+    def checked() -> Iterator[tuple[int, np.ndarray]]:
+        done = 0
+        for start, block in blocks:
+            rows = _distance_matrix(block)
+            if start != done or rows.shape[1] != num_g or done + len(rows) > num_q:
+                raise MetricInputError(
+                    f"distance block at row {start} has shape {rows.shape}; expected consecutive blocks of a "
+                    f"({num_q}, {num_g}) matrix, the next starting at row {done}"
+                )
+            done += len(rows)
+            yield start, rows
+        if done != num_q:
+            raise MetricInputError(f"the distance blocks cover {done} of {num_q} query rows")
+
+    return _evaluate_chunks(checked(), shape, q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws)
+
+
 def evaluate_embeddings(
     q_feats: np.ndarray | torch.Tensor,
     g_feats: np.ndarray | torch.Tensor,

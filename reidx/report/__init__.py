@@ -15,6 +15,7 @@ from reidx.outputs import check_file_output, check_files_folder
 from reidx.report.export import FORMATS, render
 from reidx.report.plots import plan_plots
 from reidx.report.runner import Report, collect, parse_modes, parse_trial
+from reidx.report.scoring import Scoring
 
 
 def plots_directory(out: Path | None, plots: Path | None) -> Path | None:
@@ -37,8 +38,12 @@ def run_report(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     workers: int = 2,
+    scorings: list[Scoring] | None = None,
+    open_set: bool = False,
 ) -> Report:
-    """Evaluate what is not cached, write the plots and the report (to ``out`` or stdout); return it."""
+    """Evaluate what is not cached, write the plots and the report (to ``out`` or stdout); return it.
+    ``scorings``: the ways of scoring pairs, each its own rows (default: plain inner products only);
+    ``open_set``: add the open-set operating points of each."""
     if fmt not in FORMATS:
         raise ReidxError(f"--format {fmt!r} is not supported", f"use one of {', '.join(FORMATS)}")
     inputs = [*checkpoints, *datasets]
@@ -48,7 +53,15 @@ def run_report(
     if directory is not None:
         check_files_folder(directory, "--plots", inputs)
     report = collect(
-        checkpoints, datasets, modes=modes, trial=trial, device=device, batch_size=batch_size, workers=workers
+        checkpoints,
+        datasets,
+        modes=modes,
+        trial=trial,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        scorings=scorings,
+        open_set=open_set,
     )
     planned = plan_plots(report, directory) if directory else []
     for _, path, _ in planned:  # every plot may be written before the first is
@@ -69,4 +82,12 @@ def run_report(
     return report
 
 
-__all__ = ["Report", "collect", "parse_modes", "parse_trial", "plots_directory", "run_report"]
+__all__ = [
+    "Report",
+    "Scoring",
+    "collect",
+    "parse_modes",
+    "parse_trial",
+    "plots_directory",
+    "run_report",
+]

@@ -3,11 +3,12 @@
 Entries live in ``<checkpoint dir>/eval-cache/<slot>-<key>.json``, the images of an entry (recovered samples)
 beside it as ``<slot>-<key>-<name>.png``; every file is written atomically and recorded as a cache entry
 (:mod:`reidx.provenance`), and only such files are ever removed. An entry is :data:`MODEL_ENTRY` (what
-the checkpoint holds, no dataset), :data:`RECOVERY_ENTRY` or :func:`ranking_entry` of an embedding mode (on
-one dataset). ``key`` hashes the checkpoint's SHA-256, the entry and the dataset's fingerprint (its manifest,
-info file and the size and modification time of every test image), so a changed checkpoint, manifest or
-image is a miss; ``slot`` hashes the checkpoint file name, the entry and the dataset directory, so saving a
-new entry drops the stale one (and its images). An entry whose image file is gone is a miss too.
+the checkpoint holds, no dataset), :data:`RECOVERY_ENTRY`, or :func:`ranking_entry` / :func:`open_set_entry`
+of an embedding mode and scoring (plain, re-ranked with its k1 / k2 / λ, AQE K; on one dataset). ``key``
+hashes the checkpoint's SHA-256, the entry and the dataset's fingerprint (its manifest, info file and the
+size and modification time of every test image), so a changed checkpoint, manifest or image is a miss;
+``slot`` hashes the checkpoint file name, the entry and the dataset directory, so saving a new entry drops
+the stale one (and its images). An entry whose image file is gone is a miss too.
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ METRIC_NAMES = ",".join(spec.name for spec in METRICS)
 MODEL_ENTRY, RECOVERY_ENTRY = "model", "recovery"
 
 
-def ranking_entry(mode: str) -> str:
-    """The entry of the ranking results of one embedding mode on a dataset."""
-    return f"ranking-{mode}"
+def ranking_entry(mode: str, scoring: str = "") -> str:
+    """The entry of the ranking results of one embedding mode on a dataset, under one scoring (its
+    ``Scoring.key``, which names every re-ranking or expansion parameter; "" = plain inner products)."""
+    return f"ranking-{mode}" + (f"-{scoring}" if scoring else "")
+
+
+def open_set_entry(mode: str, scoring: str = "") -> str:
+    """The entry of the open-set operating points of one embedding mode and scoring on a dataset."""
+    return f"open-set-{mode}" + (f"-{scoring}" if scoring else "")
 
 
 def dataset_fingerprint(directory: Path, frame: pd.DataFrame) -> str:

@@ -22,10 +22,11 @@ from reidx.data.transforms import to_pil
 from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.recovery import recover_batches, score_recovery
 from reidx.gallery.ranking import ranked
-from reidx.metrics import EvalResult, evaluate_embeddings
+from reidx.metrics import EvalResult
 from reidx.models import model_class
 from reidx.report.plan import (
     EvalDataset,
+    QuerySet,
     evenly_spread,
     gallery_rows,
     main_set_name,
@@ -34,6 +35,7 @@ from reidx.report.plan import (
     set_label,
     trial_seed,
 )
+from reidx.report.scoring import PLAIN, Scoring, open_set_points, ranking_metrics
 from reidx.report.sources import TrainSource, training_sources
 from reidx.retrieval.search import Hit, QueryResult
 
@@ -134,10 +136,22 @@ def initialisation(training: dict[str, Any]) -> str:
     return "ImageNet" if pretrained else "scratch"
 
 
-def rank_trials(
+@dataclass
+class Embedded:
+    """One checkpoint's embeddings, in one mode, of every image the given trials of a dataset read."""
+
+    plans: dict[int, tuple[pd.DataFrame, list[QuerySet]]]  # per trial: its gallery and query sets
+    vectors: np.ndarray
+    row_of: dict[str, int]
+
+    def features(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.vectors[[self.row_of[path] for path in rows["path"]]]
+
+
+def embed_trials(
     loaded: LoadedModel, dataset: EvalDataset, mode: str, trials: list[int], *, batch_size: int = 64, workers: int = 2
-) -> dict[str, Any]:
-    """Per trial: an :class:`EvalResult` (as a dict) per query set and a few ranked lists for the montage."""
+) -> Embedded:
+    """Embed the gallery and query images of ``trials`` once: every scoring ranks these same vectors."""
     plans = {trial: (gallery_rows(dataset, trial), query_sets(dataset, trial)) for trial in trials}
     paths = list(
         dict.fromkeys(
@@ -148,18 +162,23 @@ def rank_trials(
         )
     )
     vectors = embed_paths(loaded, paths, mode, batch_size, workers)
-    row_of = {path: i for i, path in enumerate(paths)}
+    return Embedded(plans, vectors, {path: i for i, path in enumerate(paths)})
 
-    def features(rows: pd.DataFrame) -> np.ndarray:
-        return vectors[[row_of[path] for path in rows["path"]]]
 
+def rank_trials(
+    embedded: Embedded, dataset: EvalDataset, checkpoint: str, mode: str, trials: list[int], scoring: Scoring = PLAIN
+) -> dict[str, Any]:
+    """Per trial: an :class:`EvalResult` (as a dict) per query set under ``scoring``, and (plain) a few ranked
+    lists for the montage."""
     out: dict[str, Any] = {}
-    for trial, (gallery, sets) in plans.items():
-        g_feats = features(gallery)
+    for trial in trials:
+        gallery, sets = embedded.plans[trial]
+        g_feats = embedded.features(gallery)
         results = {}
         for query_set in sets:
-            metrics = evaluate_embeddings(
-                features(query_set.rows),
+            metrics = ranking_metrics(
+                scoring,
+                embedded.features(query_set.rows),
                 g_feats,
                 query_set.rows["pid"].to_numpy(),
                 gallery["pid"].to_numpy(),
@@ -174,15 +193,32 @@ def rank_trials(
                 dataset=dataset.info.dataset,
                 query_set=query_set.label,
                 rates=query_set.rates,
-                checkpoint=str(loaded.path),
+                checkpoint=checkpoint,
                 mode=mode,
             )
             results[query_set.key] = record.to_dict()
         main = next(s for s in sets if s.main)
-        out[str(trial)] = {
-            "sets": results,
-            "examples": ranked_examples(features(main.rows), g_feats, main.rows, gallery),
-        }
+        examples = ranked_examples(embedded.features(main.rows), g_feats, main.rows, gallery) if scoring.plain else []
+        out[str(trial)] = {"sets": results, "examples": examples}
+    return out
+
+
+def open_set_trials(embedded: Embedded, trials: list[int], scoring: Scoring) -> dict[str, Any]:
+    """Per trial: the open-set operating points of ``scoring`` on the main query set (as a dict)."""
+    out: dict[str, Any] = {}
+    for trial in trials:
+        gallery, sets = embedded.plans[trial]
+        main = next(s for s in sets if s.main)
+        result = open_set_points(
+            scoring,
+            embedded.features(main.rows),
+            embedded.features(gallery),
+            main.rows["pid"].to_numpy(),
+            gallery["pid"].to_numpy(),
+            main.rows["camid"].to_numpy(),
+            gallery["camid"].to_numpy(),
+        )
+        out[str(trial)] = result.to_dict()
     return out
 
 

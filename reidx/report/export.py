@@ -15,7 +15,7 @@ from reidx.console import json_text
 from reidx.metrics import MULTI_SHOT_MAP, SINGLE_SHOT_MAP, results_to_frame
 from reidx.report.aggregate import DIFFERENCE_METRICS
 from reidx.report.evaluation import METHOD_BILINEAR
-from reidx.report.markdown import render_markdown
+from reidx.report.markdown import OPEN_SET_NOTE, render_markdown
 from reidx.report.published import (
     PUBLISHED_LABEL,
     SOURCE,
@@ -39,6 +39,7 @@ def row_fields(entry: RankingEntry) -> dict[str, Any]:
         "sources": entry.group.sources,
         "set": entry.set_key,
         "rate": entry.rate,
+        "scoring": entry.scoring,
     }
 
 
@@ -108,6 +109,11 @@ def recovery_records(report: Report) -> list[dict[str, Any]]:
     return records
 
 
+def open_set_records(report: Report) -> list[dict[str, Any]]:
+    """The open-set table of every dataset (fractions; the threshold in the scores' units)."""
+    return [{"table": "open-set", **record} for d in report.datasets for record in report.open_set_rows(d.label)]
+
+
 def published_records(report: Report) -> list[dict[str, Any]]:
     """The paper's Table 1 rows as fractions, labelled as published."""
     records = []
@@ -135,12 +141,16 @@ def render_csv(report: Report, published: bool = False) -> str:
         per_trial_frame(report),
         pd.DataFrame(difference_records(report)),
         pd.DataFrame(recovery_records(report)),
+        pd.DataFrame(open_set_records(report)),
     ]
     if published:
         frames.append(pd.DataFrame(published_records(report)))
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     counts = [
-        c for c in ("num_queries", "num_valid_queries", "trials", "draws", "rate", "count", "pairs") if c in frame
+        c
+        for c in ("num_queries", "num_valid_queries", "trials", "draws", "rate", "count", "pairs")
+        + ("num_genuine", "num_impostor")
+        if c in frame
     ]
     frame[counts] = frame[counts].astype("Int64")  # integral even beside the other tables' empty cells
     return frame.to_csv(index=False)
@@ -186,6 +196,8 @@ def render_json(report: Report, plots: Sequence[str] = (), published: bool = Fal
         ],
         "paired": difference_records(report),
         "recovery": recovery_records(report),
+        "open_set": open_set_records(report),
+        "open_set_definition": OPEN_SET_NOTE,
         "notes": report.notes,
         "plots": list(plots),
     }

@@ -19,6 +19,7 @@ from reidx.report.groups import RunGroup, group_name
 from reidx.report.plan import NATIVE_SET
 from reidx.report.published import PUBLISHED_LABEL, SOURCE, TABLE1_DATASETS, TABLE1_PROTOCOLS, table1_rows
 from reidx.report.runner import DatasetSummary, Report
+from reidx.report.scoring import PLAIN_LABEL
 
 _PERCENT = ["Ranks", *(s.label for s in SHOWN_RANKING if s.cmc_rank is None)]
 #: The report's opening note: each shown metric's definition, units, intervals and rows.
@@ -296,9 +297,62 @@ def published_table(report: Report) -> str | None:
     )
 
 
+#: What the scorings of the rows are, for the report's note.
+SCORING_NOTE = (
+    "Rows whose mode names a scoring rank the same embeddings differently: re-ranked (k1 / k2 / λ) is the "
+    "k-reciprocal re-ranking of Zhong et al. (CVPR 2017), queries and gallery in one neighbourhood graph as in "
+    "the published evaluation, its final distances fed to the same CMC / mAP / mINP code; AQE K replaces each "
+    "query by the normalised mean of itself and its K nearest gallery items (average query expansion)."
+)
+#: The open-set table's footnote: the definition, and which score ``--min-score`` compares.
+OPEN_SET_NOTE = (
+    "FMR: share of queries whose best score passes the threshold once their identity is removed from the gallery "
+    "(re-ranked impostor scores are the distances computed with the identity present); TMR: share of queries with a "
+    "true match whose best-scoring entry is of their identity and passes it; `search --min-score` applies to plain "
+    "inner products (a similarity, passes when ≥); re-ranked scores are distances (pass when ≤)"
+)
+
+
+def open_set_table(report: Report, dataset: DatasetSummary) -> str | None:
+    """Per row, mode, scores and target false-match rate: the threshold there, the FMR it achieves, the TMR,
+    Rank-1 and the trial counts, on the dataset's main query set; None when not asked for."""
+    records = report.open_set_rows(dataset.label)
+    if not records:
+        return None
+    header = [*ROW_HEADER, "scores", "target FMR", "threshold", "achieved FMR", "TMR", "Rank-1", "genuine", "impostor"]
+    body = [
+        [
+            r["label"],
+            r["mode"],
+            f"{r['scores']} ({r['kind']}, passes when {'≥' if r['kind'] == 'similarity' else '≤'})",
+            percent(r["target_fmr"]),
+            f"{r['threshold']:.4f}",
+            percent(r["fmr"]),
+            percent(r["tmr"]),
+            percent(r["rank1"]),
+            str(r["num_genuine"]),
+            str(r["num_impostor"]),
+        ]
+        for r in records
+    ]
+    pooled = "; ".join(dict.fromkeys(f"{r['label']}: {r['units']}" for r in records))
+    return "\n\n".join(
+        [
+            md_table(header, body),
+            caption(
+                f"Open set (query not in gallery) on {dataset.label}, FMR / TMR / Rank-1 in %, threshold in the "
+                "scores' units; means over the evaluated trials, trial counts summed",
+                dataset_text(dataset, dataset.main_set.label, f"trials: {pooled}", report),
+                OPEN_SET_NOTE,
+            ),
+        ]
+    )
+
+
 def render_markdown(report: Report, plots: Sequence[tuple[str, str]] = (), published: bool = False) -> str:
     """The whole report; ``plots`` are (title, relative link) pairs."""
-    parts = ["# reidx report", AP_NOTE, checkpoint_list(report.checkpoints)]
+    scored = any(e.scoring != PLAIN_LABEL for e in report.ranking)
+    parts = ["# reidx report", AP_NOTE + (" " + SCORING_NOTE if scored else ""), checkpoint_list(report.checkpoints)]
     if report.notes:
         parts.append("\n".join(f"- {note}" for note in report.notes))
     parts += ["## Cross-resolution re-ID", main_table(report)]
@@ -309,6 +363,10 @@ def render_markdown(report: Report, plots: Sequence[tuple[str, str]] = (), publi
     for dataset in report.datasets:
         if len(dataset.sets) > 1:  # one query set (genuine LR queries): the main table says it all
             parts += [f"## Rank-1 by query rate: {dataset.label}", rate_table(report, dataset)]
+    for dataset in report.datasets:
+        table = open_set_table(report, dataset)
+        if table:
+            parts += [f"## Open set: {dataset.label}", table]
     for dataset in report.datasets:
         table = recovery_table(report, dataset)
         if table:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -24,10 +25,19 @@ from reidx.metrics import EvalResult, aggregate_trials
 from reidx.models import list_models, model_class
 from reidx.models.loading import load_model, open_model_checkpoint
 from reidx.report.aggregate import Difference, paired_differences, pool_units, pooling
-from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, ranking_entry
-from reidx.report.evaluation import CheckpointInfo, describe_checkpoint, rank_trials, recover_dataset
+from reidx.report.cache import MODEL_ENTRY, RECOVERY_ENTRY, ResultCache, open_set_entry, ranking_entry
+from reidx.report.evaluation import (
+    CheckpointInfo,
+    Embedded,
+    describe_checkpoint,
+    embed_trials,
+    open_set_trials,
+    rank_trials,
+    recover_dataset,
+)
 from reidx.report.groups import RunGroup, group_checkpoints, split_text
 from reidx.report.plan import EvalDataset, QuerySet, open_dataset, query_sets
+from reidx.report.scoring import PLAIN, PLAIN_LABEL, Scoring
 from reidx.report.sources import allowed_trials
 
 ALL_MODES = tuple(dict.fromkeys(mode for name in list_models() for mode in model_class(name).embedding_modes))
@@ -86,6 +96,19 @@ class RankingEntry:
     result: EvalResult
     units: dict[str, EvalResult]
     pooling: str
+    scoring: str = PLAIN_LABEL  # how pairs were scored: "plain", "re-ranked k1 20 / k2 6 / λ 0.3", "AQE 3"
+
+
+@dataclass(frozen=True)
+class OpenSetEntry:
+    """Open-set operating points of one checkpoint, dataset, row mode and scoring, per evaluated trial
+    (``OpenSetResult.to_dict()`` records on the main query set)."""
+
+    checkpoint: CheckpointInfo
+    dataset: str
+    mode: str  # the embedding mode
+    scoring: str  # "plain", "re-ranked k1 20 / k2 6 / λ 0.3", "AQE 3"
+    per_trial: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,9 @@ class Report:
     ranking: list[RankingEntry] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
     recovery: list[RecoveryEntry] = field(default_factory=list)
+    open_set: list[OpenSetEntry] = field(default_factory=list)
+    #: row mode cell -> its scoring's label ("fused, AQE 3" -> "AQE 3")
+    scorings: dict[str, str] = field(default_factory=dict)
     #: (checkpoint path, dataset, mode) -> a few ranked queries, as ``QueryResult.to_dict()`` records
     examples: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -131,6 +157,43 @@ class Report:
         if len(group.checkpoints) == 1:
             return group.label
         return f"{group.label} · {checkpoint.name}, split {split_text(checkpoint)}"
+
+    def open_set_rows(self, dataset: str) -> list[dict[str, Any]]:
+        """The open-set table of ``dataset``: per row (group), mode and target FMR, the threshold, achieved FMR,
+        TMR and Rank-1 as means over the row's evaluated trials (fractions; the threshold in the scores' own
+        units), and the genuine and impostor trials summed over them."""
+        records = []
+        for group in self.groups:
+            entries = [e for e in self.open_set if e.dataset == dataset and e.checkpoint in group.checkpoints]
+            for mode, scores in dict.fromkeys((e.mode, e.scoring) for e in entries):
+                units = [
+                    (key, unit)
+                    for e in entries
+                    if (e.mode, e.scoring) == (mode, scores)
+                    for key, unit in e.per_trial.items()
+                ]
+                first = units[0][1]
+                for i, point in enumerate(first["points"]):
+                    records.append(
+                        {
+                            "dataset": dataset,
+                            "label": group.label,
+                            "mode": mode,
+                            "scores": scores,
+                            "kind": first["kind"],
+                            "passes": first["passes"],
+                            "target_fmr": point["target_fmr"],
+                            **{
+                                name: float(np.mean([u["points"][i][name] for _, u in units]))
+                                for name in ("threshold", "fmr", "tmr")
+                            },
+                            "rank1": float(np.mean([u["rank1"] for _, u in units])),
+                            "num_genuine": sum(u["num_genuine"] for _, u in units),
+                            "num_impostor": sum(u["num_impostor"] for _, u in units),
+                            "units": " ".join(f"trial{key}" for key, _ in units),
+                        }
+                    )
+        return records
 
     def summary_line(self) -> str:
         return f"evaluated {self.evaluated}, cached {self.cached} ({self.seconds:.2f} s)"
@@ -195,11 +258,15 @@ class _Job:
     summary: DatasetSummary
     mode: str | None  # the embedding mode ranked; None: the recovery job
     trials: list[int]  # the test trials the checkpoint may be evaluated on
+    scoring: Scoring = PLAIN
+    open_set: bool = False  # the open-set operating points, not the ranking metrics
 
     @property
     def entry(self) -> str:
         """The job's cache entry."""
-        return RECOVERY_ENTRY if self.mode is None else ranking_entry(self.mode)
+        if self.mode is None:
+            return RECOVERY_ENTRY
+        return (open_set_entry if self.open_set else ranking_entry)(self.mode, self.scoring.key)
 
 
 def expand_checkpoints(paths: list[Path]) -> list[Path]:
@@ -227,8 +294,11 @@ def collect(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     workers: int = 2,
+    scorings: list[Scoring] | None = None,
+    open_set: bool = False,
 ) -> Report:
-    """Evaluate what is not cached yet and gather every result the report shows."""
+    """Evaluate what is not cached yet and gather every result the report shows: the ranking metrics under each
+    of ``scorings`` (default: plain only) and, with ``open_set``, the open-set operating points of each."""
     started = time.perf_counter()
     checkpoints = expand_checkpoints(checkpoints)
     opened = [open_dataset(path) for path in datasets]
@@ -262,7 +332,11 @@ def collect(
                 )
             if trials != summary.trials:
                 report.notes.append(f"{info.label} evaluated on trial(s) {trials} of {summary.label} only: {reason}")
-            jobs += [_Job(info, cache, dataset, summary, mode, trials) for mode in wanted if mode in info.modes]
+            for mode in [mode for mode in wanted if mode in info.modes]:
+                for scoring in scorings or [PLAIN]:
+                    jobs.append(_Job(info, cache, dataset, summary, mode, trials, scoring))
+                    if open_set:
+                        jobs.append(_Job(info, cache, dataset, summary, mode, trials, scoring, open_set=True))
             jobs.append(_Job(info, cache, dataset, summary, None, trials))
     if not usable_modes:
         raise ReidxError(
@@ -287,8 +361,9 @@ def _run_jobs(
     workers: int,
 ) -> dict[tuple[str, str, str], dict[int, dict[str, Any]]]:
     """Run (or read from the cache) every job; return each ranking job's payload per trial, keyed by
-    (checkpoint path, dataset label, mode)."""
+    (checkpoint path, dataset label, row mode)."""
     loaded: dict[str, LoadedModel] = {}
+    embedded: dict[tuple[str, str, str], Embedded] = {}
     per_trial: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
 
     def model(job: _Job) -> LoadedModel:
@@ -298,13 +373,25 @@ def _run_jobs(
             loaded[job.checkpoint.path] = load_model(files[job.checkpoint.path], device)
         return loaded[job.checkpoint.path]
 
+    def vectors(job: _Job) -> Embedded:
+        """The job's embeddings, computed once for every scoring of its checkpoint, dataset and mode."""
+        key = (job.checkpoint.path, job.summary.label, str(job.mode))
+        if key not in embedded:
+            embedded.clear()
+            embedded[key] = embed_trials(
+                model(job), job.dataset, str(job.mode), job.trials, batch_size=batch_size, workers=workers
+            )
+        return embedded[key]
+
     with progress() as bar:
         task = bar.add_task("evaluating", total=len(jobs))
         for job in jobs:
-            what = f"{Path(job.checkpoint.path).parent.name} · {job.summary.label} · {job.mode or 'recovery'}"
+            kind = "recovery" if job.mode is None else job.scoring.row_mode(job.mode)
+            what = f"{Path(job.checkpoint.path).parent.name} · {job.summary.label} · {kind}"
+            what += " · open set" if job.open_set else ""
             bar.update(task, description=what)
             cached = job.cache.load(job.entry, job.dataset)
-            evaluated = _evaluate(job, cached, model, batch_size, workers)
+            evaluated = _evaluate(job, cached, model, vectors, batch_size, workers)
             if evaluated is None:
                 payload = cached
                 report.cached += 1
@@ -315,19 +402,29 @@ def _run_jobs(
             label = job.summary.label
             if job.mode is None:
                 report.recovery.append(RecoveryEntry(job.checkpoint, label, payload, tuple(job.trials)))
+            elif job.open_set:
+                points = {str(t): payload[str(t)] for t in job.trials}
+                report.open_set.append(OpenSetEntry(job.checkpoint, label, job.mode, job.scoring.label, points))
             else:
-                per_trial[(job.checkpoint.path, label, job.mode)] = {t: payload[str(t)] for t in job.trials}
-                report.examples[(job.checkpoint.path, label, job.mode)] = payload[str(job.trials[0])]["examples"]
+                per_trial[(job.checkpoint.path, label, kind)] = {t: payload[str(t)] for t in job.trials}
+                report.scorings[kind] = job.scoring.label
+                if job.scoring.plain:
+                    report.examples[(job.checkpoint.path, label, job.mode)] = payload[str(job.trials[0])]["examples"]
             bar.advance(task)
         bar.update(task, description=f"done: {report.evaluated} evaluated, {report.cached} cached")
     return per_trial
 
 
 def _evaluate(
-    job: _Job, cached: dict[str, Any] | None, model: Callable[[_Job], LoadedModel], batch_size: int, workers: int
+    job: _Job,
+    cached: dict[str, Any] | None,
+    model: Callable[[_Job], LoadedModel],
+    vectors: Callable[[_Job], Embedded],
+    batch_size: int,
+    workers: int,
 ) -> tuple[dict[str, Any], dict[str, Image.Image]] | None:
-    """The job's payload with what the cache lacks evaluated (ranking: missing trials) and its images (by name),
-    or None when the cache has it all."""
+    """The job's payload with what the cache lacks evaluated (ranking, open set: missing trials) and its images
+    (by name), or None when the cache has it all."""
     if job.mode is None:
         if cached is not None:
             return None
@@ -338,7 +435,11 @@ def _evaluate(
     todo = [trial for trial in job.trials if str(trial) not in (cached or {})]
     if not todo:
         return None
-    computed = rank_trials(model(job), job.dataset, job.mode, todo, batch_size=batch_size, workers=workers)
+    if job.open_set:
+        computed = open_set_trials(vectors(job), todo, job.scoring)
+    else:
+        path = str(model(job).path)
+        computed = rank_trials(vectors(job), job.dataset, path, job.mode, todo, job.scoring)
     return {**(cached or {}), **computed}, {}
 
 
@@ -372,8 +473,9 @@ def assemble(
                     if units:
                         text = pooled.text(units, summary.trials_total)
                         result = aggregate_trials(list(units.values()))
+                        scoring = report.scorings.get(mode, PLAIN_LABEL)
                         entry = RankingEntry(
-                            group, summary.label, mode, query_set.key, query_set.rate, result, units, text
+                            group, summary.label, mode, query_set.key, query_set.rate, result, units, text, scoring
                         )
                         report.ranking.append(entry)
     report.differences = paired_differences(report.groups, [report.entries(d.label) for d in report.datasets])

@@ -461,7 +461,8 @@ def report(
     from reidx.report import parse_modes, parse_trial, run_report
     from reidx.report.scoring import rerank_params, scorings
 
-    chosen = scorings(rerank_params(k1, k2, lam) if rerank else None, query_expansion)
+    params = rerank_params(k1, k2, lam)  # checked even without --rerank: a bad value is never ignored silently
+    chosen = scorings(params if rerank else None, query_expansion)
 
     run_report(
         checkpoint,

@@ -1,3 +1,3 @@
-from reidx.cli import main
+from reidx.cli import entry
 
-main()
+entry()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from dataclasses import fields
@@ -515,8 +516,19 @@ def must_exist(paths: Sequence[Path], kind: str) -> None:
             raise ReidxError(message.format(path), fix.format(path))
 
 
+def entry() -> None:
+    """The ``reidx`` command (console script, ``python -m reidx``): :func:`main`, then the heap frozen, since the
+    process ends here: the interpreter's shutdown then skips walking every object of pandas, pydantic and the rest
+    again (about 0.15 of a cold ``--model-file`` query's 1.5 CPU-seconds: benchmarks/bench_coldstart.py). Exit
+    handlers (temporary folders, worker pools, servers) still run."""
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 def main() -> None:
-    """Console-script entry point: user-fixable errors become one line on stderr and exit 1."""
+    """Entry point (in-process too: tests): user-fixable errors become one line on stderr and exit 1."""
     try:
         try:
             app()

@@ -1,4 +1,5 @@
-"""Remembered SHA-256 fingerprints of checked checkpoint files, so a cold ``reidx search`` need not hash them.
+"""Remembered SHA-256 fingerprints of checked model files, so a cold ``reidx search`` need not hash them: a
+checkpoint's whole bytes, and an ONNX export's graph (``part="graph"``, an entry of its own).
 
 An entry holds the file's device, inode, size, mtime and ctime (nanoseconds). Writing a file changes its
 mtime and ctime, replacing it (rename, copy) its inode or times, and no user can set a ctime (the kernel sets
@@ -48,21 +49,29 @@ def _entries() -> dict:
     return entries if isinstance(entries, dict) else {}
 
 
-def recall(path: Path, key: StatKey) -> str | None:
-    """The remembered SHA-256 of ``path`` if its stat ``key`` is still the one it was hashed with."""
-    entry = _entries().get(str(path.resolve()))
+def entry_name(path: Path, part: str = "") -> str:
+    """The cache entry of ``path`` (its whole bytes), or of one ``part`` of it."""
+    return f"{path.resolve()}#{part}" if part else str(path.resolve())
+
+
+def recall(path: Path, key: StatKey, part: str = "") -> str | None:
+    """The remembered SHA-256 of ``path`` (or of its ``part``) if its stat ``key`` is still the one it was
+    hashed with."""
+    entry = _entries().get(entry_name(path, part))
     if isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("sha256"), str):
         return entry["sha256"]
     return None
 
 
-def remember(path: Path, key: StatKey, sha256: str) -> None:
-    """Remember ``path``'s SHA-256 under its stat ``key`` (read before the bytes were), if it had settled."""
+def remember(path: Path, key: StatKey, sha256: str, part: str = "") -> None:
+    """Remember ``path``'s SHA-256 (or its ``part``'s) under its stat ``key`` (read before the bytes were), if it
+    had settled."""
     if time.time_ns() - max(key[3], key[4]) < SETTLED_NS:
         return
     entries = _entries()
-    entries.pop(str(path.resolve()), None)
-    entries[str(path.resolve())] = {"key": key, "sha256": sha256}
+    name = entry_name(path, part)
+    entries.pop(name, None)
+    entries[name] = {"key": key, "sha256": sha256}
     kept = dict(list(entries.items())[-MAX_ENTRIES:])
     try:
         cache_path().parent.mkdir(parents=True, exist_ok=True)

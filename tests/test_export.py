@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import onnx
 import pytest
 import torch
 
+from reidx import fingerprints
 from reidx.checkpoint import save_checkpoint
 from reidx.data.loading import iterate_images
 from reidx.data.prepare import prepare_dataset
@@ -24,7 +26,7 @@ from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.embedders import TorchEmbedder
 from reidx.export.onnx import export_onnx
-from reidx.export.runtime import open_onnx
+from reidx.export.runtime import GRAPH_PART, open_onnx, read_export
 from reidx.gallery import open_gallery_dir
 from reidx.models import build_model, list_models, model_class
 from reidx.models.backbones import list_backbones
@@ -259,6 +261,23 @@ def test_foreign_damaged_and_tampered_onnx_files_are_one_line(workspace: Path, r
         assert len(lines) == 1 and str(path.name) in lines[0] and "reidx export" in lines[0], (name, stderr)
         assert any(words in lines[0] for words in expected[name].split("|")), (name, lines[0])
         assert not (tmp_path / "i").exists()
+
+
+def test_an_exports_graph_hash_is_remembered_and_a_rewritten_file_is_checked_again(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(fingerprints.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(fingerprints, "SETTLED_NS", 0)
+    path = tmp_path / "m.onnx"
+    shutil.copy(exported(workspace, "baseline"), path)
+    data, info = read_export(path)
+    key = fingerprints.stat_key(path)
+    assert fingerprints.recall(path, key, GRAPH_PART) == info.graph_sha256
+    assert fingerprints.recall(path, key) is None  # an entry of its own, not the whole file's SHA-256
+    assert read_export(path) == (data, info)  # the remembered graph hash: the same bytes and info
+    path.write_bytes(hostile_files(workspace, tmp_path / "bad")["tampered"].read_bytes())  # rewritten in place
+    with pytest.raises(ReidxError, match="does not match the graph_sha256"):
+        read_export(path)
 
 
 def test_a_relabelled_export_is_refused_against_the_index_it_claims(workspace: Path, run_cli, tmp_path: Path) -> None:

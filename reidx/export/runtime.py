@@ -26,6 +26,7 @@ from reidx.device import AUTO, Devices
 from reidx.errors import ReidxError, one_line
 from reidx.evaluation.embedders import OPENERS, Embedder, as_embedder
 from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem, model_problem
+from reidx.fingerprints import recall, remember, stat_key
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 #: The suffix of the model files ``reidx export`` writes.
@@ -33,6 +34,8 @@ ONNX_SUFFIX = ".onnx"
 #: ``ModelProto.graph``'s field number, and the byte sizes of protobuf's fixed-size wire types (64- and 32-bit).
 GRAPH_FIELD = 7
 FIXED_SIZES = {1: 8, 5: 4}
+#: The :mod:`reidx.fingerprints` entry of an export's graph SHA-256 (not the whole file's).
+GRAPH_PART = "graph"
 
 
 class OnnxEmbedder(Embedder):
@@ -77,12 +80,16 @@ def onnx_schema() -> Any:
 
 
 def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
-    """The bytes and checked info of a ``reidx export`` file; a missing, foreign or damaged file is one line."""
+    """The bytes and checked info of a ``reidx export`` file; a missing, foreign or damaged file is one line.
+    The graph's SHA-256 that :mod:`reidx.fingerprints` remembers for these very bytes (the same stat key before
+    and after reading them) is not computed again."""
     path = Path(path)
     if not path.is_file():
         raise ReidxError(f"model file not found: {path}", NOT_OURS)
     try:
+        key = stat_key(path)
         data = path.read_bytes()
+        unchanged = stat_key(path) == key
     except OSError as exc:
         raise ReidxError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from None
     if not data:
@@ -92,9 +99,13 @@ def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     except Exception:  # noqa: BLE001 - any parse failure means the file is not a (whole) ONNX model
         raise ReidxError(f"cannot read {path}: it is not an ONNX model, or it is damaged", NOT_OURS) from None
     info = ExportInfo.from_props({prop.key: prop.value for prop in proto.metadata_props}, path)
-    problem = graph_problem(proto, info, graph_sha256(data))
+    known = recall(path, key, GRAPH_PART) if unchanged else None
+    graph_hash = known or graph_sha256(data)
+    problem = graph_problem(proto, info, graph_hash)
     if problem:
         raise ReidxError(f"{path} is damaged: {problem}", NOT_OURS)
+    if known is None and unchanged and graph_hash is not None:
+        remember(path, key, graph_hash, GRAPH_PART)
     return data, info
 
 

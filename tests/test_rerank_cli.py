@@ -166,3 +166,29 @@ def test_query_expansion(run_cli, tiny_gallery: Path) -> None:
     for answer, q in zip(answers, expanded, strict=True):
         scores = gallery.astype(np.float64) @ q.astype(np.float64)
         assert [hit["index_id"] for hit in answer["results"]] == np.lexsort((np.arange(12), -scores)).tolist()
+
+
+def test_serve_rerank_answers_what_search_rerank_json_does(run_cli, tiny_gallery: Path, tmp_path: Path) -> None:
+    import httpx
+
+    from reidx.retrieval.search import open_gallery
+    from reidx.service.app import create_app
+    from tests.servers import serving
+
+    idx = tmp_path / "idx"
+    embed(run_cli, tiny_gallery, idx, tiny_gallery / "gallery", "--rerank-graph", *SMALL)
+    paths = sorted((tiny_gallery / "queries").glob("*.png"))
+    code, answers, err = search(run_cli, idx, paths, "--rerank", "--top-k", "7", "--lambda", "0.5")
+    assert code == 0, err
+    gallery, model = open_gallery(idx, devices=Devices("cpu"))
+    with serving(create_app(gallery, model, min_score=0.5)) as url:
+        files = [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
+        data = {"top_k": "7", "rerank": "true", "lambda": "0.5"}
+        served = httpx.post(f"{url}/search", files=files, data=data, timeout=60)
+        assert served.status_code == 200, served.text
+        # the server's default threshold is one on similarities: it does not apply to distances
+        assert [{**a, "query": Path(a["query"]).name} for a in answers] == served.json()
+        refused = httpx.post(f"{url}/search", files=files, data={**data, "min_score": "0.2"}, timeout=60)
+        assert refused.status_code == 400 and "cosine similarities" in refused.json()["error"]
+        plain = httpx.post(f"{url}/search", files=files, data={"top_k": "7"}, timeout=60).json()
+        assert plain[0]["score_kind"] == "similarity" and plain[0]["min_score"] == 0.5

@@ -247,6 +247,7 @@ def embed(
     * `torchrun --nproc_per_node 4 -m reidx embed --checkpoint runs/cadnet/last.pt --dataset data/mlr-market --out idx/`
     * `reidx embed --checkpoint runs/cadnet/last.pt city/ --out idx/ --index ivfpq --on-disk --reduce-dim 256`
     * `reidx embed --model-file cadnet.onnx photos/ --out idx/` (the index matches one built from its checkpoint)
+    * `reidx embed --checkpoint runs/cadnet/last.pt photos/ --out idx/ --rerank-graph` (for `search --rerank`)
     """
     model = one_model_file(checkpoint, model_file, required=True)
     must_exist(images or [], "image")
@@ -294,7 +295,11 @@ def search(
         Path | None, typer.Option(help="Write a PNG of each query and its top-k.", metavar=OUT_FILE)
     ] = None,
     min_score: Annotated[
-        float | None, typer.Option(help="Score under which 'not in gallery'.", parser=finite_number("--min-score"))
+        float | None,
+        typer.Option(
+            help="Cosine similarity under which 'not in gallery' (plain scores only: refused with --rerank).",
+            parser=finite_number("--min-score"),
+        ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     **options: Any,
@@ -303,6 +308,8 @@ def search(
 
     Scores are cosine similarities (inner products of L2-normalised embeddings), ties in gallery order.
     Filters (`--camera`, `--pid`, `--other-cameras`) give the exact top-k among the entries that pass.
+    `--rerank` (an index embedded with `--rerank-graph`) gives the exact k-reciprocal re-ranking of each query
+    against the gallery; its scores are re-ranked distances, lower is better (`score_kind` in the JSON).
 
     Examples:
 
@@ -311,6 +318,8 @@ def search(
     * `reidx search 0002_c1s1_000451_03.jpg --gallery idx/ --montage hits.png`
     * `reidx search 0002_c1s1_000451_03.jpg --gallery idx/ --other-cameras --camera 2 --camera 3`
     * `reidx search query.jpg --gallery idx/ --model-file cadnet.onnx` (the same checkpoint and mode as the index)
+    * `reidx search query.jpg --gallery idx/ --rerank --lambda 0.3` (after `reidx embed ... --rerank-graph`)
+    * `reidx search query.jpg --gallery idx/ --query-expansion 2`
     """
     model = one_model_file(checkpoint, model_file, required=False)
     must_exist(queries, "image")

@@ -9,7 +9,7 @@ with its own ``Options`` (the flags of ``reidx embed --backend NAME``) and ``new
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -62,6 +62,8 @@ class GalleryWrite:
     chunks: Sequence[Path]
     devices: Devices
     record: BackendRecord
+    #: Writes the optional files of the directory (``rerank.npz``) into the new folder, if any.
+    extra: Callable[[Path], None] | None = None
 
     def check_chunks(self) -> None:
         """Refuse chunk files that are not float32 rows of the index's dimension (another model's embeddings
@@ -94,6 +96,8 @@ class Gallery(ABC):
     Options: ClassVar[type] = NoOptions
     #: Whether the backend takes the FAISS layout options (``--on-disk``, ``--reduce-dim``).
     tunes_layout: ClassVar[bool] = False
+    #: Whether a flat index of the backend keeps the exact embeddings (:meth:`exact_vectors`).
+    keeps_vectors: ClassVar[bool] = False
 
     def __init__(self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord) -> None:
         self.directory, self.header, self.metadata, self.record = directory, header, metadata, record
@@ -160,6 +164,12 @@ class Gallery(ABC):
 
         allowed = allowed_rows(filters, self.metadata, camids, names)
         return filtered_top_k(lambda rows, n: self.search(rows, n, nprobe), queries, k, allowed)
+
+    def exact_vectors(self) -> np.ndarray | None:
+        """The stored embeddings, row i = vector id i, exactly as embedded (for re-ranking and query expansion),
+        or None where the backend does not keep them so (approximate, reduced or remote vectors). It may be a
+        view into the open index: keep the gallery open while using it (or copy it)."""
+        return None
 
     def check_queries(self, queries: np.ndarray) -> np.ndarray:
         """The query embeddings as contiguous float32 rows of the index's dimension (others refused)."""

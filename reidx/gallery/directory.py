@@ -11,6 +11,9 @@ An index directory holds
   and, for a dataset split, every other manifest column;
 * ``backend.json``: :class:`BackendRecord`, where the vectors live; absent for the default backend (FAISS,
   whose files sit beside these: :mod:`reidx.gallery.faiss`);
+* ``rerank.npz`` (optional, ``reidx embed --rerank-graph``): the gallery's own part of k-reciprocal
+  re-ranking (:class:`reidx.retrieval.rerank.GalleryRerank`), with the fingerprint of the vectors it was
+  built from; indexes without it read as before;
 * ``.partial/`` (only while ``reidx embed`` runs or after it was interrupted): embedding chunks to resume;
 * ``.reidx-output.json``: the marker of the safe-output rule (:mod:`reidx.outputs`).
 
@@ -40,6 +43,7 @@ HEADER_NAME = "header.json"
 METADATA_NAME = "metadata.parquet"
 RECORD_NAME = "backend.json"
 PARTIAL_NAME = ".partial"
+RERANK_NAME = "rerank.npz"
 METRIC = "inner_product"
 INDEX_TYPES = ("flat", "ivfpq")
 DEFAULT_BACKEND = "faiss"
@@ -247,13 +251,17 @@ def write_directory(
     metadata: pd.DataFrame,
     record: BackendRecord = BackendRecord(),
     vectors: Callable[[Path], None] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> None:
     """Write an index directory into a fresh folder that then replaces ``out`` in one step (the caller has
-    checked that ``out`` may be replaced): ``vectors(folder)`` writes the backend's own files (if any), then
-    the metadata, the header and, for a backend other than the default, ``backend.json``."""
+    checked that ``out`` may be replaced): ``vectors(folder)`` writes the backend's own files (if any),
+    ``extra(folder)`` the optional files (``rerank.npz``), then the metadata, the header and, for a backend
+    other than the default, ``backend.json``."""
     with atomic_dir(out, "index", overwrite=True) as tmp:
         if vectors is not None:
             vectors(tmp)
+        if extra is not None:
+            extra(tmp)
         metadata.reset_index(drop=True).to_parquet(tmp / METADATA_NAME, index=False, engine="pyarrow")
         (tmp / HEADER_NAME).write_text(header.to_json())
         if record != BackendRecord():

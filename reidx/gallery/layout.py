@@ -33,6 +33,13 @@ class IndexSpec:
     nprobe: int = option(0, "ivfpq default lists visited per query (0: auto).", minimum=0)
     on_disk: bool = option(False, "ivfpq inverted lists in a file, memory-mapped (beyond RAM).")
     reduce_dim: int = option(0, "PCA to this many dimensions inside the index (0: none).", minimum=0)
+    rerank_graph: bool = option(
+        False,
+        "Also store the gallery's part of k-reciprocal re-ranking (rerank.npz, for `search --rerank`; flat "
+        "FAISS index); kept exact by --append.",
+    )
+    k1: int = option(20, "--rerank-graph: k1, the k-reciprocal neighbours (published: 20).", minimum=1)
+    k2: int = option(6, "--rerank-graph: k2, the query-expansion neighbours (published: 6).", minimum=1)
 
     def __post_init__(self) -> None:
         if self.index_type is not None and self.index_type not in INDEX_TYPES:
@@ -49,6 +56,11 @@ class IndexSpec:
         if self.shapes_layout and not backend.tunes_layout:
             raise ReidxError(
                 "--on-disk and --reduce-dim shape a FAISS index", f"drop them with --backend {backend.name}"
+            )
+        if self.rerank_graph and (kind != "flat" or self.reduce_dim or not backend.keeps_vectors):
+            raise ReidxError(
+                "--rerank-graph reads the exact embeddings: it needs a flat FAISS index without --reduce-dim",
+                "drop --rerank-graph, or build a flat index (the default) with the default backend",
             )
         if self.on_disk and kind != "ivfpq":
             raise ReidxError(

@@ -26,12 +26,19 @@ from reidx.gallery import (
     backend_class,
     open_gallery_dir,
 )
-from reidx.gallery.directory import HEADER_NAME, PARTIAL_NAME, check_header_model, fingerprint_mismatch
+from reidx.gallery.directory import (
+    HEADER_NAME,
+    PARTIAL_NAME,
+    RERANK_NAME,
+    check_header_model,
+    fingerprint_mismatch,
+)
 from reidx.gallery.layout import ivf_lists
 from reidx.io import exclusive_lock
 from reidx.outputs import existing_output
 from reidx.retrieval.jobs import check_chunks, embed_to_chunks
 from reidx.retrieval.requests import EmbedJob
+from reidx.retrieval.rerank.stored import gallery_vectors, graph_to_write, needs_refresh
 
 if TYPE_CHECKING:
     from reidx.distributed import DistEnv
@@ -108,15 +115,19 @@ def build_index(
         paths = list(plan.rows["path"])
         if sharded:
             share_paths(shards, paths)
-        if not paths:
+        if not paths and not needs_refresh(plan.existing, spec):
             return BuildResult(out, plan.existing.header, 0, plan.skipped)
-        if sharded:
+        if not paths:
+            chunks: list[Path] = []
+        elif sharded:
             chunks = embed_shards(shards, embedder, paths, state_dir, job)
         else:
             chunks = embed_to_chunks(embedder, paths, state_dir, job)
         header, metadata = plan.contents(embedder, chunks)
         check_chunks(chunks, paths)  # the one gate every backend's vectors pass
-        write = GalleryWrite(out, header, plan.existing, metadata, chunks, devices, plan.record)
+        graph = graph_to_write(plan.existing, spec, new_vectors(chunks, header.dim))
+        extra = None if graph is None else (lambda folder: graph.save(folder / RERANK_NAME))
+        write = GalleryWrite(out, header, plan.existing, metadata, chunks, devices, plan.record, extra)
         backend_class(plan.record.backend).write(write)
         return BuildResult(out, header, len(plan.rows), plan.skipped)
 
@@ -152,6 +163,8 @@ class BuildPlan:
         if existing is not None:
             check_compatible(existing, fingerprint, spec, store.backend)
             store.check_appending()
+            if spec.rerank_graph:
+                gallery_vectors(existing, "--rerank-graph")  # refused before any image is embedded
         record = existing.record if existing is not None else store.new_record(out)
         known = set(existing.metadata["path"]) if existing is not None else set()
         rows = table[~table["path"].isin(known)].drop_duplicates("path").reset_index(drop=True)
@@ -176,6 +189,11 @@ class BuildPlan:
         header = replace(existing.header, image_roots=image_folders(paths, existing.header.image_roots))
         metadata = pd.concat([existing.metadata.convert_dtypes(), self.rows.convert_dtypes()], ignore_index=True)
         return header, metadata
+
+
+def new_vectors(chunks: Sequence[Path], dim: int) -> np.ndarray:
+    """The embeddings of ``chunks``, in order, as one (rows, dim) float32 array."""
+    return np.concatenate([np.zeros((0, dim), np.float32), *(np.load(chunk) for chunk in chunks)])
 
 
 def image_folders(paths: Iterable[str], known: Sequence[str] = ()) -> list[str]:

@@ -21,6 +21,9 @@ from reidx.gallery.directory import HEADER_NAME, check_header_model, fingerprint
 from reidx.retrieval.inputs import UNKNOWN, identity_from_name
 from reidx.retrieval.requests import EmbedJob, SearchRequest
 
+#: What a result's scores are: cosine similarities (higher is better), or re-ranked distances (lower is better).
+SIMILARITY, DISTANCE = "similarity", "distance"
+
 
 @dataclass
 class Hit:
@@ -45,22 +48,37 @@ class QueryResult:
     camid: int
     hits: list[Hit]
     min_score: float | None = None
+    score_kind: str = SIMILARITY
 
     @classmethod
     def build(
-        cls, columns: Sequence[np.ndarray], query: str, pid: int, camid: int, scores: np.ndarray, ids: np.ndarray
+        cls,
+        columns: Sequence[np.ndarray],
+        query: str,
+        pid: int,
+        camid: int,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        score_kind: str = SIMILARITY,
     ) -> QueryResult:
         """The result of one query from its row of ``(scores, ids)`` (id -1: no hit) and the gallery metadata's
-        ``columns`` path, pid and camid (:func:`hit_columns`)."""
+        ``columns`` path, pid and camid (:func:`hit_columns`); ``score_kind``: what the scores are."""
         paths, pids, camids = columns
         hits: list[Hit] = []
         for score, i in zip(scores.tolist(), ids.tolist(), strict=True):
             if i >= 0:
                 hits.append(Hit(len(hits) + 1, i, str(paths[i]), score, int(pids[i]), int(camids[i])))
-        return cls(query, pid, camid, hits)
+        return cls(query, pid, camid, hits, score_kind=score_kind)
 
     def judged(self, min_score: float | None) -> QueryResult:
-        """This result under the threshold ``min_score``: each hit marked above it or not (None: all are)."""
+        """This result under the threshold ``min_score``: each hit marked above it or not (None: all are).
+        The threshold is one on cosine similarities: on re-ranked distances it is refused in one line."""
+        if min_score is not None and self.score_kind != SIMILARITY:
+            raise ReidxError(
+                "--min-score is a threshold on cosine similarities; re-ranked scores are distances (lower is "
+                "better) that bunch together, so a plain threshold means nothing on them",
+                "drop --min-score with --rerank (or search without --rerank to apply it)",
+            )
         hits = [replace(hit, above_threshold=min_score is None or hit.score >= min_score) for hit in self.hits]
         return replace(self, hits=hits, min_score=min_score)
 
@@ -78,6 +96,7 @@ class QueryResult:
             "camid": self.camid,
             "min_score": self.min_score,
             "in_gallery": self.in_gallery,
+            "score_kind": self.score_kind,
             "results": [asdict(hit) for hit in self.hits],
         }
 
@@ -126,12 +145,37 @@ def rank_vectors(
     identities = [identity_from_name(query) for query in queries]
     pids = [pid if request.query_pid is None else request.query_pid for pid, _ in identities]
     camids = [camid if request.query_camid is None else request.query_camid for _, camid in identities]
-    if request.filters.active:
+    if request.query_expansion:
+        from reidx.retrieval.expansion import average_query_expansion
+        from reidx.retrieval.rerank.stored import gallery_vectors
+
+        expanded = gallery_vectors(gallery, "--query-expansion")
+        vectors = average_query_expansion(gallery.check_queries(vectors), expanded, request.query_expansion)
+    kind = SIMILARITY
+    if request.rerank:
+        scores, ids = reranked(gallery, vectors, request)
+        kind = DISTANCE
+    elif request.filters.active:
         scores, ids = gallery.search_filtered(vectors, request.k, request.filters, camids, queries, request.nprobe)
     else:
         scores, ids = gallery.search(vectors, request.k, request.nprobe)
     columns = hit_columns(gallery)
-    return [QueryResult.build(columns, *row) for row in zip(queries, pids, camids, scores, ids, strict=True)]
+    rows = zip(queries, pids, camids, scores, ids, strict=True)
+    return [QueryResult.build(columns, *row, score_kind=kind) for row in rows]
+
+
+def reranked(gallery: Gallery, vectors: np.ndarray, request: SearchRequest) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, ids)`` of each query re-ranked online against the index's stored gallery part: the
+    published algorithm on gallery ∪ {query}, exact (:class:`reidx.retrieval.rerank.GalleryRerank`)."""
+    from reidx.retrieval.rerank.stored import open_rerank
+
+    if request.filters.active:
+        raise ReidxError("--rerank does not combine with gallery filters yet", "drop --camera/--pid/--other-cameras")
+    graph = open_rerank(gallery, request.k1, request.k2, request.lam)
+    found = [graph.query(row, request.k) for row in gallery.check_queries(vectors)]
+    width = min(request.k, len(gallery))
+    ids = np.array([row[0] for row in found], np.int64).reshape(len(found), width)
+    return np.array([row[1] for row in found]).reshape(len(found), width), ids
 
 
 def hit_columns(gallery: Gallery) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,8 +208,10 @@ def print_results(results: Sequence[QueryResult]) -> None:
     }
     for result in results:
         title = f"query {result.query}" + (f" (pid {result.pid})" if result.pid != UNKNOWN else "")
+        plain = result.score_kind == SIMILARITY
+        title += "" if plain else " — re-ranked: distance, lower is better"
         table = Table(title=title, caption=verdict[result.in_gallery], title_justify="left")
-        for name in ("rank", "score", "pid", "camid"):
+        for name in ("rank", "score" if plain else "distance", "pid", "camid"):
             table.add_column(name, justify="right")
         table.add_column("path", overflow="fold")
         for hit in result.hits:

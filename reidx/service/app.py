@@ -151,6 +151,7 @@ def create_app(
         files = GalleryFiles(gallery.header.image_roots, str(gallery.directory / HEADER_NAME))
     page = resources.files("reidx.service").joinpath("page.html").read_text(encoding="utf-8")
     lock = threading.Lock()
+    default_min_score = min_score  # the endpoint's own min_score field shadows it
     paths = gallery.metadata["path"].to_numpy()
     # the gallery does not change while it is served: its counts are taken once, not per /health request
     identities = int(gallery.metadata["pid"].nunique())
@@ -211,26 +212,40 @@ def create_app(
         images: Annotated[list[UploadFile], File(description="Query crops (JPEG, PNG, BMP, ...), any size.")],
         top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K, description="Results per query.")] = 10,
         min_score: Annotated[
-            float | None, Form(allow_inf_nan=False, description="Score under which 'not in gallery'.")
-        ] = min_score,
+            float | None,
+            Form(
+                allow_inf_nan=False,
+                description="Cosine similarity under which 'not in gallery' (default: the server's; refused with "
+                "rerank, whose scores are distances; the server's default does not apply to re-ranked results).",
+            ),
+        ] = None,
         camera: Annotated[list[Int64] | None, Form(description="Only gallery entries of these camids.")] = None,
         pid: Annotated[list[Int64] | None, Form(description="Only gallery entries of these pids.")] = None,
         other_cameras: Annotated[bool, Form(description="Only other cameras than the query's.")] = False,
         query_camera: Annotated[Int64 | None, Form(description="The queries' camid (default: names).")] = None,
         nprobe: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="ivfpq lists visited per query.")] = None,
+        rerank: Annotated[bool, Form(description="Exact k-reciprocal re-ranking (scores: distances).")] = False,
+        k1: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="rerank: k1 (the stored graph's).")] = None,
+        k2: Annotated[int | None, Form(ge=1, le=2**31 - 1, description="rerank: k2 (the stored graph's).")] = None,
+        lam: Annotated[float, Form(alias="lambda", ge=0, le=1, description="rerank: lambda.")] = 0.3,
+        query_expansion: Annotated[
+            int, Form(ge=0, le=MAX_TOP_K, description="Average query expansion: K nearest (0: off).")
+        ] = 0,
     ) -> JSONResponse:
         """Rank the gallery for each uploaded image: the same JSON as ``reidx search --json``."""
         if len(images) > limits.images:
             return error(413, f"{len(images)} images in one request, over the limit of {limits.images}", "split it")
         names = [PurePath(upload.filename or f"upload-{i}").name for i, upload in enumerate(images)]
         decoded = [image_from_bytes(upload.file.read(), name) for upload, name in zip(images, names, strict=True)]
-        request = SearchRequest(top_k, nprobe, GalleryFilter.of(camera, pid, other_cameras), None, query_camera)
+        filters = GalleryFilter.of(camera, pid, other_cameras)
+        request = SearchRequest(top_k, nprobe, filters, None, query_camera, rerank, k1, k2, lam, query_expansion)
+        threshold = min_score if min_score is not None or rerank else default_min_score
         with lock:
             vectors = embed_images(model, decoded, gallery.header.mode)
             results = rank_vectors(gallery, vectors, names, request)
             answered["searches"] += 1
             answered["queries"] += len(results)
-        return JSONResponse([result.judged(min_score).to_dict() for result in results])
+        return JSONResponse([result.judged(threshold).to_dict() for result in results])
 
     @app.get("/gallery/{entry}/image", response_model=None)
     def gallery_image(entry: int) -> Response:

@@ -55,6 +55,7 @@ class FaissGallery(Gallery):
     """An index directory whose vectors are its ``index.faiss`` (on the GPUs when ``devices.faiss_gpu``)."""
 
     tunes_layout = True
+    keeps_vectors = True
 
     def __init__(
         self,
@@ -134,13 +135,28 @@ class FaissGallery(Gallery):
                 job.header,
                 job.metadata,
                 vectors=lambda tmp: write_on_disk(trained, vectors, tmp / INDEX_NAME, tmp / LISTS_NAME),
+                extra=job.extra,
             )
             return
         for chunk in job.chunks:
             index.add(np.load(chunk))
         job.header.count = int(index.ntotal)
         filled = to_cpu(index, on_gpu)
-        write_directory(job.out, job.header, job.metadata, vectors=lambda tmp: write_faiss(filled, tmp / INDEX_NAME))
+        write_directory(
+            job.out,
+            job.header,
+            job.metadata,
+            vectors=lambda tmp: write_faiss(filled, tmp / INDEX_NAME),
+            extra=job.extra,
+        )
+
+    def exact_vectors(self) -> np.ndarray | None:
+        """A flat index's vectors (a CPU copy when it is on the GPUs); None for ivfpq or a PCA-reduced index."""
+        if self.header.index_type != "flat" or self.header.params.get("reduce_dim"):
+            return None
+        if self.on_gpu:  # the view must not outlive the CPU copy it looks into
+            return flat_vectors(inner_index(to_cpu(self.index, True))).copy()
+        return flat_vectors(inner_index(self.index))
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)``, each (Q, min(k, len)), ranked by inner product, ties in gallery order.

@@ -37,7 +37,7 @@ import numpy as np
 
 from reidx.metrics._rank_kernel import Gallery
 from reidx.metrics.checks import MetricInputError
-from reidx.metrics.rank import _CHUNK_ELEMENTS, _distance_matrix, _labels
+from reidx.metrics.rank import _distance_matrix, _labels, row_blocks
 
 SIMILARITY = "similarity"
 DISTANCE = "distance"
@@ -104,9 +104,7 @@ def open_set(
     (higher = closer, e.g. inner products) or ``kind="distance"`` (lower = closer, e.g. re-ranked
     distances). Bad input raises ``MetricInputError`` saying what is wrong."""
     matrix = _distance_matrix(scores)
-    rows = max(1, _CHUNK_ELEMENTS // matrix.shape[1])
-    blocks = ((start, matrix[start : start + rows]) for start in range(0, len(matrix), rows))
-    return open_set_blocks(blocks, matrix.shape, q_pids, g_pids, q_camids, g_camids, kind=kind, fmrs=fmrs)
+    return open_set_blocks(row_blocks(matrix), matrix.shape, q_pids, g_pids, q_camids, g_camids, kind=kind, fmrs=fmrs)
 
 
 def open_set_blocks(

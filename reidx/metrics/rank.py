@@ -100,10 +100,15 @@ def evaluate(
     ``ValueError``) saying what is wrong.
     """
     dist = _distance_matrix(distmat)
-    num_q, num_g = dist.shape
-    rows = max(1, _CHUNK_ELEMENTS // num_g)
-    chunks = ((start, dist[start : start + rows]) for start in range(0, num_q, rows))
-    return _evaluate_chunks(chunks, (num_q, num_g), q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws)
+    return _evaluate_chunks(
+        row_blocks(dist), dist.shape, q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws
+    )
+
+
+def row_blocks(matrix: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, rows)`` blocks of ``matrix`` of about ``_CHUNK_ELEMENTS`` elements each, from row 0."""
+    rows = max(1, _CHUNK_ELEMENTS // max(1, matrix.shape[1]))
+    return ((start, matrix[start : start + rows]) for start in range(0, len(matrix), rows))
 
 
 def evaluate_blocks(

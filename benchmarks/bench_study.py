@@ -54,7 +54,7 @@ METRICS = ("LR R1", "LR R5", "LR mAP", "HR R1", "x8 R1")
 
 #: profile -> train flags (besides the recipe), `reidx --device`, default epochs and input size
 PROFILES = {
-    "cpu": {"arch": "mobilenet_v2", "input_size": "128x48", "epochs": 10, "device": "", "extra": "--workers 2"},
+    "cpu": {"arch": "mobilenet_v2", "input_size": "128x48", "epochs": 15, "device": "", "extra": "--workers 2"},
     "gpu": {
         "arch": "mobilenet_v2",
         "input_size": "256x128",
@@ -63,7 +63,10 @@ PROFILES = {
         "extra": "--amp --workers 8",
     },
 }
-DEFAULT_RECIPE = "--optimizer adam --lr 3e-4 --lambda-rec 10 --residual-recovery"
+#: Chosen on 80 held-out training ids of split 0, never a test split (benchmarks/README.md, "The recipe"):
+#: random erasing was the one technique that helped on its own (last-5-epoch validation Rank-1 43.5 against
+#: 33.2); with the three extra sets the plateau comes by epoch 13-15 (hence the cpu profile's 15 epochs).
+DEFAULT_RECIPE = "--optimizer adam --lr 3e-4 --lambda-rec 10 --residual-recovery --random-erasing 0.5"
 
 #: key of one run: (arm, model, split); the cross arm's runs have split None (one run tested on every split)
 RunKey = tuple[str, str, int | None]

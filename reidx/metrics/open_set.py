@@ -37,7 +37,7 @@ import numpy as np
 
 from reidx.metrics._rank_kernel import Gallery
 from reidx.metrics.checks import MetricInputError
-from reidx.metrics.rank import _distance_matrix, _labels, row_blocks
+from reidx.metrics.rank import _distance_matrix, _labels, checked_blocks, row_blocks
 
 SIMILARITY = "similarity"
 DISTANCE = "distance"
@@ -128,22 +128,13 @@ def open_set_blocks(
     num_q, num_g = shape
     q_pids, q_camids = _labels("q_pids", q_pids, num_q), _labels("q_camids", q_camids, num_q)
     gallery = Gallery.build(_labels("g_pids", g_pids, num_g), _labels("g_camids", g_camids, num_g))
-    parts, done = [], 0
-    for start, block in blocks:
-        rows = _distance_matrix(block)
-        if start != done or rows.shape[1] != num_g or done + len(rows) > num_q:
-            raise MetricInputError(
-                f"score block at row {start} has shape {rows.shape}; expected consecutive blocks of a "
-                f"({num_q}, {num_g}) matrix, the next starting at row {done}"
-            )
+    parts = []
+    for start, rows in checked_blocks(blocks, shape, "score"):
         if not np.isfinite(rows).all():
             raise MetricInputError("the scores hold inf entries", "check the embeddings and the re-ranking")
         closer = rows if kind == SIMILARITY else np.negative(rows)
-        stop = done + len(rows)
-        parts.append(_best_scores(closer, q_pids[done:stop], q_camids[done:stop], gallery))
-        done = stop
-    if done != num_q:
-        raise MetricInputError(f"the score blocks cover {done} of {num_q} query rows")
+        stop = start + len(rows)
+        parts.append(_best_scores(closer, q_pids[start:stop], q_camids[start:stop], gallery))
     genuine, correct, impostor = (np.concatenate(column) for column in zip(*parts, strict=True))
     return _operating_points(kind, targets, genuine, correct, impostor, num_q)
 

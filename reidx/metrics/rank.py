@@ -126,23 +126,29 @@ def evaluate_blocks(
 ) -> RankingMetrics:
     """:func:`evaluate` over ``(start, distances)`` blocks of a (queries x gallery) distance matrix of shape
     ``shape``, consecutive from row 0 (what ``Reranked.blocks()`` yields), never holding the whole matrix."""
+    checked = checked_blocks(blocks, shape, "distance")
+    return _evaluate_chunks(checked, shape, q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws)
+
+
+def checked_blocks(
+    blocks: Iterable[tuple[int, Any]], shape: tuple[int, int], what: str
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``blocks`` of a (queries x gallery) ``what`` matrix of ``shape``, each as a checked float array; blocks
+    that are not consecutive from row 0, of another width, or that do not cover every row raise
+    ``MetricInputError``."""
     num_q, num_g = shape
-
-    def checked() -> Iterator[tuple[int, np.ndarray]]:
-        done = 0
-        for start, block in blocks:
-            rows = _distance_matrix(block)
-            if start != done or rows.shape[1] != num_g or done + len(rows) > num_q:
-                raise MetricInputError(
-                    f"distance block at row {start} has shape {rows.shape}; expected consecutive blocks of a "
-                    f"({num_q}, {num_g}) matrix, the next starting at row {done}"
-                )
-            done += len(rows)
-            yield start, rows
-        if done != num_q:
-            raise MetricInputError(f"the distance blocks cover {done} of {num_q} query rows")
-
-    return _evaluate_chunks(checked(), shape, q_pids, g_pids, q_camids, g_camids, protocol, max_rank, seed, draws)
+    done = 0
+    for start, block in blocks:
+        rows = _distance_matrix(block)
+        if start != done or rows.shape[1] != num_g or done + len(rows) > num_q:
+            raise MetricInputError(
+                f"{what} block at row {start} has shape {rows.shape}; expected consecutive blocks of a "
+                f"({num_q}, {num_g}) matrix, the next starting at row {done}"
+            )
+        done += len(rows)
+        yield start, rows
+    if done != num_q:
+        raise MetricInputError(f"the {what} blocks cover {done} of {num_q} query rows")
 
 
 def evaluate_embeddings(

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import torch
 from PIL import Image
 
 from reidx.checkpoint import save_checkpoint
 from reidx.data.transforms import to_model_input
 from reidx.gallery import BackendRecord, IndexHeader
+from reidx.gallery.directory import MetadataColumns
 from reidx.gallery.faiss.index import FaissGallery, flat_vectors, new_faiss_index
 from reidx.gallery.layout import ivfpq_params
 from reidx.gallery.ranking import top_k
@@ -103,7 +104,7 @@ def exact_search(gallery_size: int, dim: int, queries: int, repeats: int) -> dic
     index.add(gallery)
     del gallery  # the index holds the vectors; torch reads the same memory
     header = IndexHeader({}, "bench", "baseline", dim, gallery_size)
-    reidx_index = FaissGallery(Path("bench"), header, pd.DataFrame(), BackendRecord(), index)
+    reidx_index = FaissGallery(Path("bench"), header, MetadataColumns(pa.table({})), BackendRecord(), index)
     gallery_t, query_t = torch.from_numpy(flat_vectors(index)), torch.from_numpy(query)
     timed = race(
         repeats if gallery_size >= 100_000 else 5 * repeats,  # short runs: more tries against the noise

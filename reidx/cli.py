@@ -333,7 +333,7 @@ def search(
         check_file_output(montage, "--montage", "image", [*queries, gallery, *([model] if model else [])])
     paths = expand_images(queries)
     request = request_from(SearchRequest, options)
-    opened, embedder = open_gallery(gallery, model, ctx.obj)
+    opened, embedder = open_gallery(gallery, model, ctx.obj, images=len(paths))
     found = search_images(opened, embedder, paths, request, request_from(EmbedJob, options))
     results = [result.judged(min_score) for result in found]  # the threshold applies where results are shown
     if montage is not None:

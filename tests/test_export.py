@@ -26,7 +26,7 @@ from reidx.errors import ReidxError
 from reidx.evaluation.embed import embed_paths
 from reidx.evaluation.embedders import TorchEmbedder
 from reidx.export.onnx import export_onnx
-from reidx.export.runtime import GRAPH_PART, open_onnx, read_export
+from reidx.export.runtime import GRAPH_PART, metadata_props, open_onnx, read_export
 from reidx.gallery import open_gallery_dir
 from reidx.models import build_model, list_models, model_class
 from reidx.models.backbones import list_backbones
@@ -263,6 +263,17 @@ def test_foreign_damaged_and_tampered_onnx_files_are_one_line(workspace: Path, r
         assert not (tmp_path / "i").exists()
 
 
+#: Makes protobuf (and so onnx's schema) unimportable in a fresh process.
+NO_PROTOBUF = """
+import sys
+class NoProtobuf:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("google", "onnx"):
+            raise ImportError(name + " is blocked")
+sys.meta_path.insert(0, NoProtobuf())
+"""
+
+
 def test_an_exports_graph_hash_is_remembered_and_a_rewritten_file_is_checked_again(
     workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -275,6 +286,13 @@ def test_an_exports_graph_hash_is_remembered_and_a_rewritten_file_is_checked_aga
     assert fingerprints.recall(path, key, GRAPH_PART) == info.graph_sha256
     assert fingerprints.recall(path, key) is None  # an entry of its own, not the whole file's SHA-256
     assert read_export(path) == (data, info)  # the remembered graph hash: the same bytes and info
+    assert metadata_props(data) == {prop.key: prop.value for prop in onnx.load(path).metadata_props}
+    assert metadata_props(b"\xff" * 8) is None  # not a protobuf message
+    # remembered, the file is opened without protobuf (its graph not parsed again): a fresh process proves it
+    probe = f"{NO_PROTOBUF}from reidx.export.runtime import read_export\nprint(read_export({str(path)!r})[1].model)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == info.model, done.stderr
     path.write_bytes(hostile_files(workspace, tmp_path / "bad")["tampered"].read_bytes())  # rewritten in place
     with pytest.raises(ReidxError, match="does not match the graph_sha256"):
         read_export(path)
@@ -355,14 +373,17 @@ def test_bnneck_and_last_stride_1_models_export(tmp_path: Path, name: str) -> No
     assert export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx").min_cosine >= MIN_COSINE
 
 
-#: Runs ``reidx ARGS...`` with torch and torchvision made unimportable: an attempt is written to the file named by
-#: $REIDX_TORCH_LOG and fails, so a command that needs torch fails and the log says which module asked.
+#: Runs ``reidx ARGS...`` with torch and torchvision (or the packages $REIDX_BLOCKED names, comma-separated) made
+#: unimportable: an attempt is written to the file named by $REIDX_TORCH_LOG and fails, so a command that needs one
+#: fails and the log says which module asked.
 WITHOUT_TORCH = """
 import os, sys, traceback
 
+BLOCKED = os.environ.get("REIDX_BLOCKED", "torch,torchvision").split(",")
+
 class NoTorch:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
+        if name.split(".")[0] in BLOCKED:
             with open(os.environ["REIDX_TORCH_LOG"], "a") as log:
                 log.write(name + " imported from:\\n" + "".join(traceback.format_stack(limit=12)) + "\\n")
             raise ImportError(f"{name} is not importable here: this command must run without torch")
@@ -385,12 +406,15 @@ def test_onnx_search_embed_and_serve_run_without_torch(tiny_gallery: Path, tmp_p
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
 
-    def reidx(*args: object, **kwargs: object) -> subprocess.CompletedProcess:
+    def reidx(*args: object, blocked: str = "torch,torchvision") -> subprocess.CompletedProcess:
         command = [sys.executable, "-c", WITHOUT_TORCH, "--device", "cpu", *map(str, args)]
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, **kwargs)
+        blocking = {**env, "REIDX_BLOCKED": blocked}
+        return subprocess.run(command, capture_output=True, text=True, env=blocking, timeout=120)
 
     queries, index = tiny_gallery / "queries", tiny_gallery / "idx"
-    found = reidx("search", queries, "--gallery", index, "--model-file", model_file, "--json", "--workers", "0")
+    # a query reads the index's metadata without pandas too (a quarter CPU-second of a one-query process)
+    args = ("search", queries, "--gallery", index, "--model-file", model_file, "--json", "--workers", "0")
+    found = reidx(*args, blocked="torch,torchvision,pandas")
     assert found.returncode == 0 and not log.exists(), found.stderr + (log.read_text() if log.exists() else "")
     gallery, embedder = open_gallery(index, None, CPU)
     expected = search_images(gallery, embedder, sorted(queries.iterdir()), SearchRequest(k=10), EmbedJob(workers=0))

@@ -120,8 +120,9 @@ def as_embedder(model: LoadedModel | Embedder, mode: str | None = None) -> Embed
     return model
 
 
-#: ``opener(path, mode, devices, device)``: the embedder of one model file.
-Opener = Callable[[Path, "str | None", Devices, "torch.device | None"], Embedder]
+#: ``opener(path, mode, devices, device, images)``: the embedder of one model file (``images``: how many images it
+#: will embed, when known: a runtime may then skip start-up work that pays for itself only over many).
+Opener = Callable[[Path, "str | None", Devices, "torch.device | None", "int | None"], Embedder]
 #: Model files of these suffixes are checkpoints, opened in torch without looking at :data:`OPENERS`.
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 #: Model file suffix (lower case, with the dot) -> its opener; any other file is read as a checkpoint. The module
@@ -141,12 +142,14 @@ def open_embedder(
     mode: str | None = None,
     devices: Devices = AUTO,
     device: torch.device | None = None,
+    images: int | None = None,
 ) -> Embedder:
     """The embedder of a model file, by its suffix: an opener's from :data:`OPENERS` (``.onnx``: onnxruntime),
-    else a checkpoint in torch (on ``device``, default ``devices.torch``; ``mode`` None: fused)."""
+    else a checkpoint in torch (on ``device``, default ``devices.torch``; ``mode`` None: fused). ``images``: how
+    many images it will embed, when known (a few queries: see :data:`Opener`)."""
     path = Path(path)
     if not is_checkpoint(path):
-        return OPENERS.get(path.suffix.lower())(path, mode, devices, device)
+        return OPENERS.get(path.suffix.lower())(path, mode, devices, device, images)
     from reidx.models.loading import load_model  # here: the models (and torch) only for a checkpoint
 
     return TorchEmbedder.of(load_model(path, device or devices.torch), mode or "fused")

@@ -31,8 +31,9 @@ from reidx.fingerprints import recall, remember, stat_key
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 #: The suffix of the model files ``reidx export`` writes.
 ONNX_SUFFIX = ".onnx"
-#: ``ModelProto.graph``'s field number, and the byte sizes of protobuf's fixed-size wire types (64- and 32-bit).
-GRAPH_FIELD = 7
+#: ``ModelProto``'s field numbers of ``graph`` and ``metadata_props``, ``StringStringEntryProto``'s of ``key`` and
+#: ``value``, and the byte sizes of protobuf's fixed-size wire types (64- and 32-bit).
+GRAPH_FIELD, PROPS_FIELD, KEY_FIELD, VALUE_FIELD = 7, 14, 1, 2
 FIXED_SIZES = {1: 8, 5: 4}
 #: The :mod:`reidx.fingerprints` entry of an export's graph SHA-256 (not the whole file's).
 GRAPH_PART = "graph"
@@ -81,8 +82,9 @@ def onnx_schema() -> Any:
 
 def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     """The bytes and checked info of a ``reidx export`` file; a missing, foreign or damaged file is one line.
-    The graph's SHA-256 that :mod:`reidx.fingerprints` remembers for these very bytes (the same stat key before
-    and after reading them) is not computed again."""
+    Bytes whose graph SHA-256 :mod:`reidx.fingerprints` remembers (the same stat key before and after reading
+    them) passed every check here when it was remembered: only their metadata is read again, without parsing
+    the graph (a one-query process's saving: benchmarks/bench_coldstart.py)."""
     path = Path(path)
     if not path.is_file():
         raise ReidxError(f"model file not found: {path}", NOT_OURS)
@@ -94,25 +96,29 @@ def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
         raise ReidxError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from None
     if not data:
         raise ReidxError(f"cannot read {path}: the file is empty", NOT_OURS)
+    known = recall(path, key, GRAPH_PART) if unchanged else None
+    props = metadata_props(data) if known else None
+    if props is not None:
+        info = ExportInfo.from_props(props, path)
+        if info.graph_sha256 == known:
+            return data, info
     try:
         proto = onnx_schema().ModelProto.FromString(data)
     except Exception:  # noqa: BLE001 - any parse failure means the file is not a (whole) ONNX model
         raise ReidxError(f"cannot read {path}: it is not an ONNX model, or it is damaged", NOT_OURS) from None
     info = ExportInfo.from_props({prop.key: prop.value for prop in proto.metadata_props}, path)
-    known = recall(path, key, GRAPH_PART) if unchanged else None
-    graph_hash = known or graph_sha256(data)
+    graph_hash = graph_sha256(data)
     problem = graph_problem(proto, info, graph_hash)
     if problem:
         raise ReidxError(f"{path} is damaged: {problem}", NOT_OURS)
-    if known is None and unchanged and graph_hash is not None:
+    if unchanged and graph_hash is not None:
         remember(path, key, graph_hash, GRAPH_PART)
     return data, info
 
 
-def graph_sha256(data: bytes) -> str | None:
-    """The SHA-256 of the graph's bytes as the file holds them (the ``graph`` field of the serialized
-    ``ModelProto``, which ``reidx export`` wrote as ``graph.SerializeToString()``), found without serializing
-    the parsed graph again; None when the file holds no graph, or more than one (protobuf would merge them)."""
+def message_fields(data: bytes | memoryview) -> list[tuple[int, memoryview]] | None:
+    """The length-delimited fields of a serialized protobuf message, in order, as ``(field number, bytes)``
+    (other wire types skipped); None when the bytes are not one well-formed message."""
     view, pos, found = memoryview(data), 0, []
     try:
         while pos < len(view):
@@ -120,8 +126,7 @@ def graph_sha256(data: bytes) -> str | None:
             kind = key & 7
             if kind == 2:
                 size, pos = varint(view, pos)
-                if key >> 3 == GRAPH_FIELD:
-                    found.append(view[pos : pos + size])
+                found.append((key >> 3, view[pos : pos + size]))
                 pos += size
             elif kind in FIXED_SIZES:
                 pos += FIXED_SIZES[kind]
@@ -131,7 +136,31 @@ def graph_sha256(data: bytes) -> str | None:
                 return None
     except IndexError:
         return None
-    return hashlib.sha256(found[0]).hexdigest() if len(found) == 1 and pos == len(view) else None
+    return found if pos == len(view) else None
+
+
+def graph_sha256(data: bytes) -> str | None:
+    """The SHA-256 of the graph's bytes as the file holds them (the ``graph`` field of the serialized
+    ``ModelProto``, which ``reidx export`` wrote as ``graph.SerializeToString()``), found without serializing
+    the parsed graph again; None when the file holds no graph, or more than one (protobuf would merge them)."""
+    graphs = [value for number, value in message_fields(data) or () if number == GRAPH_FIELD]
+    return hashlib.sha256(graphs[0]).hexdigest() if len(graphs) == 1 else None
+
+
+def metadata_props(data: bytes) -> dict[str, str] | None:
+    """A ``ModelProto``'s ``metadata_props`` as ``{key: value}``, read without protobuf (the graph is skipped, not
+    parsed); None when the bytes are not well formed."""
+    fields = message_fields(data)
+    if fields is None:
+        return None
+    props: dict[str, str] = {}
+    for value in (value for number, value in fields if number == PROPS_FIELD):
+        entry = dict(message_fields(value) or ())
+        try:
+            props[bytes(entry.get(KEY_FIELD, b"")).decode()] = bytes(entry.get(VALUE_FIELD, b"")).decode()
+        except UnicodeDecodeError:
+            return None
+    return props
 
 
 def varint(view: memoryview, pos: int) -> tuple[int, int]:
@@ -170,16 +199,26 @@ def shape(value: Any) -> list[int | None]:
     return [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
 
 
+#: Fewer images than this (a few queries) are embedded with onnxruntime's basic graph optimisations only: the
+#: extended ones cost the demo model about 0.13 CPU-second at start and save about 4 ms per image.
+FEW_IMAGES = 32
+
+
 @OPENERS.register(ONNX_SUFFIX)
-def open_onnx(path: str | Path, mode: str | None = None, devices: Devices = AUTO, device: Any = None) -> OnnxEmbedder:
-    """The embedder of a ``reidx export`` file (its mode must be ``mode`` when one is given). ``device``, a
-    torchrun rank's torch device, is not needed: that rank's GPU is the current CUDA device."""
+def open_onnx(
+    path: str | Path, mode: str | None = None, devices: Devices = AUTO, device: Any = None, images: int | None = None
+) -> OnnxEmbedder:
+    """The embedder of a ``reidx export`` file (its mode must be ``mode`` when one is given) for ``images``
+    images (None: not known). ``device``, a torchrun rank's torch device, is not needed: that rank's GPU is the
+    current CUDA device."""
     import onnxruntime as ort
 
     path = Path(path)
     data, info = read_export(path)
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    few = images is not None and images < FEW_IMAGES
+    levels = ort.GraphOptimizationLevel
+    options.graph_optimization_level = levels.ORT_ENABLE_BASIC if few else levels.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
     # torch's thread count (onnxruntime's default, the physical cores, was slower here: benchmarks/bench_export.py),
     # and threads that sleep between runs instead of spinning, so the image-decoding workers keep their cores

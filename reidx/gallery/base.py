@@ -22,6 +22,7 @@ from reidx.gallery.directory import (
     DEFAULT_BACKEND,
     BackendRecord,
     IndexHeader,
+    MetadataColumns,
     check_files,
     read_header,
     read_metadata,
@@ -84,7 +85,8 @@ class NoOptions:
 
 
 class Gallery(ABC):
-    """An opened index directory: header, metadata (row i = vector id i) and the backend holding the vectors.
+    """An opened index directory: header, metadata (row i = vector id i; ``columns[name]`` one column in numpy,
+    :attr:`metadata` the table in pandas) and the backend holding the vectors.
 
     Results follow one contract whatever the backend (:mod:`reidx.gallery.ranking`): ``(scores, ids)``, inner
     products of normalised embeddings ranked best first, ties in gallery order, id -1 where there are fewer hits.
@@ -99,11 +101,16 @@ class Gallery(ABC):
     #: Whether a flat index of the backend keeps the exact embeddings (:meth:`exact_vectors`).
     keeps_vectors: ClassVar[bool] = False
 
-    def __init__(self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord) -> None:
-        self.directory, self.header, self.metadata, self.record = directory, header, metadata, record
+    def __init__(self, directory: Path, header: IndexHeader, columns: MetadataColumns, record: BackendRecord) -> None:
+        self.directory, self.header, self.columns, self.record = directory, header, columns, record
 
     def __len__(self) -> int:
         return self.header.count
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """The metadata table in pandas (imported on first use)."""
+        return self.columns.frame()
 
     @property
     def on_gpu(self) -> bool:
@@ -116,8 +123,7 @@ class Gallery(ABC):
         anything wrong is a ReidxError."""
         header = read_header(directory)
         check_files(directory, cls.vector_files(header), record)
-        metadata = read_metadata(directory)
-        return cls.open_vectors(directory, header, metadata, record, devices)
+        return cls.open_vectors(directory, header, read_metadata(directory), record, devices)
 
     @classmethod
     def vector_files(cls, header: IndexHeader) -> tuple[str, ...]:
@@ -127,7 +133,7 @@ class Gallery(ABC):
     @classmethod
     @abstractmethod
     def open_vectors(
-        cls, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, devices: Devices
+        cls, directory: Path, header: IndexHeader, columns: MetadataColumns, record: BackendRecord, devices: Devices
     ) -> Gallery:
         """The opened gallery: its vectors reached and checked against the header and metadata."""
 
@@ -162,7 +168,7 @@ class Gallery(ABC):
         filter language overrides it."""
         from reidx.gallery.filters import allowed_rows, filtered_top_k
 
-        allowed = allowed_rows(filters, self.metadata, camids, names)
+        allowed = allowed_rows(filters, self.columns, camids, names)
         return filtered_top_k(lambda rows, n: self.search(rows, n, nprobe), queries, k, allowed)
 
     def exact_vectors(self) -> np.ndarray | None:

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from reidx import __version__
 from reidx.errors import ReidxError, one_line
 from reidx.outputs import atomic_dir
@@ -36,6 +38,7 @@ from reidx.values import input_size_problem, is_count
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 FORMAT = "reidx-index"
 VERSION = 1
@@ -227,22 +230,81 @@ def check_files(directory: Path, names: tuple[str, ...], record: BackendRecord |
             raise ReidxError(f"index {directory} is incomplete: {name} is missing", rebuild_hint(record))
 
 
-def read_metadata(directory: Path) -> pd.DataFrame:
-    """The checked ``metadata.parquet`` of an index directory; anything wrong is a one-line ReidxError."""
-    import pandas as pd
+class MetadataColumns:
+    """An index's checked ``metadata.parquet``, read with pyarrow alone: ``columns[name]`` is one column as numpy
+    (what a query needs), :meth:`frame` the whole table in pandas, which is imported only then (importing it
+    costs a one-query process about a quarter of a CPU-second: benchmarks/bench_coldstart.py)."""
 
-    from reidx.data.manifest import column_problem
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._arrays: dict[str, np.ndarray] = {}
+        self._frame: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = column_array(self.table.column(name))
+        return self._arrays[name]
+
+    def frame(self) -> pd.DataFrame:
+        """The whole table as pandas reads it (``pd.read_parquet``)."""
+        if self._frame is None:
+            self._frame = self.table.to_pandas()
+        return self._frame
+
+
+def column_array(column: pa.ChunkedArray) -> np.ndarray:
+    """A column without empty values as numpy: integers as int64 from their buffers, anything else as Python
+    objects (pyarrow's own ``to_numpy`` imports pandas)."""
+    import pyarrow as pa
+
+    if not pa.types.is_integer(column.type):
+        return np.array(column.to_pylist(), dtype=object)
+    kind = np.dtype(str(column.type))
+    parts = [
+        np.frombuffer(chunk.buffers()[1], dtype=kind, count=len(chunk), offset=chunk.offset * kind.itemsize)
+        for chunk in column.chunks
+        if len(chunk)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
+def metadata_problem(table: pa.Table) -> str | None:
+    """What is wrong with the columns of :data:`METADATA_COLUMNS` in ``table`` (missing, empty values, integers
+    or text expected), None when nothing is; the parquet schema's own types are checked."""
+    import pyarrow as pa
+
+    missing = [name for name in METADATA_COLUMNS if name not in table.column_names]
+    if missing:
+        return f"columns {', '.join(missing)} are missing"
+    for name, kind in METADATA_COLUMNS.items():
+        column = table.column(name)
+        if column.null_count:
+            return f"column {name} has empty values"
+        if kind is int and not pa.types.is_integer(column.type):
+            return f"column {name} holds {column.type}, not integers"
+        if kind is str and not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            return f"column {name} holds non-text values"
+    return None
+
+
+def read_metadata(directory: Path) -> MetadataColumns:
+    """The checked ``metadata.parquet`` of an index directory; anything wrong is a one-line ReidxError. Read
+    through ``pyarrow.parquet.ParquetFile``, which (unlike ``read_table``) does not import pandas."""
+    import pyarrow.parquet as pq
 
     check_files(directory, (METADATA_NAME,))
     path = directory / METADATA_NAME
     try:
-        metadata = pd.read_parquet(path)
+        table = pq.ParquetFile(path).read()
     except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file to the user
         raise ReidxError(f"cannot read {path}: {one_line(exc)}", corrupt()) from None
-    problem = column_problem(metadata, METADATA_COLUMNS)
+    problem = metadata_problem(table)
     if problem:
         raise ReidxError(f"cannot read {path}: {problem}", corrupt())
-    return metadata
+    return MetadataColumns(table)
 
 
 def write_directory(

@@ -22,6 +22,8 @@ from reidx.options import option
 if TYPE_CHECKING:
     import pandas as pd
 
+    from reidx.gallery.directory import MetadataColumns
+
 
 class Condition(NamedTuple):
     """One test on a metadata column: its value is (``keep`` True) or is not (False) one of ``values``."""
@@ -70,11 +72,11 @@ class GalleryFilter:
             tests.append(Condition("camid", False, (query_camid,)))
         return tests
 
-    def mask(self, metadata: pd.DataFrame, query_camid: int, query: str = "the query") -> np.ndarray:
+    def mask(self, metadata: MetadataColumns | pd.DataFrame, query_camid: int, query: str = "the query") -> np.ndarray:
         """One bool per metadata row: whether that entry passes for this query."""
         passes = np.ones(len(metadata), dtype=bool)
         for column, keep, values in self.conditions(query_camid, query):
-            passes &= np.isin(metadata[column].to_numpy(), values) == keep
+            passes &= np.isin(np.asarray(metadata[column]), values) == keep
         return passes
 
     def to_dict(self) -> dict:
@@ -86,7 +88,7 @@ NO_FILTER = GalleryFilter()
 
 
 def allowed_rows(
-    spec: GalleryFilter, metadata: pd.DataFrame, camids: Sequence[int], queries: Sequence[str]
+    spec: GalleryFilter, metadata: MetadataColumns | pd.DataFrame, camids: Sequence[int], queries: Sequence[str]
 ) -> np.ndarray:
     """(Q, N) bools: which gallery entries each query may get back (one mask per distinct query camera)."""
     masks: dict[int, np.ndarray] = {}

@@ -39,6 +39,7 @@ from reidx.gallery.directory import (
     RECORD_NAME,
     BackendRecord,
     IndexHeader,
+    MetadataColumns,
     rebuild_hint,
     write_directory,
 )
@@ -296,9 +297,9 @@ class MilvusGallery(Gallery):
         collection: str | None = option(None, "milvus: collection name prefix (default: --out's).")
 
     def __init__(
-        self, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, client: Any
+        self, directory: Path, header: IndexHeader, columns: MetadataColumns, record: BackendRecord, client: Any
     ) -> None:
-        super().__init__(directory, header, metadata, record)
+        super().__init__(directory, header, columns, record)
         self.client = client
         #: Rows past the header's count (an append in progress, or one killed before it wrote the directory)
         #: are left out of every search.
@@ -314,7 +315,7 @@ class MilvusGallery(Gallery):
 
     @classmethod
     def open_vectors(
-        cls, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, devices: Devices
+        cls, directory: Path, header: IndexHeader, columns: MetadataColumns, record: BackendRecord, devices: Devices
     ) -> MilvusGallery:
         client = connect(record.uri)
         name = record.collection
@@ -338,13 +339,13 @@ class MilvusGallery(Gallery):
         except Exception as exc:  # noqa: BLE001 - any engine failure here is one line to the user
             raise ReidxError(f"cannot open Milvus collection {name!r} at {record.uri}: {short(exc)}", REBUILD) from None
         dim = fields["vector"].get("params", {}).get("dim")
-        if count != header.count or len(metadata) != header.count or int(dim or 0) != header.dim:
+        if count != header.count or len(columns) != header.count or int(dim or 0) != header.dim:
             raise ReidxError(
                 f"index {directory} is inconsistent (entries: header.json {header.count}, {METADATA_NAME} "
-                f"{len(metadata)}, collection {name} {count}; dim {dim})",
+                f"{len(columns)}, collection {name} {count}; dim {dim})",
                 f"re-run the interrupted `reidx embed ... --append`, or {REBUILD[0].lower()}{REBUILD[1:]}",
             )
-        gallery = cls(directory, header, metadata, record, client)
+        gallery = cls(directory, header, columns, record, client)
         gallery.bound = f"id < {header.count}" if extra else ""
         return gallery
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from reidx.data.base import market_identity
-from reidx.data.manifest import SPLITS, read_dataset
 from reidx.errors import ReidxError
 from reidx.images import expand_images
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 UNKNOWN = -1
 
@@ -27,6 +28,8 @@ def identity_from_name(path: str | Path) -> tuple[int, int]:
 
 def images_table(items: Sequence[str | Path]) -> pd.DataFrame:
     """The metadata table of loose images and folders."""
+    import pandas as pd  # here, not above: a query (reidx search) names its images without pandas
+
     paths = expand_images(items)
     identities = [identity_from_name(path) for path in paths]
     return pd.DataFrame(
@@ -56,6 +59,8 @@ def dataset_table(directory: str | Path, split: str = "gallery", trial: int | No
 
     A dataset with several trials needs ``trial``; an image listed twice is kept once.
     """
+    from reidx.data.manifest import SPLITS, read_dataset  # pandas: here, not above (see images_table)
+
     if split not in SPLITS:
         raise ReidxError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
     frame, _ = read_dataset(directory)

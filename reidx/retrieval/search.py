@@ -101,10 +101,12 @@ class QueryResult:
         }
 
 
-def load_gallery_model(gallery: Gallery, model_file: str | Path | None = None, devices: Devices = AUTO) -> Embedder:
+def load_gallery_model(
+    gallery: Gallery, model_file: str | Path | None = None, devices: Devices = AUTO, images: int | None = None
+) -> Embedder:
     """The embedder of ``gallery``'s model: the file its header names, or ``model_file`` (a checkpoint, or a
-    ``reidx export`` ONNX file run by onnxruntime), in the gallery's mode. A model that embeds differently
-    (other checkpoint bytes, mode or input size) is refused."""
+    ``reidx export`` ONNX file run by onnxruntime), in the gallery's mode; ``images``: how many queries it will
+    embed, when known. A model that embeds differently (other checkpoint bytes, mode or input size) is refused."""
     path = Path(model_file or gallery.header.checkpoint)
     if model_file is None and not path.is_file():
         raise ReidxError(
@@ -114,7 +116,7 @@ def load_gallery_model(gallery: Gallery, model_file: str | Path | None = None, d
     onnx = not is_checkpoint(path)
     if not onnx:
         check_header_model(gallery.header, gallery.directory / HEADER_NAME)
-    embedder = open_embedder(path, None if onnx else gallery.header.mode, devices)
+    embedder = open_embedder(path, None if onnx else gallery.header.mode, devices, images=images)
     mismatch = fingerprint_mismatch(gallery.header.fingerprint, embedder.fingerprint())
     if mismatch:
         check_header_model(gallery.header, gallery.directory / HEADER_NAME)
@@ -128,12 +130,12 @@ def load_gallery_model(gallery: Gallery, model_file: str | Path | None = None, d
 
 
 def open_gallery(
-    directory: str | Path, model_file: str | Path | None = None, devices: Devices = AUTO
+    directory: str | Path, model_file: str | Path | None = None, devices: Devices = AUTO, images: int | None = None
 ) -> tuple[Gallery, Embedder]:
     """The index, whatever its backend (FAISS on the GPUs when ``devices.faiss_gpu``), and its model's embedder
-    (on ``devices.torch``)."""
+    (on ``devices.torch``) for ``images`` queries (None: not known, as in a service)."""
     gallery = open_gallery_dir(directory, devices)
-    return gallery, load_gallery_model(gallery, model_file, devices)
+    return gallery, load_gallery_model(gallery, model_file, devices, images)
 
 
 def rank_vectors(
@@ -180,8 +182,8 @@ def reranked(gallery: Gallery, vectors: np.ndarray, request: SearchRequest) -> t
 
 def hit_columns(gallery: Gallery) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The metadata columns a hit shows: path, pid, camid."""
-    meta = gallery.metadata
-    return meta["path"].to_numpy(), meta["pid"].to_numpy(), meta["camid"].to_numpy()
+    columns = gallery.columns
+    return columns["path"], columns["pid"], columns["camid"]
 
 
 def search_images(

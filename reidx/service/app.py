@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path, PurePath
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -152,10 +153,10 @@ def create_app(
     page = resources.files("reidx.service").joinpath("page.html").read_text(encoding="utf-8")
     lock = threading.Lock()
     default_min_score = min_score  # the endpoint's own min_score field shadows it
-    paths = gallery.metadata["path"].to_numpy()
+    paths = gallery.columns["path"]
     # the gallery does not change while it is served: its counts are taken once, not per /health request
-    identities = int(gallery.metadata["pid"].nunique())
-    cameras = sorted(int(camid) for camid in gallery.metadata["camid"].unique())
+    identities = len(np.unique(gallery.columns["pid"]))
+    cameras = [int(camid) for camid in np.unique(gallery.columns["camid"])]
     answered = {"searches": 0, "queries": 0}
 
     @app.exception_handler(ReidxError)

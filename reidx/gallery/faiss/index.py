@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from reidx.gallery.directory import (
     METADATA_NAME,
     BackendRecord,
     IndexHeader,
+    MetadataColumns,
     corrupt,
     rebuild_hint,
     write_directory,
@@ -39,9 +40,6 @@ from reidx.gallery.faiss.devices import inner_index, to_cpu, to_device
 from reidx.gallery.faiss.exact import exact_top_k, longest_row
 from reidx.gallery.layout import PQ_BITS
 from reidx.gallery.ranking import clamp_k, top_k
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 INDEX_NAME = "index.faiss"
 #: The inverted lists of an ``--on-disk`` IVF-PQ index (``faiss.OnDiskInvertedLists``), beside INDEX_NAME.
@@ -61,12 +59,12 @@ class FaissGallery(Gallery):
         self,
         directory: Path,
         header: IndexHeader,
-        metadata: pd.DataFrame,
+        columns: MetadataColumns,
         record: BackendRecord,
         index: Any,
         on_gpu: bool = False,
     ) -> None:
-        super().__init__(directory, header, metadata, record)
+        super().__init__(directory, header, columns, record)
         self.index, self._on_gpu = index, on_gpu
         self.gallery_norm: float | None = None  # the longest stored vector (exact CPU search)
 
@@ -80,7 +78,7 @@ class FaissGallery(Gallery):
 
     @classmethod
     def open_vectors(
-        cls, directory: Path, header: IndexHeader, metadata: pd.DataFrame, record: BackendRecord, devices: Devices
+        cls, directory: Path, header: IndexHeader, columns: MetadataColumns, record: BackendRecord, devices: Devices
     ) -> FaissGallery:
         import faiss
 
@@ -106,13 +104,13 @@ class FaissGallery(Gallery):
                 f"{index_path} is not the trained inner-product {header.index_type} index {HEADER_NAME} describes",
                 corrupt(),
             )
-        counts = {HEADER_NAME: header.count, INDEX_NAME: index.ntotal, METADATA_NAME: len(metadata)}
+        counts = {HEADER_NAME: header.count, INDEX_NAME: index.ntotal, METADATA_NAME: len(columns)}
         if len(set(counts.values())) != 1 or index.d != header.dim:
             found = ", ".join(f"{name} {count}" for name, count in counts.items())
             raise ReidxError(f"index {directory} is inconsistent (entries: {found}; dim {index.d})", rebuild_hint())
         # on-disk lists are for galleries larger than memory: they stay memory-mapped on the CPU
         index, on_gpu = to_device(index, Devices("cpu") if on_disk else devices)
-        return cls(directory, header, metadata, record, index, on_gpu)
+        return cls(directory, header, columns, record, index, on_gpu)
 
     @classmethod
     def write(cls, job: GalleryWrite) -> None:

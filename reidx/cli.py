@@ -88,12 +88,12 @@ def prepare(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset reidx prepared.")] = False,
     workers: Annotated[int | None, typer.Option(help="Image threads (default: CPUs, at most 8).")] = None,
     test_ids: Annotated[int | None, typer.Option(help="Test ids per trial (default: protocol's).")] = None,
-    query_camera: Annotated[int | None, typer.Option(help="viper/synthetic/folder: the query camid.")] = None,
+    query_camera: Annotated[int | None, typer.Option(help="The query camid (viper, synthetic, folder).")] = None,
     ids: Annotated[int | None, typer.Option(help="synthetic: identities (default 100).")] = None,
     cameras: Annotated[int | None, typer.Option(help="synthetic: cameras (default 4).")] = None,
     images_per_camera: Annotated[int | None, typer.Option(help="synthetic: images per id+camera.")] = None,
     frames_per_id: Annotated[
-        int | None, typer.Option(help="3dpes/sarc3d/towncentre: keep N frames per id, evenly spaced.")
+        int | None, typer.Option(help="Keep N frames per id, evenly spaced (3dpes, sarc3d, towncentre).")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:

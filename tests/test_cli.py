@@ -137,6 +137,14 @@ def test_train_help_shows_every_flag_whole(run_cli, monkeypatch: pytest.MonkeyPa
     assert max(len(line) for line in out.splitlines()) <= int(columns)
 
 
+@pytest.mark.parametrize("command", ["prepare", "train", "recover", "embed", "search", "report", "serve", "export"])
+def test_every_help_fits_80_columns_uncut(run_cli, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """No flag name or help text cut with an ellipsis at 80 columns (a word wider than the help column is)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0 and "…" not in out, [line for line in out.splitlines() if "…" in line]
+
+
 @pytest.mark.parametrize(
     ("line", "needle"),
     [

@@ -9,8 +9,7 @@ of this package (e.g. the request objects the CLI builds its options from) impor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from reidx.lazy import lazy_exports
 
 #: Public name -> the module defining it.
 _EXPORTS = {
@@ -29,9 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ Names are imported on first use, so ``reidx.train.config`` (the options) loads w
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from reidx.lazy import lazy_exports
 
 #: public name -> the module that defines it
 _HOMES = {
@@ -24,9 +23,4 @@ _HOMES = {
 }
 
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'reidx.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -28,9 +28,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.studies import DONE, cell, diff_cell, reidx, train_run
@@ -54,7 +56,13 @@ METRICS = ("LR R1", "LR R5", "LR mAP", "HR R1", "x8 R1")
 
 #: profile -> train flags (besides the recipe), `reidx --device`, default epochs and input size
 PROFILES = {
-    "cpu": {"arch": "mobilenet_v2", "input_size": "128x48", "epochs": 15, "device": "", "extra": "--workers 2"},
+    "cpu": {
+        "arch": "mobilenet_v2",
+        "input_size": "128x48",
+        "epochs": 15,
+        "device": "",
+        "extra": "--workers 2 --channels-last",
+    },
     "gpu": {
         "arch": "mobilenet_v2",
         "input_size": "256x128",
@@ -114,15 +122,39 @@ def train_flags(key: RunKey, folders: dict[str, Path], common: str) -> str:
 
 
 def train_all(
-    runs: Path, folders: dict[str, Path], keys: list[RunKey], common: str, device: str, budget_s: float, dry_run: bool
+    runs: Path,
+    folders: dict[str, Path],
+    keys: list[RunKey],
+    common: str,
+    device: str,
+    budget_s: float,
+    dry_run: bool,
+    jobs: int = 1,
 ) -> bool:
-    """Train, resume or skip every run of ``keys``; stop launching after ``budget_s`` seconds. True if all are done."""
-    start = time.monotonic()
-    for key in keys:
+    """Train, resume or skip every run of ``keys``, ``jobs`` side by side (each with its share of the CPU threads
+    and its output in its run folder's train.log); stop launching after ``budget_s`` seconds. True if all are
+    done; a failed run stops the study once the runs beside it have finished."""
+    start, side_by_side = time.monotonic(), jobs > 1
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if side_by_side else None
+    launched = []
+
+    def train(key: RunKey) -> None:
         if time.monotonic() - start > budget_s:
-            print(f"time budget of {budget_s:.0f} s spent: run the same command again to continue", flush=True)
-            return False
-        train_run(run_dir(runs, key), train_flags(key, folders, common), dry_run, device)
+            return
+        launched.append(key)
+        train_run(run_dir(runs, key), train_flags(key, folders, common), dry_run, device, threads, side_by_side)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(train, key) for key in keys]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    if len(launched) < len(keys):
+        print(f"time budget of {budget_s:.0f} s spent: run the same command again to continue", flush=True)
+        return False
     return True
 
 
@@ -234,6 +266,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="extra `reidx train` flags of every run")
     parser.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which checkpoint to test")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="launch no run after this many seconds")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs side by side, the CPU threads shared (2 on 2 cores: about 1.3x)"
+    )
     parser.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
     parser.add_argument("--quick", action="store_true", help="1 split, 1 epoch, 64x32, tiny data (a smoke test)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run none")
@@ -268,7 +303,7 @@ def main(argv: list[str] | None = None) -> Values:
     runs = out / "runs" / tag
     keys = plan(splits, models)
     if not args.report_only and not train_all(
-        runs, folders, keys, common, profile["device"], args.budget_s, args.dry_run
+        runs, folders, keys, common, profile["device"], args.budget_s, args.dry_run, max(1, args.jobs)
     ):
         print("reporting the runs finished so far", flush=True)
     values = report_all(runs, folders["viper"], keys, args.checkpoint, profile["device"], args.dry_run)

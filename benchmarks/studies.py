@@ -5,6 +5,7 @@ train-skip-or-resume step of a staged study, and table cells of mean ± 95% Stud
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -16,21 +17,33 @@ from reidx.metrics.stats import mean_ci, paired_ci
 DONE = "done"
 
 
-def reidx(args: str, dry_run: bool = False) -> subprocess.CompletedProcess | None:
-    """Run one `reidx` command (this interpreter's), echoing it; a failure stops the study. ``dry_run``: echo only."""
-    print(f"$ reidx {args}", flush=True)
+def reidx(
+    args: str, dry_run: bool = False, threads: int | None = None, log: Path | None = None
+) -> subprocess.CompletedProcess | None:
+    """Run one `reidx` command (this interpreter's), echoing it; a failure stops the study. ``dry_run``: echo only.
+    ``threads``: the child's torch threads (``OMP_NUM_THREADS``); ``log``: where its output goes (appended)."""
+    print(f"$ reidx {args}" + (f"  (output: {log})" if log else ""), flush=True)
     if dry_run:
         return None
-    return subprocess.run([str(Path(sys.executable).with_name("reidx")), *shlex.split(args)], check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    command = [str(Path(sys.executable).with_name("reidx")), *shlex.split(args)]
+    if log is None:
+        return subprocess.run(command, check=True, env=env)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as output:
+        return subprocess.run(command, check=True, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
-def train_run(run: Path, flags: str, dry_run: bool = False, device: str = "") -> bool:
-    """Train ``run`` with ``flags`` unless it is finished; a started run (its last.pt) resumes. True if it ran."""
+def train_run(
+    run: Path, flags: str, dry_run: bool = False, device: str = "", threads: int | None = None, logged: bool = False
+) -> bool:
+    """Train ``run`` with ``flags`` unless it is finished; a started run (its last.pt) resumes. True if it ran.
+    ``threads``: its torch threads; ``logged``: its output into ``run``/train.log (runs side by side)."""
     if (run / DONE).is_file():
         return False
     resume = " --resume" if (run / "last.pt").is_file() else ""
     prefix = f"--device {device} " if device else ""
-    reidx(f"{prefix}train {flags} --out {run}{resume}", dry_run)
+    reidx(f"{prefix}train {flags} --out {run}{resume}", dry_run, threads, run / "train.log" if logged else None)
     if not dry_run:
         (run / DONE).touch()
     return True

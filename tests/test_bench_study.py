@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_study import ARMS, main, plan, tables, train_flags
-from benchmarks.studies import DONE, train_run
+from benchmarks.bench_study import ARMS, main, plan, tables, train_all, train_flags
+from benchmarks.studies import DONE, reidx, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -44,6 +44,20 @@ def test_a_finished_run_is_skipped_and_a_started_one_resumes(tmp_path: Path, cap
         f"$ reidx --device cuda train --epochs 1 --out {tmp_path / 'started'} --resume",
         f"$ reidx train --epochs 1 --out {tmp_path / 'new'}",
     ]
+
+
+def test_side_by_side_runs_log_into_their_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--jobs 2``: every run of the plan is launched once, each child's output into its run folder's train.log
+    (a real child here: ``reidx --version`` with one thread), and a spent budget launches nothing."""
+    log = tmp_path / "probe" / "train.log"
+    reidx("--version", threads=1, log=log)
+    assert log.read_text().startswith("reidx ")
+    folders = {name: tmp_path / name for name in ("viper", "3dpes", "sarc3d", "towncentre")}
+    keys = plan(2)
+    assert train_all(tmp_path / "runs", folders, keys, "--epochs 1", "", float("inf"), dry_run=True, jobs=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if " train " in line]
+    assert len(lines) == len(keys) and all(line.endswith("/train.log)") for line in lines)
+    assert not train_all(tmp_path / "runs", folders, keys, "--epochs 1", "", -1.0, dry_run=True, jobs=2)
 
 
 def test_tables_pair_cadnet_with_the_baseline_and_more_ids_with_viper_alone() -> None:

@@ -59,6 +59,25 @@ def test_each_phase_moves_only_its_own_parameters(dataset: Path, tmp_path: Path)
         assert all(moved(module, after_g[name])), f"the discriminator step left part of {name} unchanged"
 
 
+def test_channels_last_steps_as_the_default_layout(dataset: Path, tmp_path: Path) -> None:
+    """``--channels-last`` lays the model and its image batches out channels-last, and one training step (the
+    generator's, then the discriminators') gives the default layout's losses up to float rounding."""
+    losses = {}
+    for layout in (False, True):
+        options = dict(batch_ids=2, batch_instances=2, val_ids=0, channels_last=layout, **TINY)
+        trainer = Trainer(TrainConfig(dataset=str(dataset), **options), tmp_path / str(layout))
+        hr_batch, lr_batch = first_batches(trainer)
+        kernels = [param for param in trainer.model.parameters() if param.dim() == 4]
+        images = trainer._to_device(hr_batch)[0]
+        layout_of = torch.channels_last if layout else torch.contiguous_format
+        assert all(tensor.is_contiguous(memory_format=layout_of) for tensor in [*kernels, images])
+        assert layout == any(not kernel.is_contiguous() for kernel in kernels)  # a 1x1 kernel is both
+        losses[layout] = trainer.train_step(hr_batch, lr_batch)
+    assert set(losses[True]) == set(losses[False])
+    for name, value in losses[False].items():
+        assert losses[True][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
 def test_baseline_step_has_no_discriminator_phase(dataset: Path, tmp_path: Path) -> None:
     config = TrainConfig(dataset=str(dataset), model="baseline", batch_ids=2, batch_instances=2, val_ids=0, **TINY)
     trainer = Trainer(config, tmp_path)

@@ -31,7 +31,7 @@ from reidx.options import option
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("poly", "step", "cosine")
 #: Options that may differ from the saved run on ``--resume``; any other difference is an error.
-RESUME_OVERRIDABLE = frozenset({"dataset", "epochs", "workers", "save_every", "amp"})
+RESUME_OVERRIDABLE = frozenset({"dataset", "epochs", "workers", "save_every", "amp", "channels_last"})
 #: Options that do not matter on ``--resume`` (the weights come from the checkpoint).
 RESUME_IGNORED = frozenset({"pretrained"})
 
@@ -128,6 +128,9 @@ class CommonOptions:
     save_every: int = option(0, "Also keep RUN/epoch_N.pt every N epochs (0 = only last.pt and best.pt).")
     workers: int = option(2, "Data-loading processes per stream.")
     amp: bool = option(True, "Mixed precision, used only on CUDA.")
+    channels_last: bool = option(
+        False, "Channels-last memory format: faster convolutions (CAD-Net, 2 CPU cores: 1.3x), results alike."
+    )
 
 
 class ConfigMethods:

@@ -63,6 +63,8 @@ class Trainer:
         )
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume).to(self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.objective = self.model.objective(config)
         self.step_module = wrap(self.objective, self.env)
         self.use_amp = config.amp and self.device.type == "cuda"
@@ -156,7 +158,13 @@ class Trainer:
         return dict(zip(terms, values, strict=True))
 
     def _to_device(self, batch) -> list[torch.Tensor]:
-        return [tensor.to(self.device, non_blocking=True) for tensor in batch]
+        """The batch's tensors on the device, images (N×C×H×W) in the model's memory format."""
+        return [
+            tensor.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            if tensor.dim() == 4
+            else tensor.to(self.device, non_blocking=True)
+            for tensor in batch
+        ]
 
     # --- epochs -------------------------------------------------------------------------------------------
 

@@ -132,7 +132,7 @@ def train_all(
     jobs: int = 1,
 ) -> bool:
     """Train, resume or skip every run of ``keys``, ``jobs`` side by side (each with its share of the CPU threads
-    and its output in its run folder's train.log); stop launching after ``budget_s`` seconds. True if all are
+    and its output in RUN.log beside its folder); stop launching after ``budget_s`` seconds. True if all are
     done; a failed run stops the study once the runs beside it have finished."""
     start, side_by_side = time.monotonic(), jobs > 1
     threads = max(1, len(os.sched_getaffinity(0)) // jobs) if side_by_side else None

@@ -38,12 +38,14 @@ def train_run(
     run: Path, flags: str, dry_run: bool = False, device: str = "", threads: int | None = None, logged: bool = False
 ) -> bool:
     """Train ``run`` with ``flags`` unless it is finished; a started run (its last.pt) resumes. True if it ran.
-    ``threads``: its torch threads; ``logged``: its output into ``run``/train.log (runs side by side)."""
+    ``threads``: its torch threads; ``logged``: its output into ``run``.log beside the run folder (runs side by
+    side; not inside it, which `reidx train` must find empty or its own)."""
     if (run / DONE).is_file():
         return False
     resume = " --resume" if (run / "last.pt").is_file() else ""
     prefix = f"--device {device} " if device else ""
-    reidx(f"{prefix}train {flags} --out {run}{resume}", dry_run, threads, run / "train.log" if logged else None)
+    log = run.parent / f"{run.name}.log" if logged else None
+    reidx(f"{prefix}train {flags} --out {run}{resume}", dry_run, threads, log)
     if not dry_run:
         (run / DONE).touch()
     return True

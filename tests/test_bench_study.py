@@ -46,17 +46,18 @@ def test_a_finished_run_is_skipped_and_a_started_one_resumes(tmp_path: Path, cap
     ]
 
 
-def test_side_by_side_runs_log_into_their_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """``--jobs 2``: every run of the plan is launched once, each child's output into its run folder's train.log
-    (a real child here: ``reidx --version`` with one thread), and a spent budget launches nothing."""
-    log = tmp_path / "probe" / "train.log"
+def test_side_by_side_runs_log_beside_their_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--jobs 2``: every run of the plan is launched once, each child's output into RUN.log beside its folder
+    (inside, `reidx train` would refuse the folder as not its own; a real child here: ``reidx --version`` with one
+    thread), and a spent budget launches nothing."""
+    log = tmp_path / "probe" / "split0.log"
     reidx("--version", threads=1, log=log)
     assert log.read_text().startswith("reidx ")
     folders = {name: tmp_path / name for name in ("viper", "3dpes", "sarc3d", "towncentre")}
     keys = plan(2)
     assert train_all(tmp_path / "runs", folders, keys, "--epochs 1", "", float("inf"), dry_run=True, jobs=2)
     lines = [line for line in capsys.readouterr().out.splitlines() if " train " in line]
-    assert len(lines) == len(keys) and all(line.endswith("/train.log)") for line in lines)
+    assert len(lines) == len(keys) and all(line.endswith(("split0.log)", "split1.log)", "all.log)")) for line in lines)
     assert not train_all(tmp_path / "runs", folders, keys, "--epochs 1", "", -1.0, dry_run=True, jobs=2)
 
 
@@ -103,7 +104,7 @@ def test_quick_study_on_the_real_sets_then_resumes_without_training(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     args = ["--quick", "--models", "baseline", "--data-root", str(DATA), "--out", str(tmp_path / "study")]
-    values = main(args)  # the baseline alone: CAD-Net's columns are checked by the tables test
+    values = main([*args, "--jobs", "2"])  # the baseline alone (CAD-Net's columns: the tables test), 2 side by side
     ranked = {key: list(metrics["LR R1"]) for key, metrics in values.items() if key != ("bilinear", "")}
     assert ranked == {(arm, "baseline"): [0] for arm in ARMS} and list(values["bilinear", ""]["PSNR"]) == [0]
     capsys.readouterr()

@@ -29,6 +29,7 @@ from reidx.cli_options import (
     with_train_options,
 )
 from reidx.console import err_console, stdout_error
+from reidx.data.base import Options as ReaderOptions
 from reidx.device import DEVICE_CHOICES, Devices
 from reidx.errors import ReidxError
 from reidx.gallery import BACKENDS, DEFAULT_BACKEND, IndexSpec, StoreRequest
@@ -77,6 +78,7 @@ def main_options(
 
 
 @app.command()
+@with_request_options(ReaderOptions)
 def prepare(
     dataset: Annotated[DatasetName, typer.Option(help="The dataset's reader (folder: a CSV of images).")],
     out: Annotated[Path, typer.Option(help="Output dataset directory.", metavar=OUT_DIR)],
@@ -87,15 +89,8 @@ def prepare(
     trials: Annotated[int | None, typer.Option(help="Random splits (default: the protocol's).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset reidx prepared.")] = False,
     workers: Annotated[int | None, typer.Option(help="Image threads (default: CPUs, at most 8).")] = None,
-    test_ids: Annotated[int | None, typer.Option(help="Test ids per trial (default: protocol's).")] = None,
-    query_camera: Annotated[int | None, typer.Option(help="The query camid (viper, synthetic, folder).")] = None,
-    ids: Annotated[int | None, typer.Option(help="synthetic: identities (default 100).")] = None,
-    cameras: Annotated[int | None, typer.Option(help="synthetic: cameras (default 4).")] = None,
-    images_per_camera: Annotated[int | None, typer.Option(help="synthetic: images per id+camera.")] = None,
-    frames_per_id: Annotated[
-        int | None, typer.Option(help="Keep N frames per id, evenly spaced (3dpes, sarc3d, towncentre).")
-    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    **reader_options: Any,
 ) -> None:
     """Build an MLR (multi-low-resolution) dataset: LR queries, HR gallery, manifest (see data/README.md).
 
@@ -120,12 +115,7 @@ def prepare(
         trials=trials,
         overwrite=overwrite,
         workers=workers,
-        test_ids=test_ids,
-        query_camera=query_camera,
-        ids=ids,
-        cameras=cameras,
-        images_per_camera=images_per_camera,
-        frames_per_id=frames_per_id,
+        **reader_options,
     )
     print_summary(info, out, as_json=json_output)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from reidx.errors import ReidxError
 from reidx.images import list_images
+from reidx.options import option
 
 #: Market-1501 / DukeMTMC-reID names: ``PPPP_cC...`` (pid -1 is junk; at most 18 digits, so an int64).
 MARKET_NAME = re.compile(r"^(-1|\d{1,18})_c(\d{1,18})")
@@ -57,24 +58,22 @@ class Split:
     gallery: list[Record]
 
 
-#: ``metadata`` of a reader option whose value must be at least 1.
-AT_LEAST_ONE = {"minimum": 1}
-
-
 @dataclass(frozen=True)
 class Options:
-    """Options a reader may use; ``None`` means the reader's default. Each optional one (after ``workers``) is
-    the ``reidx prepare`` flag of its name, refused for readers that do not list it in ``uses``, and checked
-    against its ``minimum`` (field metadata)."""
+    """Options a reader may use; ``None`` means the reader's default. Each one with help is the ``reidx prepare``
+    flag of its name (generated from this class), refused for readers that do not list it in ``uses``, and
+    checked against its ``minimum``: a reader's new option is one field here."""
 
     seed: int = 0
     workers: int = 4
-    test_ids: int | None = field(default=None, metadata=AT_LEAST_ONE)
-    query_camera: int | None = None
-    ids: int = field(default=100, metadata=AT_LEAST_ONE)
-    cameras: int = field(default=4, metadata=AT_LEAST_ONE)
-    images_per_camera: int = field(default=4, metadata=AT_LEAST_ONE)
-    frames_per_id: int | None = field(default=None, metadata=AT_LEAST_ONE)
+    test_ids: int | None = option(None, "Test ids per trial (default: the protocol's).", minimum=1)
+    query_camera: int | None = option(None, "The query camid (viper, synthetic, folder).")
+    ids: int | None = option(None, "synthetic: identities (default 100).", minimum=1)
+    cameras: int | None = option(None, "synthetic: cameras (default 4).", minimum=1)
+    images_per_camera: int | None = option(None, "synthetic: images per id and camera (default 4).", minimum=1)
+    frames_per_id: int | None = option(
+        None, "Keep N frames per id, evenly spaced (3dpes, sarc3d, towncentre).", minimum=1
+    )
 
 
 class DatasetReader(ABC):

@@ -240,6 +240,16 @@ def generate(out: Path, ids: int, cameras: int, images_per_camera: int, seed: in
     return records
 
 
+#: The generator's sizes where --ids, --cameras and --images-per-camera are not given.
+DEFAULT_SIZES = {"ids": 100, "cameras": 4, "images_per_camera": 4}
+
+
+def generator_sizes(options: Options) -> dict[str, int]:
+    """The generator's size arguments: the options given, else :data:`DEFAULT_SIZES`."""
+    given = {name: getattr(options, name) for name in DEFAULT_SIZES}
+    return {name: DEFAULT_SIZES[name] if value is None else value for name, value in given.items()}
+
+
 @register_dataset("synthetic")
 class Synthetic(DatasetReader):
     """Procedural pedestrians, multi-shot, one trial; the HR originals are written to ``DIR/hr/``."""
@@ -252,13 +262,12 @@ class Synthetic(DatasetReader):
     def read(self, root: Path | None, workdir: Path, options: Options) -> Source:
         if root is not None:
             raise ReidxError("the synthetic dataset is generated, it reads no --root", "drop --root")
-        images = generate(workdir, options.ids, options.cameras, options.images_per_camera, options.seed)
+        images = generate(workdir, **generator_sizes(options), seed=options.seed)
         return Source(root=workdir, images=images)
 
     def settings(self, options: Options) -> dict[str, Any]:
         """The generator's size arguments."""
-        sizes = {"ids": options.ids, "cameras": options.cameras, "images_per_camera": options.images_per_camera}
-        return {"generator": sizes}
+        return {"generator": generator_sizes(options)}
 
     def split(self, source: Source, rng: np.random.Generator, options: Options) -> Split:
         ids = ids_of(source.images)

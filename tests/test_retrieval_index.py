@@ -15,7 +15,14 @@ from reidx.device import Devices
 from reidx.errors import ReidxError
 from reidx.gallery import IndexSpec, backend_class, open_gallery_dir
 from reidx.gallery.base import GalleryWrite
-from reidx.gallery.directory import HEADER_NAME, METADATA_NAME, BackendRecord, IndexHeader, write_directory
+from reidx.gallery.directory import (
+    HEADER_NAME,
+    METADATA_NAME,
+    BackendRecord,
+    IndexHeader,
+    MetadataColumns,
+    write_directory,
+)
 from reidx.gallery.faiss import exact, ondisk
 from reidx.gallery.faiss.devices import index_bytes, inner_index, shard_across_gpus, to_device
 from reidx.gallery.faiss.index import (
@@ -319,3 +326,21 @@ def test_embed_write_path_builds_an_on_disk_pca_ivfpq_index(tmp_path: Path, one_
     assert opened.header.params == {"nlist": 16, "pq_m": 4, "nprobe": 4, "reduce_dim": 16, "on_disk": 1}
     _, ids = opened.search(vectors[:100], 10)
     assert np.mean([row in ids[row] for row in range(100)]) >= 0.5  # approximate, but it finds itself
+
+
+def test_metadata_columns_read_without_pandas_as_pandas_reads_them(tmp_path: Path) -> None:
+    """``Gallery.columns``: integer columns straight from their buffers (several chunks, a sliced chunk), text and
+    columns with empty values as objects; the same values and table as ``pd.read_parquet``."""
+    pa = pytest.importorskip("pyarrow")
+    pids = pa.chunked_array([pa.array([5, 6, 7], pa.int32()).slice(1), pa.array([8, 9], pa.int32())])
+    table = pa.table({"path": ["a", "b", "c", "d"], "pid": pids, "trial": pa.array([0, None, 2, 3], pa.int64())})
+    columns = MetadataColumns(table)
+    assert columns["pid"].dtype == np.int64 and columns["pid"].tolist() == [6, 7, 8, 9]
+    assert columns["path"].tolist() == ["a", "b", "c", "d"] and columns["trial"].tolist() == [0, None, 2, 3]
+    assert len(columns) == 4
+    index = write_vectors(tmp_path / "idx", normalised(np.random.default_rng(3).standard_normal((10, 8))))
+    opened = open_gallery_dir(index, Devices("cpu"))
+    frame = pd.read_parquet(index / METADATA_NAME)
+    assert opened.metadata.equals(frame)
+    for name in ("path", "pid", "camid"):
+        assert opened.columns[name].tolist() == frame[name].tolist(), name

@@ -256,11 +256,11 @@ class MetadataColumns:
 
 
 def column_array(column: pa.ChunkedArray) -> np.ndarray:
-    """A column without empty values as numpy: integers as int64 from their buffers, anything else as Python
-    objects (pyarrow's own ``to_numpy`` imports pandas)."""
+    """A column as numpy: integers without empty values as int64 from their buffers, anything else as Python
+    objects, None where empty (pyarrow's own ``to_numpy`` imports pandas)."""
     import pyarrow as pa
 
-    if not pa.types.is_integer(column.type):
+    if not pa.types.is_integer(column.type) or column.null_count:
         return np.array(column.to_pylist(), dtype=object)
     kind = np.dtype(str(column.type))
     parts = [

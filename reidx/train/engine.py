@@ -64,7 +64,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume).to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.preserve_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.objective = self.model.objective(config)
         self.step_module = wrap(self.objective, self.env)
         self.use_amp = config.amp and self.device.type == "cuda"

@@ -31,9 +31,8 @@ from reidx.fingerprints import recall, remember, stat_key
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 #: The suffix of the model files ``reidx export`` writes.
 ONNX_SUFFIX = ".onnx"
-#: ``ModelProto``'s field numbers of ``graph`` and ``metadata_props``, ``StringStringEntryProto``'s of ``key`` and
-#: ``value``, and the byte sizes of protobuf's fixed-size wire types (64- and 32-bit).
-GRAPH_FIELD, PROPS_FIELD, KEY_FIELD, VALUE_FIELD = 7, 14, 1, 2
+#: ``ModelProto.graph``'s field number, and the byte sizes of protobuf's fixed-size wire types (64- and 32-bit).
+GRAPH_FIELD = 7
 FIXED_SIZES = {1: 8, 5: 4}
 #: The :mod:`reidx.fingerprints` entry of an export's graph SHA-256 (not the whole file's).
 GRAPH_PART = "graph"
@@ -82,9 +81,8 @@ def onnx_schema() -> Any:
 
 def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
     """The bytes and checked info of a ``reidx export`` file; a missing, foreign or damaged file is one line.
-    Bytes whose graph SHA-256 :mod:`reidx.fingerprints` remembers (the same stat key before and after reading
-    them) passed every check here when it was remembered: only their metadata is read again, without parsing
-    the graph (a one-query process's saving: benchmarks/bench_coldstart.py)."""
+    The graph's SHA-256 that :mod:`reidx.fingerprints` remembers for these very bytes (the same stat key before
+    and after reading them) is not computed again."""
     path = Path(path)
     if not path.is_file():
         raise ReidxError(f"model file not found: {path}", NOT_OURS)
@@ -96,22 +94,17 @@ def read_export(path: str | Path) -> tuple[bytes, ExportInfo]:
         raise ReidxError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from None
     if not data:
         raise ReidxError(f"cannot read {path}: the file is empty", NOT_OURS)
-    known = recall(path, key, GRAPH_PART) if unchanged else None
-    props = metadata_props(data) if known else None
-    if props is not None:
-        info = ExportInfo.from_props(props, path)
-        if info.graph_sha256 == known:
-            return data, info
     try:
         proto = onnx_schema().ModelProto.FromString(data)
     except Exception:  # noqa: BLE001 - any parse failure means the file is not a (whole) ONNX model
         raise ReidxError(f"cannot read {path}: it is not an ONNX model, or it is damaged", NOT_OURS) from None
     info = ExportInfo.from_props({prop.key: prop.value for prop in proto.metadata_props}, path)
-    graph_hash = graph_sha256(data)
+    known = recall(path, key, GRAPH_PART) if unchanged else None
+    graph_hash = known or graph_sha256(data)
     problem = graph_problem(proto, info, graph_hash)
     if problem:
         raise ReidxError(f"{path} is damaged: {problem}", NOT_OURS)
-    if unchanged and graph_hash is not None:
+    if known is None and unchanged and graph_hash is not None:
         remember(path, key, graph_hash, GRAPH_PART)
     return data, info
 
@@ -145,22 +138,6 @@ def graph_sha256(data: bytes) -> str | None:
     the parsed graph again; None when the file holds no graph, or more than one (protobuf would merge them)."""
     graphs = [value for number, value in message_fields(data) or () if number == GRAPH_FIELD]
     return hashlib.sha256(graphs[0]).hexdigest() if len(graphs) == 1 else None
-
-
-def metadata_props(data: bytes) -> dict[str, str] | None:
-    """A ``ModelProto``'s ``metadata_props`` as ``{key: value}``, read without protobuf (the graph is skipped, not
-    parsed); None when the bytes are not well formed."""
-    fields = message_fields(data)
-    if fields is None:
-        return None
-    props: dict[str, str] = {}
-    for value in (value for number, value in fields if number == PROPS_FIELD):
-        entry = dict(message_fields(value) or ())
-        try:
-            props[bytes(entry.get(KEY_FIELD, b"")).decode()] = bytes(entry.get(VALUE_FIELD, b"")).decode()
-        except UnicodeDecodeError:
-            return None
-    return props
 
 
 def varint(view: memoryview, pos: int) -> tuple[int, int]:
@@ -211,10 +188,21 @@ def open_onnx(
     """The embedder of a ``reidx export`` file (its mode must be ``mode`` when one is given) for ``images``
     images (None: not known). ``device``, a torchrun rank's torch device, is not needed: that rank's GPU is the
     current CUDA device."""
+    path = Path(path)
+    options = session_options(images)
+    loaded = remembered_session(path, options, devices)
+    if loaded is None:
+        data, info = read_export(path)
+        loaded = new_session(data, path, options, devices), info
+    embedder = OnnxEmbedder(*loaded, path)
+    as_embedder(embedder, mode)  # the mode check
+    return embedder
+
+
+def session_options(images: int | None) -> Any:
+    """onnxruntime's session options for embedding ``images`` images (None: not known)."""
     import onnxruntime as ort
 
-    path = Path(path)
-    data, info = read_export(path)
     options = ort.SessionOptions()
     few = images is not None and images < FEW_IMAGES
     levels = ort.GraphOptimizationLevel
@@ -224,14 +212,37 @@ def open_onnx(
     # and threads that sleep between runs instead of spinning, so the image-decoding workers keep their cores
     options.intra_op_num_threads = cpu_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def new_session(model: bytes | str, path: Path, options: Any, devices: Devices) -> Any:
+    """An onnxruntime session of ``model`` (the file's bytes, or its path); a load failure is one line."""
+    import onnxruntime as ort
+
     try:
-        session = ort.InferenceSession(data, options, providers=providers(devices))
+        return ort.InferenceSession(model, options, providers=providers(devices))
     except Exception as exc:  # noqa: BLE001 - any onnxruntime load failure is an unusable file to the user
-        reason = one_line(exc)
-        raise ReidxError(f"onnxruntime cannot load {path}: {reason}", NOT_OURS) from None
-    embedder = OnnxEmbedder(session, info, path)
-    as_embedder(embedder, mode)  # the mode check
-    return embedder
+        raise ReidxError(f"onnxruntime cannot load {path}: {one_line(exc)}", NOT_OURS) from None
+
+
+def remembered_session(path: Path, options: Any, devices: Devices) -> tuple[Any, ExportInfo] | None:
+    """The session and info of an export whose graph SHA-256 :mod:`reidx.fingerprints` remembers under the
+    file's stat key: those very bytes passed every check of :func:`read_export` when it was remembered, so
+    onnxruntime loads the file itself (no copy of it in Python, no protobuf parse: a one-query process's saving,
+    benchmarks/bench_coldstart.py) and the info comes from the session's metadata. None, for the full check,
+    when nothing is remembered, the file changed meanwhile, or its metadata names another graph."""
+    try:
+        key = stat_key(path)
+        known = recall(path, key, GRAPH_PART)
+        if known is None:
+            return None
+        session = new_session(str(path), path, options, devices)
+        if stat_key(path) != key:
+            return None
+        info = ExportInfo.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+    except (OSError, ReidxError):
+        return None
+    return (session, info) if info.graph_sha256 == known else None
 
 
 def cpu_threads() -> int:

@@ -183,8 +183,8 @@ def report_all(runs: Path, viper: Path, keys: list[RunKey], name: str, device: s
         )
         if not dry_run:
             collect(json.loads(out.read_text()), owners, split, values)
-    for key in keys:
-        accuracy = last_d_accuracy(run_dir(runs, key))
+    for key in keys:  # finished runs only, as above: a running one's log stops at an early epoch
+        accuracy = last_d_accuracy(run_dir(runs, key)) if (run_dir(runs, key) / DONE).is_file() else None
         if accuracy is not None:
             values[key[:2]]["D_F acc"][key[2] or 0] = accuracy
     return values

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -36,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.studies import DONE, cell, diff_cell, reidx, train_run
+from reidx.device import available_cpus
 from reidx.metrics.stats import paired_ci
 from reidx.report.evaluation import METHOD_BILINEAR
 
@@ -135,7 +135,7 @@ def train_all(
     and its output in RUN.log beside its folder); stop launching after ``budget_s`` seconds. True if all are
     done; a failed run stops the study once the runs beside it have finished."""
     start, side_by_side = time.monotonic(), jobs > 1
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if side_by_side else None
+    threads = max(1, available_cpus() // jobs) if side_by_side else None
     launched = []
 
     def train(key: RunKey) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from reidx.console import err_console
 from reidx.data.transforms import PIXEL_MEAN, PIXEL_STD
-from reidx.device import AUTO, Devices
+from reidx.device import AUTO, Devices, available_cpus
 from reidx.errors import ReidxError, one_line
 from reidx.evaluation.embedders import OPENERS, Embedder, as_embedder
 from reidx.export.metadata import INPUT_NAME, NOT_OURS, OUTPUT_NAME, ExportInfo, bound_problem, model_problem
@@ -247,7 +247,7 @@ def remembered_session(path: Path, options: Any, devices: Devices) -> tuple[Any,
 
 def cpu_threads() -> int:
     """The CPU threads torch would use: ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = available_cpus()
     text = os.environ.get("OMP_NUM_THREADS", "")
     return min(int(text), cpus) if text.isdigit() and int(text) > 0 else cpus
 

@@ -66,7 +66,7 @@ PROFILES = {
     "gpu": {
         "arch": "mobilenet_v2",
         "input_size": "256x128",
-        "epochs": 10,
+        "epochs": 15,
         "device": "cuda",
         "extra": "--amp --workers 8",
     },

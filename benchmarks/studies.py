@@ -20,13 +20,14 @@ DONE = "done"
 def reidx(
     args: str, dry_run: bool = False, threads: int | None = None, log: Path | None = None
 ) -> subprocess.CompletedProcess | None:
-    """Run one `reidx` command (this interpreter's), echoing it; a failure stops the study. ``dry_run``: echo only.
+    """Run one `reidx` command (``python -m reidx`` under this interpreter, so a checkout on PYTHONPATH works without
+    an installed console script), echoing it; a failure stops the study. ``dry_run``: echo only.
     ``threads``: the child's torch threads (``OMP_NUM_THREADS``); ``log``: where its output goes (appended)."""
     print(f"$ reidx {args}" + (f"  (output: {log})" if log else ""), flush=True)
     if dry_run:
         return None
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-    command = [str(Path(sys.executable).with_name("reidx")), *shlex.split(args)]
+    command = [sys.executable, "-m", "reidx", *shlex.split(args)]
     if log is None:
         return subprocess.run(command, check=True, env=env)
     log.parent.mkdir(parents=True, exist_ok=True)

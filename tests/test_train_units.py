@@ -75,6 +75,21 @@ def test_batch_hard_triplet_matches_hand_computation() -> None:
     assert batch_hard_triplet(points, labels, margin=0.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_batch_hard_triplet_is_float32_under_half_precision_autocast() -> None:
+    """Under AMP the distances stay float32: in float16 the diagonal's clamp (1e-12) rounds to 0, and on CUDA
+    every gradient came back non-finite, so the scaler skipped every step (a 15-epoch run never moved)."""
+    torch.manual_seed(0)
+    embeddings = torch.randn(16, 64).relu().requires_grad_()
+    labels = torch.arange(4).repeat_interleave(4)
+    expected = batch_hard_triplet(embeddings, labels, margin=0.3)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = batch_hard_triplet(embeddings, labels, margin=0.3)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    loss.backward()
+    assert torch.isfinite(embeddings.grad).all()
+
+
 def test_config_file_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('arch = "resnet18"\ninput-size = "128x64"\nlambda_rec = 5.0\nepochs = 3\n')

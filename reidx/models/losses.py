@@ -24,10 +24,13 @@ GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
 def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
     """Batch-hard triplet loss: mean over anchors of max(0, margin + d(a, hardest +) − d(a, hardest −)),
-    Euclidean distances on L2-normalised ``embeddings``. Anchors without a negative are skipped."""
-    embeddings = F.normalize(embeddings, dim=1)
-    squared = (2.0 - 2.0 * embeddings @ embeddings.t()).clamp_min(1e-12)
-    dist = squared.sqrt()
+    Euclidean distances on L2-normalised ``embeddings``. Anchors without a negative are skipped.
+
+    The distances are float32 even under autocast: in float16 the clamp's 1e-12 rounds to 0, so the diagonal's
+    square root has no finite gradient, and CUDA AMP skipped every optimiser step."""
+    with torch.autocast(embeddings.device.type, enabled=False):
+        embeddings = F.normalize(embeddings.float(), dim=1)
+        dist = (2.0 - 2.0 * embeddings @ embeddings.t()).clamp_min(1e-12).sqrt()
     same = labels[:, None] == labels[None, :]
     hardest_positive = dist.masked_fill(~same, float("-inf")).amax(dim=1)
     hardest_negative = dist.masked_fill(same, float("inf")).amin(dim=1)

@@ -23,7 +23,9 @@ def reidx(
     """Run one `reidx` command (``python -m reidx`` under this interpreter, so a checkout on PYTHONPATH works without
     an installed console script), echoing it; a failure stops the study. ``dry_run``: echo only.
     ``threads``: the child's torch threads (``OMP_NUM_THREADS``); ``log``: where its output goes (appended)."""
-    print(f"$ reidx {args}" + (f"  (output: {log})" if log else ""), flush=True)
+    # one write per line: runs side by side (--jobs) echo from several threads, and print's separate newline
+    # write let their lines run together
+    print(f"$ reidx {args}" + (f"  (output: {log})" if log else "") + "\n", end="", flush=True)
     if dry_run:
         return None
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None

@@ -11,6 +11,7 @@ from reidx.data.prepare import prepare_dataset
 from reidx.models import build_model
 from reidx.models.cadnet import CADNetObjective, CADNetWeights
 from reidx.train import TrainConfig, Trainer
+from reidx.train.files import epoch_line
 
 TINY = dict(arch="resnet18", pretrained=False, input_size=(64, 32), discriminator_width=8, workers=0)
 
@@ -86,6 +87,26 @@ def test_baseline_step_has_no_discriminator_phase(dataset: Path, tmp_path: Path)
     assert set(terms) == {"id", "triplet", "total"} and trainer.opt_d is None
     assert all(moved(trainer.model, before)[:-3])  # every trunk weight (BN-neck and FC included below)
     assert any(moved(trainer.model.classifier, before[-3:]))
+
+
+def test_a_step_that_mixed_precision_skips_is_counted_and_the_epoch_line_names_the_fix(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """AMP's gradient scaler skips a step whose gradients are not finite; the trainer counts it (amp_skipped),
+    the weights stay, and an epoch that skipped most steps says so with the fix (a GPU study once trained 15
+    epochs without one update, and only torch's scheduler-order warning hinted at it)."""
+    config = TrainConfig(dataset=str(dataset), model="baseline", batch_ids=2, batch_instances=2, val_ids=0, **TINY)
+    trainer = Trainer(config, tmp_path)
+    trainer.use_amp, trainer.scaler_g = True, torch.amp.GradScaler("cpu")  # CPU autocast stands in for CUDA's
+    hr_batch, lr_batch = first_batches(trainer)
+    assert trainer.train_step(hr_batch, lr_batch)["amp_skipped"] == 0.0
+    before = snapshot(trainer.model)
+    images, labels = hr_batch
+    terms = trainer.train_step((images * float("nan"), labels), lr_batch)
+    assert terms["amp_skipped"] == 1.0 and not any(moved(trainer.model, before))
+    line = epoch_line({"epoch": 3, "total": terms["total"], "amp_skipped": 1.0})
+    assert "mixed precision skipped 100% of the steps" in line and "--no-amp" in line
+    assert "skipped" not in epoch_line({"epoch": 3, "total": 1.0, "amp_skipped": 0.25})
 
 
 def decoder_gradient(weights: CADNetWeights) -> tuple[dict[str, torch.Tensor], float, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -30,7 +31,18 @@ from reidx.models.losses import DISCRIMINATOR, GENERATOR
 from reidx.train.config import TrainConfig
 from reidx.train.data import HRImages, LRImages, load_training_set
 from reidx.train.distributed import check_in_sync, wrap
-from reidx.train.files import BEST, LAST, LOG, RUN_ID, epoch_file, epoch_line, new_run_id, write_log, write_record
+from reidx.train.files import (
+    AMP_SKIPPED,
+    BEST,
+    LAST,
+    LOG,
+    RUN_ID,
+    epoch_file,
+    epoch_line,
+    new_run_id,
+    write_log,
+    write_record,
+)
 from reidx.train.sampler import IdentityBatchSampler
 from reidx.train.schedule import schedule_of
 from reidx.train.state import capture, restore_checked, rng_state
@@ -133,9 +145,13 @@ class Trainer:
         finally:
             for param in discriminators:
                 param.requires_grad_(True)
+        scale = self.scaler_g.get_scale() if self.use_amp else None
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
-        return {name: value.detach() for name, value in terms.items()}, saved
+        terms = {name: value.detach() for name, value in terms.items()}
+        if scale is not None:  # the scaler lowers its scale exactly when it skipped the step (non-finite grads)
+            terms[AMP_SKIPPED] = torch.tensor(float(self.scaler_g.get_scale() < scale), device=self.device)
+        return terms, saved
 
     def discriminator_step(self, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Update D_F and D_I on the detached features / images of the generator step."""
@@ -147,13 +163,20 @@ class Trainer:
         self.scaler_d.update()
         return {("d_total" if name == "total" else name): value.detach() for name, value in terms.items()}
 
+    def advance_schedule(self) -> None:
+        """One lr-schedule step, counted in training steps whether or not AMP's gradient scaler skipped the
+        optimiser's (it skips the first steps while it finds its scale, and torch would warn each run)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.scheduler.step()
+
     def train_step(self, hr_batch, lr_batch) -> dict[str, float]:
         """One generator step, one discriminator step (when the generator step saved something for one: models
         with discriminators) and one lr-schedule step."""
         terms, saved = self.generator_step(hr_batch, lr_batch)
         if saved:
             terms.update(self.discriminator_step(saved))
-        self.scheduler.step()
+        self.advance_schedule()
         self.global_step += 1
         values = torch.stack([value.float() for value in terms.values()]).tolist()
         return dict(zip(terms, values, strict=True))

@@ -22,6 +22,8 @@ LAST, BEST, LOG, RECORD = "last.pt", "best.pt", "log.csv", "config.json"
 EPOCH = re.compile(r"^epoch_(\d+)\.pt$")
 #: The key of the run id in ``config.json`` and in a checkpoint's meta.
 RUN_ID = "run_id"
+#: log column: the share of an epoch's generator steps that AMP's gradient scaler skipped (CUDA only)
+AMP_SKIPPED = "amp_skipped"
 
 
 def epoch_file(epoch: int) -> str:
@@ -84,5 +86,9 @@ def write_log(path: Path, history: list[dict[str, float]]) -> None:
 
 def epoch_line(row: dict[str, float]) -> str:
     """One line per finished epoch: total loss and the validation figures (Rank-1 and mAP in % as in
-    ``reidx report``, PSNR in dB)."""
-    return ", ".join([f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}", *validation_figures(row)])
+    ``reidx report``, PSNR in dB); when AMP's scaler skipped most of the epoch's steps, how many, and the fix."""
+    line = ", ".join([f"epoch {row['epoch']}: loss {row.get('total', float('nan')):.4f}", *validation_figures(row)])
+    skipped = row.get(AMP_SKIPPED, 0.0)
+    if skipped > 0.5:
+        line += f"; mixed precision skipped {skipped:.0%} of the steps (non-finite gradients): train with --no-amp"
+    return line

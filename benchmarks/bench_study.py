@@ -19,8 +19,8 @@ must lie outside the repository):
 Profiles: `cpu` (MobileNetV2 from the ImageNet file `--pretrained`, 128×48, the default) and `gpu` (the same at
 256×128 on `--device cuda` with AMP; `benchmarks/gpu_study.sh` is its one prepared command). `--quick`: one split,
 one epoch, 64×32 from scratch, one frame per id of every new set, MLR-VIPeR prepared with its first split only
-(a smoke test of the pipeline, not a result; `--models baseline` halves it). `--dry-run` prints every command
-it would run and runs none.
+(a smoke test of the pipeline, not a result; `--models baseline` halves it). `--models` and `--arms` pick the
+runs to train and report (the cheap ones first, say). `--dry-run` prints every command it would run and runs none.
 """
 
 from __future__ import annotations
@@ -99,12 +99,13 @@ def prepare_all(data_root: Path, data: Path, frames_per_id: int, quick: bool, dr
     return folders
 
 
-def plan(splits: int, models: tuple[str, ...] = tuple(MODELS)) -> list[RunKey]:
-    """Every run in training order: split by split (each model on each VIPeR arm), the cross runs after split 0."""
+def plan(splits: int, models: tuple[str, ...] = tuple(MODELS), arms: tuple[str, ...] = tuple(ARMS)) -> list[RunKey]:
+    """Every run of ``arms`` in training order: split by split (each model on each VIPeR arm), the cross runs
+    after split 0."""
     keys: list[RunKey] = []
     for split in range(splits):
-        keys += [(arm, model, split) for arm in ("viper", "viper+3") for model in models]
-        if split == 0:
+        keys += [(arm, model, split) for arm in ("viper", "viper+3") if arm in arms for model in models]
+        if split == 0 and "cross" in arms:
             keys += [("cross", model, None) for model in models]
     return keys
 
@@ -257,6 +258,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--splits", type=int, default=5, help="MLR-VIPeR splits to train and test (of 10)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument(
+        "--arms", default=",".join(ARMS), help=f"training sources, comma-separated, of {', '.join(ARMS)}"
+    )
     parser.add_argument("--epochs", type=int, help="default: the profile's")
     parser.add_argument("--input-size", help="HxW (default: the profile's)")
     parser.add_argument("--arch", help="default: the profile's")
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> Values:
     models = tuple(model for model in args.models.split(",") if model)
     if not models or set(models) - set(MODELS):
         raise SystemExit(f"--models {args.models}: use some of {', '.join(MODELS)}")
+    arms = tuple(arm for arm in args.arms.split(",") if arm)
+    if not arms or set(arms) - set(ARMS):
+        raise SystemExit(f"--arms {args.arms}: use some of {', '.join(ARMS)}")
     out = args.out.resolve()
     if out.is_relative_to(ROOT):
         raise SystemExit(f"--out {out} is inside the repository {ROOT}: give a folder outside it, e.g. ../study")
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> Values:
     data = out / ("data-quick" if args.quick else "data")
     folders = prepare_all(args.data_root, data, args.frames_per_id, args.quick, args.dry_run)
     runs = out / "runs" / tag
-    keys = plan(splits, models)
+    keys = plan(splits, models, arms)
     if not args.report_only and not train_all(
         runs, folders, keys, common, profile["device"], args.budget_s, args.dry_run, max(1, args.jobs)
     ):

@@ -24,6 +24,7 @@ def test_the_plan_trains_every_arm_per_split_and_the_cross_row_once() -> None:
         ("viper", "cadnet", 1),
         ("viper+3", "cadnet", 1),
     ]
+    assert plan(5, ("cadnet",), ("viper",)) == [("viper", "cadnet", split) for split in range(5)]
     folders = {name: Path(f"/d/{name}") for name in ("viper", "3dpes", "sarc3d", "towncentre")}
     cross = train_flags(("cross", "cadnet", None), folders, "--epochs 1")
     assert "/d/viper" not in cross and "--trial" not in cross and cross.count("--dataset") == 3

@@ -12,7 +12,6 @@ the source images.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from reidx.data.base import DatasetReader, Options, Record, Source, existing_roo
 from reidx.data.manifest import DatasetInfo, write_dataset
 from reidx.data.registry import get_reader
 from reidx.data.transforms import downsample
+from reidx.device import available_cpus
 from reidx.errors import ReidxError
 from reidx.io import load_image
 from reidx.outputs import atomic_dir, check_apart
@@ -62,8 +62,8 @@ def check_rates(rates: Iterable[int], option: str = "--downsample", allow_empty:
 
 
 def default_workers() -> int:
-    """Threads for image work: the CPU count, at most 8."""
-    return max(1, min(8, os.cpu_count() or 1))
+    """Threads for image work: the CPUs this process may run on, at most 8."""
+    return min(8, available_cpus())
 
 
 def prepare_dataset(

@@ -10,7 +10,7 @@ import pytest
 
 from reidx.errors import ReidxError
 from reidx.gallery.faiss import exact
-from reidx.retrieval.expansion import average_query_expansion
+from reidx.retrieval.expansion import average_query_expansion, left_out_expansion
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -138,3 +138,26 @@ def test_bad_input_is_one_line(queries, gallery, k, words):
     with pytest.raises(ReidxError, match=words.replace("(", r"\(").replace(")", r"\)")) as info:
         average_query_expansion(queries, gallery, k)
     assert "\n" not in info.value.line()
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_left_out_expansion_expands_each_query_without_its_identity(monkeypatch, k):
+    """Equal to expanding each pid's queries against the gallery without that pid; duplicates (exact ties)
+    across gallery blocks; a pid absent from the gallery; a pid leaving fewer than K other items."""
+    rng = np.random.default_rng(5)
+    base = unit(rng.standard_normal((12, 10)))
+    g_pids = rng.integers(0, 12, 90)
+    gallery = base[g_pids]  # every item of a pid is the same vector: ties everywhere
+    q_pids = np.r_[np.arange(12), 40]
+    queries = unit(base[np.minimum(q_pids, 11)] + 0.2 * rng.standard_normal((13, 10)))
+    monkeypatch.setattr(exact, "BLOCK_FLOATS", 64)
+    ours = left_out_expansion(queries, gallery, q_pids, g_pids, k)
+    for pid in np.unique(q_pids):
+        rows = q_pids == pid
+        expected = average_query_expansion(queries[rows], gallery[g_pids != pid], k)
+        np.testing.assert_allclose(ours[rows], expected, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(ours[rows], oracle(queries[rows], gallery[g_pids != pid], k), atol=1e-6)
+    few = left_out_expansion(queries[:2], gallery[:3], [g_pids[0], 40], [g_pids[0], g_pids[0], 99], 5)
+    expected = queries[0].astype(np.float64) + gallery[2]
+    np.testing.assert_allclose(few[0], expected / np.linalg.norm(expected), atol=1e-7)  # one other item left
+    np.testing.assert_allclose(few[1], average_query_expansion(queries[1:2], gallery[:3], 5)[0], atol=1e-7)

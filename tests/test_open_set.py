@@ -8,8 +8,11 @@ import pytest
 
 from reidx.metrics import evaluate
 from reidx.metrics.checks import MetricInputError
-from reidx.metrics.open_set import DEFAULT_FMRS, open_set, open_set_blocks
+from reidx.metrics.open_set import DEFAULT_FMRS, best_impostors, open_set, open_set_blocks
+from reidx.report.scoring import Scoring, open_set_points
+from reidx.retrieval.expansion import average_query_expansion, left_out_expansion
 from reidx.retrieval.rerank import RerankParams, rerank
+from reidx.retrieval.rerank.reference import left_out_dense
 
 # 4 queries, 5 gallery entries. q0 (pid 1, cam 0): g0 is its pid on its camera, so removed despite 0.9; its
 # true match g1 (0.8) beats the best impostor g3 (0.5). q1: true 0.64 beats impostor 0.63. q2 (pid 3) has no
@@ -152,15 +155,21 @@ def test_blocks_equal_the_dense_matrix():
     assert open_set_blocks(iter(blocks), scores.shape, *labels, kind="distance") == dense
 
 
-def test_reranked_distances_blocked_equal_the_oracle():
-    rng = np.random.default_rng(2)
-    centres = rng.standard_normal((20, 12))
-    pids = rng.integers(0, 20, 240)
-    x = centres[pids] + 0.5 * rng.standard_normal((240, 12))
+def clustered_case(seed: int, items: int, classes: int, dim: int, noise: float):
+    """Unit vectors around ``classes`` centres, two cameras; the first 40 are the queries:
+    ``(queries, gallery, (q_pids, g_pids, q_camids, g_camids))``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, dim))
+    pids = rng.integers(0, classes, items)
+    x = centres[pids] + noise * rng.standard_normal((items, dim))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    cams = rng.integers(0, 2, 240)
-    reranked = rerank(x[:40], x[40:], RerankParams(6, 3, 0.3))
-    labels = (pids[:40], pids[40:], cams[:40], cams[40:])
+    cams = rng.integers(0, 2, items)
+    return x[:40], x[40:], (pids[:40], pids[40:], cams[:40], cams[40:])
+
+
+def test_reranked_distances_blocked_equal_the_oracle():
+    q, g, labels = clustered_case(2, 240, 20, 12, 0.5)
+    reranked = rerank(q, g, RerankParams(6, 3, 0.3))
     result = open_set_blocks(reranked.blocks(rows=7), (40, 200), *labels, kind="distance")
     dense = np.concatenate([rows for _, rows in reranked.blocks(rows=7)])
     points, rank1, _, _ = oracle(dense, *labels, "distance", DEFAULT_FMRS)
@@ -195,3 +204,50 @@ def test_blocks_that_do_not_tile_the_matrix_are_refused():
         open_set_blocks([(0, HAND[:2]), (3, HAND[3:])], HAND.shape, *HAND_LABELS, kind="similarity")
     with pytest.raises(MetricInputError, match="cover 2 of 4"):
         open_set_blocks([(0, HAND[:2])], HAND.shape, *HAND_LABELS, kind="similarity")
+
+
+@pytest.mark.parametrize("kind", ["similarity", "distance"])
+def test_impostors_read_from_the_matrix_and_given_apart_agree(kind):
+    scores, *labels = random_case(4, levels=9)
+    blocks = ((s, scores[s : s + 7]) for s in range(0, len(scores), 7))
+    impostors = best_impostors(blocks, scores.shape, labels[0], labels[1], kind=kind)
+    expected = [
+        r[labels[1] != p].max() if kind == "similarity" else r[labels[1] != p].min()
+        for r, p in zip(scores, labels[0], strict=True)
+    ]
+    np.testing.assert_array_equal(impostors, expected)
+    assert open_set(scores, *labels, kind=kind, impostors=impostors) == open_set(scores, *labels, kind=kind)
+    shift = 0.2 if kind == "similarity" else -0.2  # every impostor closer: the thresholds move with them
+    moved = open_set(scores, *labels, kind=kind, impostors=impostors + shift).points
+    base = open_set(scores, *labels, kind=kind).points
+    assert [p.threshold for p in moved] == pytest.approx([p.threshold + shift for p in base], abs=1e-9)
+    with pytest.raises(MetricInputError, match="impostors has shape"):
+        open_set(scores, *labels, kind=kind, impostors=impostors[:-1])
+    with pytest.raises(MetricInputError, match="NaN where"):
+        open_set(HAND, *HAND_LABELS, kind="similarity", impostors=np.full(4, np.nan))
+
+
+def test_reranked_and_aqe_impostors_leave_the_identity_out():
+    """The report's open-set points of re-ranked and AQE scores equal the oracle fed with impostor scores
+    computed on the gallery without each query's identity (dense re-ranking, one pid at a time)."""
+    q, g, labels = clustered_case(6, 160, 12, 10, 0.7)
+    params = RerankParams(6, 3, 0.3)
+    result = open_set_points(Scoring(rerank=params), q, g, *labels)
+    full = dense_rows(rerank(q, g, params))
+    impostors = left_out_dense(q, g, labels[0], labels[1], params)
+    assert result == open_set(full, *labels, kind="distance", impostors=impostors)
+    assert result != open_set(full, *labels, kind="distance")  # the identity-present shortcut differs
+    aqe = open_set_points(Scoring(expansion=2), q, g, *labels)
+    alone = left_out_expansion(q, g, labels[0], labels[1], 2)
+    own = labels[1] == labels[0][:, None]
+    expected = open_set(
+        average_query_expansion(q, g, 2) @ g.T,
+        *labels,
+        kind="similarity",
+        impostors=np.where(own, -np.inf, alone @ g.T).max(1),
+    )
+    assert aqe == expected
+
+
+def dense_rows(reranked) -> np.ndarray:
+    return np.concatenate([rows for _, rows in reranked.blocks(rows=7)])

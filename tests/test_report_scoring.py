@@ -22,9 +22,9 @@ from reidx.evaluation.embed import embed_paths
 from reidx.metrics import evaluate, evaluate_embeddings
 from reidx.metrics.open_set import open_set
 from reidx.models.loading import load_model
-from reidx.retrieval.expansion import average_query_expansion
+from reidx.retrieval.expansion import average_query_expansion, left_out_expansion
 from reidx.retrieval.rerank import RerankParams
-from reidx.retrieval.rerank.reference import rerank_dense
+from reidx.retrieval.rerank.reference import left_out_dense, rerank_dense
 
 PARAMS = RerankParams(k1=5, k2=3, lam=0.2)
 RERANKED = "re-ranked k1 5 / k2 3 / λ 0.2"
@@ -126,12 +126,24 @@ def test_markdown_and_csv_label_the_rows_beside_the_plain_ones(run: Run) -> None
     assert sorted(ranking["scoring"]) == sorted(["plain", RERANKED, "AQE 2"])
 
 
-def test_open_set_table_holds_the_thresholds_of_plain_and_reranked_scores(run: Run) -> None:
+def test_open_set_table_holds_the_thresholds_of_plain_aqe_and_reranked_scores(run: Run) -> None:
     queries, gallery, q, g = _embeddings(run.checkpoint, run.dataset)
     labels = _labels(queries, gallery)
+    alone = left_out_expansion(q, g, labels[0], labels[1], 2)  # impostor trials: the identity left out
     expected = {
         "plain": open_set(q @ g.T, *labels, kind="similarity"),
-        RERANKED: open_set(rerank_dense(np.concatenate([q, g]), len(q), PARAMS), *labels, kind="distance"),
+        "AQE 2": open_set(
+            average_query_expansion(q, g, 2) @ g.T,
+            *labels,
+            kind="similarity",
+            impostors=np.where(labels[1] == labels[0][:, None], -np.inf, alone @ g.T).max(1),
+        ),
+        RERANKED: open_set(
+            rerank_dense(np.concatenate([q, g]), len(q), PARAMS),
+            *labels,
+            kind="distance",
+            impostors=left_out_dense(q, g, labels[0], labels[1], PARAMS),
+        ),
     }
     records = json.loads(run.read("report.json"))["open_set"]
     for scores, result in expected.items():

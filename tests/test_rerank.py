@@ -16,8 +16,9 @@ from reidx.metrics import _rank_kernel as kernel
 from reidx.metrics import evaluate
 from reidx.metrics.reference import multi_shot_minp_reference, single_shot_minp_reference
 from reidx.retrieval.rerank import RerankParams, rerank
+from reidx.retrieval.rerank.left_out import left_out_distances
 from reidx.retrieval.rerank.online import GalleryRerank, _Query
-from reidx.retrieval.rerank.reference import rerank_dense
+from reidx.retrieval.rerank.reference import left_out_dense, rerank_dense
 
 PARAMS = [RerankParams(), RerankParams(5, 1, 0.5), RerankParams(7, 30, 0.1), RerankParams(3, 2, 0.3)]
 
@@ -276,3 +277,23 @@ def test_bad_embeddings_are_refused_in_one_line():
         with pytest.raises(ReidxError, match=re.escape(fix)) as caught:
             call()
         assert "\n" not in caught.value.line()
+
+
+@pytest.mark.parametrize("params", PARAMS)
+def test_left_out_distances_equal_the_dense_reference_per_identity(params):
+    """Impostor scores: each identity's gallery items removed and the graph re-ranked without them. Small
+    classes (k1 larger than a class), duplicates, a query equal to a gallery item, a query identity absent from
+    the gallery, and one that fills the gallery (NaN)."""
+    rng = np.random.default_rng(11)
+    x, labels = clustered(rng, 140, 10, 30, noise=0.5)
+    x[[5, 70]], x[41] = x[[60, 71]], x[100]  # query 5 equals gallery item 30 (x[60]); duplicates
+    queries, q_pids, g_pids = 30, labels[:30].copy(), labels[30:]
+    q_pids[0] = 99  # an identity with no gallery item: its graph is the full one
+    ours = left_out_distances(x[:queries], x[queries:], q_pids, g_pids, params)
+    ref = left_out_dense(x[:queries], x[queries:], q_pids, g_pids, params)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9)
+    full = dense_rows(rerank(x[:queries], x[queries:], params))
+    assert ours[0] == pytest.approx(full[0].min(), abs=1e-12)
+    assert (np.abs(ours - np.where(g_pids == q_pids[:, None], np.inf, full).min(1)) > 1e-6).any()  # not the shortcut
+    alone = left_out_distances(x[:4], x[30:34], [7, 7, 8, 8], [7, 7, 7, 7], params)  # pid 7 fills the gallery
+    assert np.isnan(alone[:2]).all() and np.isfinite(alone[2:]).all()

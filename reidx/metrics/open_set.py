@@ -22,9 +22,10 @@ Definitions (open-set identification: the detection-and-identification rate at a
   among impostor scores can make it lower than a).
 
 The impostor score is read from the given matrix with the identity's columns left out. For plain inner
-products that is exactly the score against the gallery without that identity; re-ranked distances depend on
-the whole gallery, so for them it is the distance computed with the identity present (re-ranking once per
-left-out identity is not done here).
+products that is exactly the score against the gallery without that identity. Scores that depend on the
+whole gallery (re-ranked distances, expanded queries) change when the identity leaves it, so for them the
+caller scores each query against the gallery without its identity and passes those best scores as
+``impostors`` (:func:`best_impostors` reads them from such a matrix).
 """
 
 from __future__ import annotations
@@ -99,12 +100,15 @@ def open_set(
     *,
     kind: ScoreKind,
     fmrs: Sequence[float] = DEFAULT_FMRS,
+    impostors: np.ndarray | None = None,
 ) -> OpenSetResult:
     """Open-set operating points of a dense (queries x gallery) ``scores`` matrix: ``kind="similarity"``
     (higher = closer, e.g. inner products) or ``kind="distance"`` (lower = closer, e.g. re-ranked
-    distances). Bad input raises ``MetricInputError`` saying what is wrong."""
+    distances); ``impostors`` as :func:`open_set_blocks` takes them. Bad input raises ``MetricInputError``
+    saying what is wrong."""
     matrix = _distance_matrix(scores)
-    return open_set_blocks(row_blocks(matrix), matrix.shape, q_pids, g_pids, q_camids, g_camids, kind=kind, fmrs=fmrs)
+    labels = (q_pids, g_pids, q_camids, g_camids)
+    return open_set_blocks(row_blocks(matrix), matrix.shape, *labels, kind=kind, fmrs=fmrs, impostors=impostors)
 
 
 def open_set_blocks(
@@ -117,9 +121,12 @@ def open_set_blocks(
     *,
     kind: ScoreKind,
     fmrs: Sequence[float] = DEFAULT_FMRS,
+    impostors: np.ndarray | None = None,
 ) -> OpenSetResult:
     """:func:`open_set` over ``(start, rows)`` blocks of a (queries x gallery) matrix of shape ``shape``,
-    consecutive from row 0 (what ``Reranked.blocks()`` yields), never holding the whole matrix."""
+    consecutive from row 0 (what ``Reranked.blocks()`` yields), never holding the whole matrix.
+    ``impostors``: each query's best score against the gallery without its identity, scored apart (NaN
+    where none is left), for scores that depend on the whole gallery; by default read from the matrix."""
     if kind not in KINDS:
         raise MetricInputError(f"unknown score kind {kind!r}", f"use one of {', '.join(KINDS)}")
     targets = tuple(float(a) for a in fmrs)
@@ -129,14 +136,43 @@ def open_set_blocks(
     q_pids, q_camids = _labels("q_pids", q_pids, num_q), _labels("q_camids", q_camids, num_q)
     gallery = Gallery.build(_labels("g_pids", g_pids, num_g), _labels("g_camids", g_camids, num_g))
     parts = []
-    for start, rows in checked_blocks(blocks, shape, "score"):
-        if not np.isfinite(rows).all():
-            raise MetricInputError("the scores hold inf entries", "check the embeddings and the re-ranking")
+    for start, rows in _finite(checked_blocks(blocks, shape, "score")):
         closer = rows if kind == SIMILARITY else np.negative(rows)
         stop = start + len(rows)
         parts.append(_best_scores(closer, q_pids[start:stop], q_camids[start:stop], gallery))
     genuine, correct, impostor = (np.concatenate(column) for column in zip(*parts, strict=True))
+    if impostors is not None:
+        given = np.asarray(impostors, dtype=impostor.dtype)
+        if given.shape != impostor.shape or not np.array_equal(np.isnan(given), np.isnan(impostor)):
+            raise MetricInputError(
+                f"impostors has shape {given.shape} or NaN where the gallery holds other identities",
+                "give one best score per query, NaN exactly where its identity fills the gallery",
+            )
+        impostor = given if kind == SIMILARITY else np.negative(given)
     return _operating_points(kind, targets, genuine, correct, impostor, num_q)
+
+
+def best_impostors(
+    blocks: Iterable[tuple[int, Any]], shape: tuple[int, int], q_pids: Any, g_pids: Any, *, kind: ScoreKind
+) -> np.ndarray:
+    """Each query's best score over gallery entries of other identities (NaN: none), from ``(start, rows)``
+    blocks as :func:`open_set_blocks` reads them: the ``impostors`` it takes."""
+    num_q, num_g = shape
+    q_pids = _labels("q_pids", q_pids, num_q)
+    gallery = Gallery.build(_labels("g_pids", g_pids, num_g), np.zeros(num_g, np.int64))
+    parts = []
+    for start, rows in _finite(checked_blocks(blocks, shape, "score")):
+        closer = rows if kind == SIMILARITY else np.negative(rows)
+        score, _ = _best_other(closer, *_same_pid(gallery, q_pids[start : start + len(rows)]))
+        parts.append(score if kind == SIMILARITY else np.negative(score))
+    return np.concatenate(parts)
+
+
+def _finite(blocks: Iterable[tuple[int, np.ndarray]]) -> Iterable[tuple[int, np.ndarray]]:
+    for start, rows in blocks:
+        if not np.isfinite(rows).all():
+            raise MetricInputError("the scores hold inf entries", "check the embeddings and the re-ranking")
+        yield start, rows
 
 
 def _best_scores(
@@ -144,24 +180,38 @@ def _best_scores(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per query row of ``closer`` (higher = closer): its best true-match score (NaN: no true match), whether
     its best-ranked entry is a true match, and its best score over other identities (NaN: none)."""
-    idx, real = gallery.same_pid(q_pids)
-    if not idx.shape[1]:  # no query's identity in the gallery: one padding slot, as same_pid pads
-        idx, real = np.zeros((len(q_pids), 1), np.int64), np.zeros((len(q_pids), 1), bool)
+    idx, real = _same_pid(gallery, q_pids)
     match = real & (gallery.camids[idx] != q_camids[:, None])  # the protocol's same pid + same camid removal
     rows = np.arange(len(closer))
     own = np.where(match, np.take_along_axis(closer, idx, axis=1), -np.inf)
     best_slot = np.argmax(own, axis=1)  # first slot of the maximum: lowest gallery index (by_pid is stable)
     has_true = match.any(1)
     true_score, true_index = own[rows, best_slot], idx[rows, best_slot]
-    others = closer.copy()
-    others[np.repeat(rows, real.sum(1)), idx[real]] = -np.inf
-    other_index = np.argmax(others, axis=1)  # first index of the maximum: ties by gallery order
-    has_other = real.sum(1) < closer.shape[1]
-    other_score = others[rows, other_index]
+    other_score, other_index = _best_other(closer, idx, real)
+    has_other = ~np.isnan(other_score)
     correct = has_true & (
         ~has_other | (true_score > other_score) | ((true_score == other_score) & (true_index < other_index))
     )
-    return np.where(has_true, true_score, np.nan), correct, np.where(has_other, other_score, np.nan)
+    return np.where(has_true, true_score, np.nan), correct, other_score
+
+
+def _same_pid(gallery: Gallery, q_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``Gallery.same_pid``, with one padding slot where no query's identity is in the gallery."""
+    idx, real = gallery.same_pid(q_pids)
+    if not idx.shape[1]:
+        return np.zeros((len(q_pids), 1), np.int64), np.zeros((len(q_pids), 1), bool)
+    return idx, real
+
+
+def _best_other(closer: np.ndarray, idx: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``closer`` (higher = closer): the best score over entries not of the row's pid (``idx`` /
+    ``real`` from :func:`_same_pid`; NaN: none) and that entry (ties: the lowest index)."""
+    rows = np.arange(len(closer))
+    others = closer.copy()
+    others[np.repeat(rows, real.sum(1)), idx[real]] = -np.inf
+    index = np.argmax(others, axis=1)  # first index of the maximum: ties by gallery order
+    score = np.where(real.sum(1) < closer.shape[1], others[rows, index], np.nan)
+    return score, index
 
 
 def _operating_points(

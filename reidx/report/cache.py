@@ -48,8 +48,10 @@ def ranking_entry(mode: str, scoring: str = "") -> str:
 
 
 def open_set_entry(mode: str, scoring: str = "") -> str:
-    """The entry of the open-set operating points of one embedding mode and scoring on a dataset."""
-    return f"open-set-{mode}" + (f"-{scoring}" if scoring else "")
+    """The entry of the open-set operating points of one embedding mode and scoring on a dataset. Re-ranked and
+    AQE entries end in "left-out": their impostor scores are computed without the query's identity (earlier
+    entries, computed with it, are misses)."""
+    return f"open-set-{mode}" + (f"-{scoring}-left-out" if scoring else "")
 
 
 def dataset_fingerprint(directory: Path, frame: pd.DataFrame) -> str:

@@ -307,7 +307,7 @@ SCORING_NOTE = (
 #: The open-set table's footnote: the definition, and which score ``--min-score`` compares.
 OPEN_SET_NOTE = (
     "FMR: share of queries whose best score passes the threshold once their identity is removed from the gallery "
-    "(re-ranked impostor scores are the distances computed with the identity present); TMR: share of queries with a "
+    "(re-ranked and AQE scores are computed again without it); TMR: share of queries with a "
     "true match whose best-scoring entry is of their identity and passes it; `search --min-score` applies to plain "
     "inner products (a similarity, passes when ≥); re-ranked scores are distances (pass when ≤)"
 )

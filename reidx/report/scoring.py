@@ -16,9 +16,10 @@ import numpy as np
 
 from reidx.errors import ReidxError
 from reidx.metrics import RankingMetrics, evaluate_blocks, evaluate_embeddings
-from reidx.metrics.open_set import DISTANCE, SIMILARITY, OpenSetResult, open_set_blocks
-from reidx.retrieval.expansion import average_query_expansion
+from reidx.metrics.open_set import DISTANCE, SIMILARITY, OpenSetResult, best_impostors, open_set_blocks
+from reidx.retrieval.expansion import average_query_expansion, left_out_expansion
 from reidx.retrieval.rerank import RerankParams, rerank
+from reidx.retrieval.rerank.left_out import left_out_distances
 
 PLAIN_LABEL = "plain"
 #: Query rows of plain similarities handed to the open-set code at once (about 16M scores a block).
@@ -110,15 +111,24 @@ def open_set_points(
     scoring: Scoring, q_feats: np.ndarray, g_feats: np.ndarray, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any
 ) -> OpenSetResult:
     """The open-set operating points (:mod:`reidx.metrics.open_set`) of ``scoring``'s scores: plain inner
-    products (what ``search --min-score`` compares) or re-ranked distances (computed with each query's identity
-    in the gallery)."""
+    products (what ``search --min-score`` compares), re-ranked distances or expanded queries' inner products.
+    Impostor trials score each query against the gallery without its identity: for re-ranking and AQE, which
+    read the whole gallery, that is re-ranked (once per query identity) or expanded again without it."""
     labels = (q_pids, g_pids, q_camids, g_camids)
     shape = (len(q_feats), len(g_feats))
     if scoring.rerank is not None:
         blocks = rerank(q_feats, g_feats, scoring.rerank).blocks()
-        return open_set_blocks(blocks, shape, *labels, kind=DISTANCE)
+        impostors = left_out_distances(q_feats, g_feats, q_pids, g_pids, scoring.rerank)
+        return open_set_blocks(blocks, shape, *labels, kind=DISTANCE, impostors=impostors)
+    impostors = None
     if scoring.expansion:
+        alone = left_out_expansion(q_feats, g_feats, q_pids, g_pids, scoring.expansion)
+        impostors = best_impostors(_similarities(alone, g_feats), shape, q_pids, g_pids, kind=SIMILARITY)
         q_feats = average_query_expansion(q_feats, g_feats, scoring.expansion)
+    return open_set_blocks(_similarities(q_feats, g_feats), shape, *labels, kind=SIMILARITY, impostors=impostors)
+
+
+def _similarities(q_feats: np.ndarray, g_feats: np.ndarray):
+    """``(start, rows)`` blocks of the (queries x gallery) inner products, about 16M scores a block."""
     rows = max(1, _SCORES_PER_BLOCK // max(1, len(g_feats)))
-    similarities = ((s, q_feats[s : s + rows] @ g_feats.T) for s in range(0, len(q_feats), rows))
-    return open_set_blocks(similarities, shape, *labels, kind=SIMILARITY)
+    return ((s, q_feats[s : s + rows] @ g_feats.T) for s in range(0, len(q_feats), rows))

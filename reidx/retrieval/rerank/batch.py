@@ -92,6 +92,7 @@ class Reranked:
     lam: float
     distinct: np.ndarray  # (distinct gallery vectors, dim) float64, transposed: BLAS reads each once ...
     copies: np.ndarray  # (gallery,) ... and each gallery item's row among them, so equal items score equal
+    offset: int  # the graph id of the first gallery item (the number of queries in the graph)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Final distances of query rows ``start:stop`` to every gallery item, float64 (stop - start, gallery)."""
@@ -99,7 +100,7 @@ class Reranked:
         mins = np.zeros((len(block), len(self.gallery)))
         for first in range(0, len(block), JACCARD_CHUNK):
             rows, cols, sums = jaccard_mins(*gather(self.qe, block[first : first + JACCARD_CHUNK]), self.index)
-            mins[first + rows, cols - len(self.queries)] = sums
+            mins[first + rows, cols - self.offset] = sums
         sims = (self.queries[block].astype(np.float64) @ self.distinct)[:, self.copies]
         return final_distance(mins, sims, self.far[block, None], self.lam)
 
@@ -115,10 +116,29 @@ def rerank(queries: np.ndarray, gallery: np.ndarray, params: RerankParams = PUBL
     """The published re-ranking of ``queries`` against ``gallery`` (L2-normalised rows), sparse."""
     gallery = unit_rows("the gallery", gallery)
     queries = unit_rows("the queries", queries, gallery.shape[1])
-    items = np.concatenate([queries, gallery])
-    graph = build_graph(items, params)
-    q = np.arange(len(queries))
-    qe = csr(*gather(graph.qe, q))
-    index = inverted(graph.qe, len(items), rows=np.arange(len(queries), len(items)))
+    return reranked(build_graph(np.concatenate([queries, gallery]), params), queries, gallery, params.lam)
+
+
+def distinct_rows(gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(distinct, copies)`` of :class:`Reranked`: the distinct gallery rows, float64 and transposed, and
+    each gallery row's column among them."""
     distinct, copies = np.unique(gallery, axis=0, return_inverse=True)
-    return Reranked(queries, gallery, qe, index, graph.far[q], params.lam, distinct.T.astype(np.float64), copies)
+    return distinct.T.astype(np.float64), copies.ravel()
+
+
+def reranked(
+    graph: Graph,
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    lam: float,
+    rows: np.ndarray | None = None,
+    distinct: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Reranked:
+    """The final distances of ``graph`` (built on ``queries`` then ``gallery``) from its query rows ``rows``
+    (default: all) to its gallery items; ``distinct`` as :func:`distinct_rows` gives it, where known."""
+    offset, items = len(queries), len(queries) + len(gallery)
+    rows = np.arange(offset) if rows is None else rows
+    index = inverted(graph.qe, items, rows=np.arange(offset, items))
+    found, copies = distinct if distinct is not None else distinct_rows(gallery)
+    qe = csr(*gather(graph.qe, rows))
+    return Reranked(queries[rows], gallery, qe, index, graph.far[rows], lam, found, copies, offset)

@@ -81,3 +81,18 @@ def rerank_dense(
             mins[holders[j]] += np.minimum(v[i, j], v[holders[j], j])
         jaccard[i] = 1 - mins / (2.0 - mins)
     return (jaccard * (1 - lam) + original * lam)[:, queries:]  # eq. 13
+
+
+def left_out_dense(
+    queries: np.ndarray, gallery: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, params: RerankParams = PUBLISHED
+) -> np.ndarray:
+    """Per query: its smallest final distance once the gallery items of its pid are removed, by
+    :func:`rerank_dense` on the queries and the rest of the gallery, one pid at a time (NaN: none left)."""
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    best = np.full(len(queries), np.nan)
+    for pid in np.unique(q_pids):
+        rest = gallery[g_pids != pid]
+        if len(rest):
+            own = q_pids == pid
+            best[own] = rerank_dense(np.concatenate([queries, rest]), len(queries), params)[own].min(1)
+    return best

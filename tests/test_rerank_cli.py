@@ -14,12 +14,13 @@ import pytest
 from reidx.device import Devices
 from reidx.evaluation.embed import embed_paths
 from reidx.gallery import open_gallery_dir
-from reidx.gallery.directory import RERANK_NAME
+from reidx.gallery.directory import HEADER_NAME, PARTIAL_NAME, RERANK_NAME
 from reidx.images import expand_images
 from reidx.retrieval.expansion import average_query_expansion
-from reidx.retrieval.rerank import RerankParams
+from reidx.retrieval.rerank import RerankParams, graph
 from reidx.retrieval.rerank.online import GalleryRerank
 from reidx.retrieval.rerank.reference import rerank_dense
+from reidx.retrieval.rerank.resume import KnnBlocks
 
 #: Small k1 / k2: the 12-image gallery is then larger than a neighbour list (the online path, not the
 #: whole-gallery fallback).
@@ -192,3 +193,37 @@ def test_serve_rerank_answers_what_search_rerank_json_does(run_cli, tiny_gallery
         assert refused.status_code == 400 and "cosine similarities" in refused.json()["error"]
         plain = httpx.post(f"{url}/search", files=files, data={"top_k": "7"}, timeout=60).json()
         assert plain[0]["score_kind"] == "similarity" and plain[0]["min_score"] == 0.5
+
+
+def test_an_interrupted_graph_build_resumes_its_knn_pass(run_cli, tiny_gallery: Path, tmp_path: Path, monkeypatch):
+    """embed --rerank-graph stopped in the k-NN pass (after 2 of its 3 blocks): the same command searches only
+    the third block, keeps the other two, and writes the graph an uninterrupted build gives."""
+    monkeypatch.setattr(graph, "QUERY_BLOCK", 4)  # 12 images: 3 blocks
+    searched: list[int] = []
+    keep, stop = KnnBlocks.save, [True]
+
+    def save(self: KnnBlocks, first: int, found) -> None:
+        if stop[0] and first == 8:
+            raise KeyboardInterrupt
+        searched.append(first)
+        keep(self, first, found)
+
+    monkeypatch.setattr(KnnBlocks, "save", save)
+    idx = tmp_path / "idx"
+    args = ("--device", "cpu", "embed", "--checkpoint", tiny_gallery / "model.pt", "--out", idx, *FAST)
+    code, _, err = run_cli(*args, tiny_gallery / "gallery", "--rerank-graph", *SMALL)
+    assert code == 130 and not (idx / HEADER_NAME).exists()
+    kept = sorted((idx / PARTIAL_NAME).glob("knn-*.npz"))
+    assert searched == [0, 4] and len(kept) == 2
+    kept[1].write_bytes(kept[1].read_bytes()[:-3] + b"xyz")  # a damaged block is searched again
+    searched.clear()
+    stop[0] = False
+    code, _, err = run_cli(*args, tiny_gallery / "gallery", "--rerank-graph", *SMALL)
+    assert code == 0, err
+    assert searched == [4, 8] and not (idx / PARTIAL_NAME).exists()
+    stored = np.load(idx / RERANK_NAME, allow_pickle=False)
+    gallery = open_gallery_dir(idx)  # held while its vectors are copied
+    vectors = np.array(gallery.exact_vectors())
+    fresh = GalleryRerank.build(vectors, RerankParams(4, 2, 0.3))
+    np.testing.assert_array_equal(stored["nn"], fresh.graph.nn)
+    np.testing.assert_array_equal(stored["qe_vals"], fresh.graph.qe[2])

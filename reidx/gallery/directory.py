@@ -14,7 +14,8 @@ An index directory holds
 * ``rerank.npz`` (optional, ``reidx embed --rerank-graph``): the gallery's own part of k-reciprocal
   re-ranking (:class:`reidx.retrieval.rerank.GalleryRerank`), with the fingerprint of the vectors it was
   built from; indexes without it read as before;
-* ``.partial/`` (only while ``reidx embed`` runs or after it was interrupted): embedding chunks to resume;
+* ``.partial/`` (only while ``reidx embed`` runs or after it was interrupted): embedding chunks and the
+  re-ranking graph's k-NN blocks, to resume;
 * ``.reidx-output.json``: the marker of the safe-output rule (:mod:`reidx.outputs`).
 
 Similarity is the inner product of L2-normalised embeddings (cosine), as in the evaluator (protocols.md §3).

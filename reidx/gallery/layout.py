@@ -36,7 +36,7 @@ class IndexSpec:
     rerank_graph: bool = option(
         False,
         "Also store the gallery's part of k-reciprocal re-ranking (rerank.npz, for `search --rerank`; flat "
-        "FAISS index); kept exact by --append.",
+        "FAISS index); kept exact by --append; an interrupted build resumes its k-NN pass.",
     )
     k1: int = option(20, "--rerank-graph: k1, the k-reciprocal neighbours (published: 20).", minimum=1)
     k2: int = option(6, "--rerank-graph: k2, the query-expansion neighbours (published: 6).", minimum=1)

@@ -125,7 +125,7 @@ def build_index(
             chunks = embed_to_chunks(embedder, paths, state_dir, job)
         header, metadata = plan.contents(embedder, chunks)
         check_chunks(chunks, paths)  # the one gate every backend's vectors pass
-        graph = graph_to_write(plan.existing, spec, new_vectors(chunks, header.dim))
+        graph = graph_to_write(plan.existing, spec, new_vectors(chunks, header.dim), state_dir)
         extra = None if graph is None else (lambda folder: graph.save(folder / RERANK_NAME))
         write = GalleryWrite(out, header, plan.existing, metadata, chunks, devices, plan.record, extra)
         backend_class(plan.record.backend).write(write)

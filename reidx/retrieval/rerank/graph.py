@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from reidx.gallery.faiss.exact import (
 
 Lookup = Callable[[np.ndarray], np.ndarray]
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # CSR: ptr (rows + 1,), cols, vals
+Knn = tuple[np.ndarray, np.ndarray, np.ndarray]  # ids (rows, k), their float64 similarities, farthest similarity
 #: Rows handled together by the vectorised stages (bounds their temporaries to a few tens of MB).
 ROW_CHUNK = 2048
 
@@ -73,26 +75,58 @@ def unit_rows(name: str, vectors: np.ndarray, dim: int | None = None) -> np.ndar
     return array
 
 
-def nearest_and_farthest(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class BlockStore(Protocol):
+    """Where :func:`nearest_and_farthest` keeps the blocks of one pass, so that an interrupted pass resumes
+    (:class:`reidx.retrieval.rerank.resume.KnnBlocks`)."""
+
+    def load(self, first: int, count: int) -> Knn | None:
+        """The block of queries ``first:first + count`` if kept intact, else None."""
+
+    def save(self, first: int, found: Knn) -> None:
+        """Keep the block of queries starting at ``first``."""
+
+
+#: Makes the store of one pass: ``passes(gallery, queries, k)``.
+Passes = Callable[[np.ndarray, np.ndarray, int], BlockStore]
+
+
+def search(gallery: np.ndarray, queries: np.ndarray, k: int, passes: Passes | None = None) -> Knn:
+    """:func:`nearest_and_farthest`, its blocks kept where ``passes`` says (None: not kept)."""
+    return nearest_and_farthest(gallery, queries, k, None if passes is None else passes(gallery, queries, k))
+
+
+def nearest_and_farthest(gallery: np.ndarray, queries: np.ndarray, k: int, store: BlockStore | None = None) -> Knn:
     """``(ids, sims, far)``: each query's k most similar gallery rows (ranked, ties by id) with their float64
     similarities, and its smallest similarity to any gallery row, in one pass of the exact engine's blocks
-    (``reidx.gallery.faiss.exact``: float32 candidates, float64 decides)."""
+    (``reidx.gallery.faiss.exact``: float32 candidates, float64 decides). ``store`` keeps each block of
+    queries as it is found and gives back those an earlier, interrupted pass found."""
     norm, dim = longest_row(gallery), gallery.shape[1]
-    ids, far = np.empty((len(queries), k), np.int64), np.empty(len(queries))
+    ids, sims, far = np.empty((len(queries), k), np.int64), np.empty((len(queries), k)), np.empty(len(queries))
     for first in range(0, len(queries), QUERY_BLOCK):
         block = queries[first : first + QUERY_BLOCK]
-        margin = rounding_margin(dim, np.linalg.norm(block, axis=1) * norm)
-        width = max(k, BLOCK_FLOATS // len(block))
-        near, low = [], []
-        for start in range(0, len(gallery), width):
-            scores = block @ gallery[start : start + width].T
-            near.append(block_candidates(scores, k, margin, start))
-            low.append(block_candidates(np.negative(scores, out=scores), 1, margin, start))
-        _, ids[first : first + len(block)] = rescored(gallery, block, *_joined(near), k, margin)
-        _, lowest = rescored(gallery, -block, *_joined(low), 1, margin)
-        far[first : first + len(block)] = float64_dots(gallery, lowest[:, 0], block, np.arange(len(block)))
-    rows = np.repeat(np.arange(len(queries)), k)
-    return ids, float64_dots(gallery, ids.ravel(), queries, rows).reshape(ids.shape), far
+        found = store.load(first, len(block)) if store is not None else None
+        if found is None:
+            found = _block_pass(gallery, block, k, norm, dim)
+            if store is not None:
+                store.save(first, found)
+        ids[first : first + len(block)], sims[first : first + len(block)], far[first : first + len(block)] = found
+    return ids, sims, far
+
+
+def _block_pass(gallery: np.ndarray, block: np.ndarray, k: int, norm: float, dim: int) -> Knn:
+    """:func:`nearest_and_farthest` of one block of queries."""
+    margin = rounding_margin(dim, np.linalg.norm(block, axis=1) * norm)
+    width = max(k, BLOCK_FLOATS // len(block))
+    near, low = [], []
+    for start in range(0, len(gallery), width):
+        scores = block @ gallery[start : start + width].T
+        near.append(block_candidates(scores, k, margin, start))
+        low.append(block_candidates(np.negative(scores, out=scores), 1, margin, start))
+    _, ids = rescored(gallery, block, *_joined(near), k, margin)
+    _, lowest = rescored(gallery, -block, *_joined(low), 1, margin)
+    far = float64_dots(gallery, lowest[:, 0], block, np.arange(len(block)))
+    rows = np.repeat(np.arange(len(block)), k)
+    return ids, float64_dots(gallery, ids.ravel(), block, rows).reshape(ids.shape), far
 
 
 def _joined(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from reidx.retrieval.rerank.batch import build_graph, distinct_rows, reranked
-from reidx.retrieval.rerank.graph import PUBLISHED, RerankParams, nearest_and_farthest, unit_rows
-
-Knn = tuple[np.ndarray, np.ndarray, np.ndarray]
+from reidx.retrieval.rerank.graph import PUBLISHED, Knn, RerankParams, nearest_and_farthest, unit_rows
 
 
 def left_out_distances(

@@ -36,6 +36,7 @@ from reidx.io import atomic_path
 from reidx.retrieval.rerank.batch import Graph, build_graph, rerank
 from reidx.retrieval.rerank.graph import (
     PUBLISHED,
+    Passes,
     RerankParams,
     Rows,
     csr,
@@ -45,8 +46,8 @@ from reidx.retrieval.rerank.graph import (
     gather,
     inverted,
     jaccard_mins,
-    nearest_and_farthest,
     reciprocal,
+    search,
     summed,
     unit_rows,
     weights,
@@ -74,9 +75,13 @@ class GalleryRerank:
     reverse: Rows  # per item: the items whose k-NN list holds it (ascending) and its position there
 
     @classmethod
-    def build(cls, vectors: np.ndarray, params: RerankParams = PUBLISHED) -> GalleryRerank:
+    def build(
+        cls, vectors: np.ndarray, params: RerankParams = PUBLISHED, passes: Passes | None = None
+    ) -> GalleryRerank:
+        """The gallery part of ``vectors``; ``passes``: where the k-NN pass keeps its blocks (resumable)."""
         vectors = unit_rows("the gallery", vectors)
-        return cls._from_graph(params, vectors, build_graph(vectors, params))
+        knn = search(vectors, vectors, params.width(len(vectors)), passes)
+        return cls._from_graph(params, vectors, build_graph(vectors, params, knn))
 
     @classmethod
     def _from_graph(cls, params: RerankParams, vectors: np.ndarray, graph: Graph) -> GalleryRerank:
@@ -131,19 +136,20 @@ class GalleryRerank:
 
     # -- growing -------------------------------------------------------------------------------------------
 
-    def append(self, new_vectors: np.ndarray) -> GalleryRerank:
+    def append(self, new_vectors: np.ndarray, passes: Passes | None = None) -> GalleryRerank:
         """The gallery part of the gallery followed by ``new_vectors``, exact. The k-NN search is incremental
         (old items are searched against the new ones only and their lists merged; ties keep the older id);
-        the sparse stages, linear in the items, are recomputed from the merged lists."""
+        the sparse stages, linear in the items, are recomputed from the merged lists. ``passes`` as in
+        :meth:`build`."""
         new = unit_rows("the new gallery vectors", new_vectors, self.vectors.shape[1])
         both = np.concatenate([self.vectors, new])
         n, width = len(self.vectors), self.params.width(len(both))
         if len(new) == 0:
             return self
         if width != self.graph.nn.shape[1]:  # tiny gallery: the lists get longer, start again
-            return GalleryRerank.build(both, self.params)
-        ids, sims, far = nearest_and_farthest(both, new, width)
-        found, found_sims, found_far = nearest_and_farthest(new, self.vectors, min(width, len(new)))
+            return GalleryRerank.build(both, self.params, passes)
+        ids, sims, far = search(both, new, width, passes)
+        found, found_sims, found_far = search(new, self.vectors, min(width, len(new)), passes)
         merged_ids = np.concatenate([self.graph.nn, found + n], 1)
         merged_sims = np.concatenate([self.graph.sims, found_sims], 1)
         order = np.lexsort((merged_ids, -merged_sims), axis=1)[:, :width]

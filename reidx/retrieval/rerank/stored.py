@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from reidx.errors import ReidxError
+from reidx.evaluation.embed import progress_counter
 from reidx.gallery import Gallery
 from reidx.gallery.directory import RERANK_NAME
 from reidx.gallery.layout import IndexSpec
 from reidx.retrieval.rerank.graph import PUBLISHED, RerankParams
 from reidx.retrieval.rerank.online import GalleryRerank
+from reidx.retrieval.rerank.resume import KnnBlocks
 
 #: Opened gallery parts, one per opened gallery (``serve`` reads it once, not per request).
 _OPENED: weakref.WeakKeyDictionary[Gallery, GalleryRerank] = weakref.WeakKeyDictionary()
@@ -47,10 +49,13 @@ def _load(gallery: Gallery, vectors: np.ndarray) -> GalleryRerank:
         raise ReidxError(problem, rebuild_fix(gallery.directory)) from None
 
 
-def graph_to_write(existing: Gallery | None, spec: IndexSpec, new_vectors: np.ndarray) -> GalleryRerank | None:
+def graph_to_write(
+    existing: Gallery | None, spec: IndexSpec, new_vectors: np.ndarray, state_dir: Path
+) -> GalleryRerank | None:
     """The gallery part an ``embed`` writes beside the vectors (None: none). Asked for (``spec.rerank_graph``)
     or already in the index appended to: the stored one extended exactly with ``new_vectors``; a stored one
-    that is damaged, stale or of other k1/k2 than asked for is recomputed from all the vectors, never trusted."""
+    that is damaged, stale or of other k1/k2 than asked for is recomputed from all the vectors, never trusted.
+    Its k-NN pass keeps its blocks in the job's ``state_dir`` (:mod:`.resume`), with a progress bar."""
     stored = existing is not None and (existing.directory / RERANK_NAME).is_file()
     if not spec.rerank_graph and not stored:
         return None
@@ -62,9 +67,19 @@ def graph_to_write(existing: Gallery | None, spec: IndexSpec, new_vectors: np.nd
             previous = _load(existing, old)
         except ReidxError:
             previous = None  # recomputed below
-    if previous is not None and (asked is None or (asked.k1, asked.k2) == (previous.params.k1, previous.params.k2)):
-        return previous.append(new_vectors)
-    return GalleryRerank.build(np.concatenate([old, new_vectors]), asked or PUBLISHED)
+    extend = previous is not None and (asked is None or _same_lists(asked, previous.params))
+    with progress_counter(len(old) + len(new_vectors), 0, "re-ranking graph", show=True) as advance:
+
+        def passes(gallery: np.ndarray, queries: np.ndarray, k: int) -> KnnBlocks:
+            return KnnBlocks(state_dir, gallery, queries, k, advance)
+
+        if extend:
+            return previous.append(new_vectors, passes)
+        return GalleryRerank.build(np.concatenate([old, new_vectors]), asked or PUBLISHED, passes)
+
+
+def _same_lists(asked: RerankParams, stored: RerankParams) -> bool:
+    return (asked.k1, asked.k2) == (stored.k1, stored.k2)
 
 
 def needs_refresh(existing: Gallery | None, spec: IndexSpec) -> bool:

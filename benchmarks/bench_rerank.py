@@ -10,16 +10,24 @@
     Goal: reidx at or below the reference's time.
 (b) reidx alone at larger sizes: batch time and peak RSS (goal at 100k: under 4 GB).
 (c) Online: the gallery part of a gallery built once (time, peak RSS), then queries one at a time
-    (embeddings of held-out items): the plain exact search (``exact_top_k``) and the re-ranked one
-    (``GalleryRerank.query``), interleaved, top-10. Goal: re-ranked within 5x of the plain query.
+    (held-out embeddings of the gallery's identities): the plain exact search (``exact_top_k``) and the
+    re-ranked one (``GalleryRerank.query``), interleaved, top-10. Goal: re-ranked within 5x of the plain
+    query. Its gallery is (b)'s items at the same size.
+
+``--state DIR`` makes (b) and (c) resumable across sittings (1M items is hours of a 2-core machine): the k-NN
+pass keeps its blocks in DIR (as ``embed --rerank-graph`` keeps them in ``.partial``; (c) then reuses (b)'s
+pass over the same items) and a ledger records the seconds of every finished block of the pass and of (b)'s
+final distances, so a run started again does only what is left and reports the sum over sittings: pass, the
+sparse stages (this sitting) and the final distances, and the largest peak RSS of any sitting.
 
 Usage: ``python -m benchmarks.bench_rerank [--quick] [--sizes 2000,10000] [--large 100000]
-[--online 100000] [--dim 256]``.
+[--online 100000] [--dim 256] [--state DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -28,21 +36,92 @@ from typing import Any
 import numpy as np
 
 from benchmarks.processes import in_child, peak_rss_gb
+from reidx.io import atomic_path
+from reidx.retrieval.rerank.resume import KnnBlocks
 
 PER_IDENTITY = 10
 NOISE = 0.6
 
 
-def embeddings(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    """Clustered unit vectors: about PER_IDENTITY per centre, made in blocks (float32 throughout)."""
+def embeddings(n: int, dim: int, seed: int = 0, held_out: int = 0) -> np.ndarray:
+    """Clustered unit vectors: about PER_IDENTITY per centre, made in blocks (float32 throughout); then
+    ``held_out`` more of the same centres (the first n are the same whatever ``held_out`` is)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(1, n // PER_IDENTITY), dim), dtype=np.float32)
-    out = np.empty((n, dim), np.float32)
-    for start in range(0, n, 65536):
-        block = centres[rng.integers(0, len(centres), min(65536, n - start))]
-        block += NOISE * rng.standard_normal(block.shape, dtype=np.float32)
-        out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    out = np.empty((n + held_out, dim), np.float32)
+    for first, last in ((0, n), (n, n + held_out)):
+        for start in range(first, last, 65536):
+            block = centres[rng.integers(0, len(centres), min(65536, last - start))]
+            block += NOISE * rng.standard_normal(block.shape, dtype=np.float32)
+            out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
+
+
+class Ledger:
+    """Seconds of the finished blocks of a resumable run (``--state``), kept in one JSON file written
+    atomically after every block: ``{part: {first row: seconds}}`` plus the peak RSS of every sitting."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def seconds(self, part: str) -> dict[str, float]:
+        return self.data.setdefault(part, {})
+
+    def record(self, part: str, first: int, seconds: float) -> None:
+        self.seconds(part)[str(first)] = seconds
+        self.save()
+
+    def peak(self, gb: float) -> float:
+        """The largest peak RSS of any sitting, this one's ``gb`` included."""
+        self.data["peak_gb"] = max(gb, self.data.get("peak_gb", 0.0))
+        self.save()
+        return self.data["peak_gb"]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data))
+
+
+class TimedBlocks(KnnBlocks):
+    """The k-NN pass's kept blocks (:class:`KnnBlocks`, under ``directory/knn``), each searched block's
+    seconds in the pass's own ledger (``directory/pass-ID.json``), whichever stage searched it."""
+
+    def __init__(self, directory: Path, gallery: np.ndarray, queries: np.ndarray, k: int) -> None:
+        super().__init__(directory / "knn", gallery, queries, k)
+        self.ledger = Ledger(directory / f"pass-{self.pass_id}.json")
+        self.searched_s, self.started = 0.0, time.perf_counter()
+
+    def load(self, first: int, count: int):
+        found = super().load(first, count)
+        self.started = time.perf_counter()
+        return found
+
+    def save(self, first: int, found) -> None:
+        seconds = time.perf_counter() - self.started
+        super().save(first, found)
+        self.searched_s += seconds
+        self.ledger.record("blocks", first, seconds)
+
+
+class Resumable:
+    """``--state``: the k-NN passes of one stage keep their blocks and seconds in ``directory`` (called as
+    the ``passes`` factory); ``ledger`` holds the stage's other seconds and its peak RSS."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory, self.ledger, self.passes = directory, Ledger(directory / f"{name}.json"), []
+
+    def __call__(self, gallery: np.ndarray, queries: np.ndarray, k: int) -> TimedBlocks:
+        blocks = TimedBlocks(self.directory, gallery, queries, k)
+        self.passes.append(blocks)
+        return blocks
+
+    def over_sittings(self, wall_s: float) -> float:
+        """A graph build's seconds over sittings: this sitting's wall time with its searched blocks replaced
+        by every block's recorded seconds (kept blocks were searched in an earlier sitting or stage)."""
+        searched_now = sum(p.searched_s for p in self.passes)
+        return wall_s - searched_now + sum(sum(p.ledger.seconds("blocks").values()) for p in self.passes)
 
 
 def available_gb() -> float:
@@ -63,35 +142,55 @@ def batch_reference(n: int, dim: int, dtype: str, save: str) -> dict[str, Any]:
     return {"s": seconds, "peak_gb": peak_rss_gb()}
 
 
-def batch_reidx(n: int, dim: int, save: str | None) -> dict[str, Any]:
+def batch_reidx(n: int, dim: int, save: str | None, state: str | None = None) -> dict[str, Any]:
+    """(b): re-rank a sixth of ``n`` items against the rest and produce every final distance (into ``save``
+    when given); resumable with ``state``, its seconds then summed over sittings."""
     from reidx.retrieval.rerank import rerank
+    from reidx.retrieval.rerank.batch import BLOCK_DISTANCES
 
     items = embeddings(n, dim)
     queries = n // 6
+    run = Resumable(Path(state), f"batch-{n}-{dim}") if state else None
     before = peak_rss_gb()
     start = time.perf_counter()
-    reranked = rerank(items[:queries], items[queries:])
+    reranked = rerank(items[:queries], items[queries:], passes=run)
     graph_s = time.perf_counter() - start
     out = np.lib.format.open_memmap(save, "w+", np.float64, (queries, n - queries)) if save else None
-    for first, rows in reranked.blocks():
+    done = run.ledger.seconds("rows") if run else {}
+    step = max(1, BLOCK_DISTANCES // (n - queries))
+    for first in (f for f in range(0, queries, step) if str(f) not in done):
+        started = time.perf_counter()
+        rows = reranked.rows(first, first + step)
         if out is not None:
             out[first : first + len(rows)] = rows
+        if run is not None:
+            run.ledger.record("rows", first, time.perf_counter() - started)
     seconds = time.perf_counter() - start
     if out is not None:
         out.flush()
-    return {"s": seconds, "graph_s": graph_s, "peak_gb": peak_rss_gb(), "before_gb": before}
+    figures = {"s": seconds, "graph_s": graph_s, "peak_gb": peak_rss_gb(), "before_gb": before}
+    if run is not None:  # over sittings: every pass block, this sitting's sparse stages, every distance block
+        figures["graph_s"] = run.over_sittings(graph_s)
+        figures["s"] = figures["graph_s"] + sum(run.ledger.seconds("rows").values())
+        figures["peak_gb"] = run.ledger.peak(figures["peak_gb"])
+    return figures
 
 
-def online(n: int, dim: int, queries: int) -> dict[str, Any]:
+def online(n: int, dim: int, queries: int, state: str | None = None) -> dict[str, Any]:
+    """(c): the gallery part of (b)'s ``n`` items, then ``queries`` held-out ones one at a time; with ``state``
+    the k-NN pass resumes (or is (b)'s, kept there) and its seconds are summed over sittings."""
     from reidx.gallery.faiss.exact import exact_top_k
     from reidx.retrieval.rerank import GalleryRerank
 
-    items = embeddings(n + queries, dim)
-    probes, gallery_vectors = items[:queries], items[queries:]
+    items = embeddings(n, dim, held_out=queries)
+    gallery_vectors, probes = items[:n], items[n:]
+    run = Resumable(Path(state), f"online-{n}-{dim}") if state else None
     start = time.perf_counter()
-    gallery = GalleryRerank.build(gallery_vectors)
+    gallery = GalleryRerank.build(gallery_vectors, passes=run)
     build_s = time.perf_counter() - start
     build_peak = peak_rss_gb()
+    if run is not None:
+        build_s, build_peak = run.over_sittings(build_s), run.ledger.peak(build_peak)
     plain, reranked = [], []
     for q in probes[:3]:  # warm-up
         exact_top_k(gallery_vectors, q[None], 10), gallery.query(q, 10)
@@ -157,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--online", help="comma-separated gallery sizes for (c); default 100000")
     parser.add_argument("--queries", type=int, default=100, help="online queries (c)")
     parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--state", help="folder that makes (b) and (c) resumable across sittings (see above)")
     args = parser.parse_args(argv)
 
     def sizes(text: str | None, default: str) -> list[int]:
@@ -169,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             figures |= compare(size, args.dim, Path(scratch))
     print("(b) batch, reidx alone", flush=True)
     for size in sizes(args.large, "" if args.quick else "100000"):
-        ours = in_child(batch_reidx, size, args.dim, None)
+        ours = in_child(batch_reidx, size, args.dim, None, args.state)
         figures |= {f"b{size}_s": ours["s"], f"b{size}_graph_s": ours["graph_s"], f"b{size}_peak_gb": ours["peak_gb"]}
         print(
             f"    {size:>9,}  {ours['s']:8.1f} s (graph {ours['graph_s']:.1f} s)  peak {ours['peak_gb']:.2f} GB"
@@ -178,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
     print(f"(c) online, {args.queries} queries one at a time, top-10", flush=True)
     for size in sizes(args.online, "20000" if args.quick else "100000"):
-        found = in_child(online, size, args.dim, args.queries)
+        found = in_child(online, size, args.dim, args.queries, args.state)
         figures |= {f"c{size}_{key}": value for key, value in found.items()}
         print(
             f"    {size:>9,}  gallery part {found['build_s']:.1f} s, peak {found['build_peak_gb']:.2f} GB | plain"

@@ -17,6 +17,7 @@ from reidx.gallery.faiss.exact import float64_dots
 from reidx.retrieval.rerank.graph import (
     PUBLISHED,
     ROW_CHUNK,
+    Passes,
     RerankParams,
     Rows,
     csr,
@@ -28,6 +29,7 @@ from reidx.retrieval.rerank.graph import (
     jaccard_mins,
     nearest_and_farthest,
     reciprocal,
+    search,
     unit_rows,
     weights,
 )
@@ -112,11 +114,16 @@ class Reranked:
             yield start, self.rows(start, start + rows)
 
 
-def rerank(queries: np.ndarray, gallery: np.ndarray, params: RerankParams = PUBLISHED) -> Reranked:
-    """The published re-ranking of ``queries`` against ``gallery`` (L2-normalised rows), sparse."""
+def rerank(
+    queries: np.ndarray, gallery: np.ndarray, params: RerankParams = PUBLISHED, passes: Passes | None = None
+) -> Reranked:
+    """The published re-ranking of ``queries`` against ``gallery`` (L2-normalised rows), sparse; ``passes``:
+    where the k-NN pass keeps its blocks (:func:`reidx.retrieval.rerank.graph.search`)."""
     gallery = unit_rows("the gallery", gallery)
     queries = unit_rows("the queries", queries, gallery.shape[1])
-    return reranked(build_graph(np.concatenate([queries, gallery]), params), queries, gallery, params.lam)
+    items = np.concatenate([queries, gallery])
+    knn = search(items, items, params.width(len(items)), passes)
+    return reranked(build_graph(items, params, knn), queries, gallery, params.lam)
 
 
 def distinct_rows(gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

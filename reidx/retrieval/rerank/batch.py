@@ -17,6 +17,7 @@ from reidx.gallery.faiss.exact import float64_dots
 from reidx.retrieval.rerank.graph import (
     PUBLISHED,
     ROW_CHUNK,
+    Knn,
     Passes,
     RerankParams,
     Rows,
@@ -27,7 +28,6 @@ from reidx.retrieval.rerank.graph import (
     gather,
     inverted,
     jaccard_mins,
-    nearest_and_farthest,
     reciprocal,
     search,
     unit_rows,
@@ -53,13 +53,12 @@ class Graph:
     qe: Rows  # V after query expansion, eq. 11
 
 
-def build_graph(
-    items: np.ndarray, params: RerankParams, knn: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-) -> Graph:
-    """All re-ranking structures of ``items`` (L2-normalised float32 rows); ``knn`` = ``(nn, sims, far)``
-    when the exact k-NN lists are known already (``GalleryRerank.append`` merges them)."""
+def build_graph(items: np.ndarray, params: RerankParams, knn: Knn) -> Graph:
+    """All re-ranking structures of ``items`` (L2-normalised float32 rows) from their exact k-NN lists ``knn``
+    = ``(nn, sims, far)`` (:func:`reidx.retrieval.rerank.graph.search` over the items, or lists merged by
+    ``GalleryRerank.append`` or skipping removed items in :mod:`.left_out`)."""
     n = len(items)
-    nn, sims, far = knn if knn is not None else nearest_and_farthest(items, items, params.width(n))
+    nn, sims, far = knn
 
     def lookup(ids: np.ndarray) -> np.ndarray:
         return nn[ids]

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -41,6 +43,20 @@ def progress(*extra_columns, transient: bool = False) -> Progress:
         console=err_console,
         transient=transient,
     )
+
+
+def sub_task(bar: Progress, description: str) -> Callable[[int, int], None]:
+    """``update(done, total)`` of a second line of ``bar``, added on the first call and removed when done."""
+    task: list[TaskID] = []
+
+    def update(done: int, total: int) -> None:
+        if not task:
+            task.append(bar.add_task(description, total=total))
+        bar.update(task[0], completed=done)
+        if done >= total:
+            bar.remove_task(task.pop())
+
+    return update
 
 
 def json_text(value: Any, indent: int | None = 2, sort_keys: bool = False) -> str:

@@ -289,7 +289,10 @@ def test_left_out_distances_equal_the_dense_reference_per_identity(params):
     x[[5, 70]], x[41] = x[[60, 71]], x[100]  # query 5 equals gallery item 30 (x[60]); duplicates
     queries, q_pids, g_pids = 30, labels[:30].copy(), labels[30:]
     q_pids[0] = 99  # an identity with no gallery item: its graph is the full one
-    ours = left_out_distances(x[:queries], x[queries:], q_pids, g_pids, params)
+    calls: list[tuple[int, int]] = []
+    ours = left_out_distances(x[:queries], x[queries:], q_pids, g_pids, params, lambda *a: calls.append(a))
+    graphs = len(set(q_pids) & set(g_pids)) + 1  # one per identity in the gallery, one for those not in it
+    assert calls == [(i, graphs) for i in range(1, graphs + 1)]
     ref = left_out_dense(x[:queries], x[queries:], q_pids, g_pids, params)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9)
     full = dense_rows(rerank(x[:queries], x[queries:], params))

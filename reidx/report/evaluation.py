@@ -9,6 +9,7 @@ checkpoint's description and the evaluation's payloads. Embeddings and recovery 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,8 +204,11 @@ def rank_trials(
     return out
 
 
-def open_set_trials(embedded: Embedded, trials: list[int], scoring: Scoring) -> dict[str, Any]:
-    """Per trial: the open-set operating points of ``scoring`` on the main query set (as a dict)."""
+def open_set_trials(
+    embedded: Embedded, trials: list[int], scoring: Scoring, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Per trial: the open-set operating points of ``scoring`` on the main query set (as a dict); ``progress``
+    as :func:`reidx.report.scoring.open_set_points` takes it."""
     out: dict[str, Any] = {}
     for trial in trials:
         gallery, sets = embedded.plans[trial]
@@ -217,6 +221,7 @@ def open_set_trials(embedded: Embedded, trials: list[int], scoring: Scoring) -> 
             gallery["pid"].to_numpy(),
             main.rows["camid"].to_numpy(),
             gallery["camid"].to_numpy(),
+            progress,
         )
         out[str(trial)] = result.to_dict()
     return out

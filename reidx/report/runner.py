@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from reidx.checkpoint import CheckpointFile, LoadedModel
-from reidx.console import progress
+from reidx.console import progress, sub_task
 from reidx.errors import ReidxError
 from reidx.metrics import EvalResult, aggregate_trials
 from reidx.models import list_models, model_class
@@ -391,7 +391,8 @@ def _run_jobs(
             what += " · open set" if job.open_set else ""
             bar.update(task, description=what)
             cached = job.cache.load(job.entry, job.dataset)
-            evaluated = _evaluate(job, cached, model, vectors, batch_size, workers)
+            identities = sub_task(bar, "  re-ranked without each query identity")
+            evaluated = _evaluate(job, cached, model, vectors, batch_size, workers, identities)
             if evaluated is None:
                 payload = cached
                 report.cached += 1
@@ -422,9 +423,10 @@ def _evaluate(
     vectors: Callable[[_Job], Embedded],
     batch_size: int,
     workers: int,
+    progress: Callable[[int, int], None],
 ) -> tuple[dict[str, Any], dict[str, Image.Image]] | None:
     """The job's payload with what the cache lacks evaluated (ranking, open set: missing trials) and its images
-    (by name), or None when the cache has it all."""
+    (by name), or None when the cache has it all; ``progress``: the open set's re-ranking without each identity."""
     if job.mode is None:
         if cached is not None:
             return None
@@ -436,7 +438,7 @@ def _evaluate(
     if not todo:
         return None
     if job.open_set:
-        computed = open_set_trials(vectors(job), todo, job.scoring)
+        computed = open_set_trials(vectors(job), todo, job.scoring, progress)
     else:
         path = str(model(job).path)
         computed = rank_trials(vectors(job), job.dataset, path, job.mode, todo, job.scoring)

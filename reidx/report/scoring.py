@@ -9,6 +9,7 @@ through the same inner product as plain ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,17 +109,25 @@ def ranking_metrics(
 
 
 def open_set_points(
-    scoring: Scoring, q_feats: np.ndarray, g_feats: np.ndarray, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any
+    scoring: Scoring,
+    q_feats: np.ndarray,
+    g_feats: np.ndarray,
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    progress: Callable[[int, int], None] | None = None,
 ) -> OpenSetResult:
     """The open-set operating points (:mod:`reidx.metrics.open_set`) of ``scoring``'s scores: plain inner
     products (what ``search --min-score`` compares), re-ranked distances or expanded queries' inner products.
     Impostor trials score each query against the gallery without its identity: for re-ranking and AQE, which
-    read the whole gallery, that is re-ranked (once per query identity) or expanded again without it."""
+    read the whole gallery, that is re-ranked (once per query identity: ``progress(done, total)``) or expanded
+    again without it."""
     labels = (q_pids, g_pids, q_camids, g_camids)
     shape = (len(q_feats), len(g_feats))
     if scoring.rerank is not None:
         blocks = rerank(q_feats, g_feats, scoring.rerank).blocks()
-        impostors = left_out_distances(q_feats, g_feats, q_pids, g_pids, scoring.rerank)
+        impostors = left_out_distances(q_feats, g_feats, q_pids, g_pids, scoring.rerank, progress)
         return open_set_blocks(blocks, shape, *labels, kind=DISTANCE, impostors=impostors)
     impostors = None
     if scoring.expansion:

@@ -11,6 +11,8 @@ are the full set's with the removed items skipped (ids renumbered in order: ties
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from reidx.retrieval.rerank.batch import build_graph, distinct_rows, reranked
@@ -23,10 +25,11 @@ def left_out_distances(
     q_pids: np.ndarray,
     g_pids: np.ndarray,
     params: RerankParams = PUBLISHED,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Per query (L2-normalised rows, as :func:`reidx.retrieval.rerank.rerank` takes them): the smallest
     final distance to a gallery item, re-ranked with all gallery items of the query's pid removed; NaN where
-    the gallery holds no other pid."""
+    the gallery holds no other pid. ``progress(done, total)`` after each graph re-ranked."""
     gallery = unit_rows("the gallery", gallery)
     queries = unit_rows("the queries", queries, gallery.shape[1])
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
@@ -42,7 +45,7 @@ def left_out_distances(
     lowest, negated, _ = nearest_and_farthest(items, -items, min(total, spare + 1))  # the farthest, negated
     distinct = distinct_rows(gallery)
     best = np.full(offset, np.nan)
-    for rows, removed in identities:
+    for done, (rows, removed) in enumerate(identities, 1):
         if len(removed) < len(gallery):
             keep = np.ones(total, bool)
             keep[removed] = False
@@ -51,6 +54,8 @@ def left_out_distances(
             graph = build_graph(items[keep], params, knn=knn)
             found = reranked(graph, queries, gallery[kept], params.lam, rows, (distinct[0], distinct[1][kept]))
             best[rows] = found.rows(0, len(rows)).min(1)
+        if progress is not None:
+            progress(done, len(identities))
     return best
 
 

@@ -232,12 +232,12 @@ def test_reranked_and_aqe_impostors_leave_the_identity_out():
     computed on the gallery without each query's identity (dense re-ranking, one pid at a time)."""
     q, g, labels = clustered_case(6, 160, 12, 10, 0.7)
     params = RerankParams(6, 3, 0.3)
-    result = open_set_points(Scoring(rerank=params), q, g, *labels)
+    result = open_set_points(Scoring(rerank=params), q, g, labels)
     full = dense_rows(rerank(q, g, params))
     impostors = left_out_dense(q, g, labels[0], labels[1], params)
     assert result == open_set(full, *labels, kind="distance", impostors=impostors)
     assert result != open_set(full, *labels, kind="distance")  # the identity-present shortcut differs
-    aqe = open_set_points(Scoring(expansion=2), q, g, *labels)
+    aqe = open_set_points(Scoring(expansion=2), q, g, labels)
     alone = left_out_expansion(q, g, labels[0], labels[1], 2)
     own = labels[1] == labels[0][:, None]
     expected = open_set(

@@ -213,16 +213,9 @@ def open_set_trials(
     for trial in trials:
         gallery, sets = embedded.plans[trial]
         main = next(s for s in sets if s.main)
-        result = open_set_points(
-            scoring,
-            embedded.features(main.rows),
-            embedded.features(gallery),
-            main.rows["pid"].to_numpy(),
-            gallery["pid"].to_numpy(),
-            main.rows["camid"].to_numpy(),
-            gallery["camid"].to_numpy(),
-            progress,
-        )
+        labels = (main.rows["pid"], gallery["pid"], main.rows["camid"], gallery["camid"])
+        features = (embedded.features(main.rows), embedded.features(gallery))
+        result = open_set_points(scoring, *features, tuple(c.to_numpy() for c in labels), progress)
         out[str(trial)] = result.to_dict()
     return out
 

@@ -112,18 +112,15 @@ def open_set_points(
     scoring: Scoring,
     q_feats: np.ndarray,
     g_feats: np.ndarray,
-    q_pids: Any,
-    g_pids: Any,
-    q_camids: Any,
-    g_camids: Any,
+    labels: tuple[Any, Any, Any, Any],
     progress: Callable[[int, int], None] | None = None,
 ) -> OpenSetResult:
     """The open-set operating points (:mod:`reidx.metrics.open_set`) of ``scoring``'s scores: plain inner
     products (what ``search --min-score`` compares), re-ranked distances or expanded queries' inner products.
     Impostor trials score each query against the gallery without its identity: for re-ranking and AQE, which
     read the whole gallery, that is re-ranked (once per query identity: ``progress(done, total)``) or expanded
-    again without it."""
-    labels = (q_pids, g_pids, q_camids, g_camids)
+    again without it. ``labels``: q_pids, g_pids, q_camids, g_camids."""
+    q_pids, g_pids = labels[:2]
     shape = (len(q_feats), len(g_feats))
     if scoring.rerank is not None:
         blocks = rerank(q_feats, g_feats, scoring.rerank).blocks()

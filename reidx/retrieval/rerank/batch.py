@@ -28,8 +28,8 @@ from reidx.retrieval.rerank.graph import (
     gather,
     inverted,
     jaccard_mins,
+    knn_pass,
     reciprocal,
-    search,
     unit_rows,
     weights,
 )
@@ -55,7 +55,7 @@ class Graph:
 
 def build_graph(items: np.ndarray, params: RerankParams, knn: Knn) -> Graph:
     """All re-ranking structures of ``items`` (L2-normalised float32 rows) from their exact k-NN lists ``knn``
-    = ``(nn, sims, far)`` (:func:`reidx.retrieval.rerank.graph.search` over the items, or lists merged by
+    = ``(nn, sims, far)`` (:func:`reidx.retrieval.rerank.graph.knn_pass` over the items, or lists merged by
     ``GalleryRerank.append`` or skipping removed items in :mod:`.left_out`)."""
     n = len(items)
     nn, sims, far = knn
@@ -117,11 +117,11 @@ def rerank(
     queries: np.ndarray, gallery: np.ndarray, params: RerankParams = PUBLISHED, passes: Passes | None = None
 ) -> Reranked:
     """The published re-ranking of ``queries`` against ``gallery`` (L2-normalised rows), sparse; ``passes``:
-    where the k-NN pass keeps its blocks (:func:`reidx.retrieval.rerank.graph.search`)."""
+    where the k-NN pass keeps its blocks (:func:`reidx.retrieval.rerank.graph.knn_pass`)."""
     gallery = unit_rows("the gallery", gallery)
     queries = unit_rows("the queries", queries, gallery.shape[1])
     items = np.concatenate([queries, gallery])
-    knn = search(items, items, params.width(len(items)), passes)
+    knn = knn_pass(items, items, params.width(len(items)), passes)
     return reranked(build_graph(items, params, knn), queries, gallery, params.lam)
 
 

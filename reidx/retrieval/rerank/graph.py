@@ -90,7 +90,7 @@ class BlockStore(Protocol):
 Passes = Callable[[np.ndarray, np.ndarray, int], BlockStore]
 
 
-def search(gallery: np.ndarray, queries: np.ndarray, k: int, passes: Passes | None = None) -> Knn:
+def knn_pass(gallery: np.ndarray, queries: np.ndarray, k: int, passes: Passes | None = None) -> Knn:
     """:func:`nearest_and_farthest`, its blocks kept where ``passes`` says (None: not kept)."""
     return nearest_and_farthest(gallery, queries, k, None if passes is None else passes(gallery, queries, k))
 

@@ -46,8 +46,8 @@ from reidx.retrieval.rerank.graph import (
     gather,
     inverted,
     jaccard_mins,
+    knn_pass,
     reciprocal,
-    search,
     summed,
     unit_rows,
     weights,
@@ -80,7 +80,7 @@ class GalleryRerank:
     ) -> GalleryRerank:
         """The gallery part of ``vectors``; ``passes``: where the k-NN pass keeps its blocks (resumable)."""
         vectors = unit_rows("the gallery", vectors)
-        knn = search(vectors, vectors, params.width(len(vectors)), passes)
+        knn = knn_pass(vectors, vectors, params.width(len(vectors)), passes)
         return cls._from_graph(params, vectors, build_graph(vectors, params, knn))
 
     @classmethod
@@ -148,8 +148,8 @@ class GalleryRerank:
             return self
         if width != self.graph.nn.shape[1]:  # tiny gallery: the lists get longer, start again
             return GalleryRerank.build(both, self.params, passes)
-        ids, sims, far = search(both, new, width, passes)
-        found, found_sims, found_far = search(new, self.vectors, min(width, len(new)), passes)
+        ids, sims, far = knn_pass(both, new, width, passes)
+        found, found_sims, found_far = knn_pass(new, self.vectors, min(width, len(new)), passes)
         merged_ids = np.concatenate([self.graph.nn, found + n], 1)
         merged_sims = np.concatenate([self.graph.sims, found_sims], 1)
         order = np.lexsort((merged_ids, -merged_sims), axis=1)[:, :width]

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import secrets
@@ -212,6 +213,15 @@ def atomic_path(path: str | os.PathLike, kind: str = "file") -> Iterator[Path]:
         except BaseException:
             remove_empty(created)
             raise
+
+
+def write_checksummed(directory: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write ``data`` atomically as ``directory/STEM-SHA256SUFFIX`` and return that path: the SHA-256 of the
+    bytes arrives with them in one rename, so a reader tells a damaged file by its name alone."""
+    path = directory / f"{stem}-{hashlib.sha256(data).hexdigest()}{suffix}"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
 
 
 def check_file_output(path: str | os.PathLike, flag: str | None = None) -> None:

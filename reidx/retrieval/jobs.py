@@ -27,7 +27,7 @@ from reidx.errors import ReidxError
 from reidx.evaluation.embed import iter_embeddings, progress_counter
 from reidx.evaluation.embedders import Embedder
 from reidx.gallery.base import read_chunk_shape
-from reidx.io import atomic_path, sha256_file, writing
+from reidx.io import atomic_path, sha256_file, write_checksummed, writing
 from reidx.retrieval.requests import EmbedJob
 
 JOB_NAME = "job.json"
@@ -164,11 +164,7 @@ def write_chunk(state_dir: Path, start: int, vectors: np.ndarray) -> Path:
     """Save one chunk atomically (a crash never leaves a truncated chunk), named with its bytes' SHA-256."""
     buffer = io.BytesIO()
     np.save(buffer, vectors, allow_pickle=False)
-    data = buffer.getvalue()
-    path = state_dir / f"chunk-{start:010d}-{start + len(vectors):010d}-{hashlib.sha256(data).hexdigest()}.npy"
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    return write_checksummed(state_dir, f"chunk-{start:010d}-{start + len(vectors):010d}", ".npy", buffer.getvalue())
 
 
 def bad_rows(vectors: np.ndarray) -> np.ndarray:

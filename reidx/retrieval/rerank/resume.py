@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reidx.io import atomic_path, sha256_file, writing
+from reidx.io import sha256_file, write_checksummed
 from reidx.retrieval.rerank.graph import Knn
 
 FORMAT = 1
@@ -55,12 +55,7 @@ class KnnBlocks:
     def save(self, first: int, found: Knn) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, ids=found[0], sims=found[1], far=found[2])
-        data = buffer.getvalue()
-        path = self.directory / f"knn-{self.pass_id}-{first:010d}-{hashlib.sha256(data).hexdigest()}.npz"
-        with writing(self.directory):
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
+        write_checksummed(self.directory, f"knn-{self.pass_id}-{first:010d}", ".npz", buffer.getvalue())
         self.advance(len(found[2]))
 
     def _read(self, path: Path, count: int) -> Knn | None:

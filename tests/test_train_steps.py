@@ -137,3 +137,20 @@ def test_ablation_switches_remove_their_terms() -> None:
     assert (weights.rec, weights.adv_image, weights.adv_feature) == (0.0, 0.0, 0.5)
     terms, _, _ = decoder_gradient(weights)
     assert set(terms) == {"id", "triplet", "adv_feature", "total"}
+
+
+def test_no_rec_hr_counts_the_lr_term_twice_in_l_rec() -> None:
+    assert CADNetWeights.from_config(TrainConfig(rec_hr=False)).rec_hr is False
+    torch.manual_seed(0)
+    model = build_model("cadnet", num_classes=3, arch="resnet18", discriminator_width=8, residual_recovery=True)
+    x_h, y = torch.rand(4, 3, 64, 32) * 2 - 1, torch.tensor([0, 0, 1, 1])
+    x_l = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x_h, 4), size=(64, 32), mode="bilinear")
+    recovered = model(torch.cat([x_h, x_l]))["recovered"].detach()
+    lr_term = torch.nn.functional.l1_loss(recovered[4:], x_h)
+    quiet = dict(identity=0.0, triplet=0.0, adv_feature=0.0, adv_image=0.0)
+    both, _ = CADNetObjective(model, CADNetWeights(**quiet))("generator", x_h, y, x_l, x_h, y)
+    lr_only, _ = CADNetObjective(model, CADNetWeights(rec_hr=False, **quiet))("generator", x_h, y, x_l, x_h, y)
+    hr_term = torch.nn.functional.l1_loss(recovered[:4], x_h)
+    torch.testing.assert_close(both["rec"], hr_term + lr_term)
+    torch.testing.assert_close(lr_only["rec"], 2 * lr_term)
+    assert abs(float(hr_term - lr_term)) > 1e-3  # the two terms differ, so the switch is seen

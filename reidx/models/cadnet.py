@@ -10,7 +10,11 @@ after C's BatchNorm (its f and g channels) instead of before it.
 Its loss recipe (cadnet.md §3, :class:`CADNetObjective`) adds to L_cls, conventions [L]: the encoder's
 adversarial loss is on LR features only, with the HR label as target (judged beside the detached HR features,
 so D_F's BatchNorm sees the same two-resolution batch in both steps); D_I's fakes are G(f_L) and G(f_H).
-L_rec is the mean absolute error per pixel channel [G] (RAIN's ``dist/(B·H·W)`` is 3× this).
+L_rec is the mean absolute error per pixel channel [G] (RAIN's ``dist/(B·H·W)`` is 3× this). With residual
+recovery its HR term holds G at the identity (measured: G equals bilinear up-sampling): it asks for a zero
+correction on every HR pixel, and under L1 that point mass at zero is the median G settles on unless it tells
+HR inputs from LR ones, which f, made resolution-invariant, hides. ``rec_hr`` off drops that term (the LR term
+then counts twice, so λ_rec keeps its scale).
 """
 
 from __future__ import annotations
@@ -61,6 +65,11 @@ class CADNetOptions:
     adv_feature: bool = option(True, "L_adv^D_F (off: the w/o L_adv^D_F ablation).", after=LOSSES)
     adv_image: bool = option(True, "L_adv^D_I (off: the w/o L_adv^D_I ablation).", after=LOSSES)
     rec: bool = option(True, "L_rec (off: the w/o L_rec ablation).", after=LOSSES)
+    rec_hr: bool = option(
+        True,
+        "L_rec's HR term (the recovered x_H against x_H); off, the LR term counts twice: a residual G learns.",
+        after=LOSSES,
+    )
 
 
 @register_model("cadnet")
@@ -181,6 +190,7 @@ class CADNetWeights(LossWeights):
     adversarial λ (RAIN's w_dis)."""
 
     rec: float = 1.0
+    rec_hr: bool = True  # L_rec's HR term (else its LR term counts twice)
     adv_feature: float = 0.01
     adv_image: float = 0.01
 
@@ -190,6 +200,7 @@ class CADNetWeights(LossWeights):
         return cls(
             **asdict(LossWeights.from_config(config)),
             rec=config.lambda_rec if config.rec else 0.0,
+            rec_hr=config.rec_hr,
             adv_feature=config.lambda_adv_feature if config.adv_feature else 0.0,
             adv_image=config.lambda_adv_image if config.adv_image else 0.0,
         )
@@ -218,7 +229,8 @@ class CADNetObjective(Objective):
         f_h, f_l = out["f"].split(n)
         rec_h, rec_l = out["recovered"].split(n)
         if w.rec:
-            terms["rec"] = F.l1_loss(rec_h.float(), x_h) + F.l1_loss(rec_l.float(), t_l)
+            lr_term = F.l1_loss(rec_l.float(), t_l)
+            terms["rec"] = (F.l1_loss(rec_h.float(), x_h) if w.rec_hr else lr_term) + lr_term
         if w.adv_feature:
             _, judged_l = self.model.feature_discriminator.judge(f_h.detach(), f_l)
             terms["adv_feature"] = gan_loss(judged_l, REAL)

@@ -49,12 +49,13 @@ def setup(devices: Devices) -> DistEnv:
         return DistEnv(place=devices)
     import torch
     import torch.distributed as dist
-    import torch.distributed.nn  # noqa: F401 - before the group exists: see below
 
     # torch.distributed.nn binds group.WORLD into its functions' defaults when it is imported, and torchvision
     # imports it. Imported after init_process_group, it keeps the group alive past destroy_process_group, so
     # gloo's worker threads outlive teardown and may still free a collective's tensors while the interpreter
     # exits: SIGABRT ("terminate called without an active exception"). Imported here, it binds None.
+    import torch.distributed.nn  # noqa: F401
+
     device = devices.torch
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":

@@ -30,12 +30,16 @@ def test_shards_cover_the_list_in_order() -> None:
             assert all(spans[i][1] == spans[i + 1][0] for i in range(world - 1))
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    """``reidx --device cpu embed ARGS`` as two torchrun processes on this machine."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += ["-m", "reidx", "--device", "cpu", "embed", *args, "--workers", "0", "--batch-size", "2"]
+def two_ranks(*target: str) -> subprocess.CompletedProcess:
+    """``target`` (a script, or ``-m MODULE ARGS``) as two torchrun processes on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *target]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``reidx --device cpu embed ARGS`` as two torchrun processes on this machine."""
+    return two_ranks("-m", "reidx", "--device", "cpu", "embed", *args, "--workers", "0", "--batch-size", "2")
 
 
 RANK_SCRIPT = """
@@ -60,9 +64,7 @@ def test_teardown_frees_the_group_so_no_gloo_thread_outlives_it(tmp_path: Path) 
     aborts the rank (a one-in-ten failure of the resume test below, under load)."""
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = two_ranks(str(script))
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.split("\n")[:2]) == [f"rank {r}: references left 1" for r in (0, 1)], done.stdout
 

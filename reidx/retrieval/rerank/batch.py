@@ -92,18 +92,23 @@ class Reranked:
     far: np.ndarray  # (queries,) smallest similarity of each query to any item
     lam: float
     distinct: np.ndarray  # (distinct gallery vectors, dim) float64, transposed: BLAS reads each once ...
-    copies: np.ndarray  # (gallery,) ... and each gallery item's row among them, so equal items score equal
+    copies: np.ndarray | None  # (gallery,) ... and each item's column there, so equal items score equal (None: same)
     offset: int  # the graph id of the first gallery item (the number of queries in the graph)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Final distances of query rows ``start:stop`` to every gallery item, float64 (stop - start, gallery)."""
         block = np.arange(start, min(stop, len(self.queries)))
-        mins = np.zeros((len(block), len(self.gallery)))
+        rows, cols, sums = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0)]  # support entries
         for first in range(0, len(block), JACCARD_CHUNK):
-            rows, cols, sums = jaccard_mins(*gather(self.qe, block[first : first + JACCARD_CHUNK]), self.index)
-            mins[first + rows, cols - self.offset] = sums
-        sims = (self.queries[block].astype(np.float64) @ self.distinct)[:, self.copies]
-        return final_distance(mins, sims, self.far[block, None], self.lam)
+            found = jaccard_mins(*gather(self.qe, block[first : first + JACCARD_CHUNK]), self.index)
+            rows.append(first + found[0])
+            cols.append(found[1] - self.offset)
+            sums.append(found[2])
+        sims = self.queries[block].astype(np.float64) @ self.distinct
+        if self.copies is not None:
+            sims = sims[:, self.copies]
+        at = np.concatenate(rows), np.concatenate(cols)
+        return final_distance(sims, self.far[block, None], self.lam, at, np.concatenate(sums))
 
     def blocks(self, rows: int | None = None):
         """``(start, distances)`` for consecutive blocks of query rows (what ``metrics.evaluate`` reads), by
@@ -126,10 +131,13 @@ def rerank(
 
 
 def distinct_rows(gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(distinct, copies)`` of :class:`Reranked`: the distinct gallery rows, float64 and transposed, and
-    each gallery row's column among them."""
-    distinct, copies = np.unique(gallery, axis=0, return_inverse=True)
-    return distinct.T.astype(np.float64), copies.ravel()
+    """``(distinct, copies)`` of :class:`Reranked`: the distinct gallery rows in order of first appearance,
+    float64 and transposed, and each gallery row's column among them (``arange`` where no row repeats)."""
+    found, first, inverse = np.unique(gallery, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    column = np.empty_like(order)
+    column[order] = np.arange(len(order))
+    return found[order].T.astype(np.float64), column[inverse.ravel()]
 
 
 def reranked(
@@ -146,5 +154,7 @@ def reranked(
     rows = np.arange(offset) if rows is None else rows
     index = inverted(graph.qe, items, rows=np.arange(offset, items))
     found, copies = distinct if distinct is not None else distinct_rows(gallery)
+    if len(copies) == found.shape[1] and (copies == np.arange(len(copies))).all():
+        copies = None  # every gallery row is its own column: no gather
     qe = csr(*gather(graph.qe, rows))
     return Reranked(queries[rows], gallery, qe, index, graph.far[rows], lam, found, copies, offset)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -227,16 +227,17 @@ def jaccard_mins(
     return summed(query, rows, np.minimum(np.repeat(q_vals, counts), vals))
 
 
-def final_distance(mins: np.ndarray, sims: np.ndarray, far: np.ndarray, lam: float) -> np.ndarray:
-    """d* = (1 - lambda) d_J + lambda d / max d (eq. 13 with the published per-row normalised d), where
-    d_J = 1 - m / (2 - m) (eq. 10: the rows of V sum to 1, so sum max = 2 - sum min); m = 0 gives d_J = 1."""
-    jaccard = 2.0 - mins  # in place from here: the same operations as the formula, fewer temporaries
-    np.divide(mins, jaccard, out=jaccard)
-    np.subtract(1, jaccard, out=jaccard)
-    jaccard *= 1 - lam
-    original = np.multiply(sims, 2.0)
-    np.subtract(2.0, original, out=original)
-    original /= 2.0 - 2.0 * far
-    original *= lam
-    jaccard += original
-    return jaccard
+def final_distance(sims: np.ndarray, far: np.ndarray | float, lam: float, at: Any, mins: np.ndarray) -> np.ndarray:
+    """d* = (1 - lambda) d_J + lambda d / max d (eq. 13 with the published per-row normalised d = (2 - 2s) /
+    (2 - 2 far)), where d_J = 1 - m / (2 - m) (eq. 10: the rows of V sum to 1, so sum max = 2 - sum min).
+    In place on the float64 similarities ``sims``: every entry first as if m = 0 (d_J = 1), then the entries
+    ``at`` (a numpy index into ``sims``, each entry once) with their ``mins``. Each value goes through the
+    formula's operations in its order, as when applied to dense arrays, so it is the same to the last bit."""
+    np.multiply(sims, 2.0, out=sims)
+    np.subtract(2.0, sims, out=sims)
+    sims /= 2.0 - 2.0 * far
+    sims *= lam
+    original = sims[at]
+    sims += 1 - lam
+    sims[at] = (1 - mins / (2.0 - mins)) * (1 - lam) + original
+    return sims

@@ -346,9 +346,8 @@ class _Query:
         mins_support = np.r_[sums, re_sums]
         plain_ids, _ = self.plain(min(n, k + 8))  # + 8: ties at the k-th
         ids = np.union1d(support, plain_ids)
-        mins = np.zeros(len(ids))
-        mins[np.searchsorted(ids, support)] = mins_support
-        final = final_distance(mins, self.sims_to_query(ids), self.q_far, p.lam)
+        at = np.searchsorted(ids, support)
+        final = final_distance(self.sims_to_query(ids), self.q_far, p.lam, at, mins_support)
         order = np.lexsort((ids, final))[:k]
         return ids[order], final[order]
 
